@@ -1,0 +1,17 @@
+"""Archive: move the manifest's files out of landing and write the run summary."""
+
+from __future__ import annotations
+
+from kpi_pipeline import archiving
+from kpi_pipeline.contracts import ArchiveRequest, RunSummary
+from kpi_pipeline.layout import Layout
+from kpi_pipeline.observability import step_handler
+from kpi_pipeline.settings import StorageSettings, load
+from kpi_pipeline.storage import Storage
+
+
+@step_handler("Archive", ArchiveRequest)
+def handler(request: ArchiveRequest) -> RunSummary:
+    return archiving.archive_run(
+        request, storage=Storage(), layout=Layout.from_settings(load(StorageSettings))
+    )

@@ -1,0 +1,34 @@
+"""CheckSourceData and ExtractRds: the users and songs tables of the source PostgreSQL."""
+
+from __future__ import annotations
+
+from kpi_pipeline import extract
+from kpi_pipeline.contracts import RunRequest, SourceCheck, SourceSnapshot
+from kpi_pipeline.layout import Layout
+from kpi_pipeline.observability import step_handler
+from kpi_pipeline.settings import EngineSettings, SourceSettings, StorageSettings, load
+from kpi_pipeline.source import SourceDatabase, connection_params
+from kpi_pipeline.storage import Storage
+
+
+def _source_database() -> SourceDatabase:
+    return SourceDatabase(connection_params(load(SourceSettings)))
+
+
+@step_handler("CheckSourceData", RunRequest)
+def check_source(request: RunRequest) -> SourceCheck:
+    return extract.check_source(_source_database())
+
+
+@step_handler("ExtractRds", RunRequest)
+def extract_tables(request: RunRequest) -> SourceSnapshot:
+    storage_settings = load(StorageSettings)
+    return extract.extract_snapshot(
+        request.run_id,
+        db=_source_database(),
+        batch_size=load(SourceSettings).extract_batch_size,
+        storage=Storage(),
+        layout=Layout.from_settings(storage_settings),
+        engine_settings=load(EngineSettings),
+        work_dir=storage_settings.work_dir,
+    )

@@ -1,0 +1,32 @@
+"""ListNewFiles and IngestStreams: stream CSV files from the S3 landing area."""
+
+from __future__ import annotations
+
+from kpi_pipeline import listing, streams
+from kpi_pipeline.contracts import IngestRequest, IngestResult, Manifest, RunRequest
+from kpi_pipeline.layout import Layout
+from kpi_pipeline.observability import step_handler
+from kpi_pipeline.settings import EngineSettings, IngestSettings, StorageSettings, load
+from kpi_pipeline.storage import Storage
+
+
+@step_handler("ListNewFiles", RunRequest)
+def list_new_files(request: RunRequest) -> Manifest:
+    return listing.list_new_files(
+        request.run_id,
+        storage=Storage(),
+        layout=Layout.from_settings(load(StorageSettings)),
+        max_files=load(IngestSettings).max_files_per_run,
+    )
+
+
+@step_handler("IngestFile", IngestRequest)
+def ingest_file(request: IngestRequest) -> IngestResult:
+    storage_settings = load(StorageSettings)
+    return streams.ingest_file(
+        request,
+        storage=Storage(),
+        layout=Layout.from_settings(storage_settings),
+        engine_settings=load(EngineSettings),
+        work_dir=storage_settings.work_dir,
+    )

@@ -1,0 +1,85 @@
+"""Archive: move exactly the manifest's files out of the landing area, then summarise.
+
+Accepted files (new or already processed) go to the archive prefix, files quarantined
+whole go to the quarantine prefix with their reason beside them. Only objects in the
+manifest are touched, and only in the version the manifest froze; a file that changed
+since then stays in landing for the next run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from kpi_pipeline.contracts import ArchiveRequest, IngestResult, RunSummary
+from kpi_pipeline.layout import Layout
+from kpi_pipeline.listing import read_manifest
+from kpi_pipeline.observability import logger
+from kpi_pipeline.storage import Storage
+from kpi_pipeline.streams import read_ingest_results
+
+
+def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) -> RunSummary:
+    manifest = read_manifest(storage, layout, request.manifest_key)
+    results = {r.index: r for r in read_ingest_results(storage, layout, request.run_id)}
+    archived = 0
+    for entry in manifest.files:
+        result = results.get(entry.index)
+        if result is None or result.outcome == "skipped":
+            continue  # never ingested in this version: leave it for the next run
+        if result.outcome == "quarantined":
+            destination = layout.quarantine_file_key(request.run_id, entry.key)
+            storage.put_json(
+                layout.data_bucket,
+                destination + ".reason.json",
+                {"key": entry.key, "reason": result.reason, "detail": result.detail},
+            )
+        else:
+            destination = layout.archive_key(request.run_id, entry.key)
+        moved = storage.move(
+            layout.landing_bucket, entry.key, entry.etag, layout.data_bucket, destination
+        )
+        if moved in {"moved", "already_moved"}:
+            archived += 1
+        else:
+            logger.warning("file not archived", extra={"key": entry.key, "outcome": moved})
+
+    summary = summarise(request, list(results.values()), files_archived=archived)
+    storage.put_json(
+        layout.data_bucket, layout.summary_key(request.run_id), summary.model_dump(mode="json")
+    )
+    logger.info("run summary", extra={"summary": summary.model_dump(mode="json")})
+    return summary
+
+
+def summarise(
+    request: ArchiveRequest, results: list[IngestResult], *, files_archived: int
+) -> RunSummary:
+    outcomes = Counter(r.outcome for r in results)
+    rows_quarantined: Counter[str] = Counter()
+    for result in results:
+        rows_quarantined.update(result.rows_quarantined)
+    new_data = outcomes["processed"] + outcomes["quarantined"] > 0
+    return RunSummary(
+        status="loaded" if request.load is not None or new_data else "no_new_files",
+        run_id=request.run_id,
+        files_processed=outcomes["processed"],
+        files_already_processed=outcomes["already_processed"],
+        files_quarantined=outcomes["quarantined"],
+        files_skipped=outcomes["skipped"],
+        files_deferred=request.files_deferred,
+        files_ignored=request.files_ignored,
+        files_archived=files_archived,
+        plays_valid=sum(r.plays_valid for r in results),
+        duplicates=sum(r.duplicates for r in results),
+        duplicates_across_files=request.transform.duplicates_across_files,
+        rows_quarantined=dict(sorted(rows_quarantined.items())),
+        files_quarantined_by_reason=dict(
+            sorted(Counter(r.reason or "" for r in results if r.outcome == "quarantined").items())
+        ),
+        source_users=request.source.users,
+        source_songs=request.source.songs,
+        source_rows_quarantined=request.source.source_rows_quarantined,
+        plays_without_song=request.transform.plays_without_song,
+        kpi_dates=request.load.kpi_dates if request.load else [],
+        kpi_rows_loaded=request.load.rows_loaded if request.load else 0,
+    )

@@ -1,0 +1,160 @@
+"""Typed contracts between the states: what each step receives and returns.
+
+States pass references (S3 keys), counts and dates, never data: a state's payload is
+limited to 256 KiB. Field names here are the state machine's JSON paths.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Step Functions execution names: letters, digits, '-', '_' (we also allow '.'), 1..80.
+RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")]
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class RunRequest(Contract):
+    run_id: RunId
+
+
+# --- CheckSourceData / ExtractRds -------------------------------------------------------------
+
+
+class SourceCheck(Contract):
+    users: int
+    songs: int
+    has_data: bool
+
+
+class SnapshotRef(Contract):
+    """The run's snapshot of the source tables, cleaned (see sql/staging)."""
+
+    users_key: str
+    songs_key: str
+
+
+class SourceSnapshot(SnapshotRef):
+    users: int
+    songs: int
+    source_rows_quarantined: dict[str, int] = Field(default_factory=dict)
+    song_duplicate_pairs: int = 0
+
+
+# --- ListNewFiles / IngestStreams ----------------------------------------------------------------
+
+
+class ManifestEntry(Contract):
+    index: int
+    key: str
+    etag: str
+    size: int
+
+
+class Manifest(Contract):
+    manifest_key: str
+    file_count: int
+    files: list[ManifestEntry]
+    files_deferred: int = 0  # beyond this run's file limit: next run
+    files_ignored: int = 0  # not CSV: left in place
+
+
+class IngestRequest(Contract):
+    run_id: RunId
+    file: ManifestEntry
+    snapshot: SnapshotRef
+
+
+FileOutcome = Literal["processed", "already_processed", "quarantined", "skipped"]
+
+
+class IngestResult(Contract):
+    index: int
+    key: str
+    etag: str
+    size: int
+    outcome: FileOutcome
+    content_key: str | None = None
+    reason: str | None = None  # why a file was quarantined or skipped
+    detail: str | None = None
+    plays_valid: int = 0
+    duplicates: int = 0
+    rows_quarantined: dict[str, int] = Field(default_factory=dict)
+    kpi_dates: list[dt.date] = Field(default_factory=list)
+    ingested_by_run: str | None = None  # for already-processed content
+    loaded_by_run: str | None = None
+
+
+# --- Transform / Load ------------------------------------------------------------------------
+
+
+class TransformRequest(Contract):
+    run_id: RunId
+    snapshot: SnapshotRef
+
+
+class TransformResult(Contract):
+    kpi_key: str | None
+    kpi_dates: list[dt.date]
+    kpi_date_count: int
+    genre_rows: int = 0
+    hourly_rows: int = 0
+    plays_in_kpis: int = 0
+    duplicates_across_files: int = 0
+    plays_without_song: int = 0
+
+
+class LoadRequest(Contract):
+    run_id: RunId
+    kpi_key: str
+    kpi_dates: list[dt.date]
+
+
+class LoadResult(Contract):
+    rows_loaded: int
+    kpi_dates: list[dt.date]
+    loaded_at: dt.datetime
+
+
+# --- Archive / summary ---------------------------------------------------------------------------
+
+
+class ArchiveRequest(Contract):
+    run_id: RunId
+    manifest_key: str
+    files_deferred: int = 0
+    files_ignored: int = 0
+    source: SourceSnapshot
+    transform: TransformResult
+    load: LoadResult | None = None
+
+
+RunStatus = Literal["loaded", "no_rds_data", "no_new_files", "failed"]
+
+
+class RunSummary(Contract):
+    status: RunStatus
+    run_id: str
+    files_processed: int = 0
+    files_already_processed: int = 0
+    files_quarantined: int = 0
+    files_skipped: int = 0  # changed or deleted after the manifest was taken: next run
+    files_deferred: int = 0
+    files_ignored: int = 0
+    files_archived: int = 0
+    plays_valid: int = 0
+    duplicates: int = 0
+    duplicates_across_files: int = 0
+    rows_quarantined: dict[str, int] = Field(default_factory=dict)
+    files_quarantined_by_reason: dict[str, int] = Field(default_factory=dict)
+    source_users: int = 0
+    source_songs: int = 0
+    source_rows_quarantined: dict[str, int] = Field(default_factory=dict)
+    plays_without_song: int = 0
+    kpi_dates: list[dt.date] = Field(default_factory=list)
+    kpi_rows_loaded: int = 0

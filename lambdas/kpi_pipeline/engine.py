@@ -1,0 +1,58 @@
+"""DuckDB, the transform engine: one connection per call (Map iterations run in parallel).
+
+SQL lives in ``kpi_pipeline/sql``; Python only moves data in and out. Every connection
+works in UTC, may spill to the scratch directory, and knows the project's macros.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+from kpi_pipeline.settings import EngineSettings
+
+
+@cache
+def sql(name: str) -> str:
+    """The text of ``kpi_pipeline/sql/<name>`` (e.g. ``marts/hourly_kpis.sql``)."""
+    return resources.files("kpi_pipeline").joinpath("sql", name).read_text(encoding="utf-8")
+
+
+def connect(settings: EngineSettings, scratch: Path) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB that spills to ``scratch`` and computes in UTC."""
+    con = duckdb.connect(
+        ":memory:",
+        config={"threads": settings.duckdb_threads} if settings.duckdb_threads else {},
+    )
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET temp_directory = ?", [str(scratch / "duckdb-spill")])
+    # Nothing here depends on row order; dropping the guarantee lets DuckDB stream more.
+    con.execute("SET preserve_insertion_order = false")
+    if settings.memory_limit_mb:
+        con.execute(f"SET memory_limit = '{int(settings.memory_limit_mb)}MB'")
+    con.execute(sql("macros.sql"))
+    return con
+
+
+def create_view(con: duckdb.DuckDBPyConnection, name: str, model: str) -> None:
+    """Create the temporary view ``name`` from the SQL model file ``model``."""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql(model)}")
+
+
+def create_table(con: duckdb.DuckDBPyConnection, name: str, model: str) -> None:
+    """Materialise the SQL model file ``model`` as the temporary table ``name``."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql(model)}")
+
+
+def parquet_list(paths: list[Path]) -> str:
+    """A DuckDB list literal of parquet paths (paths are our own scratch files)."""
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def scalar(con: duckdb.DuckDBPyConnection, query: str, params: list[object] | None = None) -> int:
+    """The single integer a query returns (0 when it returns no row)."""
+    row = con.execute(query, params or []).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0

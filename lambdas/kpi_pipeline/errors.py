@@ -1,0 +1,62 @@
+"""Errors with meaning for Step Functions.
+
+Step Functions retries and catches by error *name* (the exception's class name), so the
+names below are part of the state machine's contract: ``infra`` builds its Retry rules
+from :data:`RETRYABLE_ERRORS`. Retryable errors are transient (a source or AWS service
+that may answer next time); every other error is fatal and goes straight to the alert.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error the pipeline raises on purpose."""
+
+
+# --- retryable: transient trouble, Step Functions retries with backoff and jitter ---------
+
+
+class SourceUnavailable(PipelineError):
+    """The source PostgreSQL could not be reached or dropped the connection."""
+
+
+class StorageUnavailable(PipelineError):
+    """S3 throttled us or answered with a server error."""
+
+
+class WarehouseUnavailable(PipelineError):
+    """The warehouse (Redshift Data API or PostgreSQL) is busy, unreachable or too slow."""
+
+
+RETRYABLE_ERRORS: tuple[type[PipelineError], ...] = (
+    SourceUnavailable,
+    StorageUnavailable,
+    WarehouseUnavailable,
+)
+
+
+# --- fatal: retrying cannot help, a person has to look ---------------------------------------
+
+
+class ConfigurationError(PipelineError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+class SourceSchemaError(PipelineError):
+    """The source tables lack columns the spec requires."""
+
+
+class DataGateError(PipelineError):
+    """A data check failed (e.g. no valid song left after cleaning the source)."""
+
+
+class WarehouseStatementFailed(PipelineError):
+    """The warehouse rejected a statement (FAILED or ABORTED)."""
+
+
+FATAL_ERRORS: tuple[type[PipelineError], ...] = (
+    ConfigurationError,
+    SourceSchemaError,
+    DataGateError,
+    WarehouseStatementFailed,
+)

@@ -1,0 +1,137 @@
+"""CheckSourceData and ExtractRds: the source tables, checked and snapshotted to S3.
+
+The snapshot is taken batch by batch (memory bounded by the batch), cleaned in SQL
+(``sql/staging``) and written as Parquet under the run's prefix. Song rows the KPIs cannot
+use are quarantined with their reason and counted; they are never silently dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kpi_pipeline import engine
+from kpi_pipeline.contracts import SourceCheck, SourceSnapshot
+from kpi_pipeline.errors import DataGateError
+from kpi_pipeline.layout import Layout
+from kpi_pipeline.observability import SOURCE_ROWS_EXTRACTED, count, logger
+from kpi_pipeline.scratch import scratch_dir
+from kpi_pipeline.settings import EngineSettings
+from kpi_pipeline.source import SOURCE_COLUMNS, SourceDatabase
+from kpi_pipeline.storage import Storage
+
+
+def check_source(db: SourceDatabase) -> SourceCheck:
+    counts = db.row_counts()
+    return SourceCheck(
+        users=counts["users"],
+        songs=counts["songs"],
+        has_data=counts["users"] > 0 and counts["songs"] > 0,
+    )
+
+
+def extract_snapshot(
+    run_id: str,
+    *,
+    db: SourceDatabase,
+    batch_size: int,
+    storage: Storage,
+    layout: Layout,
+    engine_settings: EngineSettings,
+    work_dir: str,
+) -> SourceSnapshot:
+    with scratch_dir(work_dir, "extract") as tmp:
+        for table in SOURCE_COLUMNS:
+            rows = _write_raw(db, table, batch_size, tmp / f"raw_{table}.parquet")
+            count(SOURCE_ROWS_EXTRACTED, rows, table=table)
+            logger.info("source table read", extra={"table": table, "rows": rows})
+
+        con = engine.connect(engine_settings, tmp)
+        for table in SOURCE_COLUMNS:
+            con.execute(
+                f"CREATE TEMP VIEW raw_{table} AS SELECT * FROM read_parquet(?)",
+                [str(tmp / f"raw_{table}.parquet")],
+            )
+        engine.create_view(con, "users_checked", "staging/users_checked.sql")
+        engine.create_view(con, "songs_checked", "staging/songs_checked.sql")
+        engine.create_view(con, "stg_users", "staging/stg_users.sql")
+        engine.create_view(con, "stg_songs", "staging/stg_songs.sql")
+
+        outputs = {
+            "users": ("stg_users", tmp / "users.parquet"),
+            "songs": ("stg_songs", tmp / "songs.parquet"),
+        }
+        for view, path in outputs.values():
+            con.execute(f"COPY {view} TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
+        counts = {table: pq.read_metadata(path).num_rows for table, (_, path) in outputs.items()}
+
+        rejected = tmp / "rejected_source_rows.parquet"
+        con.execute(
+            f"""
+            COPY (
+                SELECT 'users' AS source_table, CAST(user_id AS VARCHAR) AS row_key, reason
+                FROM users_checked WHERE reason IS NOT NULL
+                UNION ALL
+                SELECT 'songs', coalesce(CAST(id AS VARCHAR), track_id), reason
+                FROM songs_checked WHERE reason IS NOT NULL
+            ) TO '{rejected}' (FORMAT parquet)
+            """
+        )
+        quarantined = {
+            f"{table}.{reason}": int(n)
+            for table, reason, n in con.execute(
+                f"SELECT source_table, reason, count(*) FROM read_parquet('{rejected}') "
+                "GROUP BY ALL ORDER BY ALL"
+            ).fetchall()
+        }
+        usable_song_rows = engine.scalar(
+            con, "SELECT count(*) FROM songs_checked WHERE reason IS NULL"
+        )
+        duplicate_pairs = usable_song_rows - counts["songs"]
+        con.close()
+
+        if counts["users"] == 0 or counts["songs"] == 0:
+            raise DataGateError(
+                f"no usable source rows after cleaning (users: {counts['users']}, songs: "
+                f"{counts['songs']}; quarantined: {quarantined or 'none'})"
+            )
+
+        snapshot = SourceSnapshot(
+            users_key=layout.snapshot_key(run_id, "users"),
+            songs_key=layout.snapshot_key(run_id, "songs"),
+            users=counts["users"],
+            songs=counts["songs"],
+            source_rows_quarantined=quarantined,
+            song_duplicate_pairs=duplicate_pairs,
+        )
+        storage.upload_file(outputs["users"][1], layout.data_bucket, snapshot.users_key)
+        storage.upload_file(outputs["songs"][1], layout.data_bucket, snapshot.songs_key)
+        if quarantined:
+            storage.upload_file(
+                rejected, layout.data_bucket, layout.source_quarantine_key(run_id, "rows")
+            )
+        return snapshot
+
+
+def _write_raw(db: SourceDatabase, table: str, batch_size: int, path: Path) -> int:
+    """Append the table's batches to one Parquet file, one row group per batch."""
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for batch in db.read_batches(table, batch_size):
+            if writer is None:
+                writer = pq.ParquetWriter(path, batch.schema)
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:  # empty table: still a readable, typed file
+        pq.write_table(_empty(table), path)
+    return rows
+
+
+def _empty(table: str) -> pa.Table:
+    return pa.table({name: pa.array([], type=pa.string()) for name in SOURCE_COLUMNS[table]})

@@ -1,0 +1,303 @@
+"""Validation of one stream CSV file, per the "Valid plays" section of KPIS.md.
+
+A file is either rejected whole (:class:`RejectedFile`, with its reason) or accepted
+(:class:`AcceptedFile`): its valid plays, de-duplicated, are written as one Parquet file
+per ``kpi_date``, and every other row goes to a quarantine Parquet file with its reason.
+Nothing is dropped silently. Reading streams through pyarrow in blocks and DuckDB spills,
+so a file larger than memory is fine.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from kpi_pipeline.engine import create_view, scalar
+
+REQUIRED_COLUMNS = ("user_id", "track_id", "listen_time")
+_BLOCK_SIZE = 16 * 1024 * 1024
+_HEADER_PROBE_BYTES = 1024 * 1024
+
+
+class FileReason(StrEnum):
+    """Why a whole file was quarantined."""
+
+    NOT_UTF8 = "not_utf8"
+    EMPTY_FILE = "empty_file"
+    UNREADABLE_CSV = "unreadable_csv"
+    MISSING_COLUMNS = "missing_columns"
+    AMBIGUOUS_COLUMNS = "ambiguous_columns"
+
+
+class RowReason(StrEnum):
+    """Why a row was quarantined: the first rule of KPIS.md it breaks, in the spec's order."""
+
+    MALFORMED_ROW = "malformed_row"
+    INVALID_USER_ID = "invalid_user_id"
+    MISSING_TRACK_ID = "missing_track_id"
+    INVALID_LISTEN_TIME = "invalid_listen_time"
+    UNKNOWN_USER_ID = "unknown_user_id"
+    UNKNOWN_TRACK_ID = "unknown_track_id"
+
+
+@dataclass(frozen=True)
+class RejectedFile:
+    reason: FileReason
+    detail: str
+
+
+@dataclass(frozen=True)
+class AcceptedFile:
+    plays_by_date: dict[dt.date, Path]
+    plays_valid: int
+    duplicates: int
+    rows_quarantined: dict[str, int] = field(default_factory=dict)
+    quarantine_path: Path | None = None
+
+    @property
+    def kpi_dates(self) -> list[dt.date]:
+        return sorted(self.plays_by_date)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where rows came from; written beside every curated and quarantined row."""
+
+    source_key: str
+    content_key: str
+    run_id: str
+
+
+def validate_stream_file(
+    csv_path: Path,
+    *,
+    users_parquet: Path,
+    songs_parquet: Path,
+    lineage: Lineage,
+    out_dir: Path,
+    con: duckdb.DuckDBPyConnection,
+) -> RejectedFile | AcceptedFile:
+    """Validate one stream file against the users and songs snapshots."""
+    rejected = _inspect_bytes(csv_path)
+    if rejected:
+        return rejected
+    header = _read_header(csv_path)
+    if isinstance(header, RejectedFile):
+        return header
+    columns = _resolve_columns(header)
+    if isinstance(columns, RejectedFile):
+        return columns
+
+    malformed: list[str] = []
+    try:
+        reader = _open_rows(csv_path, columns, malformed)
+        con.register("parsed_batches", reader)
+        con.execute("CREATE TEMP TABLE raw_rows AS SELECT * FROM parsed_batches")
+        con.unregister("parsed_batches")
+    except (pa.ArrowInvalid, duckdb.Error) as exc:
+        return RejectedFile(FileReason.UNREADABLE_CSV, _first_line(exc))
+
+    con.execute(
+        "CREATE TEMP TABLE known_users AS SELECT DISTINCT user_id FROM read_parquet(?)",
+        [str(users_parquet)],
+    )
+    con.execute(
+        "CREATE TEMP TABLE known_tracks AS SELECT DISTINCT track_id FROM read_parquet(?)",
+        [str(songs_parquet)],
+    )
+    create_view(con, "classified_rows", "ingest/classify_stream_rows.sql")
+    con.execute("CREATE TEMP TABLE classified AS SELECT * FROM classified_rows")
+    return _write_outputs(con, malformed, lineage, out_dir)
+
+
+def _write_outputs(
+    con: duckdb.DuckDBPyConnection, malformed: list[str], lineage: Lineage, out_dir: Path
+) -> AcceptedFile:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Rows repeating (user_id, track_id, listen_time) are one play (KPIS.md).
+    con.execute(
+        """
+        CREATE TEMP TABLE valid_plays AS
+        SELECT DISTINCT
+            user_id, track_id, listen_time, CAST(listen_time AS DATE) AS kpi_date
+        FROM classified
+        WHERE reason IS NULL
+        """
+    )
+    valid_rows = scalar(con, "SELECT count(*) FROM classified WHERE reason IS NULL")
+    plays_valid = scalar(con, "SELECT count(*) FROM valid_plays")
+
+    plays_by_date: dict[dt.date, Path] = {}
+    dates = [row[0] for row in con.execute("SELECT DISTINCT kpi_date FROM valid_plays").fetchall()]
+    for kpi_date in sorted(dates):
+        path = out_dir / f"plays_{kpi_date.isoformat()}.parquet"
+        con.execute(
+            f"""
+            COPY (
+                SELECT user_id, track_id, listen_time, kpi_date, ? AS content_key
+                FROM valid_plays WHERE kpi_date = ?
+                ORDER BY listen_time, user_id, track_id
+            ) TO '{_sql_path(path)}' (FORMAT parquet, COMPRESSION zstd)
+            """,
+            [lineage.content_key, kpi_date],
+        )
+        plays_by_date[kpi_date] = path
+
+    con.register(
+        "malformed_rows",
+        pa.table({"raw_record": pa.array(malformed, type=pa.string())}),
+    )
+    con.execute(
+        """
+        CREATE TEMP TABLE quarantined AS
+        SELECT
+            record_number, raw_user_id AS user_id, raw_track_id AS track_id,
+            raw_listen_time AS listen_time, CAST(NULL AS VARCHAR) AS raw_record, reason
+        FROM classified WHERE reason IS NOT NULL
+        UNION ALL
+        SELECT NULL, NULL, NULL, NULL, raw_record, 'malformed_row' FROM malformed_rows
+        """
+    )
+    counts = dict(
+        con.execute("SELECT reason, count(*) FROM quarantined GROUP BY reason").fetchall()
+    )
+    quarantine_path = None
+    if counts:
+        quarantine_path = out_dir / "quarantined_rows.parquet"
+        con.execute(
+            f"""
+            COPY (
+                SELECT *, ? AS source_key, ? AS content_key, ? AS run_id
+                FROM quarantined ORDER BY record_number NULLS LAST
+            ) TO '{_sql_path(quarantine_path)}' (FORMAT parquet, COMPRESSION zstd)
+            """,
+            [lineage.source_key, lineage.content_key, lineage.run_id],
+        )
+    return AcceptedFile(
+        plays_by_date=plays_by_date,
+        plays_valid=plays_valid,
+        duplicates=valid_rows - plays_valid,
+        rows_quarantined={str(k): int(v) for k, v in sorted(counts.items())},
+        quarantine_path=quarantine_path,
+    )
+
+
+def _inspect_bytes(path: Path) -> RejectedFile | None:
+    """File-level checks that need every byte: UTF-8, emptiness, balanced quotes.
+
+    An odd number of double quotes means a quoted field is never closed (RFC 4180 quotes
+    always come in pairs): the rest of the file would be read as one value, so the file as a
+    whole is not readable as CSV.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    quotes = 0
+    blank = True
+    offset = 0
+    with path.open("rb") as raw:
+        while chunk := raw.read(_BLOCK_SIZE):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                return RejectedFile(
+                    FileReason.NOT_UTF8, f"invalid UTF-8 at byte {offset + exc.start}"
+                )
+            quotes += chunk.count(b'"')
+            blank = blank and not chunk.strip()
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return RejectedFile(FileReason.NOT_UTF8, "file ends inside a UTF-8 character")
+    if blank:
+        return RejectedFile(FileReason.EMPTY_FILE, "the file has no header row")
+    if quotes % 2:
+        return RejectedFile(FileReason.UNREADABLE_CSV, "unbalanced double quotes")
+    return None
+
+
+def _read_header(path: Path) -> list[str] | RejectedFile:
+    """The first non-empty record, as written (a UTF-8 byte order mark is dropped)."""
+    with path.open("rb") as raw:
+        probe = raw.read(_HEADER_PROBE_BYTES)
+    text = probe.decode("utf-8-sig", errors="ignore")
+    try:
+        for record in csv.reader(io.StringIO(text, newline="")):
+            if record and any(cell.strip() for cell in record):
+                return record
+    except csv.Error as exc:
+        return RejectedFile(FileReason.UNREADABLE_CSV, f"header: {exc}")
+    return RejectedFile(FileReason.MISSING_COLUMNS, "no header row in the first megabyte")
+
+
+def _resolve_columns(header: list[str]) -> dict[str, str] | RejectedFile:
+    """Map each required column to its name in the file (trimmed, case-insensitive)."""
+    found: dict[str, list[str]] = {name: [] for name in REQUIRED_COLUMNS}
+    for name in header:
+        key = name.strip().lower()
+        if key in found:
+            found[key].append(name)
+    missing = [name for name, names in found.items() if not names]
+    if missing:
+        return RejectedFile(
+            FileReason.MISSING_COLUMNS,
+            f"header lacks {', '.join(missing)} (has: {', '.join(header)[:200]})",
+        )
+    repeated = [name for name, names in found.items() if len(names) > 1]
+    if repeated:
+        return RejectedFile(FileReason.AMBIGUOUS_COLUMNS, f"repeated: {', '.join(repeated)}")
+    return {name: names[0] for name, names in found.items()}
+
+
+def _open_rows(path: Path, columns: dict[str, str], malformed: list[str]) -> pa.RecordBatchReader:
+    """Stream the required columns as text, numbering records; collect malformed rows."""
+
+    def on_invalid_row(row: pa_csv.InvalidRow) -> str:
+        # A row whose field count differs from the header's: quarantined, never dropped.
+        malformed.append(row.text)
+        return "skip"
+
+    raw_names = list(columns.values())
+    reader = pa_csv.open_csv(
+        path,
+        read_options=pa_csv.ReadOptions(block_size=_BLOCK_SIZE),
+        parse_options=pa_csv.ParseOptions(
+            newlines_in_values=True, invalid_row_handler=on_invalid_row
+        ),
+        convert_options=pa_csv.ConvertOptions(
+            include_columns=raw_names,
+            column_types={name: pa.string() for name in raw_names},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    schema = pa.schema([("record_number", pa.int64())] + [(n, pa.string()) for n in columns])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        seen = 0
+        for batch in reader:
+            numbers = pa.array(np.arange(seen + 1, seen + batch.num_rows + 1, dtype=np.int64))
+            seen += batch.num_rows
+            yield pa.record_batch(
+                [numbers] + [batch.column(raw) for raw in raw_names], schema=schema
+            )
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__

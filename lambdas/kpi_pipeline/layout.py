@@ -1,0 +1,76 @@
+"""Where every object of the pipeline lives in S3: one place, so keys never drift.
+
+Objects a run writes live under its run id, so re-running the same input replaces rather
+than duplicates. Curated plays are partitioned by ``kpi_date`` and keyed by the *content*
+of their source file, so the KPIs of a date can be recomputed from every play ever accepted
+for it, and the same content delivered twice lands on the same object.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from kpi_pipeline.settings import StorageSettings
+
+
+@dataclass(frozen=True)
+class Layout:
+    data_bucket: str
+    landing_bucket: str
+    landing_prefix: str
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings) -> Layout:
+        return cls(settings.data_bucket, settings.landing_bucket, settings.landing_prefix)
+
+    # --- source snapshot (extract_rds) --------------------------------------------------
+    def snapshot_key(self, run_id: str, table: str) -> str:
+        return f"snapshots/run_id={run_id}/{table}.parquet"
+
+    def source_quarantine_key(self, run_id: str, table: str) -> str:
+        return f"quarantine/source/run_id={run_id}/{table}.parquet"
+
+    # --- run bookkeeping -----------------------------------------------------------------
+    def manifest_key(self, run_id: str) -> str:
+        return f"runs/{run_id}/manifest.json"
+
+    def ingest_results_prefix(self, run_id: str) -> str:
+        return f"runs/{run_id}/ingest/"
+
+    def ingest_result_key(self, run_id: str, index: int) -> str:
+        return f"{self.ingest_results_prefix(run_id)}{index:05d}.json"
+
+    def load_plan_key(self, run_id: str) -> str:
+        return f"runs/{run_id}/load_plan.json"
+
+    def summary_key(self, run_id: str) -> str:
+        return f"runs/{run_id}/summary.json"
+
+    # --- accepted data ---------------------------------------------------------------------
+    def curated_date_prefix(self, kpi_date: dt.date) -> str:
+        return f"curated/plays/kpi_date={kpi_date.isoformat()}/"
+
+    def curated_plays_key(self, kpi_date: dt.date, content_key: str) -> str:
+        return f"{self.curated_date_prefix(kpi_date)}{content_key}.parquet"
+
+    def ledger_key(self, content_key: str) -> str:
+        """The record that a file content was accepted (and by which run it was loaded)."""
+        return f"ledger/files/{content_key}.json"
+
+    def kpi_key(self, run_id: str) -> str:
+        return f"kpis/run_id={run_id}/music_kpi_metrics.parquet"
+
+    # --- rejected data and processed files -----------------------------------------------
+    def quarantine_rows_key(self, content_key: str) -> str:
+        return f"quarantine/rows/{content_key}.parquet"
+
+    def quarantine_file_key(self, run_id: str, landing_key: str) -> str:
+        return f"quarantine/files/run_id={run_id}/{self.relative(landing_key)}"
+
+    def archive_key(self, run_id: str, landing_key: str) -> str:
+        return f"archive/run_id={run_id}/{self.relative(landing_key)}"
+
+    def relative(self, landing_key: str) -> str:
+        """The key below the landing prefix (sub-folders are kept)."""
+        return landing_key.removeprefix(self.landing_prefix)

@@ -1,0 +1,81 @@
+"""ListNewFiles: freeze the manifest of landing files this run will process.
+
+The manifest records each file's key, ETag and size. Only those exact versions are
+ingested and archived; files that land (or change) afterwards wait for the next run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from kpi_pipeline.contracts import Manifest, ManifestEntry
+from kpi_pipeline.layout import Layout
+from kpi_pipeline.observability import logger
+from kpi_pipeline.storage import ObjectInfo, Storage
+
+# Keep the file list well inside Step Functions' 256 KiB state payload.
+MAX_MANIFEST_STATE_BYTES = 160_000
+
+
+def is_stream_file(key: str) -> bool:
+    return key.lower().endswith(".csv")
+
+
+def list_new_files(run_id: str, *, storage: Storage, layout: Layout, max_files: int) -> Manifest:
+    objects = [
+        obj
+        for obj in storage.list_objects(layout.landing_bucket, layout.landing_prefix)
+        if not obj.key.endswith("/")  # "folder" placeholder objects are not files
+    ]
+    candidates = sorted((o for o in objects if is_stream_file(o.key)), key=lambda o: o.key)
+    ignored = [o.key for o in objects if not is_stream_file(o.key)]
+    if ignored:
+        logger.warning(
+            "landing objects that are not CSV files were left in place",
+            extra={"count": len(ignored), "examples": ignored[:10]},
+        )
+
+    entries: list[ManifestEntry] = []
+    size = 0
+    for obj in candidates:
+        entry = _entry(len(entries), obj)
+        size += len(entry.model_dump_json())
+        if len(entries) >= max_files or size > MAX_MANIFEST_STATE_BYTES:
+            break
+        entries.append(entry)
+
+    manifest = Manifest(
+        manifest_key=layout.manifest_key(run_id),
+        file_count=len(entries),
+        files=entries,
+        files_deferred=len(candidates) - len(entries),
+        files_ignored=len(ignored),
+    )
+    storage.put_json(
+        layout.data_bucket,
+        manifest.manifest_key,
+        {
+            "run_id": run_id,
+            "taken_at": dt.datetime.now(dt.UTC).isoformat(),
+            "landing": f"s3://{layout.landing_bucket}/{layout.landing_prefix}",
+            **json.loads(manifest.model_dump_json()),
+        },
+    )
+    if manifest.files_deferred:
+        logger.warning(
+            "more landing files than one run takes; the rest wait for the next run",
+            extra={"taken": manifest.file_count, "deferred": manifest.files_deferred},
+        )
+    return manifest
+
+
+def read_manifest(storage: Storage, layout: Layout, manifest_key: str) -> Manifest:
+    document = storage.get_json(layout.data_bucket, manifest_key)
+    if document is None:
+        raise FileNotFoundError(f"manifest s3://{layout.data_bucket}/{manifest_key} is missing")
+    return Manifest.model_validate(document)
+
+
+def _entry(index: int, obj: ObjectInfo) -> ManifestEntry:
+    return ManifestEntry(index=index, key=obj.key, etag=obj.etag, size=obj.size)

@@ -1,0 +1,184 @@
+"""Typed configuration of the Lambda steps, read once from the environment.
+
+Logic never reads ``os.environ``: a handler calls one of the ``*_settings()`` functions
+below (cached, so validation happens on the cold start) and passes the model on. Each step
+asks only for what it needs, so a function's environment carries only its own settings.
+A missing or malformed value fails fast with a :class:`ConfigurationError` that names the
+variable and says what it should hold.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from functools import cache
+from typing import Annotated, Any, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kpi_pipeline.errors import ConfigurationError
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_BUCKET = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"
+
+BucketName = Annotated[str, Field(pattern=_BUCKET)]
+
+
+class _EnvModel(BaseModel):
+    """A settings model whose fields are read from upper-case environment variables."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        values = {name: env[name.upper()] for name in cls.model_fields if name.upper() in env}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigurationError(_describe(cls, exc)) from None
+
+
+def _describe(model: type[BaseModel], exc: ValidationError) -> str:
+    """One line per bad variable: its name, what is wrong and what it should hold."""
+    lines = []
+    for error in exc.errors():
+        name = str(error["loc"][0]).upper() if error["loc"] else "(settings)"
+        field = model.model_fields.get(str(error["loc"][0])) if error["loc"] else None
+        hint = f" ({field.description})" if field and field.description else ""
+        problem = "is not set" if error["type"] == "missing" else error["msg"]
+        # Never echo the offending value: it may be a secret.
+        lines.append(f"{name} {problem}{hint}")
+    return "Invalid configuration: " + "; ".join(lines)
+
+
+class StorageSettings(_EnvModel):
+    """Where the pipeline reads landing files and keeps everything it writes."""
+
+    data_bucket: BucketName = Field(description="S3 bucket for snapshots, curated data, ledger")
+    landing_bucket: BucketName = Field(description="S3 bucket where stream CSV files land")
+    landing_prefix: str = Field(
+        default="landing/", description="key prefix of new stream files, ending with '/'"
+    )
+    work_dir: str = Field(default="/tmp", description="local scratch directory")  # noqa: S108
+
+    @model_validator(mode="after")
+    def _prefix_is_a_folder(self) -> Self:
+        if self.landing_prefix and not self.landing_prefix.endswith("/"):
+            raise ValueError("LANDING_PREFIX must end with '/' (e.g. 'landing/')")
+        return self
+
+
+class SourceSettings(_EnvModel):
+    """The operational PostgreSQL (RDS) holding ``users`` and ``songs``."""
+
+    source_secret_arn: str = Field(
+        description="Secrets Manager secret (ARN or name) with the RDS credentials as JSON"
+    )
+    source_host: str | None = Field(default=None, description="overrides the secret's host")
+    source_port: int | None = Field(default=None, ge=1, le=65535, description="overrides port")
+    source_database: str | None = Field(default=None, description="overrides the secret's dbname")
+    source_connect_timeout: int = Field(default=10, ge=1, le=300, description="seconds")
+    extract_batch_size: int = Field(
+        default=50_000, ge=100, le=5_000_000, description="rows fetched per round trip"
+    )
+
+
+class IngestSettings(_EnvModel):
+    max_files_per_run: int = Field(
+        default=1000,
+        ge=1,
+        le=5000,
+        description="files taken into one run's manifest; the rest wait for the next run",
+    )
+
+
+class EngineSettings(_EnvModel):
+    """How much memory DuckDB may use before spilling to ``work_dir``."""
+
+    duckdb_memory_limit_mb: int | None = Field(default=None, ge=128)
+    aws_lambda_function_memory_size: int | None = Field(default=None, ge=128)
+    duckdb_threads: int | None = Field(default=None, ge=1, le=64)
+
+    @property
+    def memory_limit_mb(self) -> int | None:
+        if self.duckdb_memory_limit_mb:
+            return self.duckdb_memory_limit_mb
+        if self.aws_lambda_function_memory_size:
+            # Leave room for Python, pyarrow buffers and the runtime itself.
+            return int(self.aws_lambda_function_memory_size * 0.6)
+        return None
+
+
+class WarehouseSettings(_EnvModel):
+    """The KPI warehouse: Redshift through the Data API, or PostgreSQL for local runs."""
+
+    warehouse_kind: Literal["redshift", "postgres"] = Field(
+        description="'redshift' in AWS, 'postgres' for local runs and tests"
+    )
+    warehouse_table: str = Field(
+        default="music_kpi_metrics", description="target table, optionally schema-qualified"
+    )
+    # Redshift (Data API)
+    redshift_database: str | None = Field(default=None, description="Redshift database name")
+    redshift_cluster_id: str | None = Field(default=None, description="provisioned cluster id")
+    redshift_db_user: str | None = Field(default=None, description="database user (cluster)")
+    redshift_workgroup: str | None = Field(default=None, description="Serverless workgroup")
+    redshift_secret_arn: str | None = Field(default=None, description="optional credentials")
+    redshift_copy_role_arn: str | None = Field(
+        default=None, description="IAM role Redshift assumes to COPY from S3"
+    )
+    redshift_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+    redshift_max_polls: int = Field(default=450, ge=1, description="poll cap per statement")
+    # PostgreSQL (local)
+    warehouse_dsn: str | None = Field(default=None, description="libpq connection string")
+
+    @model_validator(mode="after")
+    def _target_is_complete(self) -> Self:
+        if not _IDENTIFIER.match(self.warehouse_table):
+            raise ValueError("WAREHOUSE_TABLE must be a table name like 'analytics.kpis'")
+        if self.warehouse_kind == "postgres":
+            if not self.warehouse_dsn:
+                raise ValueError("WAREHOUSE_DSN is required when WAREHOUSE_KIND=postgres")
+            return self
+        missing = [
+            name
+            for name, value in (
+                ("REDSHIFT_DATABASE", self.redshift_database),
+                ("REDSHIFT_COPY_ROLE_ARN", self.redshift_copy_role_arn),
+            )
+            if not value
+        ]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} required when WAREHOUSE_KIND=redshift")
+        if bool(self.redshift_cluster_id) == bool(self.redshift_workgroup):
+            raise ValueError(
+                "set exactly one of REDSHIFT_CLUSTER_ID (provisioned) or REDSHIFT_WORKGROUP "
+                "(Serverless)"
+            )
+        if self.redshift_cluster_id and not (self.redshift_db_user or self.redshift_secret_arn):
+            raise ValueError("a provisioned cluster needs REDSHIFT_DB_USER or REDSHIFT_SECRET_ARN")
+        return self
+
+
+_Settings = TypeVar("_Settings", bound=_EnvModel)
+
+
+@cache
+def load(model: type[_Settings]) -> _Settings:
+    """The settings of ``model`` from this process's environment, validated once."""
+    return model.from_env(os.environ)
+
+
+def clear_cache() -> None:
+    """Forget loaded settings (tests and the local runner change the environment)."""
+    load.cache_clear()
+
+
+def public_view(settings: BaseModel) -> dict[str, Any]:
+    """Settings as a dict safe to log: anything that may hold a secret is masked."""
+    masked = {"warehouse_dsn", "source_secret_arn", "redshift_secret_arn"}
+    return {
+        name: ("***" if name in masked and value else value)
+        for name, value in settings.model_dump().items()
+    }

@@ -1,0 +1,22 @@
+-- Shared helpers, created on every DuckDB connection.
+
+-- Trim ASCII whitespace (space, tab, CR, LF, FF, VT) from both ends. DuckDB's trim()
+-- only removes spaces, and "surrounding whitespace" in KPIS.md means all of these.
+CREATE OR REPLACE TEMP MACRO strip_ws(s) AS
+    regexp_replace(s, '^[ \t\r\n\f\v]+|[ \t\r\n\f\v]+$', '', 'g');
+
+-- KPIS.md, valid plays rule 1: an integer, optionally signed.
+CREATE OR REPLACE TEMP MACRO is_integer_text(s) AS
+    regexp_full_match(s, '[+-]?[0-9]+');
+
+-- KPIS.md, valid plays rule 3: YYYY-MM-DD, 'T' or space, HH:MM:SS, up to 6 fractional
+-- digits, optional UTC offset (Z, +HH:MM, +HHMM, +HH). Expects upper-cased text; the
+-- calendar itself (Feb 30, ...) is checked by the cast that follows.
+CREATE OR REPLACE TEMP MACRO is_iso_timestamp_text(s) AS
+    regexp_full_match(
+        s,
+        '[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]'
+        || '(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?'
+        || '(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?'
+    )
+    AND NOT starts_with(s, '0000');

@@ -1,0 +1,183 @@
+"""IngestStreams (one Map iteration): one landing file, validated into curated Parquet.
+
+The file is identified by the SHA-256 of its bytes (its *content key*): content already
+accepted by an earlier run, or by another file of this run, under any name, is recognised,
+counted as already processed and archived, never counted twice. A file delivered again
+with new content under an old name is new content.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from kpi_pipeline import engine
+from kpi_pipeline.contracts import IngestRequest, IngestResult, ManifestEntry
+from kpi_pipeline.ingest import AcceptedFile, Lineage, RejectedFile, validate_stream_file
+from kpi_pipeline.layout import Layout
+from kpi_pipeline.observability import (
+    DUPLICATE_PLAYS,
+    FILES_ALREADY_PROCESSED,
+    FILES_PROCESSED,
+    FILES_QUARANTINED,
+    PLAYS_INGESTED,
+    ROWS_QUARANTINED,
+    count,
+    logger,
+)
+from kpi_pipeline.scratch import scratch_dir
+from kpi_pipeline.settings import EngineSettings
+from kpi_pipeline.storage import Storage
+
+
+def ingest_file(
+    request: IngestRequest,
+    *,
+    storage: Storage,
+    layout: Layout,
+    engine_settings: EngineSettings,
+    work_dir: str,
+) -> IngestResult:
+    entry = request.file
+    with scratch_dir(work_dir, "ingest") as tmp:
+        local = tmp / "source.csv"
+        content_key = storage.download_and_hash(
+            layout.landing_bucket, entry.key, local, etag=entry.etag
+        )
+        if content_key is None:
+            result = IngestResult(
+                **entry.model_dump(),
+                outcome="skipped",
+                reason="changed_after_listing",
+                detail="the object was replaced or deleted after the manifest: next run",
+            )
+        elif previous := storage.get_json(layout.data_bucket, layout.ledger_key(content_key)):
+            result = _already_processed(entry, content_key, previous)
+        else:
+            result = _ingest_new(request, content_key, local, tmp, storage, layout, engine_settings)
+
+    storage.put_json(
+        layout.data_bucket,
+        layout.ingest_result_key(request.run_id, entry.index),
+        result.model_dump(mode="json"),
+    )
+    _emit_metrics(result)
+    logger.info(
+        "file ingested",
+        extra={"key": entry.key, "outcome": result.outcome, "reason": result.reason},
+    )
+    return result
+
+
+def _ingest_new(
+    request: IngestRequest,
+    content_key: str,
+    local: Path,
+    tmp: Path,
+    storage: Storage,
+    layout: Layout,
+    engine_settings: EngineSettings,
+) -> IngestResult:
+    users = tmp / "users.parquet"
+    songs = tmp / "songs.parquet"
+    for key, path in ((request.snapshot.users_key, users), (request.snapshot.songs_key, songs)):
+        if not storage.download_file(layout.data_bucket, key, path):
+            raise FileNotFoundError(f"snapshot s3://{layout.data_bucket}/{key} is missing")
+
+    con = engine.connect(engine_settings, tmp)
+    try:
+        outcome = validate_stream_file(
+            local,
+            users_parquet=users,
+            songs_parquet=songs,
+            lineage=Lineage(request.file.key, content_key, request.run_id),
+            out_dir=tmp / "out",
+            con=con,
+        )
+    finally:
+        con.close()
+
+    if isinstance(outcome, RejectedFile):
+        return IngestResult(
+            **request.file.model_dump(),
+            outcome="quarantined",
+            content_key=content_key,
+            reason=outcome.reason.value,
+            detail=outcome.detail,
+        )
+    _publish(outcome, content_key, storage, layout)
+    ledger = {
+        "content_key": content_key,
+        "source_key": request.file.key,
+        "etag": request.file.etag,
+        "run_id": request.run_id,
+        "ingested_at": dt.datetime.now(dt.UTC).isoformat(),
+        "kpi_dates": [d.isoformat() for d in outcome.kpi_dates],
+        "plays_valid": outcome.plays_valid,
+    }
+    # Written last and only if absent: the ledger entry is the proof that every output of
+    # this content is in place. Losing the race means the same content (another name in
+    # this manifest) was just accepted: this copy is then "already processed".
+    if not storage.put_json_if_absent(layout.data_bucket, layout.ledger_key(content_key), ledger):
+        previous = storage.get_json(layout.data_bucket, layout.ledger_key(content_key)) or ledger
+        return _already_processed(request.file, content_key, previous)
+    return IngestResult(
+        **request.file.model_dump(),
+        outcome="processed",
+        content_key=content_key,
+        plays_valid=outcome.plays_valid,
+        duplicates=outcome.duplicates,
+        rows_quarantined=outcome.rows_quarantined,
+        kpi_dates=outcome.kpi_dates,
+    )
+
+
+def _publish(outcome: AcceptedFile, content_key: str, storage: Storage, layout: Layout) -> None:
+    for kpi_date, path in outcome.plays_by_date.items():
+        storage.upload_file(
+            path, layout.data_bucket, layout.curated_plays_key(kpi_date, content_key)
+        )
+    if outcome.quarantine_path:
+        storage.upload_file(
+            outcome.quarantine_path, layout.data_bucket, layout.quarantine_rows_key(content_key)
+        )
+
+
+def _already_processed(
+    entry: ManifestEntry, content_key: str, ledger: dict[str, Any]
+) -> IngestResult:
+    return IngestResult(
+        **entry.model_dump(),
+        outcome="already_processed",
+        content_key=content_key,
+        kpi_dates=ledger.get("kpi_dates", []),
+        ingested_by_run=ledger.get("run_id"),
+        loaded_by_run=ledger.get("loaded_by_run"),
+    )
+
+
+def _emit_metrics(result: IngestResult) -> None:
+    if result.outcome == "processed":
+        count(FILES_PROCESSED, 1)
+        count(PLAYS_INGESTED, result.plays_valid)
+        count(DUPLICATE_PLAYS, result.duplicates)
+        for reason, n in result.rows_quarantined.items():
+            count(ROWS_QUARANTINED, n, reason=reason)
+    elif result.outcome == "already_processed":
+        count(FILES_ALREADY_PROCESSED, 1)
+    elif result.outcome == "quarantined":
+        count(FILES_QUARANTINED, 1, reason=result.reason or "unknown")
+
+
+def read_ingest_results(storage: Storage, layout: Layout, run_id: str) -> list[IngestResult]:
+    """Every file result this run's Map wrote, in manifest order."""
+    keys = [
+        o.key
+        for o in storage.list_objects(layout.data_bucket, layout.ingest_results_prefix(run_id))
+    ]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        documents = list(pool.map(lambda key: storage.get_json(layout.data_bucket, key), keys))
+    results = [IngestResult.model_validate(doc) for doc in documents if doc is not None]
+    return sorted(results, key=lambda r: r.index)

@@ -1,0 +1,83 @@
+"""PostgreSQL warehouse adapter (psycopg2): local runs and tests.
+
+It runs the same statements as the Redshift adapter, with one difference: rows reach the
+stage table through ``COPY FROM STDIN`` instead of ``COPY FROM s3://``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import tempfile
+from pathlib import Path
+
+import psycopg2
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from kpi_pipeline.errors import ConfigurationError, WarehouseStatementFailed, WarehouseUnavailable
+from kpi_pipeline.settings import WarehouseSettings
+from kpi_pipeline.storage import Storage
+from kpi_pipeline.warehouse import KpiBatch
+from kpi_pipeline.warehouse.schema import (
+    KPI_COLUMNS,
+    create_stage_sql,
+    create_table_sql,
+    delete_dates_sql,
+    fit_to_schema,
+    insert_from_stage_sql,
+)
+
+STAGE = "music_kpi_metrics_stage"
+
+
+class PostgresWarehouse:
+    def __init__(self, settings: WarehouseSettings, storage: Storage | None = None) -> None:
+        if not settings.warehouse_dsn:
+            raise ConfigurationError("WAREHOUSE_DSN is required when WAREHOUSE_KIND=postgres")
+        self._dsn = settings.warehouse_dsn
+        self._table = settings.warehouse_table
+        self._storage = storage
+
+    def replace_dates(self, batch: KpiBatch, loaded_at: dt.datetime) -> int:
+        rows = self._read_batch(batch)
+        try:
+            conn = psycopg2.connect(self._dsn)
+        except psycopg2.OperationalError as exc:
+            raise WarehouseUnavailable(f"cannot connect to the warehouse: {exc}") from None
+        try:
+            with conn, conn.cursor() as cur:  # one transaction: commit on success
+                cur.execute(create_table_sql(self._table, redshift=False))
+                cur.execute(create_stage_sql(STAGE))
+                cur.copy_expert(
+                    f"COPY {STAGE} ({', '.join(c.name for c in KPI_COLUMNS)}) "
+                    "FROM STDIN WITH (FORMAT csv, HEADER true)",
+                    _as_csv(rows),
+                )
+                cur.execute(delete_dates_sql(self._table, batch.kpi_dates))
+                cur.execute(insert_from_stage_sql(self._table, STAGE, loaded_at))
+                inserted = int(cur.rowcount)
+        except psycopg2.OperationalError as exc:
+            raise WarehouseUnavailable(f"warehouse connection lost: {exc}") from None
+        except psycopg2.Error as exc:
+            raise WarehouseStatementFailed(f"warehouse rejected the load: {exc}") from None
+        finally:
+            conn.close()
+        return inserted
+
+    def _read_batch(self, batch: KpiBatch) -> pa.Table:
+        storage = self._storage or Storage()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "kpis.parquet"
+            if not storage.download_file(batch.bucket, batch.key, path):
+                raise WarehouseStatementFailed(f"KPI file s3://{batch.bucket}/{batch.key} is gone")
+            return fit_to_schema(pq.read_table(path))
+
+
+def _as_csv(table: pa.Table) -> io.BytesIO:
+    # Quote every non-null value so PostgreSQL tells an empty string from a NULL.
+    buffer = io.BytesIO()
+    pa_csv.write_csv(table, buffer, pa_csv.WriteOptions(quoting_style="all_valid"))
+    buffer.seek(0)
+    return buffer
