@@ -134,9 +134,10 @@ def test_more_plays_beat_popularity(tmp_path):
         play(1, "B", f"{DAY} 07:01:00"),
         play(2, "B", f"{DAY} 07:02:00"),
     ]
-    assert by_genre(kpi_rows(tmp_path, songs, plays, [DAY])["genre"])["soul"][
-        "most_popular_track_id"
-    ] == "B"
+    assert (
+        by_genre(kpi_rows(tmp_path, songs, plays, [DAY])["genre"])["soul"]["most_popular_track_id"]
+        == "B"
+    )
 
 
 def test_multi_genre_track_takes_each_value_from_that_genres_row(tmp_path):

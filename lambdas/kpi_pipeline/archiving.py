@@ -58,9 +58,10 @@ def summarise(
     rows_quarantined: Counter[str] = Counter()
     for result in results:
         rows_quarantined.update(result.rows_quarantined)
-    new_data = outcomes["processed"] + outcomes["quarantined"] > 0
     return RunSummary(
-        status="loaded" if request.load is not None or new_data else "no_new_files",
+        # "loaded": the warehouse was updated. Otherwise nothing new reached it: every file
+        # was already processed, quarantined whole, or held only quarantined rows.
+        status="no_new_files" if request.load.skipped else "loaded",
         run_id=request.run_id,
         files_processed=outcomes["processed"],
         files_already_processed=outcomes["already_processed"],
@@ -80,6 +81,6 @@ def summarise(
         source_songs=request.source.songs,
         source_rows_quarantined=request.source.source_rows_quarantined,
         plays_without_song=request.transform.plays_without_song,
-        kpi_dates=request.load.kpi_dates if request.load else [],
-        kpi_rows_loaded=request.load.rows_loaded if request.load else 0,
+        kpi_dates=request.load.kpi_dates,
+        kpi_rows_loaded=request.load.rows_loaded,
     )

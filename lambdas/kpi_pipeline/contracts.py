@@ -116,9 +116,10 @@ class LoadRequest(Contract):
 
 
 class LoadResult(Contract):
-    rows_loaded: int
-    kpi_dates: list[dt.date]
-    loaded_at: dt.datetime
+    rows_loaded: int = 0
+    kpi_dates: list[dt.date] = Field(default_factory=list)
+    loaded_at: dt.datetime | None = None
+    skipped: bool = False  # no date to recompute: the load step did not run
 
 
 # --- Archive / summary ---------------------------------------------------------------------------
@@ -131,7 +132,7 @@ class ArchiveRequest(Contract):
     files_ignored: int = 0
     source: SourceSnapshot
     transform: TransformResult
-    load: LoadResult | None = None
+    load: LoadResult = LoadResult(skipped=True)
 
 
 RunStatus = Literal["loaded", "no_rds_data", "no_new_files", "failed"]

@@ -28,7 +28,7 @@ def connect(settings: EngineSettings, scratch: Path) -> duckdb.DuckDBPyConnectio
         config={"threads": settings.duckdb_threads} if settings.duckdb_threads else {},
     )
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET temp_directory = ?", [str(scratch / "duckdb-spill")])
+    con.execute(f"SET temp_directory = {literal(scratch / 'duckdb-spill')}")
     # Nothing here depends on row order; dropping the guarantee lets DuckDB stream more.
     con.execute("SET preserve_insertion_order = false")
     if settings.memory_limit_mb:
@@ -47,9 +47,15 @@ def create_table(con: duckdb.DuckDBPyConnection, name: str, model: str) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql(model)}")
 
 
+def literal(path: Path) -> str:
+    """A quoted SQL string literal of a (scratch) file path, for statements DuckDB cannot
+    prepare with parameters (views, COPY, settings)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
 def parquet_list(paths: list[Path]) -> str:
-    """A DuckDB list literal of parquet paths (paths are our own scratch files)."""
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+    """A DuckDB list literal of parquet paths."""
+    return "[" + ", ".join(literal(p) for p in paths) + "]"
 
 
 def scalar(con: duckdb.DuckDBPyConnection, query: str, params: list[object] | None = None) -> int:

@@ -50,10 +50,8 @@ def extract_snapshot(
 
         con = engine.connect(engine_settings, tmp)
         for table in SOURCE_COLUMNS:
-            con.execute(
-                f"CREATE TEMP VIEW raw_{table} AS SELECT * FROM read_parquet(?)",
-                [str(tmp / f"raw_{table}.parquet")],
-            )
+            raw = engine.literal(tmp / f"raw_{table}.parquet")
+            con.execute(f"CREATE TEMP VIEW raw_{table} AS SELECT * FROM read_parquet({raw})")
         engine.create_view(con, "users_checked", "staging/users_checked.sql")
         engine.create_view(con, "songs_checked", "staging/songs_checked.sql")
         engine.create_view(con, "stg_users", "staging/stg_users.sql")
@@ -64,7 +62,7 @@ def extract_snapshot(
             "songs": ("stg_songs", tmp / "songs.parquet"),
         }
         for view, path in outputs.values():
-            con.execute(f"COPY {view} TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
+            con.execute(f"COPY {view} TO {engine.literal(path)} (FORMAT parquet, COMPRESSION zstd)")
         counts = {table: pq.read_metadata(path).num_rows for table, (_, path) in outputs.items()}
 
         rejected = tmp / "rejected_source_rows.parquet"
@@ -76,13 +74,14 @@ def extract_snapshot(
                 UNION ALL
                 SELECT 'songs', coalesce(CAST(id AS VARCHAR), track_id), reason
                 FROM songs_checked WHERE reason IS NOT NULL
-            ) TO '{rejected}' (FORMAT parquet)
+            ) TO {engine.literal(rejected)} (FORMAT parquet)
             """
         )
+        rejected_rows = f"read_parquet({engine.literal(rejected)})"
         quarantined = {
             f"{table}.{reason}": int(n)
             for table, reason, n in con.execute(
-                f"SELECT source_table, reason, count(*) FROM read_parquet('{rejected}') "
+                f"SELECT source_table, reason, count(*) FROM {rejected_rows} "
                 "GROUP BY ALL ORDER BY ALL"
             ).fetchall()
         }

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from kpi_pipeline.engine import create_view, scalar
+from kpi_pipeline.engine import create_view, literal, scalar
 
 REQUIRED_COLUMNS = ("user_id", "track_id", "listen_time")
 _BLOCK_SIZE = 16 * 1024 * 1024
@@ -109,12 +109,12 @@ def validate_stream_file(
         return RejectedFile(FileReason.UNREADABLE_CSV, _first_line(exc))
 
     con.execute(
-        "CREATE TEMP TABLE known_users AS SELECT DISTINCT user_id FROM read_parquet(?)",
-        [str(users_parquet)],
+        "CREATE TEMP TABLE known_users AS "
+        f"SELECT DISTINCT user_id FROM read_parquet({literal(users_parquet)})"
     )
     con.execute(
-        "CREATE TEMP TABLE known_tracks AS SELECT DISTINCT track_id FROM read_parquet(?)",
-        [str(songs_parquet)],
+        "CREATE TEMP TABLE known_tracks AS "
+        f"SELECT DISTINCT track_id FROM read_parquet({literal(songs_parquet)})"
     )
     create_view(con, "classified_rows", "ingest/classify_stream_rows.sql")
     con.execute("CREATE TEMP TABLE classified AS SELECT * FROM classified_rows")
@@ -148,7 +148,7 @@ def _write_outputs(
                 SELECT user_id, track_id, listen_time, kpi_date, ? AS content_key
                 FROM valid_plays WHERE kpi_date = ?
                 ORDER BY listen_time, user_id, track_id
-            ) TO '{_sql_path(path)}' (FORMAT parquet, COMPRESSION zstd)
+            ) TO {literal(path)} (FORMAT parquet, COMPRESSION zstd)
             """,
             [lineage.content_key, kpi_date],
         )
@@ -180,7 +180,7 @@ def _write_outputs(
             COPY (
                 SELECT *, ? AS source_key, ? AS content_key, ? AS run_id
                 FROM quarantined ORDER BY record_number NULLS LAST
-            ) TO '{_sql_path(quarantine_path)}' (FORMAT parquet, COMPRESSION zstd)
+            ) TO {literal(quarantine_path)} (FORMAT parquet, COMPRESSION zstd)
             """,
             [lineage.source_key, lineage.content_key, lineage.run_id],
         )
@@ -293,10 +293,6 @@ def _open_rows(path: Path, columns: dict[str, str], malformed: list[str]) -> pa.
             )
 
     return pa.RecordBatchReader.from_batches(schema, batches())
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 def _first_line(exc: Exception) -> str:

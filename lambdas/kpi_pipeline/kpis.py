@@ -124,7 +124,7 @@ def _run_models(
     kpi_dates: list[dt.date],
     run_id: str,
 ) -> tuple[pa.Table, dict[str, int]]:
-    con.execute("CREATE TEMP TABLE songs AS SELECT * FROM read_parquet(?)", [str(songs)])
+    con.execute(f"CREATE TEMP TABLE songs AS SELECT * FROM read_parquet({engine.literal(songs)})")
     files = engine.parquet_list(plays)
     con.execute(f"CREATE TEMP VIEW curated_plays AS SELECT * FROM read_parquet({files})")
     con.execute("CREATE TEMP TABLE target_dates (kpi_date DATE)")

@@ -66,6 +66,7 @@ def step_handler(
         def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             request = request_model.model_validate(event)
             logger.append_keys(step=step, run_id=getattr(request, "run_id", None))
+            metrics.add_dimension(name="step", value=step)
             started = time.perf_counter()
             try:
                 result = logic(request)
@@ -74,14 +75,9 @@ def step_handler(
                 raise
             finally:
                 elapsed_ms = (time.perf_counter() - started) * 1000
-                with single_metric(
-                    name=STEP_DURATION,
-                    unit=MetricUnit.Milliseconds,
-                    value=elapsed_ms,
-                    namespace=NAMESPACE,
-                ) as metric:
-                    metric.add_dimension(name="service", value=SERVICE)
-                    metric.add_dimension(name="step", value=step)
+                metrics.add_metric(
+                    name=STEP_DURATION, unit=MetricUnit.Milliseconds, value=elapsed_ms
+                )
             logger.info("step finished", extra={"duration_ms": round(elapsed_ms, 1)})
             return result.model_dump(mode="json")
 

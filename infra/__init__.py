@@ -1,0 +1,1 @@
+"""The AWS CDK app of the music KPI pipeline (one stack per environment)."""

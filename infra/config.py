@@ -1,0 +1,208 @@
+"""Per-environment configuration, read from ``cdk.json`` context and validated at synth.
+
+``cdk synth -c env=prod`` picks ``context.environments.prod``. Every value is checked here,
+before any construct is built, and a bad one stops the synth with a message naming the
+setting and what it should hold. Nothing here calls AWS.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ARN_ROLE = r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@/\-]+$"
+BUCKET = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"
+SM_NAME_OR_ARN = (  # a pattern for Secrets Manager names or ARNs
+    r"^(arn:aws[a-z\-]*:secretsmanager:[a-z0-9\-]+:\d{12}:secret:[\w/+=.@\-]+|[\w/+=.@\-]+)$"
+)
+EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+STEPS = (
+    "check_source",
+    "extract_rds",
+    "list_files",
+    "ingest_file",
+    "transform",
+    "load",
+    "archive",
+)
+
+
+class ConfigError(ValueError):
+    """The environment's configuration is missing or malformed."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LandingConfig(_Model):
+    """Where stream CSV files land: an existing bucket (by name) or one the stack creates."""
+
+    bucket_name: Annotated[str, Field(pattern=BUCKET)] | None = None
+    prefix: str = "landing/"
+
+    @model_validator(mode="after")
+    def _prefix(self) -> Self:
+        if not self.prefix.endswith("/") or self.prefix.startswith("/"):
+            raise ValueError("landing.prefix must look like 'landing/' (no leading '/')")
+        return self
+
+
+class SourceConfig(_Model):
+    """The RDS PostgreSQL holding users and songs; credentials stay in Secrets Manager."""
+
+    host: str | None = None
+    port: int = Field(default=5432, ge=1, le=65535)
+    database: str | None = None
+    secret: Annotated[str, Field(pattern=SM_NAME_OR_ARN)] = Field(
+        description="Secrets Manager secret name or ARN with username/password (RDS format)"
+    )
+
+
+class NetworkConfig(_Model):
+    """The VPC the RDS-facing function runs in (private subnets reaching the database)."""
+
+    vpc_id: Annotated[str, Field(pattern=r"^vpc-[0-9a-f]{8,17}$")]
+    availability_zones: list[str] = Field(min_length=1)
+    private_subnet_ids: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]] = Field(
+        min_length=1
+    )
+    security_group_ids: list[Annotated[str, Field(pattern=r"^sg-[0-9a-f]{8,17}$")]] = Field(
+        min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _one_subnet_per_zone(self) -> Self:
+        if len(self.private_subnet_ids) != len(self.availability_zones):
+            raise ValueError(
+                "network.private_subnet_ids and network.availability_zones must pair up "
+                "(one subnet per zone, same order)"
+            )
+        return self
+
+
+class WarehouseConfig(_Model):
+    """The KPI warehouse: Redshift (provisioned or Serverless); 'postgres' is local only."""
+
+    kind: Literal["redshift", "postgres"] = "redshift"
+    database: str | None = None
+    cluster_id: str | None = None
+    db_user: str | None = None
+    workgroup: str | None = None
+    secret_arn: Annotated[str, Field(pattern=SM_NAME_OR_ARN)] | None = None
+    copy_role_arn: Annotated[str, Field(pattern=ARN_ROLE)] | None = None
+    table: Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)?$")] = "music_kpi_metrics"
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.kind == "postgres":
+            return self
+        missing = [
+            name
+            for name, value in (("database", self.database), ("copy_role_arn", self.copy_role_arn))
+            if not value
+        ]
+        if missing:
+            raise ValueError(f"warehouse needs {', '.join(missing)} for Redshift")
+        if bool(self.cluster_id) == bool(self.workgroup):
+            raise ValueError(
+                "warehouse needs exactly one of cluster_id (provisioned) or workgroup (Serverless)"
+            )
+        if self.cluster_id and not (self.db_user or self.secret_arn):
+            raise ValueError(
+                "a provisioned cluster needs warehouse.db_user or warehouse.secret_arn"
+            )
+        return self
+
+
+class ScheduleConfig(_Model):
+    expression: str = "cron(0 2 * * ? *)"  # daily, 02:00 UTC
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _expression(self) -> Self:
+        if not re.match(
+            r"^(cron\([^)]+\)|rate\(\d+ (minute|minutes|hour|hours|day|days)\))$", self.expression
+        ):
+            raise ValueError("schedule.expression must be 'cron(...)' or 'rate(N unit)'")
+        return self
+
+
+class FunctionConfig(_Model):
+    memory_mb: int = Field(default=1024, ge=128, le=10240)
+    timeout_seconds: int = Field(default=300, ge=10, le=900)
+
+
+def _default_functions() -> dict[str, FunctionConfig]:
+    heavy = FunctionConfig(memory_mb=3008, timeout_seconds=900)
+    return {
+        "check_source": FunctionConfig(memory_mb=512, timeout_seconds=60),
+        "extract_rds": heavy,
+        "list_files": FunctionConfig(memory_mb=512, timeout_seconds=120),
+        "ingest_file": FunctionConfig(memory_mb=2048, timeout_seconds=900),
+        "transform": heavy,
+        "load": FunctionConfig(memory_mb=1024, timeout_seconds=900),
+        "archive": FunctionConfig(memory_mb=512, timeout_seconds=600),
+    }
+
+
+class PipelineConfig(_Model):
+    """Everything one environment of the pipeline needs to be synthesized."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9\-]{1,30}$")
+    account: Annotated[str, Field(pattern=r"^\d{12}$")] | None = None
+    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")] | None = None
+    landing: LandingConfig = LandingConfig()
+    source: SourceConfig
+    network: NetworkConfig | None = None
+    warehouse: WarehouseConfig
+    schedule: ScheduleConfig = ScheduleConfig()
+    alert_emails: list[Annotated[str, Field(pattern=EMAIL)]] = []
+    functions: dict[str, FunctionConfig] = Field(default_factory=_default_functions)
+    extract_batch_size: int = Field(default=50_000, ge=100, le=5_000_000)
+    max_files_per_run: int = Field(default=1000, ge=1, le=5000)
+    ingest_concurrency: int = Field(default=10, ge=1, le=40)
+    local: bool = False  # the laptop environment: no VPC, PostgreSQL warehouse
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        unknown = set(self.functions) - set(STEPS)
+        if unknown:
+            raise ValueError(f"functions has unknown steps {sorted(unknown)}; known: {STEPS}")
+        if self.warehouse.kind == "postgres" and not self.local:
+            raise ValueError("warehouse.kind 'postgres' is for the local environment only")
+        if not self.local and self.network is None:
+            raise ValueError("network is required: the RDS-facing function runs in your VPC")
+        return self
+
+    def function(self, step: str) -> FunctionConfig:
+        return self.functions.get(step) or _default_functions()[step]
+
+    @property
+    def stack_name(self) -> str:
+        return f"MusicKpiPipeline-{self.name}"
+
+
+def load_config(context: dict[str, Any] | None, env_name: str | None) -> PipelineConfig:
+    """The validated configuration of ``env_name`` from the ``environments`` context."""
+    environments = (context or {}).get("environments")
+    if not isinstance(environments, dict) or not environments:
+        raise ConfigError("cdk.json has no 'environments' context: add one per environment")
+    if not env_name:
+        raise ConfigError(
+            f"choose an environment with -c env=NAME (one of: {', '.join(sorted(environments))})"
+        )
+    if env_name not in environments:
+        raise ConfigError(
+            f"unknown environment '{env_name}' (cdk.json has: {', '.join(sorted(environments))})"
+        )
+    try:
+        return PipelineConfig.model_validate({"name": env_name, **environments[env_name]})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'environment'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"environment '{env_name}' in cdk.json is invalid: {problems}") from None

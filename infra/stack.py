@@ -1,0 +1,81 @@
+"""The pipeline's stack: one construct per concern, composed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.config import PipelineConfig
+from infra.functions import PipelineFunctions
+from infra.storage import PipelineStorage
+from infra.workflow import PipelineDefinition
+
+
+class PipelineStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: PipelineConfig,
+        layers: list[lambda_.ILayerVersion] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        self.storage = PipelineStorage(self, "Storage", config=config)
+        self.alert_topic = sns.Topic(
+            self, "AlertTopic", display_name=f"Music KPI pipeline ({config.name})", enforce_ssl=True
+        )
+        for email in config.alert_emails:
+            self.alert_topic.add_subscription(subscriptions.EmailSubscription(email))
+
+        self.functions = PipelineFunctions(
+            self, "Functions", config=config, storage=self.storage, layers=layers or []
+        )
+        definition = PipelineDefinition(
+            self,
+            "Definition",
+            functions=dict(self.functions.functions),
+            alert_topic=self.alert_topic,
+            pipeline_name=f"music-kpi-{config.name}",
+            ingest_concurrency=config.ingest_concurrency,
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=f"music-kpi-{config.name}",
+            definition_body=sfn.DefinitionBody.from_chainable(definition.definition),
+            timeout=Duration.hours(6),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=logs.LogGroup(
+                    self, "StateMachineLogs", retention=logs.RetentionDays.THREE_MONTHS
+                ),
+                level=sfn.LogLevel.ALL,
+                include_execution_data=True,
+            ),
+        )
+
+        events.Rule(
+            self,
+            "DailySchedule",
+            description="Starts the pipeline every day",
+            schedule=events.Schedule.expression(config.schedule.expression),
+            enabled=config.schedule.enabled,
+            targets=[
+                targets.SfnStateMachine(
+                    self.state_machine,
+                    input=events.RuleTargetInput.from_object({"trigger": "schedule"}),
+                )
+            ],
+        )

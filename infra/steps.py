@@ -1,0 +1,82 @@
+"""The pipeline's Lambda steps: one function each, named in one place.
+
+``settings`` lists the configuration groups a step reads (see
+``lambdas/kpi_pipeline/settings.py``), so each function's environment carries only its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str  # the step's key in cdk.json "functions"
+    state: str  # the state name in the state machine
+    handler: str  # module path under lambdas/ and function name
+    description: str
+    settings: frozenset[str]
+    in_vpc: bool = False  # talks to the RDS database
+
+
+CHECK_SOURCE = Step(
+    "check_source",
+    "CheckSourceData",
+    "extract_rds.handler.check_source",
+    "Counts the users and songs rows of the source database",
+    frozenset({"source"}),
+    in_vpc=True,
+)
+EXTRACT_RDS = Step(
+    "extract_rds",
+    "ExtractRds",
+    "extract_rds.handler.extract_tables",
+    "Snapshots users and songs to Parquet in S3, in batches",
+    frozenset({"source", "storage", "engine"}),
+    in_vpc=True,
+)
+LIST_FILES = Step(
+    "list_files",
+    "ListNewFiles",
+    "extract_s3.handler.list_new_files",
+    "Freezes the manifest of landing CSV files for this run",
+    frozenset({"storage", "ingest"}),
+)
+INGEST_FILE = Step(
+    "ingest_file",
+    "IngestFile",
+    "extract_s3.handler.ingest_file",
+    "Validates one stream file into curated Parquet and quarantine",
+    frozenset({"storage", "engine"}),
+)
+TRANSFORM = Step(
+    "transform",
+    "Transform",
+    "transform.handler.handler",
+    "Computes the KPIs of every touched date with DuckDB",
+    frozenset({"storage", "engine"}),
+)
+LOAD = Step(
+    "load",
+    "Load",
+    "load.handler.handler",
+    "Replaces the touched dates of music_kpi_metrics in one transaction",
+    frozenset({"storage", "warehouse"}),
+)
+ARCHIVE = Step(
+    "archive",
+    "Archive",
+    "archive.handler.handler",
+    "Moves the manifest's files to archive or quarantine and writes the run summary",
+    frozenset({"storage"}),
+)
+
+ALL_STEPS: tuple[Step, ...] = (
+    CHECK_SOURCE,
+    EXTRACT_RDS,
+    LIST_FILES,
+    INGEST_FILE,
+    TRANSFORM,
+    LOAD,
+    ARCHIVE,
+)

@@ -1,0 +1,76 @@
+"""The buckets: the landing area (existing or created) and the pipeline's data bucket."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.config import PipelineConfig
+
+
+def _secure_bucket(scope: Construct, construct_id: str, **kwargs: object) -> s3.Bucket:
+    """Private, TLS-only, encrypted and versioned: the settings every bucket here shares."""
+    return s3.Bucket(
+        scope,
+        construct_id,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        enforce_ssl=True,
+        versioned=True,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        removal_policy=RemovalPolicy.RETAIN,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+class PipelineStorage(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, config: PipelineConfig) -> None:
+        super().__init__(scope, construct_id)
+        noncurrent = s3.LifecycleRule(
+            id="expire-old-versions",
+            noncurrent_version_expiration=Duration.days(30),
+            abort_incomplete_multipart_upload_after=Duration.days(7),
+        )
+        self.data_bucket = _secure_bucket(
+            self,
+            "DataBucket",
+            lifecycle_rules=[
+                noncurrent,
+                s3.LifecycleRule(
+                    id="archive-to-cheaper-storage",
+                    prefix="archive/",
+                    transitions=[
+                        s3.Transition(
+                            storage_class=s3.StorageClass.INFREQUENT_ACCESS,
+                            transition_after=Duration.days(30),
+                        ),
+                        s3.Transition(
+                            storage_class=s3.StorageClass.GLACIER_INSTANT_RETRIEVAL,
+                            transition_after=Duration.days(90),
+                        ),
+                    ],
+                ),
+                s3.LifecycleRule(
+                    id="expire-source-snapshots",
+                    prefix="snapshots/",
+                    expiration=Duration.days(30),
+                ),
+                s3.LifecycleRule(
+                    id="expire-run-bookkeeping",
+                    prefix="runs/",
+                    expiration=Duration.days(90),
+                ),
+                s3.LifecycleRule(
+                    id="expire-kpi-batches", prefix="kpis/", expiration=Duration.days(90)
+                ),
+            ],
+        )
+        if config.landing.bucket_name:
+            self.landing_bucket: s3.IBucket = s3.Bucket.from_bucket_name(
+                self, "LandingBucket", config.landing.bucket_name
+            )
+        else:
+            self.landing_bucket = _secure_bucket(
+                self, "LandingBucket", lifecycle_rules=[noncurrent]
+            )

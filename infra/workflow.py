@@ -1,0 +1,245 @@
+"""The Step Functions definition: one state machine, used in AWS and by the local runner.
+
+States pass references and counts only (the state payload limit is 256 KiB). Every task
+retries transient errors with backoff and jitter, and hands any other error to a
+``<State>Failed`` pass that names the failed state, then to the alert topic and a Fail.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from infra.steps import (
+    ARCHIVE,
+    CHECK_SOURCE,
+    EXTRACT_RDS,
+    INGEST_FILE,
+    LIST_FILES,
+    LOAD,
+    TRANSFORM,
+    Step,
+)
+from kpi_pipeline.errors import RETRYABLE_ERRORS
+
+# Lambda service hiccups, plus the errors our code raises for transient trouble.
+TRANSIENT_ERRORS = [
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+    *(error.__name__ for error in RETRYABLE_ERRORS),
+]
+RUN_ID = "$.run.run_id"
+SNAPSHOT = {"users_key.$": "$.snapshot.users_key", "songs_key.$": "$.snapshot.songs_key"}
+
+
+class PipelineDefinition(Construct):
+    """Builds the chain of states; ``definition`` is what the state machine runs."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        functions: dict[str, lambda_.IFunction],
+        alert_topic: sns.ITopic,
+        pipeline_name: str,
+        ingest_concurrency: int,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._functions = functions
+        region = Stack.of(self).region
+
+        failure = sfn.Pass(
+            self,
+            "DescribeFailure",
+            comment="Shapes the alert: run, failed state, error, cause and a console link",
+            parameters={
+                "pipeline": pipeline_name,
+                "run_id.$": RUN_ID,
+                "failed_state.$": "$.failure.state",
+                "error.$": "$.failure.error.Error",
+                "cause.$": "$.failure.error.Cause",
+                "execution_arn.$": "$$.Execution.Id",
+                "console_url.$": (
+                    f"States.Format('https://{region}.console.aws.amazon.com/states/home"
+                    f"?region={region}#/v2/executions/details/{{}}', $$.Execution.Id)"
+                ),
+            },
+            result_path="$.alert",
+        )
+        notify = tasks.SnsPublish(
+            self,
+            "NotifyFailure",
+            topic=alert_topic,
+            subject=sfn.JsonPath.format(
+                f"[{pipeline_name}] run failed in {{}}",
+                sfn.JsonPath.string_at("$.alert.failed_state"),
+            ),
+            message=sfn.TaskInput.from_json_path_at("States.JsonToString($.alert)"),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        fail = sfn.Fail(
+            self,
+            "RunFailed",
+            error_path="$.alert.error",
+            cause_path="$.alert.cause",
+        )
+        self._on_failure = failure.next(notify).next(fail)
+
+        start = sfn.Pass(
+            self,
+            "StartRun",
+            comment="The execution name is the run id: every object a run writes lives under it",
+            parameters={"run_id.$": "$$.Execution.Name", "started_at.$": "$$.Execution.StartTime"},
+            result_path="$.run",
+        )
+
+        check_source = self._task(CHECK_SOURCE, {"run_id.$": RUN_ID}, "$.source_check")
+        no_rds_data = self._outcome(
+            "NoRdsData",
+            "no_rds_data",
+            {"source_users.$": "$.source_check.users", "source_songs.$": "$.source_check.songs"},
+        )
+        extract = self._task(EXTRACT_RDS, {"run_id.$": RUN_ID}, "$.snapshot")
+        list_files = self._task(LIST_FILES, {"run_id.$": RUN_ID}, "$.manifest")
+        no_new_files = self._outcome(
+            "NoNewFiles",
+            "no_new_files",
+            {
+                "files_deferred.$": "$.manifest.files_deferred",
+                "files_ignored.$": "$.manifest.files_ignored",
+            },
+        )
+
+        ingest = sfn.Map(
+            self,
+            "IngestStreams",
+            comment="One iteration per manifest file: validate, de-duplicate, quarantine",
+            items_path="$.manifest.files",
+            item_selector={
+                "run_id.$": RUN_ID,
+                "file.$": "$$.Map.Item.Value",
+                "snapshot": SNAPSHOT,
+            },
+            max_concurrency=ingest_concurrency,
+            result_path=sfn.JsonPath.DISCARD,  # per-file results are in S3, not in the state
+        )
+        ingest.item_processor(
+            self._invoke(
+                INGEST_FILE,
+                {"run_id.$": "$.run_id", "file.$": "$.file", "snapshot.$": "$.snapshot"},
+                result_path="$",
+            )
+        )
+        self._catch(ingest, "IngestStreams")
+
+        transform = self._task(TRANSFORM, {"run_id.$": RUN_ID, "snapshot": SNAPSHOT}, "$.transform")
+        load = self._task(
+            LOAD,
+            {
+                "run_id.$": RUN_ID,
+                "kpi_key.$": "$.transform.kpi_key",
+                "kpi_dates.$": "$.transform.kpi_dates",
+            },
+            "$.load",
+        )
+        skip_load = sfn.Pass(
+            self,
+            "NothingToLoad",
+            comment="No date to recompute: the warehouse stays as it is",
+            result=sfn.Result.from_object({"skipped": True}),
+            result_path="$.load",
+        )
+        archive = self._task(
+            ARCHIVE,
+            {
+                "run_id.$": RUN_ID,
+                "manifest_key.$": "$.manifest.manifest_key",
+                "files_deferred.$": "$.manifest.files_deferred",
+                "files_ignored.$": "$.manifest.files_ignored",
+                "source.$": "$.snapshot",
+                "transform.$": "$.transform",
+                "load.$": "$.load",
+            },
+            "$",  # the run summary becomes the execution's output
+        )
+        done = sfn.Succeed(self, "RunComplete")
+
+        self.definition = start.next(check_source).next(
+            sfn.Choice(self, "HasSourceData?", comment="users and songs both have rows")
+            .when(sfn.Condition.boolean_equals("$.source_check.has_data", False), no_rds_data)
+            .otherwise(
+                extract.next(list_files).next(
+                    sfn.Choice(self, "HasNewFiles?", comment="the manifest lists files")
+                    .when(sfn.Condition.number_equals("$.manifest.file_count", 0), no_new_files)
+                    .otherwise(
+                        ingest.next(transform).next(
+                            sfn.Choice(self, "HasDatesToLoad?")
+                            .when(
+                                sfn.Condition.number_equals("$.transform.kpi_date_count", 0),
+                                skip_load,
+                            )
+                            .otherwise(load)
+                            .afterwards()
+                            .next(archive)
+                            .next(done)
+                        )
+                    )
+                )
+            )
+        )
+
+    def _invoke(
+        self, step: Step, payload: dict[str, object], result_path: str
+    ) -> tasks.LambdaInvoke:
+        task = tasks.LambdaInvoke(
+            self,
+            step.state,
+            lambda_function=self._functions[step.key],
+            comment=step.description,
+            payload=sfn.TaskInput.from_object(payload),
+            payload_response_only=True,
+            retry_on_service_exceptions=False,  # our own Retry below covers them
+            result_path=result_path,
+        )
+        task.add_retry(
+            errors=TRANSIENT_ERRORS,
+            interval=Duration.seconds(2),
+            max_attempts=4,
+            backoff_rate=2.0,
+            max_delay=Duration.seconds(60),
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        return task
+
+    def _task(self, step: Step, payload: dict[str, object], result_path: str) -> tasks.LambdaInvoke:
+        task = self._invoke(step, payload, result_path)
+        self._catch(task, step.state)
+        return task
+
+    def _catch(self, state: sfn.TaskStateBase | sfn.Map, name: str) -> None:
+        record = sfn.Pass(
+            self,
+            f"{name}Failed",
+            parameters={"state": name, "error.$": "$.caught"},
+            result_path="$.failure",
+        )
+        state.add_catch(
+            record.next(self._on_failure), errors=["States.ALL"], result_path="$.caught"
+        )
+
+    def _outcome(self, state: str, status: str, counts: dict[str, str]) -> sfn.Pass:
+        """An early, successful end: the run summary with its status."""
+        outcome = sfn.Pass(
+            self,
+            state,
+            parameters={"status": status, "run_id.$": RUN_ID, **counts},
+        )
+        outcome.next(sfn.Succeed(self, f"{state}End"))
+        return outcome

@@ -1,0 +1,411 @@
+"""Local AWS: moto's S3, Secrets Manager, SNS, Lambda and Step Functions, in-process.
+
+moto executes the synthesized state machine itself (Choice, Map, Retry, Catch); each
+Lambda task is handed to the real handler, imported from ``lambdas/`` and called in this
+process with the function's event and a Lambda-like context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+import traceback
+import uuid
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import boto3
+from moto import mock_aws
+from moto.awslambda_simple.models import LambdaSimpleBackend
+
+from local_runner.template import REGION, REPO, LocalFunction, LocalPipeline
+
+LAMBDAS = REPO / "lambdas"
+MOTO_CONFIG = {
+    "stepfunctions": {"execute_state_machine": True},
+    "lambda": {"use_docker": False},
+}
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+
+
+@dataclass(frozen=True)
+class LambdaContext:
+    """The attributes of the Lambda context object that the handlers and Powertools read."""
+
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    timeout_seconds: int
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+    log_group_name: str = "local"
+    log_stream_name: str = "local"
+    started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        left = self.timeout_seconds - (time.monotonic() - self.started)
+        return max(0, int(left * 1000))
+
+
+@dataclass(frozen=True)
+class Execution:
+    run_id: str
+    arn: str
+    status: str
+    output: dict[str, Any] | None
+    error: str | None
+    cause: str | None
+    history: list[dict[str, Any]]
+
+    @property
+    def failed_state(self) -> str | None:
+        """The state that raised, from the alert the Catch path built."""
+        for event in reversed(self.history):
+            details = event.get("stateExitedEventDetails") or {}
+            if details.get("name") == "DescribeFailure":
+                alert = json.loads(details.get("output", "{}")).get("alert", {})
+                return str(alert.get("failed_state")) if alert else None
+        return None
+
+    def states_entered(self) -> list[str]:
+        return [
+            e["stateEnteredEventDetails"]["name"]
+            for e in self.history
+            if "stateEnteredEventDetails" in e
+        ]
+
+
+class LocalAws:
+    """A context in which the synthesized pipeline runs against moto."""
+
+    def __init__(
+        self,
+        pipeline: LocalPipeline,
+        *,
+        overrides: dict[str, str],
+        secrets: dict[str, dict[str, object]],
+        log_stream: TextIO | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self._overrides = overrides
+        self._secrets = secrets
+        self._log_stream = log_stream
+        self._stack = contextlib.ExitStack()
+        self._handlers: dict[str, tuple[LocalFunction, Callable[..., Any]]] = {}
+        self._import_lock = threading.Lock()
+        self.state_machine_arn = ""
+        self.alert_queue_url = ""
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> LocalAws:
+        self._stack.enter_context(_patched_environ(self._environment()))
+        if str(LAMBDAS) not in sys.path:
+            sys.path.insert(0, str(LAMBDAS))
+        self._stack.enter_context(mock_aws(config=MOTO_CONFIG))  # type: ignore[call-overload]
+        self._stack.enter_context(_patched_invoke(self._invoke))
+        self._reset_pipeline_caches()
+        self._route_logs()
+        self._quiet_moto()
+        self._create_resources()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._reset_pipeline_caches()
+        self._stack.close()
+
+    def _environment(self) -> dict[str, str]:
+        return {
+            # moto answers everything; fake credentials guarantee no real AWS call.
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            **self.pipeline.environment(),
+            **self._overrides,
+        }
+
+    def _reset_pipeline_caches(self) -> None:
+        from kpi_pipeline import aws, settings
+
+        aws.reset_clients()
+        settings.clear_cache()
+
+    def _route_logs(self) -> None:
+        """Send the handlers' structured logs where CloudWatch would have them."""
+        from kpi_pipeline.observability import logger
+
+        handler = logger.registered_handler
+        if self._log_stream is not None and hasattr(handler, "setStream"):
+            previous = handler.setStream(self._log_stream)
+            self._stack.callback(handler.setStream, previous or sys.stdout)
+
+    def _quiet_moto(self) -> None:
+        """moto logs every Fail state as an exception; the run's own report says it better."""
+        moto_logger = logging.getLogger("moto")
+        self._stack.callback(moto_logger.setLevel, moto_logger.level)
+        moto_logger.setLevel(logging.CRITICAL)
+        # Map iterations share Powertools' metric buffer in one process (each Lambda has its
+        # own in AWS): one iteration may flush another's metrics, leaving it "empty".
+        self._stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
+
+    def _create_resources(self) -> None:
+        s3 = self.client("s3")
+        for bucket in self.pipeline.buckets:
+            s3.create_bucket(Bucket=bucket)
+        secrets = self.client("secretsmanager")
+        for name, value in self._secrets.items():
+            secrets.create_secret(Name=name, SecretString=json.dumps(value))
+
+        iam = self.client("iam")
+        role = iam.create_role(
+            RoleName="local-pipeline-role",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        )["Role"]["Arn"]
+        lam = self.client("lambda")
+        for function in self.pipeline.functions:
+            lam.create_function(
+                FunctionName=function.name,
+                Runtime="python3.12",
+                Role=role,
+                Handler=function.handler,
+                Code={"ZipFile": _placeholder_zip()},
+                MemorySize=function.memory_mb,
+                Timeout=function.timeout_seconds,
+            )
+            self._handlers[function.name] = (function, self._lazy_handler(function))
+
+        sns = self.client("sns")
+        sqs = self.client("sqs")
+        self.alert_queue_url = sqs.create_queue(QueueName="local-alerts")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(
+            QueueUrl=self.alert_queue_url, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        for topic_arn in self.pipeline.topic_arns:
+            sns.create_topic(Name=topic_arn.rsplit(":", 1)[-1])
+            sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+
+        self.state_machine_arn = self.client("stepfunctions").create_state_machine(
+            name=self.pipeline.state_machine_name,
+            definition=json.dumps(self.pipeline.definition),
+            roleArn=role,
+        )["stateMachineArn"]
+
+    # --- Lambda ------------------------------------------------------------------------------
+    def _lazy_handler(self, function: LocalFunction) -> Callable[..., Any]:
+        module_name, attribute = function.handler.rsplit(".", 1)
+        resolved: list[Callable[..., Any]] = []
+
+        def call(event: Any, context: Any) -> Any:
+            if not resolved:
+                with self._import_lock:
+                    if not resolved:
+                        resolved.append(getattr(importlib.import_module(module_name), attribute))
+            return resolved[0](event, context)
+
+        return call
+
+    def _invoke(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
+        name = (
+            function_name.rsplit(":", 1)[-1] if function_name.startswith("arn:") else function_name
+        )
+        function, handler = self._handlers[name]
+        context = LambdaContext(
+            function_name=function.name,
+            invoked_function_arn=function.arn,
+            memory_limit_in_mb=function.memory_mb,
+            timeout_seconds=function.timeout_seconds,
+        )
+        event = json.loads(body) if body else {}
+        try:
+            return json.dumps(handler(event, context)).encode()
+        except Exception as exc:
+            # What the Lambda service returns for an unhandled error: Step Functions
+            # matches Retry and Catch on errorType, the exception's class name.
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(
+                {
+                    "errorType": type(exc).__name__,
+                    "errorMessage": str(exc),
+                    "stackTrace": traceback.format_tb(exc.__traceback__)[-5:],
+                }
+            ).encode()
+
+    # --- running -----------------------------------------------------------------------------
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name=REGION)
+
+    def start(self, run_id: str, run_input: dict[str, Any] | None = None) -> str:
+        return str(
+            self.client("stepfunctions").start_execution(
+                stateMachineArn=self.state_machine_arn,
+                name=run_id,
+                input=json.dumps(run_input or {}),
+            )["executionArn"]
+        )
+
+    def wait(
+        self,
+        execution_arn: str,
+        *,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        timeout_seconds: float = 3600,
+    ) -> Execution:
+        sfn = self.client("stepfunctions")
+        seen = 0
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            description = sfn.describe_execution(executionArn=execution_arn)
+            history = self._history(execution_arn)
+            if on_event:
+                for event in history[seen:]:
+                    on_event(event)
+            seen = len(history)
+            if description["status"] in TERMINAL:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution {execution_arn} still running")
+            time.sleep(0.1)
+        output = description.get("output")
+        return Execution(
+            run_id=description["name"],
+            arn=execution_arn,
+            status=description["status"],
+            output=json.loads(output) if output else None,
+            error=description.get("error"),
+            cause=description.get("cause"),
+            history=history,
+        )
+
+    def run(self, run_id: str, **kwargs: Any) -> Execution:
+        return self.wait(self.start(run_id), **kwargs)
+
+    def _history(self, execution_arn: str) -> list[dict[str, Any]]:
+        sfn = self.client("stepfunctions")
+        events: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page = sfn.get_execution_history(
+                executionArn=execution_arn,
+                maxResults=1000,
+                **({"nextToken": token} if token else {}),
+            )
+            events.extend(page["events"])
+            token = page.get("nextToken")
+            if not token:
+                return events
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Alert messages published to the SNS topic (received through an SQS queue)."""
+        sqs = self.client("sqs")
+        messages: list[dict[str, Any]] = []
+        while True:
+            batch = sqs.receive_message(QueueUrl=self.alert_queue_url, MaxNumberOfMessages=10)
+            if not batch.get("Messages"):
+                return messages
+            for message in batch["Messages"]:
+                envelope = json.loads(message["Body"])
+                messages.append(
+                    {"subject": envelope.get("Subject"), **json.loads(envelope["Message"])}
+                )
+                sqs.delete_message(
+                    QueueUrl=self.alert_queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+
+    # --- S3 state --------------------------------------------------------------------------------
+    def put_files(self, bucket: str, prefix: str, files: list[Path]) -> list[str]:
+        s3 = self.client("s3")
+        keys = []
+        for path in files:
+            key = f"{prefix}{path.name}"
+            s3.upload_file(str(path), bucket, key)
+            keys.append(key)
+        return keys
+
+    def load_buckets(self, folder: Path) -> int:
+        """Restore the objects saved by :meth:`save_buckets` (a previous run's S3)."""
+        s3 = self.client("s3")
+        restored = 0
+        for bucket in self.pipeline.buckets:
+            root = folder / bucket
+            if not root.is_dir():
+                continue
+            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                s3.upload_file(str(path), bucket, path.relative_to(root).as_posix())
+                restored += 1
+        return restored
+
+    def save_buckets(self, folder: Path) -> int:
+        """Write every object of every bucket under ``folder/<bucket>/<key>``."""
+        s3 = self.client("s3")
+        staging = folder.with_name(folder.name + ".new")
+        shutil.rmtree(staging, ignore_errors=True)
+        saved = 0
+        for bucket in self.pipeline.buckets:
+            paginator = s3.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket):
+                for item in page.get("Contents", []):
+                    if item["Key"].endswith("/"):
+                        continue
+                    target = staging / bucket / item["Key"]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    s3.download_file(bucket, item["Key"], str(target))
+                    saved += 1
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.mkdir(parents=True, exist_ok=True)
+        staging.rename(folder)
+        return saved
+
+
+@contextlib.contextmanager
+def _patched_environ(values: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _patched_invoke(invoke: Callable[[str, Any, dict[str, str]], bytes]) -> Iterator[None]:
+    """Route moto's Lambda invocations to in-process handlers (moto is pinned for this)."""
+    original = LambdaSimpleBackend.invoke
+
+    def patched(
+        backend: Any,
+        function_name: str,
+        qualifier: Any,
+        body: Any,
+        headers: Any,
+        response_headers: Any,
+    ) -> bytes:
+        return invoke(function_name, body, response_headers)
+
+    LambdaSimpleBackend.invoke = patched  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        LambdaSimpleBackend.invoke = original  # type: ignore[method-assign]
+
+
+def _placeholder_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("README.txt", "The local runner calls the handler in-process.")
+    return buffer.getvalue()

@@ -1,0 +1,183 @@
+"""The local PostgreSQL: the source (users, songs) and the warehouse, as two databases.
+
+``$RDS_DSN`` and ``$WAREHOUSE_DSN`` point at servers of your own; otherwise an embedded
+PostgreSQL (PyPI ``pgserver``, binaries included) runs with its data under the state folder,
+so the warehouse survives between runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql as pgsql
+from psycopg2.extensions import parse_dsn
+
+SOURCE_DB = "music_source"
+WAREHOUSE_DB = "music_warehouse"
+
+USERS_DDL = """
+CREATE TABLE users (
+    user_id INT PRIMARY KEY,
+    user_name TEXT,
+    user_age INT,
+    user_country TEXT,
+    created_at TIMESTAMP
+)"""
+SONGS_DDL = """
+CREATE TABLE songs (
+    id INT,
+    track_id TEXT,
+    artists TEXT,
+    album_name TEXT,
+    track_name TEXT,
+    popularity INT,
+    duration_ms INT,
+    explicit BOOLEAN,
+    danceability DOUBLE PRECISION,
+    energy DOUBLE PRECISION,
+    key INT,
+    loudness DOUBLE PRECISION,
+    mode INT,
+    speechiness DOUBLE PRECISION,
+    acousticness DOUBLE PRECISION,
+    instrumentalness DOUBLE PRECISION,
+    liveness DOUBLE PRECISION,
+    valence DOUBLE PRECISION,
+    tempo DOUBLE PRECISION,
+    time_signature INT,
+    track_genre TEXT
+)"""
+
+
+class DataError(ValueError):
+    """An input CSV cannot be loaded into the source tables."""
+
+
+@dataclass(frozen=True)
+class Databases:
+    source_dsn: str
+    warehouse_dsn: str
+    embedded: bool
+
+
+@contextmanager
+def local_databases(state_dir: Path) -> Iterator[Databases]:
+    """The source and warehouse DSNs, starting the embedded server when needed."""
+    source, warehouse = os.environ.get("RDS_DSN"), os.environ.get("WAREHOUSE_DSN")
+    if source and warehouse:
+        yield Databases(source, warehouse, embedded=False)
+        return
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import pgserver  # a dev dependency: only needed when no DSN is given
+
+    server = pgserver.get_server(state_dir / "postgres", cleanup_mode="stop")
+    try:
+        admin = server.get_uri()
+        for name in (SOURCE_DB, WAREHOUSE_DB):
+            _create_database(admin, name)
+        yield Databases(
+            source or server.get_uri(SOURCE_DB),
+            warehouse or server.get_uri(WAREHOUSE_DB),
+            embedded=True,
+        )
+    finally:
+        server.cleanup()
+
+
+def _create_database(admin_dsn: str, name: str) -> None:
+    conn = psycopg2.connect(admin_dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+def replace_source_tables(dsn: str, users_csv: Path, songs_csv: Path) -> dict[str, int]:
+    """Replace ``users`` and ``songs`` with the CSV files' rows (Spotify layout for songs)."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS users, songs")
+            cur.execute(USERS_DDL)
+            cur.execute(SONGS_DDL)
+            counts = {
+                "users": _copy_csv(cur, "users", users_csv),
+                "songs": _copy_csv(cur, "songs", songs_csv, rename_first={"", "unnamed: 0"}),
+            }
+    except psycopg2.Error as exc:
+        raise DataError(f"cannot load the source tables: {exc}".strip()) from None
+    finally:
+        conn.close()
+    return counts
+
+
+def _copy_csv(cur: object, table: str, path: Path, rename_first: set[str] | None = None) -> int:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        header = next(csv.reader(handle), None)
+    if not header:
+        raise DataError(f"{path} has no header row")
+    columns = [name.strip() for name in header]
+    # The public Spotify file names its first (index) column "" or "Unnamed: 0".
+    if rename_first and columns[0].lower() in rename_first:
+        columns[0] = "id"
+    statement = pgsql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true)").format(
+        pgsql.Identifier(table), pgsql.SQL(", ").join(map(pgsql.Identifier, columns))
+    )
+    with path.open("rb") as handle:
+        cur.copy_expert(statement, handle)  # type: ignore[attr-defined]
+    return int(cur.rowcount)  # type: ignore[attr-defined]
+
+
+def export_table(dsn: str, table: str, columns: list[str], out: Path) -> int:
+    """Write the whole warehouse table as CSV with a header (header only if it is absent)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (table,))
+            row = cur.fetchone()
+            if row is None or row[0] is None:
+                out.write_text(",".join(columns) + "\n")
+                return 0
+            order = "kpi_date, kpi_type, track_genre NULLS FIRST, stream_hour NULLS FIRST"
+            query = pgsql.SQL(
+                "COPY (SELECT {} FROM {} ORDER BY {}) TO STDOUT WITH CSV HEADER"
+            ).format(
+                pgsql.SQL(", ").join(map(pgsql.Identifier, columns)),
+                pgsql.Identifier(*table.split(".")),
+                pgsql.SQL(order),
+            )
+            with out.open("wb") as handle:
+                cur.copy_expert(query, handle)
+            cur.execute(
+                pgsql.SQL("SELECT count(*) FROM {}").format(pgsql.Identifier(*table.split(".")))
+            )
+            counted = cur.fetchone()
+            return int(counted[0]) if counted else 0
+    finally:
+        conn.close()
+
+
+def dsn_to_secret(dsn: str) -> dict[str, object]:
+    """The RDS-style secret JSON for a libpq DSN (as Secrets Manager would hold it)."""
+    params = parse_dsn(dsn)
+    return {
+        "engine": "postgres",
+        "host": params.get("host", "localhost"),
+        "port": int(params.get("port", 5432)),
+        "dbname": params.get("dbname", "postgres"),
+        "username": params.get("user", "postgres"),
+        "password": params.get("password", ""),
+    }

@@ -1,0 +1,248 @@
+"""``make run``: the synthesized state machine, end to end, on this machine.
+
+1. Start PostgreSQL (embedded unless ``$RDS_DSN``/``$WAREHOUSE_DSN``) and synthesize the
+   CDK app, in parallel.
+2. Replace the source tables with DATA's users.csv and songs.csv.
+3. Start moto, restore the previous runs' S3 objects from STATE, put DATA's stream files
+   under the landing prefix, execute the state machine and follow it.
+4. Save S3 back to STATE, export the warehouse table and the run summary to OUT.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from local_runner.aws import Execution, LocalAws
+from local_runner.databases import (
+    Databases,
+    dsn_to_secret,
+    export_table,
+    local_databases,
+    replace_source_tables,
+)
+from local_runner.template import LocalPipeline, load_pipeline, synthesize
+
+WAREHOUSE_COLUMNS = [
+    "kpi_type",
+    "kpi_date",
+    "track_genre",
+    "listen_count",
+    "avg_track_duration_sec",
+    "popularity_index",
+    "most_popular_track",
+    "most_popular_track_id",
+    "stream_hour",
+    "unique_listeners",
+    "top_artists",
+    "track_diversity_index",
+    "run_id",
+    "loaded_at",
+]
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """DATA, OUT or STATE cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class InputData:
+    users_csv: Path
+    songs_csv: Path
+    stream_files: tuple[Path, ...]
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> InputData:
+        if not folder.is_dir():
+            raise UsageError(f"DATA={folder} is not a folder")
+        missing = [name for name in ("users.csv", "songs.csv") if not (folder / name).is_file()]
+        if missing:
+            raise UsageError(f"DATA={folder} lacks {', '.join(missing)}")
+        streams = tuple(sorted(folder.glob("streams*.csv")))
+        return cls(folder / "users.csv", folder / "songs.csv", streams)
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    moment = now or dt.datetime.now(dt.UTC)
+    return f"local-{moment:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+
+
+def run_local(data: Path | None, out: Path, state: Path, *, console: TextIO = sys.stdout) -> int:
+    say: Callable[[str], None] = lambda text: print(text, file=console, flush=True)  # noqa: E731
+    state.mkdir(parents=True, exist_ok=True)
+    inputs = _inputs(data, state, say)
+    run_id = new_run_id()
+    say(f"Music KPI pipeline, local run {run_id}")
+    say(f"  data   {inputs.users_csv.parent} ({len(inputs.stream_files)} stream files)")
+    say(f"  state  {state} (warehouse and S3 objects kept between runs)")
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        synthesis = pool.submit(synthesize, state / "cdk.out")
+        with local_databases(state) as databases:
+            loaded = replace_source_tables(databases.source_dsn, inputs.users_csv, inputs.songs_csv)
+            where = "embedded PostgreSQL" if databases.embedded else "$RDS_DSN"
+            say(f"  source {where}: users {loaded['users']:,} rows, songs {loaded['songs']:,} rows")
+            pipeline = load_pipeline(synthesis.result())
+            states = len(pipeline.definition["States"])
+            say(
+                f"  state machine {pipeline.state_machine_name} ({states} top-level states, from cdk synth)"
+            )
+            execution, alerts = _execute(pipeline, databases, inputs, state, run_id, say)
+            rows = export_table(
+                databases.warehouse_dsn,
+                "music_kpi_metrics",
+                WAREHOUSE_COLUMNS,
+                out / "music_kpi_metrics.csv",
+            )
+
+    summary = run_summary(execution)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _report(summary, alerts, rows, out, state, run_id, say)
+    return EXIT_FAILED if summary["status"] == "failed" else EXIT_OK
+
+
+def _inputs(data: Path | None, state: Path, say: Callable[[str], None]) -> InputData:
+    if data is not None:
+        return InputData.from_folder(data)
+    from local_runner.sample_data import generate
+
+    sample = state / "sample-data"
+    generated = generate(sample)
+    say(f"  (no DATA given: generated sample data in {sample})")
+    return InputData(generated.users_csv, generated.songs_csv, generated.stream_files)
+
+
+def _execute(
+    pipeline: LocalPipeline,
+    databases: Databases,
+    inputs: InputData,
+    state: Path,
+    run_id: str,
+    say: Callable[[str], None],
+) -> tuple[Execution, list[dict[str, Any]]]:
+    env = pipeline.environment()
+    log_path = state / "logs" / f"{run_id}.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        log_path.open("w") as log,
+        LocalAws(
+            pipeline,
+            overrides={"WAREHOUSE_DSN": databases.warehouse_dsn, "WORK_DIR": str(state / "tmp")},
+            secrets={env["SOURCE_SECRET_ARN"]: dsn_to_secret(databases.source_dsn)},
+            log_stream=log,
+        ) as local,
+    ):
+        restored = local.load_buckets(state / "s3")
+        keys = local.put_files(
+            env["LANDING_BUCKET"], env["LANDING_PREFIX"], list(inputs.stream_files)
+        )
+        say(f"  s3     {restored:,} objects restored, {len(keys)} files put in landing\n")
+        with _stdout_to(log):  # metrics (EMF) go to the log, as in CloudWatch
+            execution = local.run(run_id, on_event=_Progress(say))
+        alerts = local.alerts()
+        local.save_buckets(state / "s3")
+    return execution, alerts
+
+
+def run_summary(execution: Execution) -> dict[str, Any]:
+    """The run summary: the execution's output, or what failed and why."""
+    from kpi_pipeline.contracts import RunSummary
+
+    if execution.status == "SUCCEEDED" and execution.output:
+        return RunSummary.model_validate(execution.output).model_dump(mode="json")
+    failed = RunSummary(status="failed", run_id=execution.run_id).model_dump(mode="json")
+    return failed | {
+        "execution_status": execution.status,
+        "failed_state": execution.failed_state,
+        "error": execution.error,
+        "cause": execution.cause,
+    }
+
+
+class _Progress:
+    """Prints each top-level state as it finishes, with its duration."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self._say = say
+        self._entered: dict[str, dt.datetime] = {}
+        self._iterations = 0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "MapIterationStarted":
+            self._iterations += 1
+        if kind.endswith("StateEntered"):
+            self._entered.setdefault(event["stateEnteredEventDetails"]["name"], event["timestamp"])
+        elif kind.endswith("StateExited"):
+            name = event["stateExitedEventDetails"]["name"]
+            if name == "IngestFile":
+                return
+            started = self._entered.pop(name, event["timestamp"])
+            seconds = (event["timestamp"] - started).total_seconds()
+            extra = f" ({self._iterations} files)" if kind == "MapStateExited" else ""
+            self._say(f"  {name:<24} {seconds:6.2f} s{extra}")
+        elif kind == "ExecutionFailed":
+            self._say("  execution FAILED")
+
+
+class _stdout_to:  # noqa: N801 - reads like contextlib.redirect_stdout
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def __enter__(self) -> None:
+        self._saved = sys.stdout
+        sys.stdout = self._stream
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout = self._saved
+
+
+def _report(
+    summary: dict[str, Any],
+    alerts: list[dict[str, Any]],
+    rows: int,
+    out: Path,
+    state: Path,
+    run_id: str,
+    say: Callable[[str], None],
+) -> None:
+    say(f"\nResult: {summary['status']}")
+    if summary["status"] == "failed":
+        say(f"  failed state  {summary.get('failed_state')}")
+        say(f"  error         {summary.get('error')}")
+        say(f"  cause         {_cause_message(summary.get('cause'))}")
+        for alert in alerts:
+            say(f"  alert sent    {alert.get('subject')}")
+    else:
+        s = summary
+        why = s["files_quarantined_by_reason"] or ""
+        say(
+            f"  files         {s['files_processed']} processed, {s['files_already_processed']} "
+            f"already processed, {s['files_quarantined']} quarantined {why}"
+        )
+        say(f"  plays         {s['plays_valid']:,} valid, {s['duplicates']:,} duplicates")
+        quarantined = summary["rows_quarantined"]
+        say(f"  rows quarantined {sum(quarantined.values()):,} {quarantined or ''}")
+        dates = summary["kpi_dates"]
+        span = f"{dates[0]} .. {dates[-1]} ({len(dates)})" if dates else "none"
+        say(f"  KPI dates     {span}, {summary['kpi_rows_loaded']:,} rows loaded")
+    say(f"  warehouse     {out / 'music_kpi_metrics.csv'} ({rows:,} rows)")
+    say(f"  summary       {out / 'run_summary.json'}")
+    say(f"  logs          {state / 'logs' / (run_id + '.jsonl')}")
+
+
+def _cause_message(cause: object) -> str:
+    """The error message of a Lambda error cause (a JSON document), else the cause itself."""
+    try:
+        return str(json.loads(str(cause)).get("errorMessage", cause))[:1000]
+    except (ValueError, AttributeError):
+        return str(cause)[:1000]

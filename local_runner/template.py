@@ -1,0 +1,236 @@
+"""Synthesize the CDK app and read the parts the local runner executes.
+
+The runner executes exactly what ``cdk deploy`` would ship: the state machine definition
+and the Lambda functions (handler, environment) of the synthesized CloudFormation
+template, with CloudFormation intrinsics (Ref, Fn::GetAtt, Fn::Join, Fn::Sub) resolved to
+the names of their local counterparts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+
+
+class TemplateError(RuntimeError):
+    """The template has something the local runner cannot resolve."""
+
+
+@dataclass(frozen=True)
+class LocalFunction:
+    logical_id: str
+    name: str
+    arn: str
+    handler: str  # "module.path.function", relative to lambdas/
+    environment: dict[str, str]
+    memory_mb: int
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class LocalPipeline:
+    """The synthesized pipeline, resolved for local execution."""
+
+    state_machine_name: str
+    definition: dict[str, Any]
+    functions: tuple[LocalFunction, ...]
+    buckets: tuple[str, ...]
+    topic_arns: tuple[str, ...]
+    secret_names: tuple[str, ...]
+
+    def environment(self) -> dict[str, str]:
+        """The union of the functions' environments (they never disagree on a variable)."""
+        merged: dict[str, str] = {}
+        for function in self.functions:
+            for name, value in function.environment.items():
+                if merged.get(name, value) != value:
+                    raise TemplateError(f"functions disagree on {name}: cannot run in one process")
+                merged[name] = value
+        return merged
+
+
+def synthesize(out_dir: Path, env_name: str = "local") -> Path:
+    """Run the CDK app (as ``cdk synth`` does) and return the stack's template path."""
+    context = json.loads((REPO / "cdk.json").read_text())["context"]
+    context["env"] = env_name
+    # The local run needs no Lambda bundle: skip any bundling step.
+    context["aws:cdk:bundling-stacks"] = []
+    env = {
+        **os.environ,
+        "CDK_OUTDIR": str(out_dir),
+        "CDK_CONTEXT_JSON": json.dumps(context),
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "1",
+        "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+    }
+    done = subprocess.run(  # noqa: S603 - our own app, our own interpreter
+        [sys.executable, str(REPO / "app.py")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise TemplateError(f"cdk synth failed:\n{done.stderr.strip() or done.stdout.strip()}")
+    templates = sorted(out_dir.glob("*.template.json"))
+    if len(templates) != 1:
+        raise TemplateError(f"expected one stack template in {out_dir}, found {len(templates)}")
+    return templates[0]
+
+
+def load_pipeline(template_path: Path) -> LocalPipeline:
+    template = json.loads(template_path.read_text())
+    resources: dict[str, Any] = template["Resources"]
+    resolver = _Resolver(resources, stack_name=template_path.name.split(".")[0])
+
+    functions = []
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::Lambda::Function":
+            continue
+        props = resource["Properties"]
+        environment = resolver.resolve(props.get("Environment", {}).get("Variables", {}))
+        functions.append(
+            LocalFunction(
+                logical_id=logical_id,
+                name=resolver.physical_name(logical_id),
+                arn=resolver.get_att(logical_id, "Arn"),
+                handler=props["Handler"],
+                environment={k: str(v) for k, v in environment.items()},
+                memory_mb=int(props.get("MemorySize", 128)),
+                timeout_seconds=int(props.get("Timeout", 3)),
+            )
+        )
+    machines = [
+        (logical_id, r)
+        for logical_id, r in resources.items()
+        if r["Type"] == "AWS::StepFunctions::StateMachine"
+    ]
+    if len(machines) != 1:
+        raise TemplateError(f"expected one state machine, found {len(machines)}")
+    machine_id, machine = machines[0]
+    definition = json.loads(resolver.resolve(machine["Properties"]["DefinitionString"]))
+    secrets = sorted(
+        {
+            f.environment[name]
+            for f in functions
+            for name in ("SOURCE_SECRET_ARN", "REDSHIFT_SECRET_ARN")
+            if name in f.environment
+        }
+    )
+    return LocalPipeline(
+        state_machine_name=resolver.physical_name(machine_id),
+        definition=definition,
+        functions=tuple(functions),
+        buckets=tuple(
+            resolver.physical_name(i)
+            for i, r in resources.items()
+            if r["Type"] == "AWS::S3::Bucket"
+        ),
+        topic_arns=tuple(
+            resolver.get_att(i, "TopicArn")
+            for i, r in resources.items()
+            if r["Type"] == "AWS::SNS::Topic"
+        ),
+        secret_names=tuple(secrets),
+    )
+
+
+class _Resolver:
+    """Resolves the CloudFormation intrinsics CDK emits, with deterministic local names."""
+
+    def __init__(self, resources: dict[str, Any], stack_name: str) -> None:
+        self._resources = resources
+        self._pseudo = {
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackName": stack_name,
+        }
+
+    def physical_name(self, logical_id: str) -> str:
+        resource = self._resources[logical_id]
+        props = resource.get("Properties", {})
+        kind = resource["Type"]
+        if kind == "AWS::S3::Bucket":
+            name = props.get("BucketName") or f"local-{logical_id.lower()}"
+            return str(name)[:63].rstrip("-.")
+        if kind == "AWS::StepFunctions::StateMachine" and props.get("StateMachineName"):
+            return str(props["StateMachineName"])
+        if kind == "AWS::Lambda::Function" and props.get("FunctionName"):
+            return str(props["FunctionName"])
+        return logical_id
+
+    def ref(self, name: str) -> str:
+        if name in self._pseudo:
+            return self._pseudo[name]
+        if name not in self._resources:
+            raise TemplateError(f"Ref to unknown resource {name}")
+        kind = self._resources[name]["Type"]
+        if kind == "AWS::SNS::Topic":
+            return self.get_att(name, "TopicArn")
+        return self.physical_name(name)
+
+    def get_att(self, logical_id: str, attribute: str) -> str:
+        kind = self._resources[logical_id]["Type"]
+        name = self.physical_name(logical_id)
+        arns = {
+            ("AWS::Lambda::Function", "Arn"): f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}",
+            ("AWS::SNS::Topic", "TopicArn"): f"arn:aws:sns:{REGION}:{ACCOUNT}:{name}",
+            ("AWS::S3::Bucket", "Arn"): f"arn:aws:s3:::{name}",
+            ("AWS::IAM::Role", "Arn"): f"arn:aws:iam::{ACCOUNT}:role/{name}",
+            ("AWS::StepFunctions::StateMachine", "Arn"): (
+                f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
+            ),
+        }
+        if (kind, attribute) not in arns:
+            raise TemplateError(f"cannot resolve Fn::GetAtt {logical_id}.{attribute} ({kind})")
+        return arns[(kind, attribute)]
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            ((key, arg),) = value.items()
+            if key == "Ref":
+                return self.ref(arg)
+            if key == "Fn::GetAtt":
+                logical_id, attribute = arg if isinstance(arg, list) else arg.split(".", 1)
+                return self.get_att(logical_id, attribute)
+            if key == "Fn::Join":
+                separator, parts = arg
+                return separator.join(str(self.resolve(p)) for p in parts)
+            if key == "Fn::Sub":
+                return self._sub(arg)
+            if key == "Fn::Select":
+                index, items = arg
+                return self.resolve(items)[int(index)]
+            if key.startswith("Fn::"):
+                raise TemplateError(f"the local runner does not resolve {key}")
+        return {k: self.resolve(v) for k, v in value.items()}
+
+    def _sub(self, arg: Any) -> str:
+        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in variables:
+                return str(self.resolve(variables[name]))
+            if "." in name and not name.startswith("AWS::"):
+                logical_id, attribute = name.split(".", 1)
+                return self.get_att(logical_id, attribute)
+            return self.ref(name)
+
+        return re.sub(r"\$\{([^}!][^}]*)\}", replace, text)
