@@ -92,9 +92,7 @@ def run_local(data: Path | None, out: Path, state: Path, *, console: TextIO = sy
             say(f"  source {where}: users {loaded['users']:,} rows, songs {loaded['songs']:,} rows")
             pipeline = load_pipeline(synthesis.result())
             states = len(pipeline.definition["States"])
-            say(
-                f"  state machine {pipeline.state_machine_name} ({states} top-level states, from cdk synth)"
-            )
+            say(f"  state machine {pipeline.state_machine_name} ({states} states, from cdk synth)")
             execution, alerts = _execute(pipeline, databases, inputs, state, run_id, say)
             rows = export_table(
                 databases.warehouse_dsn,
