@@ -81,6 +81,15 @@ class Reference:
 # --- inputs -------------------------------------------------------------------------
 
 
+# "Surrounding whitespace" is ASCII whitespace: space, tab, CR, LF, form feed, vertical tab.
+_ASCII_WHITESPACE = " \t\r\n\f\v"
+
+
+def strip(text: str) -> str:
+    """Trim ASCII whitespace from both ends (not every Unicode space, as str.strip would)."""
+    return text.strip(_ASCII_WHITESPACE)
+
+
 def _is_integer(text: str) -> bool:
     return _INTEGER.fullmatch(text) is not None
 
@@ -90,7 +99,7 @@ def load_users(path: Path) -> set[int]:
     with path.open(encoding="utf-8-sig", newline="") as handle:
         ids = set()
         for row in csv.DictReader(handle):
-            text = (row.get("user_id") or "").strip()
+            text = strip(row.get("user_id") or "")
             if _is_integer(text):
                 ids.add(int(text))
     return ids
@@ -98,8 +107,8 @@ def load_users(path: Path) -> set[int]:
 
 def _song_is_clean(row: dict[str, str]) -> bool:
     """Whether a (trimmed) songs row survives extract; the others are quarantined there."""
-    popularity = row["popularity"].strip()
-    duration_ms = row["duration_ms"].strip()
+    popularity = strip(row["popularity"])
+    duration_ms = strip(row["duration_ms"])
     return (
         row["track_id"] != ""
         and row["track_genre"] != ""
@@ -116,7 +125,7 @@ def _song_id_rank(row: dict[str, str], position: int) -> tuple[int, int, int]:
     The smallest integer ``id`` wins; ``id`` is the table's integer key, but should
     one not be an integer it ranks after every integer id, ties in file order.
     """
-    text = row["id"].strip()
+    text = strip(row["id"])
     if _is_integer(text):
         return (0, int(text), position)
     return (1, 0, position)
@@ -138,8 +147,8 @@ def load_songs(path: Path) -> list[Song]:
     for position, raw in enumerate(raw_rows):
         row = {
             **raw,
-            "track_id": raw["track_id"].strip(),
-            "track_genre": raw["track_genre"].strip(),
+            "track_id": strip(raw["track_id"]),
+            "track_genre": strip(raw["track_genre"]),
         }
         if not _song_is_clean(row):
             continue
@@ -151,8 +160,8 @@ def load_songs(path: Path) -> list[Song]:
     return [
         {
             **row,
-            "popularity": int(row["popularity"].strip()),
-            "duration_ms": int(row["duration_ms"].strip()),
+            "popularity": int(strip(row["popularity"])),
+            "duration_ms": int(strip(row["duration_ms"])),
         }
         for _, row in cleaned
     ]
@@ -160,7 +169,7 @@ def load_songs(path: Path) -> list[Song]:
 
 def split_artists(artists: str) -> set[str]:
     """The names credited by one ``artists`` value: split on ``;``, trimmed, no blanks."""
-    return {name.strip() for name in artists.split(";") if name.strip()}
+    return {strip(name) for name in artists.split(";") if strip(name)}
 
 
 # --- stream rows --------------------------------------------------------------------
@@ -172,7 +181,7 @@ def parse_listen_time(text: str) -> datetime | None:
     No offset means UTC. A value whose UTC instant falls outside ``datetime``'s
     range (years 1-9999) is invalid too, since it has no UTC date.
     """
-    match = _LISTEN_TIME.fullmatch(text.strip())
+    match = _LISTEN_TIME.fullmatch(strip(text))
     if match is None:
         return None
     parts = match.groupdict()
@@ -218,8 +227,8 @@ def classify_row(
     """
     if len(record) != len(header):
         return MALFORMED_ROW
-    user_text = record[header.index("user_id")].strip()
-    track_id = record[header.index("track_id")].strip()
+    user_text = strip(record[header.index("user_id")])
+    track_id = strip(record[header.index("track_id")])
     listen_text = record[header.index("listen_time")]
     if not _is_integer(user_text):
         return INVALID_USER_ID
@@ -257,16 +266,20 @@ def read_stream_file(
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
         return FileResult(reason=NOT_UTF8)
-    if text.strip() == "":
+    if strip(text) == "":
         return FileResult(reason=EMPTY_FILE)
+    # RFC 4180 quotes come in pairs: an odd count means a quoted field never closes,
+    # and the rest of the file would read as one value.
+    if text.count('"') % 2:
+        return FileResult(reason=UNREADABLE_CSV)
     try:
-        # Parse the whole file first: an error on its last line quarantines it all.
-        records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+        # Lenient like common CSV readers: a stray quote inside a field is kept as text.
+        records = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error:
         return FileResult(reason=UNREADABLE_CSV)
     # A blank line reads as []: it is no record at all, so not counted anywhere.
     records = [record for record in records if record]
-    header = [name.strip().lower() for name in records[0]]
+    header = [strip(name).lower() for name in records[0]]
     if any(column not in header for column in REQUIRED_STREAM_COLUMNS):
         return FileResult(reason=MISSING_COLUMNS)
     if any(header.count(column) > 1 for column in REQUIRED_STREAM_COLUMNS):
@@ -386,15 +399,16 @@ def compute_reference(users_csv: Path, songs_csv: Path, stream_files: Sequence[P
     all_plays: set[Play] = set()
     for path in stream_files:
         content = path.read_bytes()
-        # Same bytes as an earlier file (accepted or quarantined): already handled.
+        result = read_stream_file(content, users, track_ids)
+        if result.reason is not None:
+            # A bad file is quarantined each time it comes, whatever came before.
+            reference.files_quarantined[path.name] = result.reason
+            continue
+        # Same bytes as an earlier accepted file: already processed, counted once.
         if content in seen_contents:
             reference.files_already_processed.append(path.name)
             continue
         seen_contents.add(content)
-        result = read_stream_file(content, users, track_ids)
-        if result.reason is not None:
-            reference.files_quarantined[path.name] = result.reason
-            continue
         reference.plays_valid += len(result.plays)
         reference.duplicates += result.duplicates
         rows_quarantined.update(result.rows_quarantined)

@@ -441,7 +441,8 @@ def test_file_reasons(tmp_path: Path) -> None:
             "empty.csv": b"",
             "blank.csv": b" \r\n\n\t\n",
             "quote.csv": (STREAM_HEADER + bad_row + '1,"A,2024-06-25 10:00:00\n').encode(),
-            "junk_after_quote.csv": (STREAM_HEADER + bad_row + '1,"A"x,t\n').encode(),
+            # a stray quote leaves the quotes unbalanced: no reader can say where fields end
+            "junk_after_quote.csv": (STREAM_HEADER + bad_row + '1,A"x,t\n').encode(),
             "no_time.csv": ("user_id,track_id,when\n" + bad_row).encode(),
             "no_header.csv": bad_row.encode(),
             "twice.csv": ("user_id,track_id,listen_time, User_ID \n" + bad_row + "1").encode(),
@@ -498,8 +499,12 @@ def test_identical_files_are_processed_once_and_plays_are_distinct_across_files(
             "copy_of_bad.csv": b"user_id\n1\n",  # a copy of a quarantined file too
         },
     )
-    assert reference.files_already_processed == ["copy_of_day.csv", "copy_of_bad.csv"]
-    assert reference.files_quarantined == {"bad.csv": "missing_columns"}
+    # A bad file is quarantined each time it comes; only accepted content is "processed".
+    assert reference.files_already_processed == ["copy_of_day.csv"]
+    assert reference.files_quarantined == {
+        "bad.csv": "missing_columns",
+        "copy_of_bad.csv": "missing_columns",
+    }
     assert reference.plays_valid == 2 + 2  # per file
     assert reference.duplicates == 0  # duplicates are within a file only
     assert reference.rows_quarantined == {"unknown_user_id": 1}

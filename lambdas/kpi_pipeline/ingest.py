@@ -26,6 +26,7 @@ import pyarrow.csv as pa_csv
 from kpi_pipeline.engine import create_view, literal, scalar
 
 REQUIRED_COLUMNS = ("user_id", "track_id", "listen_time")
+ASCII_WHITESPACE = " \t\r\n\f\v"  # what "surrounding whitespace" means, here and in SQL
 _BLOCK_SIZE = 16 * 1024 * 1024
 _HEADER_PROBE_BYTES = 1024 * 1024
 
@@ -233,7 +234,7 @@ def _read_header(path: Path) -> list[str] | RejectedFile:
     text = probe.decode("utf-8-sig", errors="ignore")
     try:
         for record in csv.reader(io.StringIO(text, newline="")):
-            if record and any(cell.strip() for cell in record):
+            if record and any(cell.strip(ASCII_WHITESPACE) for cell in record):
                 return record
     except csv.Error as exc:
         return RejectedFile(FileReason.UNREADABLE_CSV, f"header: {exc}")
@@ -244,7 +245,7 @@ def _resolve_columns(header: list[str]) -> dict[str, str] | RejectedFile:
     """Map each required column to its name in the file (trimmed, case-insensitive)."""
     found: dict[str, list[str]] = {name: [] for name in REQUIRED_COLUMNS}
     for name in header:
-        key = name.strip().lower()
+        key = name.strip(ASCII_WHITESPACE).lower()
         if key in found:
             found[key].append(name)
     missing = [name for name, names in found.items() if not names]

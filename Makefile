@@ -1,0 +1,56 @@
+# The verbs of this project. Every target sets up what it needs (virtual environment,
+# packages); `make run` and `make test` work on a fresh clone with Python 3.11+ and Node.js.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+
+DATA  ?=
+OUT   ?= out
+STATE ?= .state
+ENV   ?= dev
+
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+
+.PHONY: help venv run test lint format bench synth deploy clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11)")'
+	@command -v node >/dev/null || { echo "Node.js is required (the CDK synthesizes with it)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)  ## create the virtual environment with every package
+
+run: $(STAMP)  ## run the pipeline locally: make run [DATA=dir] [OUT=dir] [STATE=dir]
+	$(PY) -m local_runner $(if $(DATA),--data "$(DATA)") --out "$(OUT)" --state "$(STATE)"
+
+test: lint  ## lint, type-check and run every test
+	$(PY) -m pytest
+
+lint: $(STAMP)  ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy lambdas infra local_runner app.py
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)  ## measure ingest and transform speed and memory on generated data
+	$(PY) -m benchmarks
+
+synth: $(STAMP)  ## write the CloudFormation template of ENV to cdk.out/ (offline)
+	$(PY) -m infra.synth $(ENV)
+
+deploy: $(STAMP)  ## cdk deploy ENV with the project's pinned CDK CLI
+	npx --yes --package aws-cdk@$(shell $(PY) -c 'import json;print(json.load(open("package.json"))["devDependencies"]["aws-cdk"])') cdk deploy -c env=$(ENV) --require-approval broadening
+
+clean:  ## remove local state, outputs and caches (keeps the virtual environment)
+	rm -rf $(STATE) $(OUT) cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,98 @@
+"""Shared fixtures: a real PostgreSQL, moto's AWS, the synthesized pipeline."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import psycopg2
+import pytest
+from moto import mock_aws
+from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+from kpi_pipeline import aws as pipeline_aws
+from kpi_pipeline import settings as pipeline_settings
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An embedded PostgreSQL server for the whole session; yields the admin DSN."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def new_database(postgres: str) -> Any:
+    """A factory of fresh, empty databases on the session's server (returns their DSN)."""
+
+    def create(prefix: str = "db") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        conn = psycopg2.connect(postgres)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name}")
+        conn.close()
+        return postgres.replace("/postgres?", f"/{name}?")
+
+    return create
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pipeline_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts with no cached settings or clients and fake AWS credentials."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "MusicKpiPipeline")
+    pipeline_settings.clear_cache()
+    pipeline_aws.reset_clients()
+    yield
+    pipeline_settings.clear_cache()
+    pipeline_aws.reset_clients()
+
+
+@pytest.fixture
+def aws() -> Iterator[SimpleNamespace]:
+    """moto's AWS, with the clients tests need."""
+    with mock_aws():
+        yield SimpleNamespace(
+            s3=boto3.client("s3", region_name=REGION),
+            secrets=boto3.client("secretsmanager", region_name=REGION),
+        )
+
+
+@pytest.fixture
+def retry_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Step Functions Retry waits really sleep in moto: record the waits instead."""
+    waits: list[float] = []
+    monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=waits.append))
+    return waits
+
+
+@pytest.fixture(scope="session")
+def synthesized_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The local environment's CloudFormation template, synthesized once per session."""
+    from local_runner.template import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("cdk.out"))
+
+
+def env_of(**values: str) -> dict[str, str]:
+    """Helper for tests that set pipeline settings through the environment."""
+    return {**os.environ, **values}

@@ -1,0 +1,125 @@
+"""A test harness around the local runner's parts: the synthesized state machine on moto,
+real PostgreSQL databases for the source and the warehouse."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+import pytest
+
+from local_runner.aws import Execution, LocalAws
+from local_runner.databases import dsn_to_secret, replace_source_tables
+from tests.reference_kpis import Reference
+
+
+@dataclass
+class Harness:
+    local: LocalAws
+    source_dsn: str
+    warehouse_dsn: str
+    work: Path
+    runs: int = 0
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.local.pipeline.environment()
+
+    @property
+    def landing(self) -> tuple[str, str]:
+        return self.env["LANDING_BUCKET"], self.env["LANDING_PREFIX"]
+
+    @property
+    def data_bucket(self) -> str:
+        return self.env["DATA_BUCKET"]
+
+    def load_source(self, users_csv: Path, songs_csv: Path) -> dict[str, int]:
+        return replace_source_tables(self.source_dsn, users_csv, songs_csv)
+
+    def put_streams(self, *files: Path, as_names: list[str] | None = None) -> list[str]:
+        bucket, prefix = self.landing
+        if as_names:
+            renamed = []
+            for path, name in zip(files, as_names, strict=True):
+                target = self.work / "renamed" / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+                renamed.append(target)
+            files = tuple(renamed)
+        return self.local.put_files(bucket, prefix, list(files))
+
+    def run(self, run_id: str | None = None) -> Execution:
+        self.runs += 1
+        return self.local.run(run_id or f"test-run-{self.runs}")
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        s3 = self.local.client("s3")
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def warehouse(self) -> list[dict[str, Any]]:
+        conn = psycopg2.connect(self.warehouse_dsn)
+        try:
+            with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                cur.execute("SELECT to_regclass('music_kpi_metrics') IS NOT NULL AS present")
+                if not cur.fetchone()["present"]:
+                    return []
+                cur.execute(
+                    "SELECT * FROM music_kpi_metrics ORDER BY kpi_date, kpi_type, "
+                    "track_genre NULLS FIRST, stream_hour NULLS FIRST"
+                )
+                return [dict(row) for row in cur.fetchall()]
+        finally:
+            conn.close()
+
+
+def make_harness(pipeline: Any, new_database: Any, tmp_path: Path) -> tuple[Harness, LocalAws]:
+    source, warehouse = new_database("source"), new_database("warehouse")
+    local = LocalAws(
+        pipeline,
+        overrides={"WAREHOUSE_DSN": warehouse, "WORK_DIR": str(tmp_path / "lambda-tmp")},
+        secrets={pipeline.environment()["SOURCE_SECRET_ARN"]: dsn_to_secret(source)},
+    )
+    return Harness(local, source, warehouse, tmp_path), local
+
+
+GENRE_KEYS = ("kpi_date", "track_genre")
+HOURLY_KEYS = ("kpi_date", "stream_hour")
+EXACT = {
+    "genre": ("listen_count", "most_popular_track", "most_popular_track_id"),
+    "hourly": ("listen_count", "unique_listeners", "top_artists"),
+}
+APPROX = {
+    "genre": ("avg_track_duration_sec", "popularity_index"),
+    "hourly": ("track_diversity_index",),
+}
+
+
+def assert_matches_reference(
+    rows: list[dict[str, Any]], reference: Reference, dates: set[dt.date] | None = None
+) -> None:
+    """The warehouse holds exactly the reference's KPI rows (floats to 1e-9 relative)."""
+    for kind, keys, expected_rows in (
+        ("genre", GENRE_KEYS, reference.genre_rows),
+        ("hourly", HOURLY_KEYS, reference.hourly_rows),
+    ):
+        actual = {tuple(r[k] for k in keys): r for r in rows if r["kpi_type"] == kind}
+        expected = {
+            tuple(r[k] for k in keys): r
+            for r in expected_rows
+            if dates is None or r["kpi_date"] in dates
+        }
+        if dates is not None:
+            actual = {key: r for key, r in actual.items() if key[0] in dates}
+        assert sorted(actual) == sorted(expected), f"{kind} rows differ"
+        for key, want in expected.items():
+            got = actual[key]
+            for column in EXACT[kind]:
+                assert got[column] == want[column], (kind, key, column)
+            for column in APPROX[kind]:
+                assert got[column] == pytest.approx(want[column], rel=1e-9), (kind, key, column)

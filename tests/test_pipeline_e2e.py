@@ -1,0 +1,231 @@
+"""The synthesized state machine end to end: moto runs it, real PostgreSQL on both ends,
+and every number compared with the independent reference computation."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from local_runner.sample_data import SampleConfig, generate, write_stream_file
+from local_runner.template import LocalPipeline, load_pipeline
+from tests.harness import Harness, assert_matches_reference, make_harness
+from tests.reference_kpis import compute_reference
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = SampleConfig(seed=11, users=120, tracks=300, days=2, plays_per_day=2500)
+
+
+@pytest.fixture(scope="session")
+def pipeline(synthesized_template: Path) -> LocalPipeline:
+    return load_pipeline(synthesized_template)
+
+
+@pytest.fixture
+def harness(pipeline, new_database, tmp_path, retry_sleeps) -> Iterator[Harness]:
+    h, local = make_harness(pipeline, new_database, tmp_path)
+    with local:
+        yield h
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory) -> object:
+    return generate(tmp_path_factory.mktemp("sample"), CONFIG)
+
+
+def test_a_run_computes_exactly_the_reference_kpis(harness, sample):
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(*sample.stream_files)
+
+    execution = harness.run("first")
+
+    assert execution.status == "SUCCEEDED", execution.cause
+    summary = execution.output
+    reference = compute_reference(sample.users_csv, sample.songs_csv, sample.stream_files)
+    assert summary["status"] == "loaded"
+    assert summary["run_id"] == "first"
+    assert summary["files_processed"] == len(sample.stream_files) - len(reference.files_quarantined)
+    assert summary["files_quarantined"] == len(reference.files_quarantined) == 1
+    assert summary["files_quarantined_by_reason"] == {"missing_columns": 1}
+    assert summary["plays_valid"] == reference.plays_valid
+    assert summary["duplicates"] == reference.duplicates
+    assert summary["rows_quarantined"] == reference.rows_quarantined
+    assert set(summary["rows_quarantined"]) == {
+        "malformed_row",
+        "invalid_user_id",
+        "missing_track_id",
+        "invalid_listen_time",
+        "unknown_user_id",
+        "unknown_track_id",
+    }
+    dates = sorted({r["kpi_date"] for r in reference.genre_rows})
+    assert summary["kpi_dates"] == [d.isoformat() for d in dates]
+
+    rows = harness.warehouse()
+    assert summary["kpi_rows_loaded"] == len(rows)
+    assert_matches_reference(rows, reference)
+    assert {r["run_id"] for r in rows} == {"first"}
+
+    # every landing file left landing: accepted ones archived, the bad one quarantined
+    landing_bucket, prefix = harness.landing
+    assert harness.keys(landing_bucket, prefix) == []
+    archived = harness.keys(harness.data_bucket, "archive/run_id=first/")
+    assert len(archived) == summary["files_processed"]
+    quarantined = harness.keys(harness.data_bucket, "quarantine/files/run_id=first/")
+    assert quarantined == [
+        "quarantine/files/run_id=first/streams_bad_header.csv",
+        "quarantine/files/run_id=first/streams_bad_header.csv.reason.json",
+    ]
+    assert execution.states_entered()[:4] == [
+        "StartRun",
+        "CheckSourceData",
+        "HasSourceData?",
+        "ExtractRds",
+    ]
+
+
+def test_rerunning_the_same_files_changes_nothing(harness, sample):
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(*sample.stream_files)
+    assert harness.run("day-1").output["status"] == "loaded"
+    before = harness.warehouse()
+
+    harness.put_streams(*sample.stream_files)  # delivered again, same content
+    again = harness.run("day-1-again")
+
+    assert again.status == "SUCCEEDED"
+    assert again.output["status"] == "no_new_files"
+    assert again.output["files_already_processed"] == len(sample.stream_files) - 1
+    assert again.output["plays_valid"] == 0
+    assert again.output["kpi_rows_loaded"] == 0
+    assert harness.warehouse() == before  # same rows, same run_id and loaded_at
+    assert "Load" not in again.states_entered()
+    assert harness.keys(*harness.landing) == []
+
+
+def test_same_content_under_another_name_is_counted_once(harness, sample):
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    first = sample.stream_files[0]
+    harness.put_streams(first, first, as_names=["streams_a.csv", "streams_b.csv"])
+
+    summary = harness.run().output
+
+    assert summary["files_processed"] == 1
+    assert summary["files_already_processed"] == 1
+    reference = compute_reference(sample.users_csv, sample.songs_csv, [first])
+    assert summary["plays_valid"] == reference.plays_valid
+    assert_matches_reference(harness.warehouse(), reference)
+
+
+def test_a_late_file_changes_its_date_to_what_on_time_would_give(harness, sample, tmp_path):
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    on_time = [p for p in sample.stream_files if p.name != "streams_bad_header.csv"]
+    harness.put_streams(*on_time)
+    harness.run("daily")
+    day_one = CONFIG.start_date
+    day_two = day_one + dt.timedelta(days=1)
+    rows_before = {(r["kpi_type"], r["kpi_date"]): r["run_id"] for r in harness.warehouse()}
+
+    # a second file for day one arrives a day late, under a reused name
+    (tmp_path / "late").mkdir()
+    late = write_stream_file(
+        tmp_path / "late" / "streams1.csv", config=CONFIG, day=day_one, plays=900, seed=99
+    )
+    harness.put_streams(late)
+    execution = harness.run("late")
+
+    assert execution.output["status"] == "loaded"
+    assert execution.output["files_processed"] == 1
+    touched = {dt.date.fromisoformat(d) for d in execution.output["kpi_dates"]}
+    assert day_one in touched and day_two not in touched
+    reference = compute_reference(sample.users_csv, sample.songs_csv, [*on_time, late])
+    rows = harness.warehouse()
+    assert_matches_reference(rows, reference)  # every date, as if all had come on time
+    for row in rows:
+        if row["kpi_date"] in touched:
+            assert row["run_id"] == "late"
+        else:
+            assert row["run_id"] == rows_before[(row["kpi_type"], row["kpi_date"])]
+
+
+def test_empty_source_table_ends_with_no_rds_data(harness, sample, tmp_path):
+    empty_songs = tmp_path / "songs.csv"
+    empty_songs.write_text(sample.songs_csv.read_text().splitlines()[0] + "\n")
+    harness.load_source(sample.users_csv, empty_songs)
+    harness.put_streams(sample.stream_files[0])
+
+    execution = harness.run()
+
+    assert execution.status == "SUCCEEDED"
+    assert execution.output["status"] == "no_rds_data"
+    assert execution.output["source_songs"] == 0
+    assert "ExtractRds" not in execution.states_entered()
+    assert harness.warehouse() == []
+    assert len(harness.keys(*harness.landing)) == 1  # untouched
+
+
+def test_no_landing_file_ends_with_no_new_files(harness, sample):
+    harness.load_source(sample.users_csv, sample.songs_csv)
+
+    execution = harness.run()
+
+    assert execution.output["status"] == "no_new_files"
+    assert "IngestStreams" not in execution.states_entered()
+    assert harness.warehouse() == []
+
+
+def test_a_failed_step_alerts_and_fails_the_execution(harness, sample):
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    conn = psycopg2.connect(harness.source_dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE songs DROP COLUMN track_genre")
+    conn.close()
+    harness.put_streams(sample.stream_files[0])
+
+    execution = harness.run("broken")
+
+    assert execution.status == "FAILED"
+    assert execution.error == "SourceSchemaError"
+    assert "track_genre" in execution.cause
+    assert execution.failed_state == "CheckSourceData"
+    alerts = harness.local.alerts()
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert alert["failed_state"] == "CheckSourceData"
+    assert alert["run_id"] == "broken"
+    assert alert["error"] == "SourceSchemaError"
+    assert alert["subject"] == "[music-kpi-local] run failed in CheckSourceData"
+    assert alert["console_url"].endswith(execution.arn)
+    assert execution.states_entered()[-4:] == [
+        "CheckSourceDataFailed",
+        "DescribeFailure",
+        "NotifyFailure",
+        "RunFailed",
+    ]
+
+
+def test_transient_errors_are_retried_with_backoff_then_alerted(
+    harness, sample, retry_sleeps, postgres
+):
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    source_name = psycopg2.extensions.parse_dsn(harness.source_dsn)["dbname"]
+    conn = psycopg2.connect(postgres)
+    conn.autocommit = True
+    with conn.cursor() as cur:  # nobody may connect to the source database any more
+        cur.execute(f'ALTER DATABASE "{source_name}" ALLOW_CONNECTIONS false')
+    conn.close()
+
+    execution = harness.run("unreachable")
+
+    assert execution.status == "FAILED"
+    assert execution.error == "SourceUnavailable"
+    # MaxAttempts 4 means four retries; waits back off 2, 4, 8, 16 s with full jitter
+    assert len(retry_sleeps) == 4
+    for attempt, wait in enumerate(retry_sleeps):
+        assert 0 <= wait <= 2 * 2**attempt
+    assert harness.local.alerts()[0]["failed_state"] == "CheckSourceData"
