@@ -75,8 +75,19 @@ def new_run_id(now: dt.datetime | None = None) -> str:
     return f"local-{moment:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
 
 
-def run_local(data: Path | None, out: Path, state: Path, *, console: TextIO = sys.stdout) -> int:
-    say: Callable[[str], None] = lambda text: print(text, file=console, flush=True)  # noqa: E731
+def run_local(
+    data: Path | None,
+    out: Path,
+    state: Path,
+    *,
+    console: TextIO = sys.stdout,
+    template: Path | None = None,
+) -> int:
+    """One local run; ``template`` reuses an already synthesized template (tests)."""
+
+    def say(text: str) -> None:
+        print(text, file=console, flush=True)
+
     state.mkdir(parents=True, exist_ok=True)
     inputs = _inputs(data, state, say)
     run_id = new_run_id()
@@ -85,7 +96,7 @@ def run_local(data: Path | None, out: Path, state: Path, *, console: TextIO = sy
     say(f"  state  {state} (warehouse and S3 objects kept between runs)")
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        synthesis = pool.submit(synthesize, state / "cdk.out")
+        synthesis = pool.submit(lambda: template or synthesize(state / "cdk.out"))
         with local_databases(state) as databases:
             loaded = replace_source_tables(databases.source_dsn, inputs.users_csv, inputs.songs_csv)
             where = "embedded PostgreSQL" if databases.embedded else "$RDS_DSN"

@@ -46,6 +46,14 @@ class PostgresWarehouse:
             conn = psycopg2.connect(self._dsn)
         except psycopg2.OperationalError as exc:
             raise WarehouseUnavailable(f"cannot connect to the warehouse: {exc}") from None
+        except psycopg2.ProgrammingError:
+            # A malformed DSN raises ProgrammingError("invalid dsn: ..."), whose message quotes
+            # the DSN or the offending token, password included: report it as the configuration
+            # error it is, without echoing anything of the DSN.
+            raise ConfigurationError(
+                "WAREHOUSE_DSN is not a valid libpq connection string (key=value pairs or a "
+                "postgresql:// URI)"
+            ) from None
         try:
             with conn, conn.cursor() as cur:  # one transaction: commit on success
                 cur.execute(create_table_sql(self._table, redshift=False))

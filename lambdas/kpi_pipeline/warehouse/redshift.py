@@ -29,7 +29,18 @@ from kpi_pipeline.warehouse.schema import (
 STAGE = "music_kpi_metrics_stage"
 TERMINAL_OK = "FINISHED"
 TERMINAL_FAILED = frozenset({"FAILED", "ABORTED"})
-_TRANSIENT = {"ThrottlingException", "InternalServerException", "ActiveStatementsExceededException"}
+# "Busy" and server-side errors are retryable. ActiveSessionsExceededException (submit) and
+# ActiveWaitingRequestsExceededException (describe) are capacity limits, not configuration
+# mistakes, and any 5xx (e.g. BatchExecuteStatementException, an "environmental error") is
+# the service's trouble: they were reported as ConfigurationError (fatal, "check the
+# cluster/workgroup...") before.
+_TRANSIENT = {
+    "ThrottlingException",
+    "InternalServerException",
+    "ActiveStatementsExceededException",
+    "ActiveSessionsExceededException",
+    "ActiveWaitingRequestsExceededException",
+}
 
 
 class RedshiftDataApiWarehouse:
@@ -117,7 +128,8 @@ class RedshiftDataApiWarehouse:
     @staticmethod
     def _translate(exc: ClientError, what: str) -> Exception:
         code = exc.response.get("Error", {}).get("Code", "")
-        if code in _TRANSIENT:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in _TRANSIENT or status >= 500:
             return WarehouseUnavailable(f"Redshift Data API {code} while {what}")
         return ConfigurationError(
             f"Redshift Data API {code} while {what}: check the cluster/workgroup, database, "

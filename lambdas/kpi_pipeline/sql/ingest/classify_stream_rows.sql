@@ -24,25 +24,40 @@ parsed AS (
         CASE
             WHEN is_iso_timestamp_text(listen_time_text)
                 THEN TRY_CAST(listen_time_text AS TIMESTAMPTZ)
-        END AS listen_time
+        END AS any_listen_time
     FROM cleaned
+),
+
+in_range AS (
+    SELECT
+        *,
+        -- An offset can carry a time written in year 0001 or 9999 out of years 1-9999 in
+        -- UTC (0001-01-01 00:30:00+01:00 is in 1 BC): that instant has no YYYY-MM-DD
+        -- kpi_date (and Python cannot hold it, so writing the plays failed). Invalid, like
+        -- a year 0000 written out.
+        CASE
+            WHEN any_listen_time >= TIMESTAMPTZ '0001-01-01 00:00:00+00'
+                AND any_listen_time < TIMESTAMPTZ '10000-01-01 00:00:00+00'
+                THEN any_listen_time
+        END AS listen_time
+    FROM parsed
 )
 
 SELECT
-    parsed.record_number,
-    parsed.raw_user_id,
-    parsed.raw_track_id,
-    parsed.raw_listen_time,
-    TRY_CAST(parsed.user_id AS BIGINT) AS user_id,
-    parsed.track_id_text AS track_id,
-    parsed.listen_time,
+    in_range.record_number,
+    in_range.raw_user_id,
+    in_range.raw_track_id,
+    in_range.raw_listen_time,
+    TRY_CAST(in_range.user_id AS BIGINT) AS user_id,
+    in_range.track_id_text AS track_id,
+    in_range.listen_time,
     CASE
-        WHEN NOT parsed.user_id_is_integer THEN 'invalid_user_id'
-        WHEN parsed.track_id_text = '' THEN 'missing_track_id'
-        WHEN parsed.listen_time IS NULL THEN 'invalid_listen_time'
+        WHEN NOT in_range.user_id_is_integer THEN 'invalid_user_id'
+        WHEN in_range.track_id_text = '' THEN 'missing_track_id'
+        WHEN in_range.listen_time IS NULL THEN 'invalid_listen_time'
         WHEN known_users.user_id IS NULL THEN 'unknown_user_id'
         WHEN known_tracks.track_id IS NULL THEN 'unknown_track_id'
     END AS reason
-FROM parsed
-LEFT JOIN known_users ON parsed.user_id = known_users.user_id
-LEFT JOIN known_tracks ON parsed.track_id_text = known_tracks.track_id
+FROM in_range
+LEFT JOIN known_users ON in_range.user_id = known_users.user_id
+LEFT JOIN known_tracks ON in_range.track_id_text = known_tracks.track_id

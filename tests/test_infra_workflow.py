@@ -1,0 +1,185 @@
+"""The state machine as synthesized: states, order, choices, retries, catches, alerting."""
+
+from __future__ import annotations
+
+import pytest
+from aws_cdk.assertions import Match
+
+from kpi_pipeline.errors import FATAL_ERRORS, RETRYABLE_ERRORS
+from tests.cdk_apps import definition, template_of
+
+pytestmark = pytest.mark.cdk
+
+TASKS = ["CheckSourceData", "ExtractRds", "ListNewFiles", "Transform", "Load", "Archive"]
+
+
+@pytest.fixture(scope="module")
+def local():
+    return template_of("local")
+
+
+@pytest.fixture(scope="module")
+def states(local):
+    return definition(local[1])["States"]
+
+
+def follow(states, start="StartRun"):
+    """The happy path: from start, take Default at each Choice, Next elsewhere."""
+    path, name = [], start
+    while name:
+        path.append(name)
+        state = states[name]
+        name = state.get("Default") or state.get("Next")
+    return path
+
+
+def test_the_happy_path_runs_the_steps_in_the_specified_order(states):
+    assert follow(states) == [
+        "StartRun",
+        "CheckSourceData",
+        "HasSourceData?",
+        "ExtractRds",
+        "ListNewFiles",
+        "HasNewFiles?",
+        "IngestStreams",
+        "Transform",
+        "HasDatesToLoad?",
+        "Load",
+        "Archive",
+        "RunComplete",
+    ]
+    assert states["RunComplete"]["Type"] == "Succeed"
+
+
+def test_the_run_id_is_the_execution_name(states):
+    assert states["StartRun"]["Parameters"]["run_id.$"] == "$$.Execution.Name"
+
+
+def test_data_check_choices_end_successfully_with_their_status(states):
+    source = states["HasSourceData?"]
+    assert source["Type"] == "Choice"
+    assert source["Choices"] == [
+        {"Variable": "$.source_check.has_data", "BooleanEquals": False, "Next": "NoRdsData"}
+    ]
+    assert states["NoRdsData"]["Parameters"]["status"] == "no_rds_data"
+    assert states[states["NoRdsData"]["Next"]]["Type"] == "Succeed"
+
+    files = states["HasNewFiles?"]
+    assert files["Choices"] == [
+        {"Variable": "$.manifest.file_count", "NumericEquals": 0, "Next": "NoNewFiles"}
+    ]
+    assert states["NoNewFiles"]["Parameters"]["status"] == "no_new_files"
+    assert states[states["NoNewFiles"]["Next"]]["Type"] == "Succeed"
+
+    dates = states["HasDatesToLoad?"]
+    assert dates["Choices"][0]["Next"] == "NothingToLoad"
+    assert states["NothingToLoad"]["Next"] == "Archive"
+
+
+def test_ingest_is_a_map_over_the_manifest_passing_references_only(states):
+    ingest = states["IngestStreams"]
+    assert ingest["Type"] == "Map"
+    assert ingest["ItemsPath"] == "$.manifest.files"
+    assert ingest["ItemSelector"] == {
+        "run_id.$": "$.run.run_id",
+        "file.$": "$$.Map.Item.Value",
+        "snapshot": {"users_key.$": "$.snapshot.users_key", "songs_key.$": "$.snapshot.songs_key"},
+    }
+    assert ingest["ResultPath"] is None  # per-file results go to S3, not into the state
+    assert ingest["MaxConcurrency"] == 4  # the local environment's ingest_concurrency
+    inner = ingest["ItemProcessor"]["States"]["IngestFile"]
+    assert inner["Type"] == "Task"
+
+
+def test_every_task_retries_transient_errors_only_with_backoff_and_jitter(states):
+    retryable = {error.__name__ for error in RETRYABLE_ERRORS}
+    inner = states["IngestStreams"]["ItemProcessor"]["States"]["IngestFile"]
+    for name, state in [(n, states[n]) for n in TASKS] + [("IngestFile", inner)]:
+        (retry,) = state["Retry"]
+        assert retryable <= set(retry["ErrorEquals"]), name
+        assert "Lambda.TooManyRequestsException" in retry["ErrorEquals"]
+        assert not {e.__name__ for e in FATAL_ERRORS} & set(retry["ErrorEquals"])
+        assert "States.ALL" not in retry["ErrorEquals"]
+        assert retry["BackoffRate"] == 2
+        assert retry["JitterStrategy"] == "FULL"
+        assert retry["MaxAttempts"] >= 2
+
+
+def test_every_step_is_caught_and_its_name_reaches_the_alert(states):
+    for name in [*TASKS, "IngestStreams"]:
+        (catch,) = states[name]["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"]
+        record = states[catch["Next"]]
+        assert record["Parameters"]["state"] == name
+        assert record["Next"] == "DescribeFailure"
+    assert states["DescribeFailure"]["Next"] == "NotifyFailure"
+    notify = states["NotifyFailure"]
+    assert notify["Resource"] == "arn:<AWS::Partition>:states:::sns:publish"
+    assert notify["Parameters"]["Message.$"] == "States.JsonToString($.alert)"
+    assert notify["Next"] == "RunFailed"
+    fail = states["RunFailed"]
+    assert fail["Type"] == "Fail"
+    assert (fail["ErrorPath"], fail["CausePath"]) == ("$.alert.error", "$.alert.cause")
+
+
+def test_the_alert_links_to_the_execution(states):
+    link = states["DescribeFailure"]["Parameters"]["console_url.$"]
+    assert link.startswith("States.Format('https://")
+    assert "#/v2/executions/details/{}', $$.Execution.Id)" in link
+
+
+def test_daily_schedule_starts_the_state_machine():
+    _, template = template_of("prod")
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "ScheduleExpression": "cron(0 2 * * ? *)",
+            "State": "ENABLED",
+            "Targets": [
+                Match.object_like(
+                    {
+                        "Arn": {"Ref": Match.string_like_regexp("StateMachine")},
+                        "Input": '{"trigger":"schedule"}',
+                    }
+                )
+            ],
+        },
+    )
+
+
+def test_alert_topic_enforces_tls_and_mails_the_team():
+    _, template = template_of("prod")
+    template.resource_count_is("AWS::SNS::Topic", 1)
+    template.has_resource_properties(
+        "AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "data-oncall@example.com"}
+    )
+    template.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Effect": "Deny",
+                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                            }
+                        )
+                    ]
+                )
+            }
+        },
+    )
+
+
+def test_state_machine_logs_everything_and_traces():
+    _, template = template_of("prod")
+    template.has_resource_properties(
+        "AWS::StepFunctions::StateMachine",
+        {
+            "TracingConfiguration": {"Enabled": True},
+            "LoggingConfiguration": Match.object_like(
+                {"Level": "ALL", "IncludeExecutionData": True}
+            ),
+        },
+    )
