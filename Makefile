@@ -11,10 +11,9 @@ OUT   ?= out
 STATE ?= .state
 ENV   ?= dev
 
-export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
-export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20,22
 
-.PHONY: help venv run test lint format bench synth deploy clean
+.PHONY: help venv run test lint format bench wheels synth deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -46,11 +45,22 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 bench: $(STAMP)  ## measure ingest and transform speed and memory on generated data
 	$(PY) -m benchmarks
 
-synth: $(STAMP)  ## write the CloudFormation template of ENV to cdk.out/ (offline)
+WHEELS := .cache/lambda-wheels/.complete-$(shell cat infra/layers/*/requirements.txt | cksum | cut -d' ' -f1)
+
+$(WHEELS): $(STAMP) infra/layers/*/requirements.txt
+	$(PY) -m infra.synth wheels
+	@rm -f .cache/lambda-wheels/.complete-* && touch $@
+
+wheels: $(WHEELS)  ## fetch the Lambda-platform wheels of our layers (once; needs the network)
+
+synth: $(WHEELS)  ## write ENV's CloudFormation template to cdk.out/, offline: make synth ENV=prod
 	$(PY) -m infra.synth $(ENV)
 
-deploy: $(STAMP)  ## cdk deploy ENV with the project's pinned CDK CLI
-	npx --yes --package aws-cdk@$(shell $(PY) -c 'import json;print(json.load(open("package.json"))["devDependencies"]["aws-cdk"])') cdk deploy -c env=$(ENV) --require-approval broadening
+node_modules/.bin/cdk: package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+
+deploy: $(WHEELS) node_modules/.bin/cdk  ## cdk deploy ENV with the pinned CDK CLI: make deploy ENV=prod
+	node_modules/.bin/cdk deploy -c env=$(ENV) --require-approval broadening
 
 clean:  ## remove local state, outputs and caches (keeps the virtual environment)
 	rm -rf $(STATE) $(OUT) cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -130,6 +130,26 @@ class ScheduleConfig(_Model):
         return self
 
 
+class LayersConfig(_Model):
+    """The managed AWS SDK for pandas layer (pyarrow, numpy) the heavy steps run with."""
+
+    # By default the layer of requirements.txt's awswrangler version for the region, read
+    # from AWS's public SSM parameter at deploy time. Set an ARN to pin one explicitly.
+    aws_sdk_pandas_arn: (
+        Annotated[
+            str, Field(pattern=r"^arn:aws[a-z\-]*:lambda:[a-z0-9\-]+:\d{12}:layer:[\w\-]+:\d+$")
+        ]
+        | None
+    ) = None
+    # Its unzipped size, for the 250 MB check of `make synth` (AWS documents ~154 MB).
+    aws_sdk_pandas_unzipped_mb: float = Field(default=154.0, gt=0, lt=250)
+
+
+class MonitoringConfig(_Model):
+    # Alarm when no execution succeeded for this long (a day plus slack for a slow run).
+    no_success_alarm_hours: int = Field(default=26, ge=2, le=168)
+
+
 class FunctionConfig(_Model):
     memory_mb: int = Field(default=1024, ge=128, le=10240)
     timeout_seconds: int = Field(default=300, ge=10, le=900)
@@ -160,6 +180,8 @@ class PipelineConfig(_Model):
     warehouse: WarehouseConfig
     schedule: ScheduleConfig = ScheduleConfig()
     alert_emails: list[Annotated[str, Field(pattern=EMAIL)]] = []
+    layers: LayersConfig = LayersConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     functions: dict[str, FunctionConfig] = Field(default_factory=_default_functions)
     extract_batch_size: int = Field(default=50_000, ge=100, le=5_000_000)
     max_files_per_run: int = Field(default=1000, ge=1, le=5000)
@@ -175,6 +197,8 @@ class PipelineConfig(_Model):
             raise ValueError("warehouse.kind 'postgres' is for the local environment only")
         if not self.local and self.network is None:
             raise ValueError("network is required: the RDS-facing function runs in your VPC")
+        if not self.local and (self.account is None or self.region is None):
+            raise ValueError("account and region are required (the stack targets one of each)")
         return self
 
     def function(self, step: str) -> FunctionConfig:

@@ -1,26 +1,36 @@
-"""One Lambda function per step, each with its own role granted only what it needs."""
+"""One Lambda function per step, each with its own role granted only what it needs.
+
+Roles are written out by hand rather than with CDK's ``grant*`` helpers, because those
+grant action wildcards (``s3:GetObject*``, ``s3:List*``...). Every statement names exact
+actions; resources are the narrowest ARNs AWS offers (object prefixes where keys are
+generated per run), and each remaining wildcard is acknowledged in :mod:`infra.nag`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import Acknowledgment, ArnFormat, Duration, Stack, Validations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import PipelineConfig
+from infra.nag import acknowledge, acknowledge_prefixes, as_nag_text
+from infra.packaging import RUNTIME, PipelineLayers
 from infra.steps import ALL_STEPS, Step
 from infra.storage import PipelineStorage
+from kpi_pipeline.metric_names import NAMESPACE, SERVICE
 
 LAMBDAS_DIR = Path(__file__).resolve().parent.parent / "lambdas"
-RUNTIME = lambda_.Runtime.PYTHON_3_12
+READ = ("s3:GetObject",)
+WRITE = ("s3:PutObject", "s3:AbortMultipartUpload")
 
 
-def _pascal(key: str) -> str:
+def pascal(key: str) -> str:
     return "".join(part.capitalize() for part in key.split("_"))
 
 
@@ -32,47 +42,62 @@ class PipelineFunctions(Construct):
         *,
         config: PipelineConfig,
         storage: PipelineStorage,
-        layers: list[lambda_.ILayerVersion],
+        layers: PipelineLayers,
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
         self._storage = storage
-        self.source_secret = self._source_secret()
         code = lambda_.Code.from_asset(
             str(LAMBDAS_DIR), exclude=["**/__pycache__", "**/*.pyc", "**/.mypy_cache"]
         )
         network = self._network()
         self.functions: dict[str, lambda_.Function] = {}
+        self.roles: dict[str, iam.Role] = {}
         for step in ALL_STEPS:
+            name = pascal(step.key)
             sizing = config.function(step.key)
             log_group = logs.LogGroup(
-                self, f"{_pascal(step.key)}Logs", retention=logs.RetentionDays.THREE_MONTHS
+                self, f"{name}Logs", retention=logs.RetentionDays.THREE_MONTHS
             )
-            function = lambda_.Function(
+            role = iam.Role(
                 self,
-                f"{_pascal(step.key)}Function",
+                f"{name}Role",
+                assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                description=f"{step.state}: {step.description}",
+            )
+            # Writing its own log group is all the logging a function needs.
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                    resources=[log_group.log_group_arn],
+                )
+            )
+            self.roles[step.key] = role
+            self.functions[step.key] = lambda_.Function(
+                self,
+                f"{name}Function",
                 description=step.description,
                 runtime=RUNTIME,
                 architecture=lambda_.Architecture.X86_64,
                 handler=step.handler,
                 code=code,
-                layers=layers,
+                layers=layers.for_step(step.layers),
+                role=role,
                 memory_size=sizing.memory_mb,
                 timeout=Duration.seconds(sizing.timeout_seconds),
-                environment=self._environment(step),
+                environment=self._environment(step, sizing.timeout_seconds),
                 tracing=lambda_.Tracing.ACTIVE,
                 log_group=log_group,
                 **(network if step.in_vpc and network else {}),  # type: ignore[arg-type]
             )
-            self.functions[step.key] = function
         self._grant()
 
     # --- configuration --------------------------------------------------------------------
-    def _environment(self, step: Step) -> dict[str, str]:
+    def _environment(self, step: Step, timeout_seconds: int) -> dict[str, str]:
         c = self._config
         env = {
-            "POWERTOOLS_SERVICE_NAME": "music-kpi-pipeline",
-            "POWERTOOLS_METRICS_NAMESPACE": "MusicKpiPipeline",
+            "POWERTOOLS_SERVICE_NAME": SERVICE,
+            "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": "INFO",
             "PIPELINE_ENV": c.name,
         }
@@ -105,13 +130,12 @@ class PipelineFunctions(Construct):
                 "REDSHIFT_COPY_ROLE_ARN": w.copy_role_arn,
             }
             env |= {name: value for name, value in optional.items() if value}
+            if w.kind == "redshift":
+                # Stop polling a minute before the function's own timeout, so a slow load
+                # ends as a retryable error (and is cancelled) rather than a timeout.
+                env["REDSHIFT_POLL_SECONDS"] = "2"
+                env["REDSHIFT_MAX_POLLS"] = str(max(1, (timeout_seconds - 60) // 2))
         return env
-
-    def _source_secret(self) -> secretsmanager.ISecret:
-        secret = self._config.source.secret
-        if secret.startswith("arn:"):
-            return secretsmanager.Secret.from_secret_complete_arn(self, "SourceSecret", secret)
-        return secretsmanager.Secret.from_secret_name_v2(self, "SourceSecret", secret)
 
     def _network(self) -> dict[str, object] | None:
         n = self._config.network
@@ -124,6 +148,13 @@ class PipelineFunctions(Construct):
             availability_zones=n.availability_zones,
             private_subnet_ids=n.private_subnet_ids,
         )
+        Validations.of(vpc).acknowledge(
+            Acknowledgment(
+                id="Annotation::@aws-cdk/aws-ec2:noSubnetRouteTableId",
+                reason="the functions only place their network interfaces in these subnets; "
+                "routing belongs to the VPC's owner, not to this stack",
+            )
+        )
         return {
             "vpc": vpc,
             "vpc_subnets": ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
@@ -135,57 +166,77 @@ class PipelineFunctions(Construct):
 
     # --- permissions ------------------------------------------------------------------------
     def _grant(self) -> None:
-        f = self.functions
         data = self._storage.data_bucket
         landing = self._storage.landing_bucket
         prefix = self._config.landing.prefix
+        roles = self.roles
 
-        self.source_secret.grant_read(f["check_source"])
-        self.source_secret.grant_read(f["extract_rds"])
-        data.grant_put(f["extract_rds"], "snapshots/*")
-        data.grant_put(f["extract_rds"], "quarantine/source/*")
+        for key in ("check_source", "extract_rds"):
+            self._read_source_secret(roles[key])
+        _objects(roles["extract_rds"], data, WRITE, "snapshots/", "quarantine/source/")
 
-        landing.grant_read(f["list_files"], f"{prefix}*")
-        data.grant_put(f["list_files"], "runs/*")
+        _list(roles["list_files"], landing, prefix)
+        _objects(roles["list_files"], data, WRITE, "runs/")
 
-        ingest = f["ingest_file"]
-        landing.grant_read(ingest, f"{prefix}*")
-        for readable in ("snapshots/*", "ledger/*"):
-            data.grant_read(ingest, readable)
-        for writable in ("curated/*", "quarantine/rows/*", "ledger/*", "runs/*"):
-            data.grant_put(ingest, writable)
+        # Reading a key that may be missing needs s3:ListBucket on its bucket: without it S3
+        # answers 403 instead of 404, and "gone" would look like "forbidden".
+        ingest = roles["ingest_file"]
+        _objects(ingest, landing, READ, prefix)
+        _list(ingest, landing)
+        _objects(ingest, data, READ, "snapshots/", "ledger/")
+        _objects(ingest, data, WRITE, "curated/", "quarantine/rows/", "ledger/", "runs/")
+        _list(ingest, data)
 
-        transform = f["transform"]
-        for readable in ("runs/*", "curated/*", "snapshots/*"):
-            data.grant_read(transform, readable)
-        for writable in ("runs/*", "kpis/*"):
-            data.grant_put(transform, writable)
+        transform = roles["transform"]
+        _objects(transform, data, READ, "runs/", "curated/", "snapshots/")
+        _objects(transform, data, WRITE, "runs/", "kpis/")
+        _list(transform, data)
 
-        load = f["load"]
-        for readable in ("runs/*", "ledger/*", "kpis/*"):
-            data.grant_read(load, readable)
-        data.grant_put(load, "ledger/*")
+        load = roles["load"]
+        _objects(load, data, READ, "runs/", "ledger/", "kpis/")
+        _objects(load, data, WRITE, "ledger/")
+        _list(load, data)
         self._grant_warehouse(load)
 
-        archive = f["archive"]
-        landing.grant_read(archive, f"{prefix}*")
-        landing.grant_delete(archive, f"{prefix}*")
-        data.grant_read(archive, "runs/*")
-        for writable in ("archive/*", "quarantine/files/*", "runs/*"):
-            data.grant_put(archive, writable)
+        archive = roles["archive"]
+        _objects(archive, landing, (*READ, "s3:DeleteObject"), prefix)
+        _list(archive, landing)
+        _objects(archive, data, READ, "runs/", "archive/")
+        _objects(archive, data, WRITE, "archive/", "quarantine/files/", "runs/")
+        _list(archive, data)
 
-    def _grant_warehouse(self, function: lambda_.Function) -> None:
+    def _read_source_secret(self, role: iam.Role) -> None:
+        secret = self._config.source.secret
+        if not secret.startswith("arn:"):
+            # Secrets Manager appends "-" and six random characters to every secret's ARN.
+            secret = Stack.of(self).format_arn(
+                service="secretsmanager",
+                resource="secret",
+                resource_name=f"{secret}-??????",
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+        role.add_to_policy(
+            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secret])
+        )
+        if secret.endswith("-??????"):
+            acknowledge(
+                role,
+                f"IAM5[Resource::{as_nag_text(role, secret)}]",
+                "the secret is configured by name; Secrets Manager ends every secret ARN with "
+                "six random characters, which only '-??????' can match",
+            )
+
+    def _grant_warehouse(self, role: iam.Role) -> None:
         w = self._config.warehouse
         if w.kind != "redshift":
             return
         stack = Stack.of(self)
         if w.workgroup:
+            # Workgroup ARNs end with a generated id, not the name the config knows.
             target = stack.format_arn(
                 service="redshift-serverless", resource="workgroup", resource_name="*"
             )
-            credentials = iam.PolicyStatement(
-                actions=["redshift-serverless:GetCredentials"], resources=[target]
-            )
+            credentials = ("redshift-serverless:GetCredentials", [target])
         else:
             target = stack.format_arn(
                 service="redshift",
@@ -193,37 +244,78 @@ class PipelineFunctions(Construct):
                 resource_name=w.cluster_id,
                 arn_format=ArnFormat.COLON_RESOURCE_NAME,
             )
-            credentials = iam.PolicyStatement(
-                actions=["redshift:GetClusterCredentials"],
-                resources=[
+            credentials = (
+                "redshift:GetClusterCredentials",
+                [
                     stack.format_arn(
                         service="redshift",
-                        resource="dbuser",
-                        resource_name=f"{w.cluster_id}/{w.db_user}",
+                        resource=resource,
+                        resource_name=f"{w.cluster_id}/{name}",
                         arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                    ),
-                    stack.format_arn(
-                        service="redshift",
-                        resource="dbname",
-                        resource_name=f"{w.cluster_id}/{w.database}",
-                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                    ),
+                    )
+                    for resource, name in (("dbuser", w.db_user), ("dbname", w.database))
                 ],
             )
-        function.add_to_role_policy(
+        role.add_to_policy(
             iam.PolicyStatement(
-                actions=["redshift-data:BatchExecuteStatement", "redshift-data:ExecuteStatement"],
+                actions=["redshift-data:BatchExecuteStatement"],
                 resources=[target],
             )
         )
-        # Statement ids are not ARNs: describing one can only be scoped to the caller's own
-        # statements, which the Data API enforces itself.
-        function.add_to_role_policy(
-            iam.PolicyStatement(actions=["redshift-data:DescribeStatement"], resources=["*"])
+        if w.workgroup:
+            acknowledge(
+                role,
+                f"IAM5[Resource::{as_nag_text(role, target)}]",
+                "Redshift Serverless workgroup ARNs end with a generated id, not the workgroup "
+                "name the configuration holds",
+            )
+        # Statement ids are not ARNs: scope describing and cancelling to our own statements.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["redshift-data:DescribeStatement", "redshift-data:CancelStatement"],
+                resources=["*"],
+                conditions={
+                    "StringEquals": {"redshift-data:statement-owner-iam-userid": "${aws:userid}"}
+                },
+            )
         )
         if w.secret_arn:
-            secretsmanager.Secret.from_secret_complete_arn(
-                self, "WarehouseSecret", w.secret_arn
-            ).grant_read(function)
-        else:
-            function.add_to_role_policy(credentials)
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["secretsmanager:GetSecretValue"], resources=[w.secret_arn]
+                )
+            )
+        elif w.db_user or w.workgroup:
+            action, resources = credentials
+            role.add_to_policy(iam.PolicyStatement(actions=[action], resources=resources))
+        if w.copy_role_arn:
+            # Redshift's COPY reads the run's KPI file with this role: let it, and only that.
+            copy_role = iam.Role.from_role_arn(self, "RedshiftCopyRole", w.copy_role_arn)
+            copy_role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"],
+                    resources=[self._storage.data_bucket.arn_for_objects("kpis/*")],
+                )
+            )
+            acknowledge_prefixes(copy_role, self._storage.data_bucket.bucket_arn, ("kpis/",))
+
+
+def _objects(role: iam.Role, bucket: s3.IBucket, actions: tuple[str, ...], *prefixes: str) -> None:
+    """Allow ``actions`` on the objects under each prefix of ``bucket``."""
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=list(actions),
+            resources=[bucket.arn_for_objects(f"{prefix}*") for prefix in prefixes],
+        )
+    )
+    acknowledge_prefixes(role, bucket.bucket_arn, prefixes)
+
+
+def _list(role: iam.Role, bucket: s3.IBucket, prefix: str | None = None) -> None:
+    """Allow listing ``bucket`` (only under ``prefix`` when one is given)."""
+    conditions = {"StringLike": {"s3:prefix": [f"{prefix}*"]}} if prefix else None
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=["s3:ListBucket"], resources=[bucket.bucket_arn], conditions=conditions
+        )
+    )

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration, Stack
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
@@ -16,22 +15,20 @@ from constructs import Construct
 
 from infra.config import PipelineConfig
 from infra.functions import PipelineFunctions
+from infra.monitoring import PipelineMonitoring
+from infra.nag import acknowledge_findings
+from infra.packaging import PipelineLayers
 from infra.storage import PipelineStorage
 from infra.workflow import PipelineDefinition
 
 
 class PipelineStack(Stack):
     def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        config: PipelineConfig,
-        layers: list[lambda_.ILayerVersion] | None = None,
-        **kwargs: Any,
+        self, scope: Construct, construct_id: str, *, config: PipelineConfig, **kwargs: Any
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
+        name = f"music-kpi-{config.name}"
         self.storage = PipelineStorage(self, "Storage", config=config)
         self.alert_topic = sns.Topic(
             self, "AlertTopic", display_name=f"Music KPI pipeline ({config.name})", enforce_ssl=True
@@ -39,21 +36,30 @@ class PipelineStack(Stack):
         for email in config.alert_emails:
             self.alert_topic.add_subscription(subscriptions.EmailSubscription(email))
 
+        self.layers = PipelineLayers(self, "Layers", config=config)
         self.functions = PipelineFunctions(
-            self, "Functions", config=config, storage=self.storage, layers=layers or []
+            self, "Functions", config=config, storage=self.storage, layers=self.layers
         )
         definition = PipelineDefinition(
             self,
             "Definition",
             functions=dict(self.functions.functions),
             alert_topic=self.alert_topic,
-            pipeline_name=f"music-kpi-{config.name}",
+            pipeline_name=name,
+            # Built from the name: the state machine's role may then list its executions
+            # without a circular reference to the state machine itself.
+            state_machine_arn=self.format_arn(
+                service="states",
+                resource="stateMachine",
+                resource_name=name,
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            ),
             ingest_concurrency=config.ingest_concurrency,
         )
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
-            state_machine_name=f"music-kpi-{config.name}",
+            state_machine_name=name,
             definition_body=sfn.DefinitionBody.from_chainable(definition.definition),
             timeout=Duration.hours(6),
             tracing_enabled=True,
@@ -66,6 +72,7 @@ class PipelineStack(Stack):
             ),
         )
 
+        # Daily, with a fixed input; a console start with {} runs exactly the same way.
         events.Rule(
             self,
             "DailySchedule",
@@ -79,3 +86,12 @@ class PipelineStack(Stack):
                 )
             ],
         )
+        self.monitoring = PipelineMonitoring(
+            self,
+            "Monitoring",
+            config=config,
+            state_machine=self.state_machine,
+            functions=dict(self.functions.functions),
+            alert_topic=self.alert_topic,
+        )
+        acknowledge_findings(self)

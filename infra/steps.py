@@ -16,6 +16,7 @@ class Step:
     handler: str  # module path under lambdas/ and function name
     description: str
     settings: frozenset[str]
+    layers: frozenset[str]  # what it imports: "base", "duckdb", "psycopg2", "aws_sdk_pandas"
     in_vpc: bool = False  # talks to the RDS database
 
 
@@ -25,6 +26,7 @@ CHECK_SOURCE = Step(
     "extract_rds.handler.check_source",
     "Counts the users and songs rows of the source database",
     frozenset({"source"}),
+    frozenset({"base", "psycopg2"}),
     in_vpc=True,
 )
 EXTRACT_RDS = Step(
@@ -33,6 +35,7 @@ EXTRACT_RDS = Step(
     "extract_rds.handler.extract_tables",
     "Snapshots users and songs to Parquet in S3, in batches",
     frozenset({"source", "storage", "engine"}),
+    frozenset({"base", "psycopg2", "duckdb"}),
     in_vpc=True,
 )
 LIST_FILES = Step(
@@ -41,6 +44,7 @@ LIST_FILES = Step(
     "extract_s3.handler.list_new_files",
     "Freezes the manifest of landing CSV files for this run",
     frozenset({"storage", "ingest"}),
+    frozenset({"base"}),
 )
 INGEST_FILE = Step(
     "ingest_file",
@@ -48,6 +52,7 @@ INGEST_FILE = Step(
     "extract_s3.handler.ingest_file",
     "Validates one stream file into curated Parquet and quarantine",
     frozenset({"storage", "engine"}),
+    frozenset({"base", "duckdb", "aws_sdk_pandas"}),
 )
 TRANSFORM = Step(
     "transform",
@@ -55,6 +60,7 @@ TRANSFORM = Step(
     "transform.handler.handler",
     "Computes the KPIs of every touched date with DuckDB",
     frozenset({"storage", "engine"}),
+    frozenset({"base", "duckdb", "aws_sdk_pandas"}),
 )
 LOAD = Step(
     "load",
@@ -62,6 +68,7 @@ LOAD = Step(
     "load.handler.handler",
     "Replaces the touched dates of music_kpi_metrics in one transaction",
     frozenset({"storage", "warehouse"}),
+    frozenset({"base"}),
 )
 ARCHIVE = Step(
     "archive",
@@ -69,6 +76,7 @@ ARCHIVE = Step(
     "archive.handler.handler",
     "Moves the manifest's files to archive or quarantine and writes the run summary",
     frozenset({"storage"}),
+    frozenset({"base"}),
 )
 
 ALL_STEPS: tuple[Step, ...] = (

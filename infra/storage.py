@@ -7,9 +7,12 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import PipelineConfig
+from infra.nag import acknowledge
 
 
-def _secure_bucket(scope: Construct, construct_id: str, **kwargs: object) -> s3.Bucket:
+def _secure_bucket(
+    scope: Construct, construct_id: str, logs: s3.IBucket, **kwargs: object
+) -> s3.Bucket:
     """Private, TLS-only, encrypted and versioned: the settings every bucket here shares."""
     return s3.Bucket(
         scope,
@@ -20,6 +23,8 @@ def _secure_bucket(scope: Construct, construct_id: str, **kwargs: object) -> s3.
         versioned=True,
         object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
         removal_policy=RemovalPolicy.RETAIN,
+        server_access_logs_bucket=logs,
+        server_access_logs_prefix=f"{construct_id}/",
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -27,6 +32,29 @@ def _secure_bucket(scope: Construct, construct_id: str, **kwargs: object) -> s3.
 class PipelineStorage(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: PipelineConfig) -> None:
         super().__init__(scope, construct_id)
+        # S3 server access logs of the pipeline's buckets (who read or wrote what, when).
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogsBucket",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,  # log delivery cannot use SSE-KMS
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-access-logs",
+                    expiration=Duration.days(365),
+                    noncurrent_version_expiration=Duration.days(30),
+                )
+            ],
+        )
+        acknowledge(
+            self.access_logs,
+            "S1",
+            "this is the access-log bucket: logging its own access would log forever",
+        )
         noncurrent = s3.LifecycleRule(
             id="expire-old-versions",
             noncurrent_version_expiration=Duration.days(30),
@@ -35,6 +63,7 @@ class PipelineStorage(Construct):
         self.data_bucket = _secure_bucket(
             self,
             "DataBucket",
+            self.access_logs,
             lifecycle_rules=[
                 noncurrent,
                 s3.LifecycleRule(
@@ -72,5 +101,5 @@ class PipelineStorage(Construct):
             )
         else:
             self.landing_bucket = _secure_bucket(
-                self, "LandingBucket", lifecycle_rules=[noncurrent]
+                self, "LandingBucket", self.access_logs, lifecycle_rules=[noncurrent]
             )

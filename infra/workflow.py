@@ -49,6 +49,7 @@ class PipelineDefinition(Construct):
         functions: dict[str, lambda_.IFunction],
         alert_topic: sns.ITopic,
         pipeline_name: str,
+        state_machine_arn: str,
         ingest_concurrency: int,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -99,6 +100,33 @@ class PipelineDefinition(Construct):
             parameters={"run_id.$": "$$.Execution.Name", "started_at.$": "$$.Execution.StartTime"},
             result_path="$.run",
         )
+
+        # One execution at a time: a second start while one runs ends at once, untouched.
+        guard = tasks.CallAwsService(
+            self,
+            "CheckNoOtherRun",
+            comment="Counts the running executions of this state machine (this one included)",
+            service="sfn",
+            action="listExecutions",
+            parameters={
+                "StateMachineArn.$": "$$.StateMachine.Id",
+                "StatusFilter": "RUNNING",
+                "MaxResults": 2,
+            },
+            iam_action="states:ListExecutions",
+            iam_resources=[state_machine_arn],
+            result_selector={"running.$": "States.ArrayLength($.Executions)"},
+            result_path="$.guard",
+        )
+        guard.add_retry(
+            errors=["Sfn.SfnException", "Sfn.ThrottlingException"],
+            interval=Duration.seconds(2),
+            max_attempts=4,
+            backoff_rate=2.0,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        self._catch(guard, "CheckNoOtherRun")
+        already_running = self._outcome("AlreadyRunning", "already_running", {})
 
         check_source = self._task(CHECK_SOURCE, {"run_id.$": RUN_ID}, "$.source_check")
         no_rds_data = self._outcome(
@@ -171,29 +199,31 @@ class PipelineDefinition(Construct):
         )
         done = sfn.Succeed(self, "RunComplete")
 
-        self.definition = start.next(check_source).next(
+        # Assembled from the end, so each Choice reads: condition -> early end, else go on.
+        load_and_archive = (
+            sfn.Choice(self, "HasDatesToLoad?", comment="a date needs recomputing")
+            .when(sfn.Condition.number_equals("$.transform.kpi_date_count", 0), skip_load)
+            .otherwise(load)
+            .afterwards()
+            .next(archive)
+            .next(done)
+        )
+        new_files = (
+            sfn.Choice(self, "HasNewFiles?", comment="the manifest lists files")
+            .when(sfn.Condition.number_equals("$.manifest.file_count", 0), no_new_files)
+            .otherwise(ingest.next(transform).next(load_and_archive))
+        )
+        source_data = (
             sfn.Choice(self, "HasSourceData?", comment="users and songs both have rows")
             .when(sfn.Condition.boolean_equals("$.source_check.has_data", False), no_rds_data)
-            .otherwise(
-                extract.next(list_files).next(
-                    sfn.Choice(self, "HasNewFiles?", comment="the manifest lists files")
-                    .when(sfn.Condition.number_equals("$.manifest.file_count", 0), no_new_files)
-                    .otherwise(
-                        ingest.next(transform).next(
-                            sfn.Choice(self, "HasDatesToLoad?")
-                            .when(
-                                sfn.Condition.number_equals("$.transform.kpi_date_count", 0),
-                                skip_load,
-                            )
-                            .otherwise(load)
-                            .afterwards()
-                            .next(archive)
-                            .next(done)
-                        )
-                    )
-                )
-            )
+            .otherwise(extract.next(list_files).next(new_files))
         )
+        only_run = (
+            sfn.Choice(self, "OnlyRun?", comment="no other execution is running")
+            .when(sfn.Condition.number_greater_than("$.guard.running", 1), already_running)
+            .otherwise(check_source.next(source_data))
+        )
+        self.definition = start.next(guard).next(only_run)
 
     def _invoke(
         self, step: Step, payload: dict[str, object], result_path: str
@@ -224,6 +254,7 @@ class PipelineDefinition(Construct):
         return task
 
     def _catch(self, state: sfn.TaskStateBase | sfn.Map, name: str) -> None:
+        """Any error of ``state``: record which state it was, then alert and fail."""
         record = sfn.Pass(
             self,
             f"{name}Failed",

@@ -115,6 +115,7 @@ class LocalAws:
             sys.path.insert(0, str(LAMBDAS))
         self._stack.enter_context(mock_aws(config=MOTO_CONFIG))  # type: ignore[call-overload]
         self._stack.enter_context(_patched_invoke(self._invoke))
+        self._stack.enter_context(_sdk_integration_casing())
         self._reset_pipeline_caches()
         self._route_logs()
         self._quiet_moto()
@@ -402,6 +403,54 @@ def _patched_invoke(invoke: Callable[[str, Any, dict[str, str]], bytes]) -> Iter
         yield
     finally:
         LambdaSimpleBackend.invoke = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _sdk_integration_casing() -> Iterator[None]:
+    """Give moto's AWS SDK integrations the casing Step Functions uses.
+
+    Step Functions takes SDK parameters in PascalCase and returns PascalCase fields, whatever
+    the API's own casing; moto passes them to boto3 as written, which breaks APIs whose
+    members are camelCase (Step Functions' own ListExecutions: ``stateMachineArn``).
+    """
+    from botocore.session import get_session
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_aws_sdk as sdk,
+    )
+
+    task = sdk.StateTaskServiceAwsSdk
+    original = (task._normalise_parameters, task._normalise_response)
+    session = get_session()
+
+    def parameters(self: Any, params: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        service = session.get_service_model(self._get_boto_service_name())
+        action = self._get_boto_service_action()
+        operation = next(name for name in service.operation_names if _snake(name) == action)
+        members = service.operation_model(operation).input_shape.members
+        by_lower = {name.lower(): name for name in members}
+        for key in list(params):
+            params[by_lower.get(key.lower(), key)] = params.pop(key)
+
+    def response(self: Any, value: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(value, dict):
+            for key in list(value):
+                value[key[:1].upper() + key[1:]] = value.pop(key)
+            for item in value.values():
+                response(self, item)
+        elif isinstance(value, list):
+            for item in value:
+                response(self, item)
+
+    task._normalise_parameters = parameters  # type: ignore[method-assign,assignment]
+    task._normalise_response = response  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        task._normalise_parameters, task._normalise_response = original  # type: ignore[method-assign]
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 def _placeholder_zip() -> bytes:

@@ -20,6 +20,8 @@ from kpi_pipeline import aws as pipeline_aws
 from kpi_pipeline import settings as pipeline_settings
 
 REGION = "us-east-1"
+# Before any jsii process starts: the CDK's Node.js runtime warns on end-of-life versions.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20,22")
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,8 @@ def follow(states, start="StartRun"):
 def test_the_happy_path_runs_the_steps_in_the_specified_order(states):
     assert follow(states) == [
         "StartRun",
+        "CheckNoOtherRun",
+        "OnlyRun?",
         "CheckSourceData",
         "HasSourceData?",
         "ExtractRds",

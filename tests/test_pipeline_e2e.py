@@ -4,6 +4,7 @@ and every number compared with the independent reference computation."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,8 +82,10 @@ def test_a_run_computes_exactly_the_reference_kpis(harness, sample):
         "quarantine/files/run_id=first/streams_bad_header.csv",
         "quarantine/files/run_id=first/streams_bad_header.csv.reason.json",
     ]
-    assert execution.states_entered()[:4] == [
+    assert execution.states_entered()[:6] == [
         "StartRun",
+        "CheckNoOtherRun",
+        "OnlyRun?",
         "CheckSourceData",
         "HasSourceData?",
         "ExtractRds",
@@ -229,3 +232,32 @@ def test_transient_errors_are_retried_with_backoff_then_alerted(
     for attempt, wait in enumerate(retry_sleeps):
         assert 0 <= wait <= 2 * 2**attempt
     assert harness.local.alerts()[0]["failed_state"] == "CheckSourceData"
+
+
+def test_a_second_start_while_one_runs_ends_at_once_without_touching_data(harness, sample):
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(sample.stream_files[0])
+    release = threading.Event()
+    entered = threading.Event()
+    check_source = harness.local._handlers
+    name = next(n for n, (f, _) in check_source.items() if f.handler.endswith("check_source"))
+    function, handler = check_source[name]
+
+    def held(event, context):  # the first run waits inside CheckSourceData
+        entered.set()
+        release.wait(timeout=60)
+        return handler(event, context)
+
+    check_source[name] = (function, held)
+    first = harness.local.start("first")
+    assert entered.wait(timeout=60)
+
+    second = harness.local.wait(harness.local.start("second"))
+    release.set()
+    first_done = harness.local.wait(first)
+
+    assert second.status == "SUCCEEDED"
+    assert second.output["status"] == "already_running"
+    assert "CheckSourceData" not in second.states_entered()
+    assert first_done.output["status"] == "loaded"
+    assert {r["run_id"] for r in harness.warehouse()} == {"first"}

@@ -135,7 +135,7 @@ class ArchiveRequest(Contract):
     load: LoadResult = LoadResult(skipped=True)
 
 
-RunStatus = Literal["loaded", "no_rds_data", "no_new_files", "failed"]
+RunStatus = Literal["loaded", "no_rds_data", "no_new_files", "already_running", "failed"]
 
 
 class RunSummary(Contract):

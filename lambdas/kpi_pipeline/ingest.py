@@ -148,7 +148,6 @@ def _write_outputs(
             COPY (
                 SELECT user_id, track_id, listen_time, kpi_date, ? AS content_key
                 FROM valid_plays WHERE kpi_date = ?
-                ORDER BY listen_time, user_id, track_id
             ) TO {literal(path)} (FORMAT parquet, COMPRESSION zstd)
             """,
             [lineage.content_key, kpi_date],
@@ -234,7 +233,11 @@ def _read_header(path: Path) -> list[str] | RejectedFile:
     text = probe.decode("utf-8-sig", errors="ignore")
     try:
         for record in csv.reader(io.StringIO(text, newline="")):
-            if record and any(cell.strip(ASCII_WHITESPACE) for cell in record):
+            # Only a truly empty line is skipped, as pyarrow does: a line of spaces or
+            # commas is the header pyarrow reads. Skipping it here too made the two
+            # disagree on the header, and the file crashed with ArrowKeyError instead of
+            # being quarantined for missing_columns.
+            if record:
                 return record
     except csv.Error as exc:
         return RejectedFile(FileReason.UNREADABLE_CSV, f"header: {exc}")
@@ -270,7 +273,7 @@ def _open_rows(path: Path, columns: dict[str, str], malformed: list[str]) -> pa.
 
     raw_names = list(columns.values())
     reader = pa_csv.open_csv(
-        path,
+        _with_final_line_break(path),
         read_options=pa_csv.ReadOptions(block_size=_BLOCK_SIZE),
         parse_options=pa_csv.ParseOptions(
             newlines_in_values=True, invalid_row_handler=on_invalid_row
@@ -294,6 +297,20 @@ def _open_rows(path: Path, columns: dict[str, str], malformed: list[str]) -> pa.
             )
 
     return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _with_final_line_break(path: Path) -> Path | pa.BufferReader:
+    """The file, or its bytes plus a line break if its last line has none.
+
+    pyarrow rejects a header that ends the file without a line break ("Empty CSV file"),
+    yet ``user_id,track_id,listen_time`` alone is a valid CSV file with no rows. Only a
+    small file can end on its header (the header is within the first megabyte), so only
+    a small file is read into memory; a larger one ends on a data row, which pyarrow reads.
+    """
+    if path.stat().st_size > _HEADER_PROBE_BYTES:
+        return path
+    data = path.read_bytes()
+    return path if data.endswith((b"\n", b"\r")) else pa.BufferReader(data + b"\n")
 
 
 def _first_line(exc: Exception) -> str:

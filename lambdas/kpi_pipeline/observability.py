@@ -17,19 +17,19 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import BaseModel
 
-SERVICE = "music-kpi-pipeline"
-NAMESPACE = "MusicKpiPipeline"
-
-# Metric names: the CloudWatch dashboard and alarms in infra/ refer to these.
-PLAYS_INGESTED = "PlaysIngested"
-DUPLICATE_PLAYS = "DuplicatePlays"
-ROWS_QUARANTINED = "RowsQuarantined"
-FILES_PROCESSED = "FilesProcessed"
-FILES_ALREADY_PROCESSED = "FilesAlreadyProcessed"
-FILES_QUARANTINED = "FilesQuarantined"
-SOURCE_ROWS_EXTRACTED = "SourceRowsExtracted"
-KPI_ROWS_LOADED = "KpiRowsLoaded"
-STEP_DURATION = "StepDuration"
+from kpi_pipeline.metric_names import (  # noqa: F401 - re-exported for the steps
+    DUPLICATE_PLAYS,
+    FILES_ALREADY_PROCESSED,
+    FILES_PROCESSED,
+    FILES_QUARANTINED,
+    KPI_ROWS_LOADED,
+    NAMESPACE,
+    PLAYS_INGESTED,
+    ROWS_QUARANTINED,
+    SERVICE,
+    SOURCE_ROWS_EXTRACTED,
+    STEP_DURATION,
+)
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` prints throughput and peak memory of the heavy steps."""

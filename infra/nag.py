@@ -1,0 +1,99 @@
+"""cdk-nag (AwsSolutions) runs on every synth; each finding is fixed or acknowledged here.
+
+An acknowledgment names one exact finding (rule and resource) on one construct, with the
+reason it stands. Findings are named the way cdk-nag prints them, e.g.
+``AwsSolutions-IAM5[Resource::<DataBucketB1B922FA.Arn>/runs/*]``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aws_cdk import Acknowledgment, Stack, Validations
+from constructs import IConstruct
+
+if TYPE_CHECKING:
+    from infra.stack import PipelineStack
+
+PREFIX_REASON = (
+    "objects under the '{prefix}' prefix: the keys are generated per run and per file "
+    "content, so a key prefix is the narrowest scope S3 offers"
+)
+
+
+PLUGIN = "AwsSolutions"
+
+
+def acknowledge(scope: IConstruct, finding: str, reason: str) -> None:
+    """Acknowledge the finding ``AwsSolutions-<finding>`` on ``scope`` and its children."""
+    Validations.of(scope).acknowledge(
+        Acknowledgment(id=f"{PLUGIN}::{PLUGIN}-{finding}", reason=reason)
+    )
+
+
+def as_nag_text(scope: IConstruct, value: str) -> str:
+    """How cdk-nag prints a (possibly tokenized) ARN: ``<Logical.Attr>``, ``<AWS::Partition>``."""
+    return _render(Stack.of(scope).resolve(value))
+
+
+def acknowledge_prefixes(scope: IConstruct, bucket_arn: str, prefixes: tuple[str, ...]) -> None:
+    arn = as_nag_text(scope, bucket_arn)
+    for prefix in prefixes:
+        acknowledge(
+            scope,
+            f"IAM5[Resource::{arn}/{prefix}*]",
+            PREFIX_REASON.format(prefix=prefix),
+        )
+
+
+def _render(resolved: Any) -> str:
+    if isinstance(resolved, str):
+        return resolved
+    if isinstance(resolved, dict) and "Ref" in resolved:
+        return f"<{resolved['Ref']}>"
+    if isinstance(resolved, dict) and "Fn::GetAtt" in resolved:
+        logical_id, attribute = resolved["Fn::GetAtt"]
+        return f"<{logical_id}.{attribute}>"
+    if isinstance(resolved, dict) and "Fn::Join" in resolved:
+        separator, parts = resolved["Fn::Join"]
+        return str(separator).join(_render(part) for part in parts)
+    raise ValueError(f"cannot render {resolved!r} for cdk-nag")
+
+
+def acknowledge_findings(stack: PipelineStack) -> None:
+    """The findings that belong to the stack as a whole (the rest sit beside their grants)."""
+    for step_key, role in stack.functions.roles.items():
+        in_vpc = step_key in {"check_source", "extract_rds"}
+        reason = (
+            "X-Ray's PutTraceSegments and PutTelemetryRecords have no resource-level "
+            "permissions (added by CDK for active tracing)"
+        )
+        if in_vpc:
+            reason += (
+                "; the ENI actions Lambda needs to run in the VPC (ec2:CreateNetworkInterface, "
+                "DescribeNetworkInterfaces, DeleteNetworkInterface...) accept no narrower resource"
+            )
+        if step_key == "load" and stack.config.warehouse.kind == "redshift":
+            reason += (
+                "; Redshift Data API statement ids are not ARNs: DescribeStatement and "
+                "CancelStatement are limited to the caller's own statements by the "
+                "redshift-data:statement-owner-iam-userid condition"
+            )
+        acknowledge(role, "IAM5[Resource::*]", reason)
+
+    machine_role = stack.state_machine.role
+    acknowledge(
+        machine_role,
+        "IAM5[Resource::*]",
+        "X-Ray tracing and CloudWatch Logs delivery (logs:CreateLogDelivery, "
+        "PutResourcePolicy, DescribeLogGroups...) have no resource-level permissions; "
+        "CDK adds them for tracing_enabled and LogLevel.ALL",
+    )
+    for function in stack.functions.functions.values():
+        arn = as_nag_text(machine_role, function.function_arn)
+        acknowledge(
+            machine_role,
+            f"IAM5[Resource::{arn}:*]",
+            "the Lambda task integration may invoke the function's versions and aliases "
+            "(<arn>:*); only the pipeline's own functions are named",
+        )

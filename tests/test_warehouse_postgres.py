@@ -1,0 +1,445 @@
+"""PostgresWarehouse against the embedded PostgreSQL, with the KPI Parquet in moto's S3."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import psycopg2
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kpi_pipeline.errors import ConfigurationError, WarehouseStatementFailed, WarehouseUnavailable
+from kpi_pipeline.settings import WarehouseSettings
+from kpi_pipeline.storage import Storage
+from kpi_pipeline.warehouse import KpiBatch, open_warehouse
+from kpi_pipeline.warehouse.postgres import PostgresWarehouse
+from kpi_pipeline.warehouse.schema import KPI_COLUMNS, KPI_SCHEMA
+
+BUCKET = "kpi-data"
+D1 = dt.date(2024, 6, 24)
+D2 = dt.date(2024, 6, 25)
+T1 = dt.datetime(2024, 6, 26, 3, 0, 0, tzinfo=dt.UTC)
+T2 = dt.datetime(2024, 6, 27, 3, 0, 0, tzinfo=dt.UTC)
+NAMES = [c.name for c in KPI_COLUMNS]
+
+
+def genre_row(
+    kpi_date: dt.date | None, genre: str | None, run_id: str, **values: Any
+) -> dict[str, Any]:
+    return {
+        "kpi_type": "genre",
+        "kpi_date": kpi_date,
+        "track_genre": genre,
+        "listen_count": 3,
+        "avg_track_duration_sec": 210.0,
+        "popularity_index": 100 * (0.5 * 1 + 0.5 * (200 / 3) / 100),  # 83.33: KPIS.md's pop
+        "most_popular_track": "Song A",
+        "most_popular_track_id": "A",
+        "stream_hour": None,
+        "unique_listeners": None,
+        "top_artists": None,
+        "track_diversity_index": None,
+        "run_id": run_id,
+        **values,
+    }
+
+
+def hourly_row(kpi_date: dt.date, hour: int, run_id: str, **values: Any) -> dict[str, Any]:
+    return {
+        "kpi_type": "hourly",
+        "kpi_date": kpi_date,
+        "track_genre": None,
+        "listen_count": 3,
+        "avg_track_duration_sec": None,
+        "popularity_index": None,
+        "most_popular_track": None,
+        "most_popular_track_id": None,
+        "stream_hour": hour,
+        "unique_listeners": 2,
+        "top_artists": "Y",
+        "track_diversity_index": 2 / 3,
+        "run_id": run_id,
+        **values,
+    }
+
+
+@pytest.fixture
+def s3(aws: SimpleNamespace) -> Any:
+    aws.s3.create_bucket(Bucket=BUCKET)
+    return aws.s3
+
+
+@pytest.fixture(scope="module")
+def dsn(postgres: str) -> str:
+    """One database for the module (CREATE DATABASE is slow); each test has its own table."""
+    name = f"warehouse_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(postgres)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return postgres.replace("/postgres?", f"/{name}?")
+
+
+@pytest.fixture
+def table() -> str:
+    return f"kpis_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def warehouse(dsn: str, table: str, s3: Any) -> PostgresWarehouse:
+    settings = WarehouseSettings.from_env(
+        {"WAREHOUSE_KIND": "postgres", "WAREHOUSE_DSN": dsn, "WAREHOUSE_TABLE": table}
+    )
+    return PostgresWarehouse(settings, storage=Storage(s3))
+
+
+def upload_batch(
+    s3: Any, tmp_path: Path, key: str, rows: list[dict[str, Any]], dates: list[dt.date]
+) -> KpiBatch:
+    table = pa.Table.from_pylist(rows, schema=KPI_SCHEMA)
+    path = tmp_path / key.replace("/", "_")
+    pq.write_table(table, path)
+    s3.upload_file(str(path), BUCKET, key)
+    return KpiBatch(BUCKET, key, dates)
+
+
+def fetch(dsn: str, sql: str) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class Db:
+    """The test's warehouse table, read directly."""
+
+    dsn: str
+    table: str
+
+    def fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run ``sql`` with ``{table}`` standing for the test's table."""
+        return fetch(self.dsn, sql.format(table=self.table))
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """Every row, all columns (loaded_at last), in a stable order."""
+        return self.fetch(
+            f"SELECT {', '.join(NAMES)}, loaded_at FROM {{table}} "
+            "ORDER BY kpi_date, kpi_type, track_genre, stream_hour"
+        )
+
+
+@pytest.fixture
+def db(dsn: str, table: str) -> Db:
+    return Db(dsn, table)
+
+
+def as_tuple(row: dict[str, Any], loaded_at: dt.datetime) -> tuple[Any, ...]:
+    return (*(row[name] for name in NAMES), loaded_at.replace(tzinfo=None))
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+def test_created_table_has_the_spec_columns_types_and_order(
+    warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
+) -> None:
+    batch = upload_batch(s3, tmp_path, "kpis/run-1.parquet", [genre_row(D1, "pop", "run-1")], [D1])
+
+    warehouse.replace_dates(batch, T1)
+
+    columns = db.fetch(
+        "SELECT column_name, data_type, character_maximum_length, is_nullable "
+        "FROM information_schema.columns WHERE table_name = '{table}' "
+        "ORDER BY ordinal_position",
+    )
+    assert columns == [
+        ("kpi_type", "character varying", 50, "YES"),
+        ("kpi_date", "date", None, "NO"),
+        ("track_genre", "character varying", 255, "YES"),
+        ("listen_count", "bigint", None, "YES"),
+        ("avg_track_duration_sec", "double precision", None, "YES"),
+        ("popularity_index", "double precision", None, "YES"),
+        ("most_popular_track", "character varying", 255, "YES"),
+        ("most_popular_track_id", "character varying", 64, "YES"),
+        ("stream_hour", "integer", None, "YES"),
+        ("unique_listeners", "integer", None, "YES"),
+        ("top_artists", "character varying", 255, "YES"),
+        ("track_diversity_index", "double precision", None, "YES"),
+        ("run_id", "character varying", 128, "YES"),
+        ("loaded_at", "timestamp without time zone", None, "YES"),
+    ]
+
+
+def test_load_into_a_schema_qualified_table(s3: Any, db: Db, tmp_path: Path) -> None:
+    schema = f"analytics_{uuid.uuid4().hex[:8]}"
+    conn = psycopg2.connect(db.dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {schema}")
+    conn.close()
+    settings = WarehouseSettings.from_env(
+        {
+            "WAREHOUSE_KIND": "postgres",
+            "WAREHOUSE_DSN": db.dsn,
+            "WAREHOUSE_TABLE": f"{schema}.{db.table}",
+        }
+    )
+    batch = upload_batch(s3, tmp_path, "kpis/run-1.parquet", [genre_row(D1, "pop", "run-1")], [D1])
+
+    inserted = PostgresWarehouse(settings, storage=Storage(s3)).replace_dates(batch, T1)
+
+    assert inserted == 1
+    assert db.fetch(f"SELECT track_genre FROM {schema}.{{table}}") == [("pop",)]
+    assert db.fetch("SELECT to_regclass('public.{table}')") == [(None,)]
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def test_load_inserts_every_row_as_written_and_returns_the_count(
+    warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
+) -> None:
+    rows = [
+        genre_row(D2, "dance", "run-1", popularity_index=100 * (0.5 * 2 / 3 + 0.4)),
+        genre_row(D2, "pop", "run-1"),
+        hourly_row(D2, 0, "run-1"),
+        hourly_row(D2, 23, "run-1", listen_count=9_000_000_000, track_diversity_index=1.0),
+    ]
+    batch = upload_batch(s3, tmp_path, "kpis/run-1.parquet", rows, [D2])
+
+    inserted = warehouse.replace_dates(batch, T1)
+
+    assert inserted == 4
+    # Exact equality: floats (2/3, 73.333...) and BIGINT survive the CSV COPY bit for bit.
+    assert db.rows() == [as_tuple(row, T1) for row in rows]
+
+
+def test_loaded_at_is_the_given_instant_in_utc(
+    warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
+) -> None:
+    batch = upload_batch(s3, tmp_path, "kpis/run-1.parquet", [hourly_row(D1, 5, "run-1")], [D1])
+    new_york_summer = dt.timezone(dt.timedelta(hours=-4))
+
+    warehouse.replace_dates(batch, dt.datetime(2024, 6, 25, 22, 15, 30, tzinfo=new_york_summer))
+
+    assert db.fetch("SELECT loaded_at FROM {table}") == [(dt.datetime(2024, 6, 26, 2, 15, 30),)]
+
+
+def test_reloading_one_date_replaces_exactly_that_dates_rows(
+    warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
+) -> None:
+    first = [
+        genre_row(D1, "pop", "run-1"),
+        hourly_row(D1, 10, "run-1"),
+        genre_row(D2, "pop", "run-1"),
+        genre_row(D2, "rock", "run-1"),
+        hourly_row(D2, 11, "run-1"),
+    ]
+    warehouse.replace_dates(upload_batch(s3, tmp_path, "kpis/run-1.parquet", first, [D1, D2]), T1)
+    # The late file changed D2: rock is gone, jazz appears, pop's count moved.
+    second = [
+        genre_row(D2, "jazz", "run-2"),
+        genre_row(D2, "pop", "run-2", listen_count=7),
+        hourly_row(D2, 11, "run-2", listen_count=8),
+    ]
+
+    inserted = warehouse.replace_dates(
+        upload_batch(s3, tmp_path, "kpis/run-2.parquet", second, [D2]), T2
+    )
+
+    assert inserted == 3
+    d1_rows = [as_tuple(row, T1) for row in first[:2]]  # run-1 and T1, untouched
+    d2_rows = [as_tuple(row, T2) for row in second]
+    assert db.rows() == d1_rows + d2_rows
+
+
+def test_rerunning_the_same_batch_does_not_duplicate_rows(
+    warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
+) -> None:
+    rows = [genre_row(D1, "pop", "run-1"), hourly_row(D1, 10, "run-1")]
+    batch = upload_batch(s3, tmp_path, "kpis/run-1.parquet", rows, [D1])
+
+    warehouse.replace_dates(batch, T1)
+    inserted = warehouse.replace_dates(batch, T2)
+
+    assert inserted == 2
+    assert db.rows() == [as_tuple(row, T2) for row in rows]
+
+
+def test_a_batch_date_without_rows_is_emptied(
+    warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
+) -> None:
+    first = [genre_row(D1, "pop", "run-1"), genre_row(D2, "pop", "run-1")]
+    warehouse.replace_dates(upload_batch(s3, tmp_path, "kpis/run-1.parquet", first, [D1, D2]), T1)
+
+    # The batch covers D1 and D2 but only has rows for D2: D1's rows go, none come back.
+    second = [genre_row(D2, "rock", "run-2")]
+    warehouse.replace_dates(upload_batch(s3, tmp_path, "kpis/run-2.parquet", second, [D1, D2]), T2)
+
+    assert db.rows() == [as_tuple(second[0], T2)]
+
+
+# --- atomicity ----------------------------------------------------------------------------------
+
+
+def test_a_row_rejected_mid_load_rolls_back_the_delete(
+    warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
+) -> None:
+    first = [genre_row(D1, "pop", "run-1"), genre_row(D2, "pop", "run-1")]
+    warehouse.replace_dates(upload_batch(s3, tmp_path, "kpis/run-1.parquet", first, [D1, D2]), T1)
+    before = db.rows()
+    # kpi_date is NOT NULL: the stage accepts the row, the INSERT after the DELETE refuses it.
+    bad = [genre_row(D2, "rock", "run-2"), genre_row(None, "jazz", "run-2")]
+    batch = upload_batch(s3, tmp_path, "kpis/run-2.parquet", bad, [D1, D2])
+
+    with pytest.raises(WarehouseStatementFailed, match="kpi_date"):
+        warehouse.replace_dates(batch, T2)
+
+    assert db.rows() == before
+
+
+def test_a_missing_kpi_file_raises_and_leaves_the_table_untouched(
+    warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
+) -> None:
+    rows = [genre_row(D1, "pop", "run-1")]
+    warehouse.replace_dates(upload_batch(s3, tmp_path, "kpis/run-1.parquet", rows, [D1]), T1)
+
+    with pytest.raises(WarehouseStatementFailed, match=r"s3://kpi-data/kpis/gone\.parquet"):
+        warehouse.replace_dates(KpiBatch(BUCKET, "kpis/gone.parquet", [D1]), T2)
+
+    assert db.rows() == [as_tuple(rows[0], T1)]
+
+
+# --- strings --------------------------------------------------------------------------------------
+
+
+def test_strings_longer_than_their_column_are_cut_to_fit_not_rejected(
+    warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
+) -> None:
+    # Each value is cut where a whole character no longer fits in the column's bytes.
+    genre = genre_row(
+        D1,
+        "é" * 300,  # 2 bytes each: 127 fit in 255
+        "r" * 200,  # run_id
+        most_popular_track="🎵" * 100,  # 4 bytes each: 63 fit in 255
+        most_popular_track_id="t" * 70,
+    )
+    hourly = hourly_row(D1, 3, "run-1", top_artists="Y" * 100 + "ö" * 100)
+    batch = upload_batch(s3, tmp_path, "kpis/run-1.parquet", [genre, hourly], [D1])
+
+    assert warehouse.replace_dates(batch, T1) == 2
+
+    assert db.fetch(
+        "SELECT track_genre, most_popular_track, most_popular_track_id, run_id "
+        "FROM {table} WHERE kpi_type = 'genre'",
+    ) == [("é" * 127, "🎵" * 63, "t" * 64, "r" * 128)]
+    assert db.fetch("SELECT top_artists FROM {table} WHERE stream_hour = 3") == [
+        ("Y" * 100 + "ö" * 77,)  # 254 bytes: a 78th 'ö' would need 256
+    ]
+
+
+def test_empty_strings_and_nulls_survive_the_copy_distinctly(
+    warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
+) -> None:
+    rows = [
+        genre_row(D1, "", "run-1", most_popular_track=None),
+        genre_row(D1, None, "run-1", most_popular_track=""),
+    ]
+    batch = upload_batch(s3, tmp_path, "kpis/run-1.parquet", rows, [D1])
+
+    warehouse.replace_dates(batch, T1)
+
+    assert db.fetch(
+        "SELECT track_genre, most_popular_track FROM {table} ORDER BY track_genre NULLS LAST"
+    ) == [("", None), (None, "")]
+
+
+def test_strings_with_csv_and_copy_special_characters_arrive_verbatim(
+    warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
+) -> None:
+    # Separators, quotes, line breaks, COPY's NULL and end-of-data markers, blanks.
+    texts = ['Rock, "Indie" & Folk', "line one\nline two", "C:\\music\\N", "\\N", "NULL"]
+    texts += ["\\.", "  ", "'; DROP TABLE x; --"]
+    rows = [hourly_row(D1, hour, "run-1", top_artists=text) for hour, text in enumerate(texts)]
+    batch = upload_batch(s3, tmp_path, "kpis/run-1.parquet", rows, [D1])
+
+    warehouse.replace_dates(batch, T1)
+
+    assert db.fetch("SELECT top_artists FROM {table} ORDER BY stream_hour") == [
+        (text,) for text in texts
+    ]
+
+
+# --- connection and configuration -----------------------------------------------------------------
+
+
+def test_unreachable_server_is_retryable_and_the_password_is_not_in_the_message(
+    s3: Any, tmp_path: Path
+) -> None:
+    dsn = "postgresql://loader:Sup3rSecretPw@127.0.0.1:1/warehouse?connect_timeout=2"
+    settings = WarehouseSettings.from_env({"WAREHOUSE_KIND": "postgres", "WAREHOUSE_DSN": dsn})
+    batch = upload_batch(s3, tmp_path, "kpis/run-1.parquet", [genre_row(D1, "pop", "r")], [D1])
+
+    with pytest.raises(WarehouseUnavailable, match="cannot connect") as raised:
+        PostgresWarehouse(settings, storage=Storage(s3)).replace_dates(batch, T1)
+
+    assert "Sup3rSecretPw" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "malformed_dsn",
+    [
+        "host=127.0.0.1 port=1 password=Sup3r Secret",  # unquoted space in the password
+        "postgresql://loader:Sup3rSecret%zz@127.0.0.1:1/warehouse",  # bad percent-encoding
+        "postgresql://loader:Sup3rSecret@[::1/warehouse",  # unclosed IPv6 bracket
+    ],
+)
+def test_malformed_dsn_is_a_configuration_error_that_does_not_echo_the_dsn(
+    s3: Any, tmp_path: Path, malformed_dsn: str
+) -> None:
+    settings = WarehouseSettings.from_env(
+        {"WAREHOUSE_KIND": "postgres", "WAREHOUSE_DSN": malformed_dsn}
+    )
+    batch = upload_batch(s3, tmp_path, "kpis/run-1.parquet", [genre_row(D1, "pop", "r")], [D1])
+
+    with pytest.raises(ConfigurationError, match="WAREHOUSE_DSN") as raised:
+        PostgresWarehouse(settings, storage=Storage(s3)).replace_dates(batch, T1)
+
+    assert "Secret" not in str(raised.value)
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+
+
+def test_settings_error_never_echoes_the_dsn() -> None:
+    dsn = "postgresql://loader:Sup3rSecretPw@db.internal:5432/warehouse"
+
+    with pytest.raises(ConfigurationError, match="WAREHOUSE_TABLE") as raised:
+        WarehouseSettings.from_env(
+            {"WAREHOUSE_KIND": "postgres", "WAREHOUSE_DSN": dsn, "WAREHOUSE_TABLE": "kpis; --"}
+        )
+
+    assert "Sup3rSecretPw" not in str(raised.value)
+    assert "db.internal" not in str(raised.value)
+
+
+def test_postgres_kind_without_dsn_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="WAREHOUSE_DSN is required"):
+        WarehouseSettings.from_env({"WAREHOUSE_KIND": "postgres"})
+
+
+def test_open_warehouse_picks_the_postgres_adapter() -> None:
+    settings = WarehouseSettings.from_env(
+        {"WAREHOUSE_KIND": "postgres", "WAREHOUSE_DSN": "host=localhost dbname=kpis"}
+    )
+
+    assert isinstance(open_warehouse(settings), PostgresWarehouse)

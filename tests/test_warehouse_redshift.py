@@ -1,0 +1,421 @@
+"""RedshiftDataApiWarehouse against botocore's Stubber, and the warehouse settings.
+
+moto's redshift-data never runs SQL, so the Data API is stubbed: the tests pin the exact
+request (statements, target, names) and how the adapter reads the statement's progress.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.stub import Stubber
+
+from kpi_pipeline.errors import (
+    RETRYABLE_ERRORS,
+    ConfigurationError,
+    WarehouseStatementFailed,
+    WarehouseUnavailable,
+)
+from kpi_pipeline.settings import WarehouseSettings
+from kpi_pipeline.warehouse import KpiBatch, open_warehouse
+from kpi_pipeline.warehouse.redshift import RedshiftDataApiWarehouse
+from kpi_pipeline.warehouse.schema import create_stage_sql, create_table_sql
+
+REGION = "us-east-1"
+ROLE_ARN = "arn:aws:iam::123456789012:role/redshift-copy"
+SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:redshift-abc123"
+STATEMENT_ID = "d9b6c0c9-0747-4bf4-b142-e8883df0b3d1"
+BATCH = KpiBatch(
+    "kpi-data",
+    "kpis/run_id=run-7/music_kpi_metrics.parquet",
+    [dt.date(2024, 6, 25), dt.date(2024, 6, 24), dt.date(2024, 6, 25)],
+)
+LOADED_AT = dt.datetime(2024, 6, 26, 3, 4, 5, tzinfo=dt.UTC)
+KPI_NAMES = (
+    "kpi_type, kpi_date, track_genre, listen_count, avg_track_duration_sec, popularity_index, "
+    "most_popular_track, most_popular_track_id, stream_hour, unique_listeners, top_artists, "
+    "track_diversity_index, run_id"
+)
+EXPECTED_SQLS = [
+    create_table_sql("music_kpi_metrics", redshift=True),
+    create_stage_sql("music_kpi_metrics_stage"),
+    "COPY music_kpi_metrics_stage FROM 's3://kpi-data/kpis/run_id=run-7/music_kpi_metrics.parquet' "
+    f"IAM_ROLE '{ROLE_ARN}' FORMAT AS PARQUET",
+    "DELETE FROM music_kpi_metrics WHERE kpi_date IN ('2024-06-24', '2024-06-25')",
+    f"INSERT INTO music_kpi_metrics ({KPI_NAMES}, loaded_at) "
+    f"SELECT {KPI_NAMES}, TIMESTAMP '2024-06-26 03:04:05' FROM music_kpi_metrics_stage",
+]
+PROVISIONED = {
+    "WAREHOUSE_KIND": "redshift",
+    "REDSHIFT_DATABASE": "analytics",
+    "REDSHIFT_CLUSTER_ID": "kpi-cluster",
+    "REDSHIFT_DB_USER": "loader",
+    "REDSHIFT_COPY_ROLE_ARN": ROLE_ARN,
+    "REDSHIFT_POLL_SECONDS": "0.25",
+}
+SERVERLESS = {
+    "WAREHOUSE_KIND": "redshift",
+    "REDSHIFT_DATABASE": "analytics",
+    "REDSHIFT_WORKGROUP": "kpi-workgroup",
+    "REDSHIFT_COPY_ROLE_ARN": ROLE_ARN,
+    "REDSHIFT_POLL_SECONDS": "0.25",
+}
+PROVISIONED_TARGET = {
+    "Database": "analytics",
+    "ClusterIdentifier": "kpi-cluster",
+    "DbUser": "loader",
+}
+
+
+@pytest.fixture
+def client() -> Any:
+    return boto3.client("redshift-data", region_name=REGION)
+
+
+@pytest.fixture
+def stub(client: Any) -> Iterator[Stubber]:
+    with Stubber(client) as stubber:
+        yield stubber
+        stubber.assert_no_pending_responses()
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+def adapter(
+    client: Any, sleeps: list[float], base: dict[str, str] = PROVISIONED, **env: str
+) -> RedshiftDataApiWarehouse:
+    settings = WarehouseSettings.from_env({**base, **env})
+    return RedshiftDataApiWarehouse(settings, client=client, sleep=sleeps.append)
+
+
+def expect_submit(stub: Stubber, target: dict[str, str] | None = None) -> None:
+    stub.add_response(
+        "batch_execute_statement",
+        {"Id": STATEMENT_ID, "CreatedAt": LOADED_AT},
+        {
+            "Sqls": EXPECTED_SQLS,
+            "StatementName": "music-kpi-load",
+            **(target or PROVISIONED_TARGET),
+        },
+    )
+
+
+def expect_status(stub: Stubber, status: str, **fields: Any) -> None:
+    stub.add_response(
+        "describe_statement", {"Id": STATEMENT_ID, "Status": status, **fields}, {"Id": STATEMENT_ID}
+    )
+
+
+def finished(insert_rows: int) -> dict[str, Any]:
+    """A FINISHED description whose sub-statements are the five of the load."""
+    rows = [0, 0, 250, 117, insert_rows]  # create, stage, COPY, DELETE, INSERT
+    return {
+        "SubStatements": [
+            {"Id": f"{STATEMENT_ID}:{n}", "Status": "FINISHED", "ResultRows": count}
+            for n, count in enumerate(rows, start=1)
+        ]
+    }
+
+
+# --- the request --------------------------------------------------------------------------------
+
+
+def test_load_is_one_batch_of_the_five_statements_in_order(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    # EXPECTED_SQLS: create table, temp stage, COPY of the batch's file with the role,
+    # DELETE of the batch's dates (deduplicated, sorted), INSERT stamped with loaded_at.
+    # The stub refuses any other request: exact Sqls, StatementName and target.
+    expect_submit(stub)
+    expect_status(stub, "FINISHED", **finished(250))
+
+    assert adapter(client, sleeps).replace_dates(BATCH, LOADED_AT) == 250
+    assert sleeps == []
+
+
+def test_create_statement_sent_to_redshift_sorts_by_date_then_type() -> None:
+    create = EXPECTED_SQLS[0]
+    assert create.startswith("CREATE TABLE IF NOT EXISTS music_kpi_metrics (")
+    assert "kpi_date DATE NOT NULL" in create
+    assert create.endswith("DISTSTYLE AUTO\nSORTKEY (kpi_date, kpi_type)")
+
+
+@pytest.mark.parametrize("db_user", ["loader", ""], ids=["with-db-user", "without-db-user"])
+def test_provisioned_cluster_with_a_secret_sends_the_secret_and_never_the_db_user(
+    client: Any, stub: Stubber, sleeps: list[float], db_user: str
+) -> None:
+    expect_submit(
+        stub,
+        {"Database": "analytics", "ClusterIdentifier": "kpi-cluster", "SecretArn": SECRET_ARN},
+    )
+    expect_status(stub, "FINISHED", **finished(1))
+
+    adapter(client, sleeps, REDSHIFT_DB_USER=db_user, REDSHIFT_SECRET_ARN=SECRET_ARN).replace_dates(
+        BATCH, LOADED_AT
+    )
+
+
+def test_serverless_target_names_the_workgroup_and_no_cluster_or_user(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    expect_submit(stub, {"Database": "analytics", "WorkgroupName": "kpi-workgroup"})
+    expect_status(stub, "FINISHED", **finished(1))
+
+    adapter(client, sleeps, base=SERVERLESS).replace_dates(BATCH, LOADED_AT)
+
+
+def test_serverless_target_with_a_secret_sends_the_secret_arn(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    expect_submit(
+        stub, {"Database": "analytics", "WorkgroupName": "kpi-workgroup", "SecretArn": SECRET_ARN}
+    )
+    expect_status(stub, "FINISHED", **finished(1))
+
+    adapter(client, sleeps, base=SERVERLESS, REDSHIFT_SECRET_ARN=SECRET_ARN).replace_dates(
+        BATCH, LOADED_AT
+    )
+
+
+def test_custom_table_is_used_in_every_statement(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    table = "analytics.music_kpis"
+    # The stage keeps its name (music_kpi_metrics_stage): only the target table changes.
+    sqls = [sql.replace("music_kpi_metrics ", f"{table} ") for sql in EXPECTED_SQLS]
+    assert sqls[0].startswith(f"CREATE TABLE IF NOT EXISTS {table} (")
+    assert sqls[3].startswith(f"DELETE FROM {table} WHERE")
+    assert sqls[4].startswith(f"INSERT INTO {table} (")
+    stub.add_response(
+        "batch_execute_statement",
+        {"Id": STATEMENT_ID},
+        {"Sqls": sqls, "StatementName": "music-kpi-load", **PROVISIONED_TARGET},
+    )
+    expect_status(stub, "FINISHED", **finished(1))
+
+    adapter(client, sleeps, WAREHOUSE_TABLE=table).replace_dates(BATCH, LOADED_AT)
+
+
+# --- polling ------------------------------------------------------------------------------------
+
+
+def test_finished_load_returns_the_rows_the_insert_wrote(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    expect_submit(stub)
+    expect_status(stub, "FINISHED", **finished(42))
+
+    assert adapter(client, sleeps).replace_dates(BATCH, LOADED_AT) == 42
+    assert sleeps == []
+
+
+def test_polls_until_finished_sleeping_the_configured_interval_between_polls(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    expect_submit(stub)
+    for status in ("SUBMITTED", "PICKED", "STARTED"):
+        expect_status(stub, status)
+    expect_status(stub, "FINISHED", **finished(7))
+
+    assert adapter(client, sleeps).replace_dates(BATCH, LOADED_AT) == 7
+    assert sleeps == [0.25, 0.25, 0.25]
+
+
+def test_failed_load_raises_statement_failed_with_redshift_error_message(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    message = "Spectrum Scan Error: S3 file is not a valid Parquet file"
+    expect_submit(stub)
+    expect_status(stub, "STARTED")
+    expect_status(stub, "FAILED", Error=message)
+
+    with pytest.raises(WarehouseStatementFailed, match="FAILED") as raised:
+        adapter(client, sleeps).replace_dates(BATCH, LOADED_AT)
+
+    assert message in str(raised.value)
+    assert not isinstance(raised.value, RETRYABLE_ERRORS)
+
+
+def test_aborted_load_raises_statement_failed(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    expect_submit(stub)
+    expect_status(stub, "ABORTED")
+
+    with pytest.raises(WarehouseStatementFailed, match="ABORTED"):
+        adapter(client, sleeps).replace_dates(BATCH, LOADED_AT)
+
+
+def test_load_still_running_after_the_poll_cap_is_retryable(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    expect_submit(stub)
+    for _ in range(3):
+        expect_status(stub, "STARTED")  # a fourth describe would find no stubbed response
+
+    with pytest.raises(WarehouseUnavailable, match=f"{STATEMENT_ID} not finished after 3 polls"):
+        adapter(client, sleeps, REDSHIFT_MAX_POLLS="3").replace_dates(BATCH, LOADED_AT)
+
+    assert len(sleeps) >= 2
+    assert set(sleeps) == {0.25}
+
+
+# --- errors of the Data API ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("ThrottlingException", 400),
+        ("ActiveStatementsExceededException", 400),
+        ("ActiveSessionsExceededException", 400),
+        ("InternalServerException", 500),
+        ("BatchExecuteStatementException", 500),
+    ],
+)
+def test_busy_or_failing_service_on_submit_is_retryable(
+    client: Any, stub: Stubber, sleeps: list[float], code: str, status: int
+) -> None:
+    stub.add_client_error(
+        "batch_execute_statement", service_error_code=code, http_status_code=status
+    )
+
+    with pytest.raises(WarehouseUnavailable, match=f"{code} while submitting"):
+        adapter(client, sleeps).replace_dates(BATCH, LOADED_AT)
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("ThrottlingException", 400),
+        ("ActiveWaitingRequestsExceededException", 400),
+        ("InternalServerException", 500),
+    ],
+)
+def test_busy_or_failing_service_while_polling_is_retryable(
+    client: Any, stub: Stubber, sleeps: list[float], code: str, status: int
+) -> None:
+    expect_submit(stub)
+    expect_status(stub, "STARTED")
+    stub.add_client_error("describe_statement", service_error_code=code, http_status_code=status)
+
+    with pytest.raises(WarehouseUnavailable, match=f"{code} while polling"):
+        adapter(client, sleeps).replace_dates(BATCH, LOADED_AT)
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [("ValidationException", 400), ("ResourceNotFoundException", 400), ("AccessDenied", 403)],
+)
+def test_request_errors_on_submit_are_configuration_errors(
+    client: Any, stub: Stubber, sleeps: list[float], code: str, status: int
+) -> None:
+    stub.add_client_error(
+        "batch_execute_statement",
+        service_error_code=code,
+        service_message="Cluster kpi-cluster not found",
+        http_status_code=status,
+    )
+
+    with pytest.raises(ConfigurationError, match=f"{code} while submitting") as raised:
+        adapter(client, sleeps).replace_dates(BATCH, LOADED_AT)
+
+    assert not isinstance(raised.value, RETRYABLE_ERRORS)
+
+
+def test_validation_error_while_polling_is_a_configuration_error(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    expect_submit(stub)
+    stub.add_client_error("describe_statement", service_error_code="ValidationException")
+
+    with pytest.raises(ConfigurationError, match="ValidationException while polling"):
+        adapter(client, sleeps).replace_dates(BATCH, LOADED_AT)
+
+
+def test_unreachable_endpoint_is_retryable(sleeps: list[float]) -> None:
+    unreachable = boto3.client(
+        "redshift-data",
+        region_name=REGION,
+        endpoint_url="http://127.0.0.1:1",
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=1),
+    )
+
+    with pytest.raises(WarehouseUnavailable, match="unreachable"):
+        adapter(unreachable, sleeps).replace_dates(BATCH, LOADED_AT)
+
+
+def test_open_warehouse_picks_the_redshift_adapter() -> None:
+    warehouse = open_warehouse(WarehouseSettings.from_env(SERVERLESS))
+
+    assert isinstance(warehouse, RedshiftDataApiWarehouse)
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+# Every value carries a marker, so a message that echoes any of them is caught.
+MARKED = {
+    "WAREHOUSE_KIND": "redshift",
+    "REDSHIFT_DATABASE": "db_marker",
+    "REDSHIFT_CLUSTER_ID": "cluster-marker",
+    "REDSHIFT_DB_USER": "user_marker",
+    "REDSHIFT_COPY_ROLE_ARN": "arn:aws:iam::123456789012:role/marker",
+    "WAREHOUSE_DSN": "postgresql://loader:marker-password@db.internal/kpis",
+}
+
+
+def test_marked_settings_are_valid_as_they_stand() -> None:
+    settings = WarehouseSettings.from_env(MARKED)
+
+    assert settings.redshift_cluster_id == "cluster-marker"
+    assert settings.redshift_max_polls == 450
+
+
+@pytest.mark.parametrize(
+    ("change", "variables"),
+    [
+        ({"REDSHIFT_DATABASE": None}, ["REDSHIFT_DATABASE"]),
+        ({"REDSHIFT_COPY_ROLE_ARN": None}, ["REDSHIFT_COPY_ROLE_ARN"]),
+        ({"REDSHIFT_WORKGROUP": "wg-marker"}, ["REDSHIFT_CLUSTER_ID", "REDSHIFT_WORKGROUP"]),
+        ({"REDSHIFT_CLUSTER_ID": None}, ["REDSHIFT_CLUSTER_ID", "REDSHIFT_WORKGROUP"]),
+        ({"REDSHIFT_DB_USER": None}, ["REDSHIFT_DB_USER", "REDSHIFT_SECRET_ARN"]),
+        ({"WAREHOUSE_TABLE": "kpis_marker; DROP TABLE users"}, ["WAREHOUSE_TABLE"]),
+        ({"WAREHOUSE_KIND": "marker"}, ["WAREHOUSE_KIND"]),
+        ({"WAREHOUSE_KIND": None}, ["WAREHOUSE_KIND"]),
+        ({"REDSHIFT_MAX_POLLS": "0"}, ["REDSHIFT_MAX_POLLS"]),
+        ({"REDSHIFT_POLL_SECONDS": "marker"}, ["REDSHIFT_POLL_SECONDS"]),
+    ],
+    ids=[
+        "no-database",
+        "no-copy-role",
+        "cluster-and-workgroup",
+        "neither-cluster-nor-workgroup",
+        "cluster-without-user-or-secret",
+        "bad-table",
+        "bad-kind",
+        "no-kind",
+        "zero-polls",
+        "poll-seconds-not-a-number",
+    ],
+)
+def test_bad_settings_name_the_variable_and_never_echo_a_value(
+    change: dict[str, str | None], variables: list[str]
+) -> None:
+    env = {name: value for name, value in {**MARKED, **change}.items() if value is not None}
+
+    with pytest.raises(ConfigurationError) as raised:
+        WarehouseSettings.from_env(env)
+
+    message = str(raised.value)
+    for variable in variables:
+        assert variable in message
+    assert "marker" not in message
+    assert "db.internal" not in message

@@ -1,0 +1,232 @@
+"""The ``music_kpi_metrics`` definition (KPIS.md, "Warehouse table") and its SQL builders."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from kpi_pipeline.warehouse.schema import (
+    KPI_COLUMNS,
+    KPI_SCHEMA,
+    TABLE_COLUMNS,
+    create_stage_sql,
+    create_table_sql,
+    delete_dates_sql,
+    fit_to_schema,
+    insert_from_stage_sql,
+    truncate_utf8,
+)
+
+# The spec's table, written out again by hand: the schema module must agree with it.
+SPEC_COLUMNS = [
+    ("kpi_type", "VARCHAR(50)"),
+    ("kpi_date", "DATE"),
+    ("track_genre", "VARCHAR(255)"),
+    ("listen_count", "BIGINT"),
+    ("avg_track_duration_sec", "FLOAT"),
+    ("popularity_index", "FLOAT"),
+    ("most_popular_track", "VARCHAR(255)"),
+    ("most_popular_track_id", "VARCHAR(64)"),
+    ("stream_hour", "INT"),
+    ("unique_listeners", "INT"),
+    ("top_artists", "VARCHAR(255)"),
+    ("track_diversity_index", "FLOAT"),
+    ("run_id", "VARCHAR(128)"),
+    ("loaded_at", "TIMESTAMP"),
+]
+VARCHAR_WIDTHS = {
+    "kpi_type": 50,
+    "track_genre": 255,
+    "most_popular_track": 255,
+    "most_popular_track_id": 64,
+    "top_artists": 255,
+    "run_id": 128,
+}
+
+
+def kpi_table(**overrides: list[object]) -> pa.Table:
+    """A one-row KPI table (a genre row), with some columns replaced."""
+    row: dict[str, list[object]] = {
+        "kpi_type": ["genre"],
+        "kpi_date": [dt.date(2024, 6, 25)],
+        "track_genre": ["pop"],
+        "listen_count": [3],
+        "avg_track_duration_sec": [210.0],
+        "popularity_index": [83.33],
+        "most_popular_track": ["A"],
+        "most_popular_track_id": ["A"],
+        "stream_hour": [None],
+        "unique_listeners": [None],
+        "top_artists": [None],
+        "track_diversity_index": [None],
+        "run_id": ["run-1"],
+    }
+    row.update(overrides)
+    return pa.table(row, schema=KPI_SCHEMA)
+
+
+# --- the column list ------------------------------------------------------------------------
+
+
+def test_table_columns_are_the_spec_columns_with_their_types_in_order() -> None:
+    assert [(c.name, c.sql_type) for c in TABLE_COLUMNS] == SPEC_COLUMNS
+
+
+def test_only_kpi_date_is_not_null() -> None:
+    assert [c.name for c in TABLE_COLUMNS if c.not_null] == ["kpi_date"]
+
+
+def test_varchar_byte_widths_match_the_declared_sql_widths() -> None:
+    assert {c.name: c.max_bytes for c in TABLE_COLUMNS if c.max_bytes} == VARCHAR_WIDTHS
+
+
+def test_parquet_schema_has_the_kpi_columns_without_loaded_at() -> None:
+    assert KPI_SCHEMA.names == [name for name, _ in SPEC_COLUMNS[:-1]]
+    assert KPI_SCHEMA.field("kpi_date").type == pa.date32()
+    assert KPI_SCHEMA.field("listen_count").type == pa.int64()
+    assert KPI_SCHEMA.field("stream_hour").type == pa.int32()
+    assert KPI_SCHEMA.field("unique_listeners").type == pa.int32()
+    assert KPI_SCHEMA.field("popularity_index").type == pa.float64()
+    assert KPI_SCHEMA.field("run_id").type == pa.string()
+    assert [c.name for c in KPI_COLUMNS] == KPI_SCHEMA.names
+
+
+# --- truncate_utf8 ----------------------------------------------------------------------------
+
+
+def test_truncate_utf8_never_splits_a_two_byte_character() -> None:
+    # 300 x 'é' is 600 bytes; 255 bytes hold 127 of them (254 bytes), not half of the 128th.
+    assert truncate_utf8("é" * 300, 255) == "é" * 127
+
+
+@pytest.mark.parametrize(
+    ("text", "max_bytes", "expected"),
+    [
+        ("abc€", 5, "abc"),  # '€' is 3 bytes: 'abc' + 2 bytes of it would not be valid UTF-8
+        ("abc€", 6, "abc€"),  # exact fit is kept whole
+        ("🎵🎵", 7, "🎵"),  # 4-byte characters
+        ("abcdef", 3, "abc"),
+    ],
+)
+def test_truncate_utf8_keeps_the_longest_prefix_that_fits(
+    text: str, max_bytes: int, expected: str
+) -> None:
+    result = truncate_utf8(text, max_bytes)
+    assert result == expected
+    assert len(result.encode("utf-8")) <= max_bytes
+
+
+def test_truncate_utf8_leaves_short_and_empty_text_unchanged() -> None:
+    assert truncate_utf8("Beyoncé", 255) == "Beyoncé"
+    assert truncate_utf8("", 10) == ""
+
+
+# --- fit_to_schema ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("column", "width"), sorted(VARCHAR_WIDTHS.items()))
+def test_fit_to_schema_cuts_each_varchar_column_to_its_byte_width(column: str, width: int) -> None:
+    fitted = fit_to_schema(kpi_table(**{column: ["é" * 300]}))
+
+    value = fitted.column(column)[0].as_py()
+    assert value == "é" * (width // 2)
+    assert len(value.encode("utf-8")) <= width
+
+
+def test_fit_to_schema_leaves_other_rows_and_columns_alone() -> None:
+    table = pa.concat_tables(
+        [kpi_table(track_genre=["x" * 300]), kpi_table(track_genre=["rock"], run_id=["run-2"])]
+    )
+
+    fitted = fit_to_schema(table)
+
+    assert fitted.column("track_genre").to_pylist() == ["x" * 255, "rock"]
+    assert fitted.column("run_id").to_pylist() == ["run-1", "run-2"]
+    assert fitted.column("listen_count").to_pylist() == [3, 3]
+
+
+def test_fit_to_schema_keeps_empty_strings_and_nulls_apart() -> None:
+    table = pa.concat_tables(
+        [
+            kpi_table(track_genre=[""], top_artists=[None], most_popular_track=["y" * 400]),
+            kpi_table(track_genre=[None], top_artists=[""], most_popular_track=[None]),
+        ]
+    )
+
+    fitted = fit_to_schema(table)
+
+    assert fitted.column("track_genre").to_pylist() == ["", None]
+    assert fitted.column("top_artists").to_pylist() == [None, ""]
+    # The column that needed cutting keeps its NULL too.
+    assert fitted.column("most_popular_track").to_pylist() == ["y" * 255, None]
+
+
+def test_fit_to_schema_selects_orders_and_casts_to_the_kpi_schema() -> None:
+    source = kpi_table().to_pydict()
+    # Columns shuffled, an extra column, and wider integer types than the schema's.
+    shuffled = {name: source[name] for name in reversed(list(source))}
+    shuffled["extra"] = ["ignored"]
+    table = pa.table(shuffled).set_column(
+        list(shuffled).index("stream_hour"), "stream_hour", pa.array([7], type=pa.int64())
+    )
+
+    fitted = fit_to_schema(table)
+
+    assert fitted.schema == KPI_SCHEMA
+    assert fitted.column("stream_hour").to_pylist() == [7]
+
+
+# --- SQL builders -----------------------------------------------------------------------------
+
+
+def test_create_table_sql_for_postgres_lists_every_column_and_no_redshift_clause() -> None:
+    sql = create_table_sql("music_kpi_metrics", redshift=False)
+
+    assert sql.startswith("CREATE TABLE IF NOT EXISTS music_kpi_metrics (")
+    assert "kpi_date DATE NOT NULL" in sql
+    positions = [sql.index(f"{name} {sql_type}") for name, sql_type in SPEC_COLUMNS]
+    assert positions == sorted(positions)
+    assert "SORTKEY" not in sql
+    assert "DISTSTYLE" not in sql
+
+
+def test_create_table_sql_for_redshift_sorts_by_date_then_type() -> None:
+    sql = create_table_sql("analytics.kpis", redshift=True)
+
+    assert sql.startswith("CREATE TABLE IF NOT EXISTS analytics.kpis (")
+    assert sql.endswith(")\nDISTSTYLE AUTO\nSORTKEY (kpi_date, kpi_type)")
+
+
+def test_create_stage_sql_is_a_temp_table_of_the_kpi_columns_only() -> None:
+    sql = create_stage_sql("stage")
+
+    assert sql == (
+        "CREATE TEMP TABLE stage (kpi_type VARCHAR(50), kpi_date DATE, "
+        "track_genre VARCHAR(255), listen_count BIGINT, avg_track_duration_sec FLOAT, "
+        "popularity_index FLOAT, most_popular_track VARCHAR(255), "
+        "most_popular_track_id VARCHAR(64), stream_hour INT, unique_listeners INT, "
+        "top_artists VARCHAR(255), track_diversity_index FLOAT, run_id VARCHAR(128))"
+    )
+
+
+def test_delete_dates_sql_deduplicates_and_sorts_the_dates() -> None:
+    dates = [dt.date(2024, 6, 25), dt.date(2024, 6, 3), dt.date(2024, 6, 25), dt.date(2023, 12, 31)]
+
+    assert delete_dates_sql("music_kpi_metrics", dates) == (
+        "DELETE FROM music_kpi_metrics WHERE kpi_date IN ('2023-12-31', '2024-06-03', '2024-06-25')"
+    )
+
+
+def test_insert_from_stage_sql_stamps_loaded_at_as_utc_wall_clock() -> None:
+    paris_summer = dt.timezone(dt.timedelta(hours=2))
+    loaded_at = dt.datetime(2024, 6, 26, 1, 30, 5, tzinfo=paris_summer)
+
+    sql = insert_from_stage_sql("music_kpi_metrics", "stage", loaded_at)
+
+    names = ", ".join(name for name, _ in SPEC_COLUMNS[:-1])
+    assert sql == (
+        f"INSERT INTO music_kpi_metrics ({names}, loaded_at) "
+        f"SELECT {names}, TIMESTAMP '2024-06-25 23:30:05' FROM stage"
+    )
