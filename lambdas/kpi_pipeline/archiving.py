@@ -26,13 +26,9 @@ def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) ->
         result = results.get(entry.index)
         if result is None or result.outcome == "skipped":
             continue  # never ingested in this version: leave it for the next run
-        if result.outcome == "quarantined":
+        quarantined = result.outcome == "quarantined"
+        if quarantined:
             destination = layout.quarantine_file_key(request.run_id, entry.key)
-            storage.put_json(
-                layout.data_bucket,
-                destination + ".reason.json",
-                {"key": entry.key, "reason": result.reason, "detail": result.detail},
-            )
         else:
             destination = layout.archive_key(request.run_id, entry.key)
         moved = storage.move(
@@ -40,6 +36,14 @@ def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) ->
         )
         if moved in {"moved", "already_moved"}:
             archived += 1
+            if quarantined:
+                # Written once the file is there (a retry rewrites it): a file replaced after
+                # the manifest stays in landing, and no reason may be left without its file.
+                storage.put_json(
+                    layout.data_bucket,
+                    destination + ".reason.json",
+                    {"key": entry.key, "reason": result.reason, "detail": result.detail},
+                )
         else:
             logger.warning("file not archived", extra={"key": entry.key, "outcome": moved})
 

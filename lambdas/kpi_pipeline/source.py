@@ -131,16 +131,22 @@ class SourceDatabase:
             ),
             pgsql.Identifier(table),
         )
-        # A named cursor lives on the server: rows cross the wire batch by batch.
-        with self._connect() as conn, conn.cursor(name=f"extract_{table}") as cur:
-            cur.itersize = batch_size
-            cur.execute(query)
-            while rows := cur.fetchmany(batch_size):
-                values_by_column = zip(*rows, strict=True)
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array(values, type=pa.string()) for values in values_by_column],
-                    schema=schema,
-                )
+        with self._connect() as conn:
+            # Checked here too, not only by row_counts: a table changed after CheckSourceData
+            # must fail ExtractRds as SourceSchemaError naming the column (the state machine's
+            # error contract), not as psycopg2's UndefinedColumn.
+            with conn.cursor() as check:
+                self._check_columns(check, table)
+            # A named cursor lives on the server: rows cross the wire batch by batch.
+            with conn.cursor(name=f"extract_{table}") as cur:
+                cur.itersize = batch_size
+                cur.execute(query)
+                while rows := cur.fetchmany(batch_size):
+                    values_by_column = zip(*rows, strict=True)
+                    yield pa.RecordBatch.from_arrays(
+                        [pa.array(values, type=pa.string()) for values in values_by_column],
+                        schema=schema,
+                    )
 
     @staticmethod
     def _check_columns(cur: Any, table: str) -> None:
