@@ -96,12 +96,12 @@ def snapshot(users_csv: Path, songs_csv: Path, out: Path) -> tuple[Path, Path]:
     from kpi_pipeline.settings import EngineSettings
 
     con = engine.connect(EngineSettings(), out)
-    con.execute(
-        f"CREATE TEMP VIEW raw_users AS SELECT * FROM read_csv({engine.literal(users_csv)}, all_varchar=true, quote='\"', escape='\"', header=true)"
-    )
-    con.execute(
-        f"CREATE TEMP VIEW raw_songs AS SELECT * FROM read_csv({engine.literal(songs_csv)}, all_varchar=true, quote='\"', escape='\"', header=true)"
-    )
+    options = "all_varchar = true, quote = '\"', escape = '\"', header = true"
+    for table, path in (("users", users_csv), ("songs", songs_csv)):
+        con.execute(
+            f"CREATE TEMP VIEW raw_{table} AS "
+            f"SELECT * FROM read_csv({engine.literal(path)}, {options})"
+        )
     for view, model in (
         ("users_checked", "staging/users_checked.sql"),
         ("songs_checked", "staging/songs_checked.sql"),

@@ -50,7 +50,7 @@ from kpi_pipeline.errors import (
 )
 from kpi_pipeline.observability import logger as pipeline_logger
 from kpi_pipeline.source import SourceDatabase
-from kpi_pipeline.warehouse.schema import KPI_SCHEMA
+from kpi_pipeline.warehouse.arrow import KPI_SCHEMA
 from load.handler import handler as load_handler
 from local_runner.databases import dsn_to_secret, replace_source_tables
 from local_runner.sample_data import SONGS_HEADER, USERS_HEADER
@@ -558,7 +558,7 @@ def test_extract_fetches_the_source_in_batches_of_extract_batch_size(
 
     def spying_read_batches(self: SourceDatabase, table: str, batch_size: int) -> Any:
         for batch in real_read_batches(self, table, batch_size):
-            fetched[table].append(batch.num_rows)
+            fetched[table].append(len(batch))
             yield batch
 
     monkeypatch.setattr(SourceDatabase, "read_batches", spying_read_batches)

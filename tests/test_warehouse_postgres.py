@@ -18,8 +18,9 @@ from kpi_pipeline.errors import ConfigurationError, WarehouseStatementFailed, Wa
 from kpi_pipeline.settings import WarehouseSettings
 from kpi_pipeline.storage import Storage
 from kpi_pipeline.warehouse import KpiBatch, open_warehouse
+from kpi_pipeline.warehouse.arrow import KPI_SCHEMA
 from kpi_pipeline.warehouse.postgres import PostgresWarehouse
-from kpi_pipeline.warehouse.schema import KPI_COLUMNS, KPI_SCHEMA
+from kpi_pipeline.warehouse.schema import KPI_COLUMNS
 
 BUCKET = "kpi-data"
 D1 = dt.date(2024, 6, 24)

@@ -260,12 +260,33 @@ def test_load_still_running_after_the_poll_cap_is_retryable(
     expect_submit(stub)
     for _ in range(3):
         expect_status(stub, "STARTED")  # a fourth describe would find no stubbed response
+    # at the cap the statement is cancelled, so a retry never runs beside it
+    stub.add_response("cancel_statement", {"Status": True}, {"Id": STATEMENT_ID})
 
     with pytest.raises(WarehouseUnavailable, match=f"{STATEMENT_ID} not finished after 3 polls"):
         adapter(client, sleeps, REDSHIFT_MAX_POLLS="3").replace_dates(BATCH, LOADED_AT)
 
-    assert len(sleeps) >= 2
-    assert set(sleeps) == {0.25}
+    assert sleeps == [0.25, 0.25]  # between polls only, not after the last one
+    stub.assert_no_pending_responses()
+
+
+def test_a_failed_cancel_at_the_poll_cap_still_ends_as_retryable(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    expect_submit(stub)
+    expect_status(stub, "STARTED")
+    stub.add_client_error(
+        "cancel_statement",
+        service_error_code="ValidationException",
+        service_message="Could not cancel a query that is already in FINISHED state.",
+        expected_params={"Id": STATEMENT_ID},
+    )
+
+    with pytest.raises(WarehouseUnavailable, match="not finished after 1 polls"):
+        adapter(client, sleeps, REDSHIFT_MAX_POLLS="1").replace_dates(BATCH, LOADED_AT)
+
+    assert sleeps == []
+    stub.assert_no_pending_responses()
 
 
 # --- errors of the Data API ---------------------------------------------------------------------

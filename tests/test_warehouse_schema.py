@@ -7,14 +7,13 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
+from kpi_pipeline.warehouse.arrow import KPI_SCHEMA, fit_to_schema
 from kpi_pipeline.warehouse.schema import (
     KPI_COLUMNS,
-    KPI_SCHEMA,
     TABLE_COLUMNS,
     create_stage_sql,
     create_table_sql,
     delete_dates_sql,
-    fit_to_schema,
     insert_from_stage_sql,
     truncate_utf8,
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kpi_pipeline import extract
+from kpi_pipeline import source
 from kpi_pipeline.contracts import RunRequest, SourceCheck, SourceSnapshot
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import step_handler
@@ -17,11 +17,14 @@ def _source_database() -> SourceDatabase:
 
 @step_handler("CheckSourceData", RunRequest)
 def check_source(request: RunRequest) -> SourceCheck:
-    return extract.check_source(_source_database())
+    return source.check_source(_source_database())
 
 
 @step_handler("ExtractRds", RunRequest)
 def extract_tables(request: RunRequest) -> SourceSnapshot:
+    # Imported here: DuckDB is in this step's layers only, not in CheckSourceData's.
+    from kpi_pipeline import extract
+
     storage_settings = load(StorageSettings)
     return extract.extract_snapshot(
         request.run_id,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kpi_pipeline import listing, streams
+from kpi_pipeline import listing
 from kpi_pipeline.contracts import IngestRequest, IngestResult, Manifest, RunRequest
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import step_handler
@@ -22,6 +22,9 @@ def list_new_files(request: RunRequest) -> Manifest:
 
 @step_handler("IngestFile", IngestRequest)
 def ingest_file(request: IngestRequest) -> IngestResult:
+    # Imported here: DuckDB and pyarrow are in this step's layers only, not in ListNewFiles'.
+    from kpi_pipeline import streams
+
     storage_settings = load(StorageSettings)
     return streams.ingest_file(
         request,

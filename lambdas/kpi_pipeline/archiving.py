@@ -14,8 +14,8 @@ from kpi_pipeline.contracts import ArchiveRequest, IngestResult, RunSummary
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.listing import read_manifest
 from kpi_pipeline.observability import logger
+from kpi_pipeline.records import read_ingest_results
 from kpi_pipeline.storage import Storage
-from kpi_pipeline.streams import read_ingest_results
 
 
 def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) -> RunSummary:

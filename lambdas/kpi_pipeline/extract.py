@@ -1,4 +1,4 @@
-"""CheckSourceData and ExtractRds: the source tables, checked and snapshotted to S3.
+"""ExtractRds: the source tables, snapshotted to S3.
 
 The snapshot is taken batch by batch (memory bounded by the batch), cleaned in SQL
 (``sql/staging``) and written as Parquet under the run's prefix. Song rows the KPIs cannot
@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from kpi_pipeline import engine
-from kpi_pipeline.contracts import SourceCheck, SourceSnapshot
+from kpi_pipeline.contracts import SourceSnapshot
 from kpi_pipeline.errors import DataGateError
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import SOURCE_ROWS_EXTRACTED, count, logger
@@ -21,15 +18,6 @@ from kpi_pipeline.scratch import scratch_dir
 from kpi_pipeline.settings import EngineSettings
 from kpi_pipeline.source import SOURCE_COLUMNS, SourceDatabase
 from kpi_pipeline.storage import Storage
-
-
-def check_source(db: SourceDatabase) -> SourceCheck:
-    counts = db.row_counts()
-    return SourceCheck(
-        users=counts["users"],
-        songs=counts["songs"],
-        has_data=counts["users"] > 0 and counts["songs"] > 0,
-    )
 
 
 def extract_snapshot(
@@ -44,14 +32,18 @@ def extract_snapshot(
 ) -> SourceSnapshot:
     with scratch_dir(work_dir, "extract") as tmp:
         for table in SOURCE_COLUMNS:
-            rows = _write_raw(db, table, batch_size, tmp / f"raw_{table}.parquet")
+            rows = _write_raw(db, table, batch_size, tmp / f"raw_{table}.json")
             count(SOURCE_ROWS_EXTRACTED, rows, table=table)
             logger.info("source table read", extra={"table": table, "rows": rows})
 
         con = engine.connect(engine_settings, tmp)
         for table in SOURCE_COLUMNS:
-            raw = engine.literal(tmp / f"raw_{table}.parquet")
-            con.execute(f"CREATE TEMP VIEW raw_{table} AS SELECT * FROM read_parquet({raw})")
+            raw = engine.literal(tmp / f"raw_{table}.json")
+            columns = ", ".join(f"'{name}': 'VARCHAR'" for name in SOURCE_COLUMNS[table])
+            con.execute(
+                f"CREATE TEMP VIEW raw_{table} AS SELECT * FROM read_json({raw}, "
+                f"format = 'newline_delimited', columns = {{{columns}}})"
+            )
         engine.create_view(con, "users_checked", "staging/users_checked.sql")
         engine.create_view(con, "songs_checked", "staging/songs_checked.sql")
         engine.create_view(con, "stg_users", "staging/stg_users.sql")
@@ -63,13 +55,16 @@ def extract_snapshot(
         }
         for view, path in outputs.values():
             con.execute(f"COPY {view} TO {engine.literal(path)} (FORMAT parquet, COMPRESSION zstd)")
-        counts = {table: pq.read_metadata(path).num_rows for table, (_, path) in outputs.items()}
+        counts = {
+            table: engine.scalar(con, f"SELECT count(*) FROM read_parquet({engine.literal(path)})")
+            for table, (_, path) in outputs.items()
+        }
 
         rejected = tmp / "rejected_source_rows.parquet"
         con.execute(
             f"""
             COPY (
-                SELECT 'users' AS source_table, CAST(user_id AS VARCHAR) AS row_key, reason
+                SELECT 'users' AS source_table, raw_user_id AS row_key, reason
                 FROM users_checked WHERE reason IS NOT NULL
                 UNION ALL
                 SELECT 'songs', coalesce(CAST(id AS VARCHAR), track_id), reason
@@ -115,22 +110,11 @@ def extract_snapshot(
 
 
 def _write_raw(db: SourceDatabase, table: str, batch_size: int, path: Path) -> int:
-    """Append the table's batches to one Parquet file, one row group per batch."""
+    """Append the table's batches to one newline-delimited JSON file; return the row count."""
     rows = 0
-    writer: pq.ParquetWriter | None = None
-    try:
+    with path.open("w", encoding="utf-8") as out:
         for batch in db.read_batches(table, batch_size):
-            if writer is None:
-                writer = pq.ParquetWriter(path, batch.schema)
-            writer.write_batch(batch)
-            rows += batch.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:  # empty table: still a readable, typed file
-        pq.write_table(_empty(table), path)
+            out.write("\n".join(batch))
+            out.write("\n")
+            rows += len(batch)
     return rows
-
-
-def _empty(table: str) -> pa.Table:
-    return pa.table({name: pa.array([], type=pa.string()) for name in SOURCE_COLUMNS[table]})

@@ -21,11 +21,11 @@ from kpi_pipeline.contracts import IngestResult, TransformRequest, TransformResu
 from kpi_pipeline.errors import DataGateError
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import logger
+from kpi_pipeline.records import read_ingest_results
 from kpi_pipeline.scratch import scratch_dir
 from kpi_pipeline.settings import EngineSettings
 from kpi_pipeline.storage import Storage
-from kpi_pipeline.streams import read_ingest_results
-from kpi_pipeline.warehouse.schema import fit_to_schema
+from kpi_pipeline.warehouse.arrow import fit_to_schema
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
-import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg2 import sql as pgsql
 
 from kpi_pipeline import aws
+from kpi_pipeline.contracts import SourceCheck
 from kpi_pipeline.errors import ConfigurationError, SourceSchemaError, SourceUnavailable
 from kpi_pipeline.settings import SourceSettings
 
@@ -121,13 +121,19 @@ class SourceDatabase:
                 counts[table] = int(cur.fetchone()[0])
         return counts
 
-    def read_batches(self, table: str, batch_size: int) -> Iterator[pa.RecordBatch]:
-        """The table's spec columns as text, ``batch_size`` rows at a time."""
+    def read_batches(self, table: str, batch_size: int) -> Iterator[list[str]]:
+        """The table's spec columns as text, ``batch_size`` rows at a time.
+
+        Each row arrives as one JSON object built by PostgreSQL (``row_to_json``): NULL stays
+        null, text stays text, and writing a batch out is a single string join.
+        """
         columns = SOURCE_COLUMNS[table]
-        schema = pa.schema([(name, pa.string()) for name in columns])
-        query = pgsql.SQL("SELECT {} FROM {}").format(
+        query = pgsql.SQL(
+            "SELECT row_to_json(source_row)::text FROM (SELECT {} FROM {}) AS source_row"
+        ).format(
             pgsql.SQL(", ").join(
-                pgsql.SQL("{}::text").format(pgsql.Identifier(c)) for c in columns
+                pgsql.SQL("{}::text AS {}").format(pgsql.Identifier(c), pgsql.Identifier(c))
+                for c in columns
             ),
             pgsql.Identifier(table),
         )
@@ -142,11 +148,7 @@ class SourceDatabase:
                 cur.itersize = batch_size
                 cur.execute(query)
                 while rows := cur.fetchmany(batch_size):
-                    values_by_column = zip(*rows, strict=True)
-                    yield pa.RecordBatch.from_arrays(
-                        [pa.array(values, type=pa.string()) for values in values_by_column],
-                        schema=schema,
-                    )
+                    yield [row[0] for row in rows]
 
     @staticmethod
     def _check_columns(cur: Any, table: str) -> None:
@@ -161,3 +163,13 @@ class SourceDatabase:
         missing = [c for c in SOURCE_COLUMNS[table] if c not in present]
         if missing:
             raise SourceSchemaError(f"source table '{table}' lacks columns: {', '.join(missing)}")
+
+
+def check_source(db: SourceDatabase) -> SourceCheck:
+    """The data gate's first check: both tables exist with their columns, and have rows."""
+    counts = db.row_counts()
+    return SourceCheck(
+        users=counts["users"],
+        songs=counts["songs"],
+        has_data=counts["users"] > 0 and counts["songs"] > 0,
+    )

@@ -9,7 +9,6 @@ with new content under an old name is new content.
 from __future__ import annotations
 
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -169,15 +168,3 @@ def _emit_metrics(result: IngestResult) -> None:
         count(FILES_ALREADY_PROCESSED, 1)
     elif result.outcome == "quarantined":
         count(FILES_QUARANTINED, 1, reason=result.reason or "unknown")
-
-
-def read_ingest_results(storage: Storage, layout: Layout, run_id: str) -> list[IngestResult]:
-    """Every file result this run's Map wrote, in manifest order."""
-    keys = [
-        o.key
-        for o in storage.list_objects(layout.data_bucket, layout.ingest_results_prefix(run_id))
-    ]
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        documents = list(pool.map(lambda key: storage.get_json(layout.data_bucket, key), keys))
-    results = [IngestResult.model_validate(doc) for doc in documents if doc is not None]
-    return sorted(results, key=lambda r: r.index)

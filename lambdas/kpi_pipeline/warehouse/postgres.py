@@ -20,12 +20,12 @@ from kpi_pipeline.errors import ConfigurationError, WarehouseStatementFailed, Wa
 from kpi_pipeline.settings import WarehouseSettings
 from kpi_pipeline.storage import Storage
 from kpi_pipeline.warehouse import KpiBatch
+from kpi_pipeline.warehouse.arrow import fit_to_schema
 from kpi_pipeline.warehouse.schema import (
     KPI_COLUMNS,
     create_stage_sql,
     create_table_sql,
     delete_dates_sql,
-    fit_to_schema,
     insert_from_stage_sql,
 )
 

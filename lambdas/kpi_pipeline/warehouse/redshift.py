@@ -8,6 +8,7 @@ polled until it reaches a terminal state (FINISHED, FAILED or ABORTED), with a p
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -104,7 +105,8 @@ class RedshiftDataApiWarehouse:
         return str(response["Id"])
 
     def _wait(self, statement_id: str) -> dict[str, Any]:
-        for _ in range(self._settings.redshift_max_polls):
+        polls = self._settings.redshift_max_polls
+        for poll in range(polls):
             try:
                 description: dict[str, Any] = self._client.describe_statement(Id=statement_id)
             except ClientError as exc:
@@ -118,12 +120,19 @@ class RedshiftDataApiWarehouse:
                 raise WarehouseStatementFailed(
                     f"Redshift load {status}: {description.get('Error', 'no error message')}"
                 )
-            self._sleep(self._settings.redshift_poll_seconds)
-        # Still running: the load is idempotent (it replaces whole dates), so a retry is safe.
+            if poll < polls - 1:
+                self._sleep(self._settings.redshift_poll_seconds)
+        # Still running at the cap: cancel it, so the retry Step Functions makes does not run
+        # beside it (the load replaces whole dates, so running it again is safe).
+        self._cancel(statement_id)
         raise WarehouseUnavailable(
-            f"Redshift load {statement_id} not finished after "
-            f"{self._settings.redshift_max_polls} polls"
+            f"Redshift load {statement_id} not finished after {polls} polls; cancelled"
         )
+
+    def _cancel(self, statement_id: str) -> None:
+        # It may have just finished or failed: the retry replaces the dates either way.
+        with contextlib.suppress(ClientError, BotoCoreError):
+            self._client.cancel_statement(Id=statement_id)
 
     @staticmethod
     def _translate(exc: ClientError, what: str) -> Exception:

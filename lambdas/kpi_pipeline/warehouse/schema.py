@@ -2,7 +2,9 @@
 
 One definition serves the transform (the Parquet it writes), both warehouse adapters (the
 DDL and the load statements) and the tests. VARCHAR widths are in bytes, as in Redshift, so
-strings are cut to fit at a character boundary: "truncated to fit, never rejected".
+strings are cut to fit at a character boundary: "truncated to fit, never rejected". This
+module needs no third-party package (the Load function runs without pyarrow); the Arrow
+side of the schema is in :mod:`kpi_pipeline.warehouse.arrow`.
 """
 
 from __future__ import annotations
@@ -10,15 +12,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 
 @dataclass(frozen=True)
 class Column:
     name: str
     sql_type: str
-    arrow_type: pa.DataType
+    arrow_type: str  # a pyarrow type factory name: "string", "date32", "int64"...
     max_bytes: int | None = None
     not_null: bool = False
 
@@ -29,42 +28,22 @@ class Column:
 
 # The columns the transform produces, in table order.
 KPI_COLUMNS: tuple[Column, ...] = (
-    Column("kpi_type", "VARCHAR(50)", pa.string(), 50),
-    Column("kpi_date", "DATE", pa.date32(), not_null=True),
-    Column("track_genre", "VARCHAR(255)", pa.string(), 255),
-    Column("listen_count", "BIGINT", pa.int64()),
-    Column("avg_track_duration_sec", "FLOAT", pa.float64()),
-    Column("popularity_index", "FLOAT", pa.float64()),
-    Column("most_popular_track", "VARCHAR(255)", pa.string(), 255),
-    Column("most_popular_track_id", "VARCHAR(64)", pa.string(), 64),
-    Column("stream_hour", "INT", pa.int32()),
-    Column("unique_listeners", "INT", pa.int32()),
-    Column("top_artists", "VARCHAR(255)", pa.string(), 255),
-    Column("track_diversity_index", "FLOAT", pa.float64()),
-    Column("run_id", "VARCHAR(128)", pa.string(), 128),
+    Column("kpi_type", "VARCHAR(50)", "string", 50),
+    Column("kpi_date", "DATE", "date32", not_null=True),
+    Column("track_genre", "VARCHAR(255)", "string", 255),
+    Column("listen_count", "BIGINT", "int64"),
+    Column("avg_track_duration_sec", "FLOAT", "float64"),
+    Column("popularity_index", "FLOAT", "float64"),
+    Column("most_popular_track", "VARCHAR(255)", "string", 255),
+    Column("most_popular_track_id", "VARCHAR(64)", "string", 64),
+    Column("stream_hour", "INT", "int32"),
+    Column("unique_listeners", "INT", "int32"),
+    Column("top_artists", "VARCHAR(255)", "string", 255),
+    Column("track_diversity_index", "FLOAT", "float64"),
+    Column("run_id", "VARCHAR(128)", "string", 128),
 )
-LOADED_AT = Column("loaded_at", "TIMESTAMP", pa.timestamp("us"))
-TABLE_COLUMNS: tuple[Column, ...] = (*KPI_COLUMNS, LOADED_AT)
-KPI_SCHEMA = pa.schema([(c.name, c.arrow_type) for c in KPI_COLUMNS])
-
-
-def fit_to_schema(table: pa.Table) -> pa.Table:
-    """Cast to the KPI schema and cut strings longer than their column to fit."""
-    table = table.select([c.name for c in KPI_COLUMNS]).cast(KPI_SCHEMA)
-    for column in KPI_COLUMNS:
-        if column.max_bytes is None:
-            continue
-        values = table.column(column.name)
-        too_long = pc.greater(pc.binary_length(values), column.max_bytes)
-        if not pc.any(too_long).as_py():
-            continue
-        fitted = [
-            None if value is None else truncate_utf8(value, column.max_bytes)
-            for value in values.to_pylist()
-        ]
-        index = table.schema.get_field_index(column.name)
-        table = table.set_column(index, column.name, pa.array(fitted, type=pa.string()))
-    return table
+LOADED_AT = Column("loaded_at", "TIMESTAMP", "timestamp")
+TABLE_COLUMNS: tuple[Column, ...] = (*KPI_COLUMNS, LOADED_AT)  # loaded_at: set by SQL only
 
 
 def truncate_utf8(text: str, max_bytes: int) -> str:

@@ -1,6 +1,7 @@
 -- Source users, typed; reason IS NULL for a usable row. Input: raw_users (all text).
 SELECT
     TRY_CAST(strip_ws(user_id) AS BIGINT) AS user_id,
+    user_id AS raw_user_id,
     user_name,
     TRY_CAST(strip_ws(user_age) AS INTEGER) AS user_age,
     user_country,
