@@ -28,7 +28,7 @@ from local_runner.databases import (
     local_databases,
     replace_source_tables,
 )
-from local_runner.template import LocalPipeline, load_pipeline, synthesize
+from local_runner.template import LocalPipeline, load_pipeline, synthesize_cached
 
 WAREHOUSE_COLUMNS = [
     "kpi_type",
@@ -89,21 +89,24 @@ def run_local(
         print(text, file=console, flush=True)
 
     state.mkdir(parents=True, exist_ok=True)
-    inputs = _inputs(data, state, say)
     run_id = new_run_id()
     say(f"Music KPI pipeline, local run {run_id}")
+    inputs = _inputs(data, state, say)
     say(f"  data   {inputs.users_csv.parent} ({len(inputs.stream_files)} stream files)")
     say(f"  state  {state} (warehouse and S3 objects kept between runs)")
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        synthesis = pool.submit(lambda: template or synthesize(state / "cdk.out"))
+        synthesis = pool.submit(
+            lambda: (template, True) if template else synthesize_cached(state / "cdk.out")
+        )
         with local_databases(state) as databases:
             loaded = replace_source_tables(databases.source_dsn, inputs.users_csv, inputs.songs_csv)
             where = "embedded PostgreSQL" if databases.embedded else "$RDS_DSN"
             say(f"  source {where}: users {loaded['users']:,} rows, songs {loaded['songs']:,} rows")
-            pipeline = load_pipeline(synthesis.result())
-            states = len(pipeline.definition["States"])
-            say(f"  state machine {pipeline.state_machine_name} ({states} states, from cdk synth)")
+            template_path, cached = synthesis.result()
+            pipeline = load_pipeline(template_path)
+            how = "unchanged since the last synth" if cached else "just synthesized"
+            say(f"  state machine {pipeline.state_machine_name} (cdk synth -c env=local, {how})")
             execution, alerts = _execute(pipeline, databases, inputs, state, run_id, say)
             rows = export_table(
                 databases.warehouse_dsn,
@@ -126,7 +129,7 @@ def _inputs(data: Path | None, state: Path, say: Callable[[str], None]) -> Input
 
     sample = state / "sample-data"
     generated = generate(sample)
-    say(f"  (no DATA given: generated sample data in {sample})")
+    say(f"  (no DATA given: sample data generated in {sample})")
     return InputData(generated.users_csv, generated.songs_csv, generated.stream_files)
 
 
@@ -240,7 +243,7 @@ def _report(
         )
         say(f"  plays         {s['plays_valid']:,} valid, {s['duplicates']:,} duplicates")
         quarantined = summary["rows_quarantined"]
-        say(f"  rows quarantined {sum(quarantined.values()):,} {quarantined or ''}")
+        say(f"  quarantined   {sum(quarantined.values()):,} rows {quarantined or ''}")
         dates = summary["kpi_dates"]
         span = f"{dates[0]} .. {dates[-1]} ({len(dates)})" if dates else "none"
         say(f"  KPI dates     {span}, {summary['kpi_rows_loaded']:,} rows loaded")

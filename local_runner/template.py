@@ -8,6 +8,7 @@ the names of their local counterparts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -86,6 +87,37 @@ def synthesize(out_dir: Path, env_name: str = "local") -> Path:
     if len(templates) != 1:
         raise TemplateError(f"expected one stack template in {out_dir}, found {len(templates)}")
     return templates[0]
+
+
+# What the synthesized template depends on: a change to any of these synthesizes again.
+SYNTH_INPUTS = ("app.py", "cdk.json", "requirements.txt", "infra", "lambdas")
+
+
+def synthesize_cached(out_dir: Path, env_name: str = "local") -> tuple[Path, bool]:
+    """:func:`synthesize`, reusing the last template when none of its inputs changed.
+
+    Returns the template and whether it came from the cache.
+    """
+    fingerprint = _fingerprint(env_name)
+    stamp = out_dir / "local-runner.fingerprint"
+    templates = sorted(out_dir.glob("*.template.json"))
+    if stamp.is_file() and stamp.read_text() == fingerprint and len(templates) == 1:
+        return templates[0], True
+    template = synthesize(out_dir, env_name)
+    stamp.write_text(fingerprint)
+    return template, False
+
+
+def _fingerprint(env_name: str) -> str:
+    digest = hashlib.sha256(env_name.encode())
+    for name in SYNTH_INPUTS:
+        root = REPO / name
+        files = [root] if root.is_file() else sorted(root.rglob("*"))
+        for path in files:
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(REPO)).encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def load_pipeline(template_path: Path) -> LocalPipeline:
