@@ -13,7 +13,7 @@ ENV   ?= dev
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20,22
 
-.PHONY: help venv run test lint format bench wheels synth deploy clean
+.PHONY: help venv run test lint format bench wheels synth bootstrap deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -58,6 +58,9 @@ synth: $(WHEELS)  ## write ENV's CloudFormation template to cdk.out/, offline: m
 
 node_modules/.bin/cdk: package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
+
+bootstrap: $(WHEELS) node_modules/.bin/cdk  ## cdk bootstrap ENV's account and region (once)
+	node_modules/.bin/cdk bootstrap -c env=$(ENV)
 
 deploy: $(WHEELS) node_modules/.bin/cdk  ## cdk deploy ENV with the pinned CDK CLI: make deploy ENV=prod
 	node_modules/.bin/cdk deploy -c env=$(ENV) --require-approval broadening

@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from tests import reference_kpis as reference
 from tests.kpi_sql import kpi_rows, play, song
 
 DAY = "2024-06-25"
@@ -212,3 +215,85 @@ def test_the_same_play_in_two_files_counts_once(tmp_path):
     rows = kpi_rows(tmp_path, songs, plays, [DAY])
     assert rows["genre"][0]["listen_count"] == 2
     assert rows["hourly"][0]["listen_count"] == 2
+
+
+# --- property: the SQL agrees with the independent reference on random small inputs ------------
+
+TRACKS = ["T1", "T2", "T3", "T10", "T9"]
+GENRES = ["pop", "rock", "jazz"]
+ARTISTS = ["Ana", "bea", "Cleo", "Ana ", " Dee"]
+
+
+@st.composite
+def catalogue_and_plays(draw: st.DrawFn) -> tuple[list[dict], list[dict]]:
+    songs = []
+    for track in TRACKS:
+        for genre in draw(st.sets(st.sampled_from(GENRES), min_size=1, max_size=3)):
+            credits = draw(st.lists(st.sampled_from(ARTISTS), min_size=0, max_size=3))
+            songs.append(
+                song(
+                    track,
+                    genre,
+                    track_name=f"{track} as {genre}",
+                    artists=";".join(credits),
+                    # few values, so plays, popularity and name ties happen often
+                    popularity=draw(st.sampled_from([0, 40, 40, 100])),
+                    duration_ms=draw(st.sampled_from([1, 180_000, 240_001])),
+                )
+            )
+    moments = [
+        f"{day} {hour:02d}:{minute:02d}:00"
+        for day in (DAY, "2024-06-26")
+        for hour in (0, 13, 23)
+        for minute in (0, 30)
+    ]
+    plays = draw(
+        st.lists(
+            st.builds(
+                play,
+                st.integers(min_value=1, max_value=4),
+                st.sampled_from(TRACKS),
+                st.sampled_from(moments),
+            ),
+            min_size=1,
+            max_size=40,
+        )
+    )
+    return songs, plays
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(catalogue_and_plays())
+def test_kpi_sql_matches_the_reference_on_random_inputs(tmp_path, inputs):
+    songs, plays = inputs
+    rows = kpi_rows(tmp_path, songs, plays, [DAY, "2024-06-26"])
+
+    distinct = {reference.Play(p["user_id"], p["track_id"], p["listen_time"]) for p in plays}
+    expected_genre = reference.genre_kpis(distinct, songs)
+    expected_hourly = reference.hourly_kpis(distinct, songs)
+
+    assert len(rows["genre"]) == len(expected_genre)
+    for got, want in zip(rows["genre"], expected_genre, strict=True):
+        for column in (
+            "kpi_date",
+            "track_genre",
+            "listen_count",
+            "most_popular_track",
+            "most_popular_track_id",
+        ):
+            assert got[column] == want[column], column
+        for column in ("avg_track_duration_sec", "popularity_index"):
+            assert got[column] == pytest.approx(want[column], rel=1e-12), column
+    assert len(rows["hourly"]) == len(expected_hourly)
+    for got, want in zip(rows["hourly"], expected_hourly, strict=True):
+        for column in (
+            "kpi_date",
+            "stream_hour",
+            "listen_count",
+            "unique_listeners",
+            "top_artists",
+        ):
+            assert got[column] == want[column], column
+        assert got["track_diversity_index"] == pytest.approx(want["track_diversity_index"])
