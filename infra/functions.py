@@ -72,6 +72,21 @@ class PipelineFunctions(Construct):
                     resources=[log_group.log_group_arn],
                 )
             )
+            if step.in_vpc and network:
+                # What Lambda needs to attach the function to the VPC (the managed
+                # AWSLambdaVPCAccessExecutionRole, written out); EC2 offers no narrower resource.
+                role.add_to_policy(
+                    iam.PolicyStatement(
+                        actions=[
+                            "ec2:CreateNetworkInterface",
+                            "ec2:DescribeNetworkInterfaces",
+                            "ec2:DeleteNetworkInterface",
+                            "ec2:AssignPrivateIpAddresses",
+                            "ec2:UnassignPrivateIpAddresses",
+                        ],
+                        resources=["*"],
+                    )
+                )
             self.roles[step.key] = role
             self.functions[step.key] = lambda_.Function(
                 self,
@@ -218,13 +233,6 @@ class PipelineFunctions(Construct):
         role.add_to_policy(
             iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secret])
         )
-        if secret.endswith("-??????"):
-            acknowledge(
-                role,
-                f"IAM5[Resource::{as_nag_text(role, secret)}]",
-                "the secret is configured by name; Secrets Manager ends every secret ARN with "
-                "six random characters, which only '-??????' can match",
-            )
 
     def _grant_warehouse(self, role: iam.Role) -> None:
         w = self._config.warehouse

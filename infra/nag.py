@@ -63,7 +63,7 @@ def _render(resolved: Any) -> str:
 def acknowledge_findings(stack: PipelineStack) -> None:
     """The findings that belong to the stack as a whole (the rest sit beside their grants)."""
     for step_key, role in stack.functions.roles.items():
-        in_vpc = step_key in {"check_source", "extract_rds"}
+        in_vpc = stack.config.network is not None and step_key in {"check_source", "extract_rds"}
         reason = (
             "X-Ray's PutTraceSegments and PutTelemetryRecords have no resource-level "
             "permissions (added by CDK for active tracing)"

@@ -7,6 +7,7 @@ from typing import Any
 from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
@@ -35,6 +36,15 @@ class PipelineStack(Stack):
         )
         for email in config.alert_emails:
             self.alert_topic.add_subscription(subscriptions.EmailSubscription(email))
+        # The topic's own policy replaces the default one: let this account's alarms publish.
+        self.alert_topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.alert_topic.topic_arn],
+                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+            )
+        )
 
         self.layers = PipelineLayers(self, "Layers", config=config)
         self.functions = PipelineFunctions(

@@ -7,7 +7,6 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import PipelineConfig
-from infra.nag import acknowledge
 
 
 def _secure_bucket(
@@ -50,11 +49,7 @@ class PipelineStorage(Construct):
                 )
             ],
         )
-        acknowledge(
-            self.access_logs,
-            "S1",
-            "this is the access-log bucket: logging its own access would log forever",
-        )
+
         noncurrent = s3.LifecycleRule(
             id="expire-old-versions",
             noncurrent_version_expiration=Duration.days(30),

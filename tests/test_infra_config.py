@@ -1,0 +1,243 @@
+"""Configuration errors stop the synth before any construct exists, naming the bad setting.
+
+No synthesis here: ``load_config`` and ``PipelineConfig`` are plain pydantic, and ``app.py``
+fails on the configuration before it builds anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from infra.config import STEPS, ConfigError, PipelineConfig, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+CONTEXT: dict[str, Any] = json.loads((REPO / "cdk.json").read_text())["context"]
+
+
+def environments(env_name: str = "dev", **changes: Any) -> dict[str, Any]:
+    """cdk.json's environments, with top-level settings of ``env_name`` replaced
+    (a value of ``None`` removes the setting)."""
+    envs = copy.deepcopy(CONTEXT["environments"])
+    for key, value in changes.items():
+        if value is None:
+            envs[env_name].pop(key, None)
+        else:
+            envs[env_name][key] = value
+    return {"environments": envs}
+
+
+def error_of(env_name: str = "dev", **changes: Any) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(environments(env_name, **changes), env_name)
+    return str(caught.value)
+
+
+def dev(setting: str) -> dict[str, Any]:
+    return copy.deepcopy(CONTEXT["environments"]["dev"][setting])
+
+
+def test_every_environment_in_cdk_json_is_valid():
+    for env_name in CONTEXT["environments"]:
+        config = load_config(environments(env_name), env_name)
+        assert config.name == env_name
+        assert config.stack_name == f"MusicKpiPipeline-{env_name}"
+
+
+def test_an_unknown_environment_is_refused_with_the_known_ones_listed():
+    with pytest.raises(ConfigError) as caught:
+        load_config(environments(), "staging")
+    message = str(caught.value)
+    assert "unknown environment 'staging'" in message
+    assert "dev, local, prod" in message
+
+
+@pytest.mark.parametrize("env_name", [None, ""])
+def test_no_environment_chosen_asks_for_one_and_lists_them(env_name):
+    with pytest.raises(ConfigError) as caught:
+        load_config(environments(), env_name)
+    message = str(caught.value)
+    assert "-c env=NAME" in message
+    assert "dev, local, prod" in message
+
+
+@pytest.mark.parametrize("context", [None, {}, {"environments": {}}, {"environments": "dev"}])
+def test_a_context_without_environments_is_refused(context):
+    with pytest.raises(ConfigError, match="no 'environments' context"):
+        load_config(context, "dev")
+
+
+def test_a_bad_landing_bucket_name_is_named():
+    message = error_of(landing={"bucket_name": "Acme_Music_Landing", "prefix": "streams/"})
+    assert message.startswith("environment 'dev' in cdk.json is invalid: ")
+    assert "landing.bucket_name" in message
+
+
+@pytest.mark.parametrize("prefix", ["streams", "/streams/"])
+def test_a_landing_prefix_must_be_a_folder_without_leading_slash(prefix):
+    message = error_of(landing={"bucket_name": "acme-music-dev-landing", "prefix": prefix})
+    assert "landing.prefix must look like 'landing/'" in message
+
+
+def test_a_cloud_environment_needs_a_network():
+    assert "network is required" in error_of(network=None)
+
+
+@pytest.mark.parametrize("missing", ["account", "region"])
+def test_a_cloud_environment_needs_account_and_region(missing):
+    assert "account and region are required" in error_of(**{missing: None})
+
+
+def test_the_local_environment_needs_neither_network_nor_account():
+    config = load_config(environments("local"), "local")
+    assert config.network is None
+    assert config.account is None
+
+
+def test_subnets_and_zones_must_pair_up():
+    network = dev("network")
+    network["availability_zones"] = ["eu-west-1a"]
+    message = error_of(network=network)
+    assert "network.private_subnet_ids and network.availability_zones must pair up" in message
+
+
+def test_a_warehouse_with_both_cluster_id_and_workgroup_is_refused():
+    warehouse = dev("warehouse") | {"cluster_id": "music-analytics", "db_user": "kpi_loader"}
+    message = error_of(warehouse=warehouse)
+    assert "warehouse:" in message
+    assert "exactly one of cluster_id (provisioned) or workgroup (Serverless)" in message
+
+
+def test_a_warehouse_with_neither_cluster_id_nor_workgroup_is_refused():
+    warehouse = dev("warehouse")
+    del warehouse["workgroup"]
+    assert "exactly one of cluster_id (provisioned) or workgroup" in error_of(warehouse=warehouse)
+
+
+def test_a_redshift_warehouse_needs_the_copy_role():
+    warehouse = dev("warehouse")
+    del warehouse["copy_role_arn"]
+    assert "warehouse needs copy_role_arn for Redshift" in error_of(warehouse=warehouse)
+
+
+def test_a_provisioned_cluster_needs_a_db_user_or_a_secret():
+    warehouse = dev("warehouse")
+    del warehouse["workgroup"]
+    warehouse["cluster_id"] = "music-analytics"
+    assert "warehouse.db_user or warehouse.secret_arn" in error_of(warehouse=warehouse)
+
+
+def test_a_copy_role_that_is_not_a_role_arn_is_named():
+    warehouse = dev("warehouse") | {"copy_role_arn": "music-dev-redshift-copy"}
+    assert "warehouse.copy_role_arn" in error_of(warehouse=warehouse)
+
+
+def test_a_postgres_warehouse_is_for_the_local_environment_only():
+    assert "warehouse.kind 'postgres' is for the local environment only" in error_of(
+        warehouse={"kind": "postgres"}
+    )
+
+
+@pytest.mark.parametrize("expression", ["every day", "cron 0 2 * * ? *", "rate(1 week)"])
+def test_a_bad_schedule_expression_is_named(expression):
+    message = error_of(schedule={"expression": expression, "enabled": False})
+    assert "schedule.expression must be 'cron(...)' or 'rate(N unit)'" in message
+
+
+def test_a_bad_alert_email_is_named_with_its_position():
+    message = error_of(alert_emails=["data-team-dev@example.com", "oncall-at-example"])
+    assert "alert_emails.1" in message
+
+
+def test_an_unknown_step_in_functions_is_named_with_the_known_steps():
+    message = error_of(functions={"ingest": {"memory_mb": 1024}})
+    assert "functions has unknown steps ['ingest']" in message
+    assert all(step in message for step in STEPS)
+
+
+@pytest.mark.parametrize(("memory_mb", "bound"), [(64, "128"), (20_480, "10240")])
+def test_function_memory_out_of_range_is_named(memory_mb, bound):
+    message = error_of(functions={"transform": {"memory_mb": memory_mb}})
+    assert "functions.transform.memory_mb" in message
+    assert bound in message
+
+
+def test_function_timeout_beyond_lambdas_limit_is_named():
+    message = error_of(functions={"load": {"timeout_seconds": 901}})
+    assert "functions.load.timeout_seconds" in message
+
+
+def test_a_misspelt_setting_is_refused_not_ignored():
+    with pytest.raises(ValidationError) as caught:
+        PipelineConfig.model_validate(
+            {"name": "dev", **environments()["environments"]["dev"], "alert_email": []}
+        )
+    assert "alert_email" in str(caught.value)
+    assert "Extra inputs are not permitted" in str(caught.value)
+
+
+def test_model_validation_reports_the_nested_setting_path():
+    settings = {**environments()["environments"]["dev"], "name": "dev"}
+    settings["source"] = {**settings["source"], "port": 70_000}
+    with pytest.raises(ValidationError) as caught:
+        PipelineConfig.model_validate(settings)
+    (error,) = caught.value.errors()
+    assert error["loc"] == ("source", "port")
+
+
+def test_unset_function_sizes_fall_back_to_the_defaults_per_step():
+    settings = {**environments()["environments"]["dev"], "name": "dev"}
+    settings["functions"] = {"load": {"memory_mb": 2048, "timeout_seconds": 600}}
+    config = PipelineConfig.model_validate(settings)
+    assert (config.function("load").memory_mb, config.function("load").timeout_seconds) == (
+        2048,
+        600,
+    )
+    assert config.function("transform").memory_mb == 3008  # the default, not 1024
+
+
+def run_app(context: dict[str, Any], outdir: Path) -> subprocess.CompletedProcess[str]:
+    """``python app.py`` as the CDK CLI runs it: context in CDK_CONTEXT_JSON."""
+    env = {
+        **os.environ,
+        "CDK_CONTEXT_JSON": json.dumps(context),
+        "CDK_OUTDIR": str(outdir),
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "18,20,22",
+    }
+    return subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_app_with_an_unknown_environment_exits_with_the_error(tmp_path):
+    result = run_app({**CONTEXT, "env": "staging"}, tmp_path)
+    assert result.returncode != 0
+    assert "error: unknown environment 'staging' (cdk.json has: dev, local, prod)" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("*.template.json"))  # nothing was synthesized
+
+
+def test_app_with_an_invalid_setting_exits_naming_it(tmp_path):
+    context = copy.deepcopy(CONTEXT) | {"env": "prod"}
+    context["environments"]["prod"]["landing"]["prefix"] = "streams"
+    result = run_app(context, tmp_path)
+    assert result.returncode != 0
+    assert "error: environment 'prod' in cdk.json is invalid: landing:" in result.stderr
+    assert "landing.prefix" in result.stderr
+    assert not list(tmp_path.glob("*.template.json"))

@@ -1,0 +1,378 @@
+"""Alerts, alarms, the dashboard and each function's runtime settings, as synthesized.
+
+The state machine's own logging level and tracing flag are asserted in
+``test_infra_workflow.py``; here: where its logs go, and everything around it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Capture, Match, Template
+
+from infra.stack import PipelineStack
+from infra.steps import ALL_STEPS
+from kpi_pipeline import metric_names
+from tests.cdk_apps import context_for, synth, template_of
+
+pytestmark = pytest.mark.cdk
+
+STEP_IDS = [step.state for step in ALL_STEPS]
+
+
+def ref(stack: PipelineStack, construct: Any) -> dict[str, str]:
+    return {"Ref": stack.get_logical_id(construct.node.default_child)}
+
+
+def logical_id(stack: PipelineStack, construct: Any) -> str:
+    return stack.get_logical_id(construct.node.default_child)
+
+
+def dashboard_text(template: Template) -> str:
+    """The dashboard's JSON text (an Fn::Join), its tokens replaced by ``<LogicalId>``."""
+    (dashboard,) = template.find_resources("AWS::CloudWatch::Dashboard").values()
+    separator, parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"]
+    return separator.join(part if isinstance(part, str) else token(part) for part in parts)
+
+
+def dashboard_body(template: Template) -> dict[str, Any]:
+    return json.loads(dashboard_text(template))
+
+
+def token(value: dict[str, Any]) -> str:
+    if "Ref" in value:
+        return f"<{value['Ref']}>"
+    (logical, attribute) = value["Fn::GetAtt"]
+    return f"<{logical}.{attribute}>"
+
+
+def widgets_by_title(template: Template) -> dict[str, dict[str, Any]]:
+    return {w["properties"]["title"]: w["properties"] for w in dashboard_body(template)["widgets"]}
+
+
+@pytest.fixture(scope="module")
+def prod():
+    return template_of("prod")
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return template_of("dev")
+
+
+# --- alerts ----------------------------------------------------------------------------------
+def test_failed_timed_out_and_aborted_executions_of_this_machine_alert_the_topic(prod):
+    stack, template = prod
+    message = Capture()
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "EventPattern": {
+                "source": ["aws.states"],
+                "detail-type": ["Step Functions Execution Status Change"],
+                "detail": {
+                    "status": ["FAILED", "TIMED_OUT", "ABORTED"],
+                    "stateMachineArn": [ref(stack, stack.state_machine)],
+                },
+            },
+            "State": "ENABLED",
+            "Targets": [
+                Match.object_like(
+                    {
+                        "Arn": ref(stack, stack.alert_topic),
+                        "InputTransformer": {
+                            "InputPathsMap": {
+                                "detail-name": "$.detail.name",
+                                "detail-status": "$.detail.status",
+                                "detail-executionArn": "$.detail.executionArn",
+                            },
+                            "InputTemplate": message,
+                        },
+                    }
+                )
+            ],
+        },
+    )
+    text = message.as_string()
+    assert "(prod)" in text
+    for field in ("<detail-name>", "<detail-status>", "<detail-executionArn>"):
+        assert field in text
+
+
+def test_eventbridge_may_publish_to_the_alert_topic(prod):
+    stack, template = prod
+    template.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "Topics": [ref(stack, stack.alert_topic)],
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Effect": "Allow",
+                                "Action": "sns:Publish",
+                                "Principal": {"Service": "events.amazonaws.com"},
+                                "Resource": ref(stack, stack.alert_topic),
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
+
+
+def test_the_failed_executions_alarm_sums_failed_timed_out_and_aborted(prod):
+    stack, template = prod
+    metrics = Capture()
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Metrics": metrics,
+            "Threshold": 1,
+            "EvaluationPeriods": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [ref(stack, stack.alert_topic)],
+        },
+    )
+    (expression,) = [m for m in metrics.as_array() if "Expression" in m]
+    assert expression["ReturnData"] is True
+    inputs = {m["Id"]: m["MetricStat"] for m in metrics.as_array() if "MetricStat" in m}
+    assert sorted(expression["Expression"].replace(" ", "").split("+")) == sorted(inputs)
+    assert sorted(stat["Metric"]["MetricName"] for stat in inputs.values()) == [
+        "ExecutionsAborted",
+        "ExecutionsFailed",
+        "ExecutionsTimedOut",
+    ]
+    for stat in inputs.values():
+        assert stat["Stat"] == "Sum"
+        assert stat["Metric"]["Namespace"] == "AWS/States"
+        assert stat["Metric"]["Dimensions"] == [
+            {"Name": "StateMachineArn", "Value": ref(stack, stack.state_machine)}
+        ]
+
+
+def test_prod_alarms_when_no_run_succeeded_for_26_hours(prod):
+    stack, template = prod
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "AWS/States",
+            "MetricName": "ExecutionsSucceeded",
+            "Dimensions": [{"Name": "StateMachineArn", "Value": ref(stack, stack.state_machine)}],
+            "Statistic": "Sum",
+            "Period": 3600,
+            "EvaluationPeriods": 26,
+            "DatapointsToAlarm": 26,
+            "ComparisonOperator": "LessThanThreshold",
+            "Threshold": 1,
+            "TreatMissingData": "breaching",
+            "AlarmActions": [ref(stack, stack.alert_topic)],
+        },
+    )
+    template.resource_count_is("AWS::CloudWatch::Alarm", 2)
+
+
+def test_dev_has_no_missed_run_alarm_because_its_schedule_is_off(dev):
+    _, template = dev
+    template.resource_properties_count_is(
+        "AWS::CloudWatch::Alarm", {"MetricName": "ExecutionsSucceeded"}, 0
+    )
+    template.resource_count_is("AWS::CloudWatch::Alarm", 1)
+
+
+def test_the_daily_schedule_is_disabled_in_dev_but_still_targets_the_machine(dev):
+    stack, template = dev
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "ScheduleExpression": "cron(0 2 * * ? *)",
+            "State": "DISABLED",
+            "Targets": [Match.object_like({"Arn": ref(stack, stack.state_machine)})],
+        },
+    )
+
+
+# --- dashboard -------------------------------------------------------------------------------
+def test_the_dashboard_shows_executions_durations_errors_and_throttles(prod):
+    stack, template = prod
+    template.has_resource_properties(
+        "AWS::CloudWatch::Dashboard", {"DashboardName": "music-kpi-prod"}
+    )
+    widgets = widgets_by_title(template)
+    machine = f"<{logical_id(stack, stack.state_machine)}>"
+    executions = {m[1] for m in widgets["Executions"]["metrics"] if m[3] == machine}
+    assert executions == {
+        "ExecutionsStarted",
+        "ExecutionsSucceeded",
+        "ExecutionsFailed",
+        "ExecutionsTimedOut",
+        "ExecutionsAborted",
+    }
+    assert [m[1] for m in widgets["Execution duration (ms)"]["metrics"]] == ["ExecutionTime"]
+    functions = {f"<{logical_id(stack, fn)}>" for fn in stack.functions.functions.values()}
+    for title, metric in (("Lambda errors", "Errors"), ("Lambda throttles", "Throttles")):
+        rows = widgets[title]["metrics"]
+        assert {(m[0], m[1]) for m in rows} == {("AWS/Lambda", metric)}
+        assert {m[3] for m in rows} == functions, title
+        assert [m[4]["label"] for m in rows] == STEP_IDS
+
+
+def test_the_dashboard_shows_every_alarm(prod):
+    stack, template = prod
+    (alarms,) = [w for w in dashboard_body(template)["widgets"] if w["type"] == "alarm"]
+    assert sorted(alarms["properties"]["alarms"]) == sorted(
+        f"<{logical_id(stack, alarm)}.Arn>" for alarm in stack.monitoring.alarms
+    )
+    assert len(stack.monitoring.alarms) == 2
+
+
+def test_the_dashboard_charts_the_pipelines_own_metrics(prod):
+    _, template = prod
+    text = dashboard_text(template)
+    names = (
+        metric_names.PLAYS_INGESTED,
+        metric_names.ROWS_QUARANTINED,
+        metric_names.FILES_PROCESSED,
+        metric_names.KPI_ROWS_LOADED,
+        metric_names.STEP_DURATION,
+    )
+    assert [name for name in names if not re.search(rf"\b{name}\b", text)] == []
+
+    rows = [
+        row
+        for w in dashboard_body(template)["widgets"]
+        for row in w["properties"].get("metrics", [])
+    ]
+    charted = {(row[0], row[1]) for row in rows if isinstance(row[0], str)}
+    searches = [row[0]["expression"] for row in rows if isinstance(row[0], dict)]
+    for name in names:
+        if name == metric_names.ROWS_QUARANTINED:  # one line per reason, found by SEARCH
+            assert any(
+                f"{{{metric_names.NAMESPACE},reason,service}}" in search
+                and f'MetricName="{name}"' in search
+                for search in searches
+            )
+        else:
+            assert (metric_names.NAMESPACE, name) in charted, name
+
+
+def test_step_durations_are_charted_for_every_step_with_the_handlers_dimensions(prod):
+    _, template = prod
+    rows = widgets_by_title(template)["Step duration (ms, max)"]["metrics"]
+    assert [row[:6] for row in rows] == [
+        [
+            metric_names.NAMESPACE,
+            metric_names.STEP_DURATION,
+            "service",
+            metric_names.SERVICE,
+            "step",
+            step.state,
+        ]
+        for step in ALL_STEPS
+    ]
+
+
+# --- logs, tracing, runtime, sizing --------------------------------------------------------
+def test_state_machine_logs_go_to_its_own_log_group_with_retention(prod):
+    stack, template = prod
+    function_groups = {logical_id(stack, fn.log_group) for fn in stack.functions.functions.values()}
+    destination = Capture()
+    template.has_resource_properties(
+        "AWS::StepFunctions::StateMachine",
+        {
+            "LoggingConfiguration": Match.object_like(
+                {"Destinations": [{"CloudWatchLogsLogGroup": {"LogGroupArn": destination}}]}
+            )
+        },
+    )
+    (log_group, attribute) = destination.as_object()["Fn::GetAtt"]
+    assert attribute == "Arn"
+    assert log_group not in function_groups
+    assert template.to_json()["Resources"][log_group]["Properties"]["RetentionInDays"] > 0
+
+
+@pytest.mark.parametrize("step", ALL_STEPS, ids=STEP_IDS)
+def test_every_function_traces_logs_to_its_own_group_and_runs_python_3_14(prod, step):
+    stack, template = prod
+    function = stack.functions.functions[step.key]
+    resources = template.to_json()["Resources"]
+    properties = resources[logical_id(stack, function)]["Properties"]
+    assert properties["TracingConfig"] == {"Mode": "Active"}
+    assert properties["Runtime"] == "python3.14"
+    assert properties["Architectures"] == ["x86_64"]
+    assert properties["Handler"] == step.handler
+    log_group = properties["LoggingConfig"]["LogGroup"]["Ref"]
+    assert resources[log_group]["Type"] == "AWS::Logs::LogGroup"
+    assert resources[log_group]["Properties"]["RetentionInDays"] == 90
+
+
+def test_no_two_functions_share_a_log_group(prod):
+    _, template = prod
+    groups = [
+        f["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        for f in template.find_resources("AWS::Lambda::Function").values()
+    ]
+    assert len(groups) == len(set(groups)) == len(ALL_STEPS)
+
+
+@pytest.mark.parametrize("step", ALL_STEPS, ids=STEP_IDS)
+def test_prod_functions_get_the_default_memory_and_timeout_of_their_step(prod, step):
+    stack, template = prod
+    sizing = stack.config.function(step.key)
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Handler": step.handler,
+            "MemorySize": sizing.memory_mb,
+            "Timeout": sizing.timeout_seconds,
+        },
+    )
+
+
+def test_prod_sizing_is_the_documented_default():
+    stack, _ = template_of("prod")
+    assert "functions" not in context_for("prod")["environments"]["prod"]
+    sizes = {
+        key: (stack.config.function(key).memory_mb, stack.config.function(key).timeout_seconds)
+        for key in (step.key for step in ALL_STEPS)
+    }
+    assert sizes == {
+        "check_source": (512, 60),
+        "extract_rds": (3008, 900),
+        "list_files": (512, 120),
+        "ingest_file": (2048, 900),
+        "transform": (3008, 900),
+        "load": (1024, 900),
+        "archive": (512, 600),
+    }
+
+
+def test_a_configured_size_reaches_the_function_and_its_redshift_poll_cap():
+    """One extra synth: Load resized in cdk.json context (dev, Redshift Serverless)."""
+    _, template = synth(
+        context_for("dev", functions={"load": {"memory_mb": 1536, "timeout_seconds": 300}})
+    )
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Handler": "load.handler.handler",
+            "MemorySize": 1536,
+            "Timeout": 300,
+            "Environment": {
+                "Variables": Match.object_like(
+                    # Polling stops a minute before the timeout: (300 - 60) / 2 s.
+                    {"REDSHIFT_POLL_SECONDS": "2", "REDSHIFT_MAX_POLLS": "120"}
+                )
+            },
+        },
+    )
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {"Handler": "transform.handler.handler", "MemorySize": 3008, "Timeout": 900},
+    )

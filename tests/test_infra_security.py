@@ -1,0 +1,502 @@
+"""Least privilege as synthesized: each role's exact grants, the buckets, the environments.
+
+Policies are compared as sets of grants ``(action, resource, condition)``, with tokens
+written the way cdk-nag prints them (``<Logical.Arn>``, ``<AWS::Partition>``), so the CDK's
+merging of statements (``@aws-cdk/aws-iam:minimizePolicies``) does not matter but any
+added, widened or missing permission does.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from infra.stack import PipelineStack
+from infra.steps import ALL_STEPS, Step
+from kpi_pipeline import settings as step_settings
+from tests.cdk_apps import CDK_CONTEXT, template_of
+
+pytestmark = pytest.mark.cdk
+
+Grant = tuple[str, str, str]  # action, resource, condition (JSON, "" if none)
+
+PROD: dict[str, Any] = CDK_CONTEXT["environments"]["prod"]
+STEP = {step.key: step for step in ALL_STEPS}
+PROD_SECRET = PROD["source"]["secret"]
+PROD_LANDING = f"arn:<AWS::Partition>:s3:::{PROD['landing']['bucket_name']}"
+PROD_PREFIX = PROD["landing"]["prefix"]
+READ = ("s3:GetObject",)
+WRITE = ("s3:AbortMultipartUpload", "s3:PutObject")
+ENI_ACTIONS = {
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+}
+SETTINGS_MODELS = {
+    "storage": step_settings.StorageSettings,
+    "source": step_settings.SourceSettings,
+    "ingest": step_settings.IngestSettings,
+    "engine": step_settings.EngineSettings,
+    "warehouse": step_settings.WarehouseSettings,
+}
+EVERY_FUNCTION_ENV = {
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_LOG_LEVEL",
+    "PIPELINE_ENV",
+}
+
+
+# --- helpers -------------------------------------------------------------------------------
+def text(value: Any) -> str:
+    """A CloudFormation value as cdk-nag prints it."""
+    if isinstance(value, str):
+        return value
+    if "Ref" in value:
+        return f"<{value['Ref']}>"
+    if "Fn::GetAtt" in value:
+        logical_id, attribute = value["Fn::GetAtt"]
+        return f"<{logical_id}.{attribute}>"
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return str(separator).join(text(part) for part in parts)
+    raise AssertionError(f"unexpected token {value!r}")
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def logical_id(stack: PipelineStack, construct: Any) -> str:
+    return stack.get_logical_id(construct.node.default_child)
+
+
+def policies_of(template: Template, role_ref: Any) -> dict[str, Any]:
+    return template.find_resources(
+        "AWS::IAM::Policy", {"Properties": {"Roles": Match.array_with([role_ref])}}
+    )
+
+
+def statements_of(template: Template, role_ref: Any) -> list[dict[str, Any]]:
+    return [
+        statement
+        for policy in policies_of(template, role_ref).values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def grants(statements: list[dict[str, Any]]) -> set[Grant]:
+    out = set()
+    for statement in statements:
+        assert statement["Effect"] == "Allow", statement
+        condition = (
+            json.dumps(statement["Condition"], sort_keys=True) if "Condition" in statement else ""
+        )
+        for action in as_list(statement["Action"]):
+            for resource in as_list(statement["Resource"]):
+                out.add((action, text(resource), condition))
+    return out
+
+
+def allow(actions: tuple[str, ...], *resources: str, condition: dict[str, Any] | None = None):
+    cond = json.dumps(condition, sort_keys=True) if condition else ""
+    return {(action, resource, cond) for action in actions for resource in resources}
+
+
+def role_grants(env_name: str, step: Step) -> set[Grant]:
+    stack, template = template_of(env_name)
+    role = stack.functions.roles[step.key]
+    return grants(statements_of(template, {"Ref": logical_id(stack, role)}))
+
+
+def function_properties(env_name: str, step: Step) -> dict[str, Any]:
+    stack, template = template_of(env_name)
+    resources = template.to_json()["Resources"]
+    return resources[logical_id(stack, stack.functions.functions[step.key])]["Properties"]
+
+
+def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
+    data = f"<{logical_id(stack, stack.storage.data_bucket)}.Arn>"
+    log_group = f"<{logical_id(stack, stack.functions.functions[step.key].log_group)}.Arn>"
+
+    def objects(actions, bucket, *prefixes):
+        return allow(actions, *(f"{bucket}/{prefix}*" for prefix in prefixes))
+
+    landing_list = allow(("s3:ListBucket",), PROD_LANDING)
+    data_list = allow(("s3:ListBucket",), data)
+    base = allow(("logs:CreateLogStream", "logs:PutLogEvents"), log_group) | allow(
+        ("xray:PutTelemetryRecords", "xray:PutTraceSegments"), "*"
+    )
+    secret = allow(("secretsmanager:GetSecretValue",), PROD_SECRET)
+    region_account = f"{PROD['region']}:{PROD['account']}"
+    cluster = PROD["warehouse"]["cluster_id"]
+    redshift = f"arn:<AWS::Partition>:redshift:{region_account}"
+    by_step = {
+        "check_source": secret,
+        "extract_rds": secret | objects(WRITE, data, "snapshots/", "quarantine/source/"),
+        "list_files": allow(
+            ("s3:ListBucket",),
+            PROD_LANDING,
+            condition={"StringLike": {"s3:prefix": [f"{PROD_PREFIX}*"]}},
+        )
+        | objects(WRITE, data, "runs/"),
+        "ingest_file": objects(READ, PROD_LANDING, PROD_PREFIX)
+        | landing_list
+        | objects(READ, data, "snapshots/", "ledger/")
+        | objects(WRITE, data, "curated/", "quarantine/rows/", "ledger/", "runs/")
+        | data_list,
+        "transform": objects(READ, data, "runs/", "curated/", "snapshots/")
+        | objects(WRITE, data, "runs/", "kpis/")
+        | data_list,
+        "load": objects(READ, data, "runs/", "ledger/", "kpis/")
+        | objects(WRITE, data, "ledger/")
+        | data_list
+        | allow(("redshift-data:BatchExecuteStatement",), f"{redshift}:cluster:{cluster}")
+        | allow(
+            ("redshift-data:DescribeStatement", "redshift-data:CancelStatement"),
+            "*",
+            condition={
+                "StringEquals": {"redshift-data:statement-owner-iam-userid": "${aws:userid}"}
+            },
+        )
+        | allow(
+            ("redshift:GetClusterCredentials",),
+            f"{redshift}:dbuser:{cluster}/{PROD['warehouse']['db_user']}",
+            f"{redshift}:dbname:{cluster}/{PROD['warehouse']['database']}",
+        ),
+        "archive": objects((*READ, "s3:DeleteObject"), PROD_LANDING, PROD_PREFIX)
+        | landing_list
+        | objects(READ, data, "runs/", "archive/")
+        | objects(WRITE, data, "archive/", "quarantine/files/", "runs/")
+        | data_list,
+    }
+    return base | by_step[step.key]
+
+
+@pytest.fixture(scope="module")
+def prod():
+    return template_of("prod")
+
+
+STEP_IDS = [step.state for step in ALL_STEPS]
+
+
+# --- IAM -----------------------------------------------------------------------------------
+def test_no_policy_in_any_environment_grants_a_wildcard_action():
+    for env_name in ("prod", "dev", "local"):
+        _, template = template_of(env_name)
+        policies = template.find_resources("AWS::IAM::Policy")
+        assert policies
+        wildcards = {
+            (name, action)
+            for name, policy in policies.items()
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+            for action in as_list(statement.get("Action", []))
+            if "*" in action
+        }
+        assert wildcards == set(), env_name
+        assert not any(
+            "NotAction" in statement
+            for policy in policies.values()
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        )
+
+
+@pytest.mark.parametrize("step", ALL_STEPS, ids=STEP_IDS)
+def test_each_function_role_has_exactly_the_grants_its_step_needs(prod, step):
+    stack, _ = prod
+    # Network-interface rights are Lambda's VPC requirement, checked on their own below.
+    actual = {grant for grant in role_grants("prod", step) if grant[0] not in ENI_ACTIONS}
+    expected = expected_prod_grants(stack, step)
+    assert sorted(actual - expected) == [], "granted but not needed"
+    assert sorted(expected - actual) == [], "needed but not granted"
+
+
+@pytest.mark.parametrize("step", ALL_STEPS, ids=STEP_IDS)
+def test_each_function_has_its_own_lambda_role_without_managed_policies(prod, step):
+    stack, template = prod
+    role_id = logical_id(stack, stack.functions.roles[step.key])
+    role = template.to_json()["Resources"][role_id]
+    assert "ManagedPolicyArns" not in role["Properties"]
+    assert "Policies" not in role["Properties"]
+    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"] == [
+        {
+            "Action": "sts:AssumeRole",
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+        }
+    ]
+    assert function_properties("prod", step)["Role"] == {"Fn::GetAtt": [role_id, "Arn"]}
+    # Only the function's own default policy is attached to its role.
+    assert len(policies_of(template, {"Ref": role_id})) == 1
+
+
+def test_seven_function_roles_one_per_step(prod):
+    stack, template = prod
+    assert len({logical_id(stack, role) for role in stack.functions.roles.values()}) == 7
+    lambda_roles = template.find_resources(
+        "AWS::IAM::Role",
+        {
+            "Properties": {
+                "AssumeRolePolicyDocument": {
+                    "Statement": [
+                        Match.object_like({"Principal": {"Service": "lambda.amazonaws.com"}})
+                    ]
+                }
+            }
+        },
+    )
+    assert set(lambda_roles) == {logical_id(stack, role) for role in stack.functions.roles.values()}
+
+
+def test_only_archive_may_delete_and_only_landing_objects():
+    deletes = {
+        step.state: sorted(
+            resource
+            for action, resource, _ in role_grants("prod", step)
+            if action == "s3:DeleteObject"
+        )
+        for step in ALL_STEPS
+    }
+    assert deletes == {
+        step.state: ([f"{PROD_LANDING}/{PROD_PREFIX}*"] if step.key == "archive" else [])
+        for step in ALL_STEPS
+    }
+
+
+def test_list_files_lists_the_landing_bucket_only_under_its_prefix():
+    (grant,) = [g for g in role_grants("prod", STEP["list_files"]) if g[0] == "s3:ListBucket"]
+    assert grant[1] == PROD_LANDING
+    assert json.loads(grant[2]) == {"StringLike": {"s3:prefix": ["streams/*"]}}
+
+
+@pytest.mark.parametrize("env_name", ["prod", "dev"])
+def test_only_the_source_steps_read_the_source_secret(env_name):
+    secret = {
+        "prod": PROD_SECRET,
+        # Configured by name: Secrets Manager appends "-" and six random characters.
+        "dev": "arn:<AWS::Partition>:secretsmanager:eu-west-1:111111111111:secret:"
+        "music-kpi/dev/rds-??????",
+    }[env_name]
+    readers = {
+        step.key: sorted(
+            r for a, r, _ in role_grants(env_name, step) if a == "secretsmanager:GetSecretValue"
+        )
+        for step in ALL_STEPS
+    }
+    assert readers == {
+        step.key: ([secret] if step.key in {"check_source", "extract_rds"} else [])
+        for step in ALL_STEPS
+    }
+
+
+def test_only_the_source_steps_run_in_the_vpc_with_the_configured_network(prod):
+    network = PROD["network"]
+    for step in ALL_STEPS:
+        properties = function_properties("prod", step)
+        if step.in_vpc:
+            assert properties["VpcConfig"] == {
+                "SecurityGroupIds": network["security_group_ids"],
+                "SubnetIds": network["private_subnet_ids"],
+            }, step.state
+        else:
+            assert "VpcConfig" not in properties, step.state
+    assert {step.key for step in ALL_STEPS if step.in_vpc} == {"check_source", "extract_rds"}
+
+
+@pytest.mark.parametrize("step", [s for s in ALL_STEPS if s.in_vpc], ids=lambda s: s.state)
+def test_functions_in_the_vpc_may_manage_their_network_interfaces(step):
+    eni = {
+        (action, resource)
+        for action, resource, _ in role_grants("prod", step)
+        if action in ENI_ACTIONS
+    }
+    assert eni == {(action, "*") for action in ENI_ACTIONS}
+
+
+def test_no_function_outside_the_vpc_gets_network_interface_rights():
+    for step in ALL_STEPS:
+        if not step.in_vpc:
+            assert not {g for g in role_grants("prod", step) if g[0].startswith("ec2:")}, step.state
+
+
+def test_load_uses_a_serverless_workgroup_in_dev():
+    redshift = {
+        g
+        for g in role_grants("dev", STEP["load"])
+        if g[0].startswith(("redshift", "secretsmanager"))
+    }
+    workgroups = "arn:<AWS::Partition>:redshift-serverless:eu-west-1:111111111111:workgroup/*"
+    assert redshift == allow(
+        ("redshift-data:BatchExecuteStatement", "redshift-serverless:GetCredentials"), workgroups
+    ) | allow(
+        ("redshift-data:DescribeStatement", "redshift-data:CancelStatement"),
+        "*",
+        condition={"StringEquals": {"redshift-data:statement-owner-iam-userid": "${aws:userid}"}},
+    )
+
+
+@pytest.mark.parametrize("env_name", ["prod", "dev"])
+def test_the_redshift_copy_role_may_read_the_kpi_files_only(env_name):
+    stack, template = template_of(env_name)
+    copy_role_name = stack.config.warehouse.copy_role_arn.rsplit("/", 1)[1]
+    data = f"<{logical_id(stack, stack.storage.data_bucket)}.Arn>"
+    assert grants(statements_of(template, copy_role_name)) == allow(
+        ("s3:GetObject",), f"{data}/kpis/*"
+    )
+
+
+def test_the_local_environment_grants_no_redshift_rights():
+    stack, template = template_of("local")
+    for policy in template.find_resources("AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            assert not any(a.startswith("redshift") for a in as_list(statement["Action"]))
+    assert stack.config.warehouse.kind == "postgres"
+
+
+def test_the_state_machine_role_lists_its_own_executions_alerts_and_invokes_the_steps(prod):
+    stack, template = prod
+    role_id = logical_id(stack, stack.state_machine.role)
+    actual = grants(statements_of(template, {"Ref": role_id}))
+    functions = [f"<{logical_id(stack, fn)}.Arn>" for fn in stack.functions.functions.values()]
+    topic = f"<{logical_id(stack, stack.alert_topic)}>"
+    machine = "arn:<AWS::Partition>:states:eu-west-1:222222222222:stateMachine:music-kpi-prod"
+    service_wide = {g for g in actual if g[1] == "*"}
+    assert {g[0] for g in service_wide} <= {
+        "logs:CreateLogDelivery",
+        "logs:DeleteLogDelivery",
+        "logs:DescribeLogGroups",
+        "logs:DescribeResourcePolicies",
+        "logs:GetLogDelivery",
+        "logs:ListLogDeliveries",
+        "logs:PutResourcePolicy",
+        "logs:UpdateLogDelivery",
+        "xray:GetSamplingRules",
+        "xray:GetSamplingTargets",
+        "xray:PutTelemetryRecords",
+        "xray:PutTraceSegments",
+    }
+    assert actual - service_wide == (
+        allow(("states:ListExecutions",), machine)
+        | allow(("sns:Publish",), topic)
+        | allow(("lambda:InvokeFunction",), *functions, *(f"{fn}:*" for fn in functions))
+    )
+    assert len(functions) == 7
+    # The name the role's ARN is built from is the state machine's real name.
+    machine_resource = template.to_json()["Resources"][logical_id(stack, stack.state_machine)]
+    assert machine_resource["Properties"]["StateMachineName"] == "music-kpi-prod"
+
+
+# --- buckets -------------------------------------------------------------------------------
+@pytest.mark.parametrize("env_name", ["prod", "local"])
+def test_every_bucket_is_private_encrypted_versioned_and_tls_only(env_name):
+    _, template = template_of(env_name)
+    buckets = template.find_resources("AWS::S3::Bucket")
+    assert len(buckets) == (2 if env_name == "prod" else 3)  # local creates its landing bucket
+    for name, bucket in buckets.items():
+        properties = bucket["Properties"]
+        assert properties["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }, name
+        assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
+            "ServerSideEncryptionByDefault"
+        ]["SSEAlgorithm"] in {"AES256", "aws:kms"}, name
+        assert properties["VersioningConfiguration"] == {"Status": "Enabled"}, name
+        assert bucket["DeletionPolicy"] == "Retain", name
+        template.has_resource_properties(
+            "AWS::S3::BucketPolicy",
+            {
+                "Bucket": {"Ref": name},
+                "PolicyDocument": {
+                    "Statement": Match.array_with(
+                        [
+                            Match.object_like(
+                                {
+                                    "Effect": "Deny",
+                                    "Action": "s3:*",
+                                    "Principal": {"AWS": "*"},
+                                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                                }
+                            )
+                        ]
+                    )
+                },
+            },
+        )
+
+
+def test_data_and_created_landing_buckets_log_access_to_the_access_log_bucket():
+    stack, template = template_of("local")
+    logs = logical_id(stack, stack.storage.access_logs)
+    resources = template.to_json()["Resources"]
+    for bucket, prefix in (
+        (stack.storage.data_bucket, "DataBucket/"),
+        (stack.storage.landing_bucket, "LandingBucket/"),
+    ):
+        assert resources[logical_id(stack, bucket)]["Properties"]["LoggingConfiguration"] == {
+            "DestinationBucketName": {"Ref": logs},
+            "LogFilePrefix": prefix,
+        }
+    assert "LoggingConfiguration" not in resources[logs]["Properties"]
+
+
+def test_the_data_bucket_moves_archive_to_cheaper_storage_and_expires_bookkeeping(prod):
+    stack, template = prod
+    bucket = template.to_json()["Resources"][logical_id(stack, stack.storage.data_bucket)]
+    rules = {
+        rule.get("Prefix", ""): rule
+        for rule in bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    }
+    assert all(rule["Status"] == "Enabled" for rule in rules.values())
+    archive = rules["archive/"]
+    assert [t["StorageClass"] for t in archive["Transitions"]] == ["STANDARD_IA", "GLACIER_IR"]
+    days = [t["TransitionInDays"] for t in archive["Transitions"]]
+    assert days == sorted(days)
+    assert "ExpirationInDays" not in archive  # archived stream files are kept
+    for prefix in ("snapshots/", "runs/", "kpis/"):
+        assert rules[prefix]["ExpirationInDays"] > 0, prefix
+    for prefix in ("curated/", "ledger/"):
+        assert prefix not in rules  # the history KPIs are recomputed from
+    assert rules[""]["NoncurrentVersionExpiration"]["NoncurrentDays"] > 0
+
+
+# --- function environments ----------------------------------------------------------------
+@pytest.mark.parametrize("env_name", ["prod", "dev", "local"])
+def test_no_function_environment_carries_a_password(env_name):
+    _, template = template_of(env_name)
+    for name, function in template.find_resources("AWS::Lambda::Function").items():
+        variables = function["Properties"]["Environment"]["Variables"]
+        for key, value in variables.items():
+            assert "password" not in key.lower(), (name, key)
+            assert "password" not in json.dumps(value).lower(), (name, key)
+        assert "WAREHOUSE_DSN" not in variables, name
+
+
+@pytest.mark.parametrize("step", ALL_STEPS, ids=STEP_IDS)
+def test_each_function_environment_carries_only_its_settings_groups(step):
+    variables = function_properties("prod", step)["Environment"]["Variables"]
+    own = {name.upper() for group in step.settings for name in SETTINGS_MODELS[group].model_fields}
+    others = {
+        name.upper()
+        for group, model in SETTINGS_MODELS.items()
+        if group not in step.settings
+        for name in model.model_fields
+    } - own
+    assert set(variables) - EVERY_FUNCTION_ENV <= own
+    assert not set(variables) & others
+    assert set(variables) >= EVERY_FUNCTION_ENV
+    assert variables["PIPELINE_ENV"] == "prod"
+
+
+def test_archive_has_neither_source_nor_warehouse_settings():
+    variables = function_properties("prod", STEP["archive"])["Environment"]["Variables"]
+    assert not [v for v in variables if v.startswith(("SOURCE_", "WAREHOUSE_", "REDSHIFT_"))]
+    assert {"DATA_BUCKET", "LANDING_BUCKET", "LANDING_PREFIX"} <= set(variables)
