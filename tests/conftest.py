@@ -38,20 +38,21 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.cleanup()
 
 
+def create_database(admin_dsn: str, prefix: str = "db") -> str:
+    """A fresh, empty database on the server of ``admin_dsn``; returns its DSN."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(admin_dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return admin_dsn.replace("/postgres?", f"/{name}?")
+
+
 @pytest.fixture
 def new_database(postgres: str) -> Any:
     """A factory of fresh, empty databases on the session's server (returns their DSN)."""
-
-    def create(prefix: str = "db") -> str:
-        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        conn = psycopg2.connect(postgres)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE {name}")
-        conn.close()
-        return postgres.replace("/postgres?", f"/{name}?")
-
-    return create
+    return lambda prefix="db": create_database(postgres, prefix)
 
 
 @pytest.fixture(autouse=True)

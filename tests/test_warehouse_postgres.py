@@ -21,6 +21,7 @@ from kpi_pipeline.warehouse import KpiBatch, open_warehouse
 from kpi_pipeline.warehouse.arrow import KPI_SCHEMA
 from kpi_pipeline.warehouse.postgres import PostgresWarehouse
 from kpi_pipeline.warehouse.schema import KPI_COLUMNS
+from tests.conftest import create_database
 
 BUCKET = "kpi-data"
 D1 = dt.date(2024, 6, 24)
@@ -79,13 +80,7 @@ def s3(aws: SimpleNamespace) -> Any:
 @pytest.fixture(scope="module")
 def dsn(postgres: str) -> str:
     """One database for the module (CREATE DATABASE is slow); each test has its own table."""
-    name = f"warehouse_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(postgres)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    conn.close()
-    return postgres.replace("/postgres?", f"/{name}?")
+    return create_database(postgres, "warehouse")
 
 
 @pytest.fixture
