@@ -2,8 +2,8 @@
 
 Every handler is wrapped by :func:`step_handler`, which parses the state input into the
 step's request model, tags logs with the run id, records the step's duration and returns
-the step's result model as JSON. Log lines are structured JSON; secrets never reach them
-(settings are logged through :func:`kpi_pipeline.settings.public_view`).
+the step's result model as JSON. Log lines are structured JSON; secrets never reach them:
+no step logs its settings, a DSN or a secret, and error messages name settings, not values.
 """
 
 from __future__ import annotations

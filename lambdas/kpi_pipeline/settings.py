@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from functools import cache
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import Annotated, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -173,12 +173,3 @@ def load(model: type[_Settings]) -> _Settings:
 def clear_cache() -> None:
     """Forget loaded settings (tests and the local runner change the environment)."""
     load.cache_clear()
-
-
-def public_view(settings: BaseModel) -> dict[str, Any]:
-    """Settings as a dict safe to log: anything that may hold a secret is masked."""
-    masked = {"warehouse_dsn", "source_secret_arn", "redshift_secret_arn"}
-    return {
-        name: ("***" if name in masked and value else value)
-        for name, value in settings.model_dump().items()
-    }

@@ -11,12 +11,11 @@ CREATE OR REPLACE TEMP MACRO is_integer_text(s) AS
 
 -- KPIS.md, valid plays rule 3: YYYY-MM-DD, 'T' or space, HH:MM:SS, up to 6 fractional
 -- digits, optional UTC offset (Z, +HH:MM, +HHMM, +HH). Expects upper-cased text; the
--- calendar itself (Feb 30, ...) is checked by the cast that follows.
+-- calendar itself (Feb 30, year 0000, ...) is checked by the cast and range that follow.
 CREATE OR REPLACE TEMP MACRO is_iso_timestamp_text(s) AS
     regexp_full_match(
         s,
         '[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]'
         || '(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?'
         || '(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?'
-    )
-    AND NOT starts_with(s, '0000');
+    );
