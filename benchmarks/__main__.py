@@ -75,15 +75,16 @@ def transform_days(songs: str, plays: list[str], dates: list[str], work: str) ->
 
     con = engine.connect(EngineSettings(duckdb_memory_limit_mb=1024), Path(work))
     con.execute(
-        f"CREATE TEMP TABLE songs AS SELECT * FROM read_parquet({engine.literal(Path(songs))})"
+        "CREATE TEMP TABLE songs AS SELECT *, 'bench' AS catalogue "
+        f"FROM read_parquet({engine.literal(Path(songs))})"
     )
     con.execute(
         f"CREATE TEMP VIEW curated_plays AS SELECT * FROM read_parquet("
         f"{engine.parquet_list([Path(p) for p in plays])})"
     )
-    con.execute("CREATE TEMP TABLE target_dates (kpi_date DATE)")
+    con.execute("CREATE TEMP TABLE target_dates (kpi_date DATE, catalogue VARCHAR)")
     for day in dates:
-        con.execute("INSERT INTO target_dates VALUES (?)", [dt.date.fromisoformat(day)])
+        con.execute("INSERT INTO target_dates VALUES (?, 'bench')", [dt.date.fromisoformat(day)])
     table = run_kpi_models(con, "bench")
     plays_in = engine.scalar(con, "SELECT count(*) FROM stg_plays")
     return {"rows": plays_in, "kpi_rows": table.num_rows}

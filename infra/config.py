@@ -54,7 +54,7 @@ class SourceConfig(_Model):
     """The RDS PostgreSQL holding users and songs; credentials stay in Secrets Manager."""
 
     host: str | None = None
-    port: int = Field(default=5432, ge=1, le=65535)
+    port: int | None = Field(default=None, ge=1, le=65535)  # default: the secret's port
     database: str | None = None
     secret: Annotated[str, Field(pattern=SM_NAME_OR_ARN)] = Field(
         description="Secrets Manager secret name or ARN with username/password (RDS format)"

@@ -124,8 +124,9 @@ class PipelineFunctions(Construct):
             }
         if "source" in step.settings:
             env["SOURCE_SECRET_ARN"] = c.source.secret
-            env["SOURCE_PORT"] = str(c.source.port)
             env["EXTRACT_BATCH_SIZE"] = str(c.extract_batch_size)
+            if c.source.port:
+                env["SOURCE_PORT"] = str(c.source.port)
             if c.source.host:
                 env["SOURCE_HOST"] = c.source.host
             if c.source.database:
@@ -191,6 +192,7 @@ class PipelineFunctions(Construct):
         _objects(roles["extract_rds"], data, WRITE, "snapshots/", "quarantine/source/")
 
         _list(roles["list_files"], landing, prefix)
+        _list(roles["list_files"], data, "ledger/pending/")
         _objects(roles["list_files"], data, WRITE, "runs/")
 
         # Reading a key that may be missing needs s3:ListBucket on its bucket: without it S3
@@ -203,20 +205,21 @@ class PipelineFunctions(Construct):
         _list(ingest, data)
 
         transform = roles["transform"]
-        _objects(transform, data, READ, "runs/", "curated/", "snapshots/")
-        _objects(transform, data, WRITE, "runs/", "kpis/")
+        _objects(transform, data, READ, "runs/", "curated/", "snapshots/", "ledger/", "catalogue/")
+        _objects(transform, data, WRITE, "runs/", "kpis/", "catalogue/")
         _list(transform, data)
 
         load = roles["load"]
         _objects(load, data, READ, "runs/", "ledger/", "kpis/")
         _objects(load, data, WRITE, "ledger/")
+        _objects(load, data, ("s3:DeleteObject",), "ledger/pending/")
         _list(load, data)
         self._grant_warehouse(load)
 
         archive = roles["archive"]
         _objects(archive, landing, (*READ, "s3:DeleteObject"), prefix)
         _list(archive, landing)
-        _objects(archive, data, READ, "runs/", "archive/")
+        _objects(archive, data, READ, "runs/", "archive/", "quarantine/files/")
         _objects(archive, data, WRITE, "archive/", "quarantine/files/", "runs/")
         _list(archive, data)
 

@@ -209,8 +209,14 @@ class PipelineDefinition(Construct):
             .next(done)
         )
         new_files = (
-            sfn.Choice(self, "HasNewFiles?", comment="the manifest lists files")
-            .when(sfn.Condition.number_equals("$.manifest.file_count", 0), no_new_files)
+            sfn.Choice(self, "HasNewFiles?", comment="new files, or accepted data not loaded yet")
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.number_equals("$.manifest.file_count", 0),
+                    sfn.Condition.number_equals("$.manifest.pending_contents", 0),
+                ),
+                no_new_files,
+            )
             .otherwise(ingest.next(transform).next(load_and_archive))
         )
         source_data = (

@@ -53,6 +53,13 @@ class Harness:
             files = tuple(renamed)
         return self.local.put_files(bucket, prefix, list(files))
 
+    def wrap_handler(self, suffix: str, wrapper: Any) -> None:
+        """Replace the handler whose name ends with ``suffix`` by ``wrapper(real_handler)``."""
+        handlers = self.local._handlers
+        (name,) = [n for n, (f, _) in handlers.items() if f.handler.endswith(suffix)]
+        function, real = handlers[name]
+        handlers[name] = (function, wrapper(real))
+
     def run(self, run_id: str | None = None) -> Execution:
         self.runs += 1
         return self.local.run(run_id or f"test-run-{self.runs}")

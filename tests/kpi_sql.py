@@ -12,6 +12,7 @@ from kpi_pipeline import engine
 from kpi_pipeline.kpis import run_kpi_models
 from kpi_pipeline.settings import EngineSettings
 
+CATALOGUE = "catalogue/songs/run_id=test.parquet"
 SONG_DEFAULTS: dict[str, Any] = {
     "id": None,
     "artists": "Someone",
@@ -43,8 +44,9 @@ def kpi_rows(
             con,
             "songs",
             "id BIGINT, track_id VARCHAR, artists VARCHAR, album_name VARCHAR, "
-            "track_name VARCHAR, popularity INTEGER, duration_ms BIGINT, track_genre VARCHAR",
-            songs,
+            "track_name VARCHAR, popularity INTEGER, duration_ms BIGINT, track_genre VARCHAR, "
+            "catalogue VARCHAR",
+            [{"catalogue": CATALOGUE, **row} for row in songs],
         )
         _table(
             con,
@@ -52,9 +54,11 @@ def kpi_rows(
             "user_id BIGINT, track_id VARCHAR, listen_time TIMESTAMPTZ",
             plays,
         )
-        con.execute("CREATE TEMP TABLE target_dates (kpi_date DATE)")
+        con.execute("CREATE TEMP TABLE target_dates (kpi_date DATE, catalogue VARCHAR)")
         for day in dates:
-            con.execute("INSERT INTO target_dates VALUES (?)", [dt.date.fromisoformat(day)])
+            con.execute(
+                "INSERT INTO target_dates VALUES (?, ?)", [dt.date.fromisoformat(day), CATALOGUE]
+            )
         table = run_kpi_models(con, "test-run").to_pylist()
     finally:
         con.close()

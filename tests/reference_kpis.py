@@ -268,13 +268,10 @@ def read_stream_file(
         return FileResult(reason=NOT_UTF8)
     if strip(text) == "":
         return FileResult(reason=EMPTY_FILE)
-    # RFC 4180 quotes come in pairs: an odd count means a quoted field never closes,
-    # and the rest of the file would read as one value.
-    if text.count('"') % 2:
-        return FileResult(reason=UNREADABLE_CSV)
     try:
-        # Lenient like common CSV readers: a stray quote inside a field is kept as text.
-        records = list(csv.reader(io.StringIO(text, newline="")))
+        # Strict RFC 4180: a quoted field that never closes, or text right after a closing
+        # quote, makes the whole file unreadable; a quote inside an unquoted field is text.
+        records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
     except csv.Error:
         return FileResult(reason=UNREADABLE_CSV)
     # A blank line reads as []: it is no record at all, so not counted anywhere.

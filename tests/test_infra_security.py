@@ -144,17 +144,23 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
             PROD_LANDING,
             condition={"StringLike": {"s3:prefix": [f"{PROD_PREFIX}*"]}},
         )
+        | allow(
+            ("s3:ListBucket",),
+            data,
+            condition={"StringLike": {"s3:prefix": ["ledger/pending/*"]}},
+        )
         | objects(WRITE, data, "runs/"),
         "ingest_file": objects(READ, PROD_LANDING, PROD_PREFIX)
         | landing_list
         | objects(READ, data, "snapshots/", "ledger/")
         | objects(WRITE, data, "curated/", "quarantine/rows/", "ledger/", "runs/")
         | data_list,
-        "transform": objects(READ, data, "runs/", "curated/", "snapshots/")
-        | objects(WRITE, data, "runs/", "kpis/")
+        "transform": objects(READ, data, "runs/", "curated/", "snapshots/", "ledger/", "catalogue/")
+        | objects(WRITE, data, "runs/", "kpis/", "catalogue/")
         | data_list,
         "load": objects(READ, data, "runs/", "ledger/", "kpis/")
         | objects(WRITE, data, "ledger/")
+        | objects(("s3:DeleteObject",), data, "ledger/pending/")
         | data_list
         | allow(("redshift-data:BatchExecuteStatement",), f"{redshift}:cluster:{cluster}")
         | allow(
@@ -171,7 +177,7 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         ),
         "archive": objects((*READ, "s3:DeleteObject"), PROD_LANDING, PROD_PREFIX)
         | landing_list
-        | objects(READ, data, "runs/", "archive/")
+        | objects(READ, data, "runs/", "archive/", "quarantine/files/")
         | objects(WRITE, data, "archive/", "quarantine/files/", "runs/")
         | data_list,
     }
@@ -254,7 +260,7 @@ def test_seven_function_roles_one_per_step(prod):
     assert set(lambda_roles) == {logical_id(stack, role) for role in stack.functions.roles.values()}
 
 
-def test_only_archive_may_delete_and_only_landing_objects():
+def test_only_archive_deletes_landing_files_and_only_load_deletes_pending_markers():
     deletes = {
         step.state: sorted(
             resource
@@ -263,16 +269,23 @@ def test_only_archive_may_delete_and_only_landing_objects():
         )
         for step in ALL_STEPS
     }
-    assert deletes == {
-        step.state: ([f"{PROD_LANDING}/{PROD_PREFIX}*"] if step.key == "archive" else [])
-        for step in ALL_STEPS
+    stack, _ = template_of("prod")
+    pending = f"<{logical_id(stack, stack.storage.data_bucket)}.Arn>/ledger/pending/*"
+    expected = {step.state: [] for step in ALL_STEPS}
+    expected["Archive"] = [f"{PROD_LANDING}/{PROD_PREFIX}*"]
+    expected["Load"] = [pending]
+    assert deletes == expected
+
+
+def test_list_files_lists_only_the_landing_prefix_and_the_pending_markers():
+    grants = {
+        g[1]: json.loads(g[2])
+        for g in role_grants("prod", STEP["list_files"])
+        if g[0] == "s3:ListBucket"
     }
-
-
-def test_list_files_lists_the_landing_bucket_only_under_its_prefix():
-    (grant,) = [g for g in role_grants("prod", STEP["list_files"]) if g[0] == "s3:ListBucket"]
-    assert grant[1] == PROD_LANDING
-    assert json.loads(grant[2]) == {"StringLike": {"s3:prefix": ["streams/*"]}}
+    assert grants[PROD_LANDING] == {"StringLike": {"s3:prefix": ["streams/*"]}}
+    (data,) = set(grants) - {PROD_LANDING}
+    assert grants[data] == {"StringLike": {"s3:prefix": ["ledger/pending/*"]}}
 
 
 @pytest.mark.parametrize("env_name", ["prod", "dev"])

@@ -67,8 +67,15 @@ def test_data_check_choices_end_successfully_with_their_status(states):
     assert states[states["NoRdsData"]["Next"]]["Type"] == "Succeed"
 
     files = states["HasNewFiles?"]
+    # no new file and nothing an earlier run left unloaded
     assert files["Choices"] == [
-        {"Variable": "$.manifest.file_count", "NumericEquals": 0, "Next": "NoNewFiles"}
+        {
+            "And": [
+                {"Variable": "$.manifest.file_count", "NumericEquals": 0},
+                {"Variable": "$.manifest.pending_contents", "NumericEquals": 0},
+            ],
+            "Next": "NoNewFiles",
+        }
     ]
     assert states["NoNewFiles"]["Parameters"]["status"] == "no_new_files"
     assert states[states["NoNewFiles"]["Next"]]["Type"] == "Succeed"

@@ -741,3 +741,28 @@ def test_validation_agrees_with_the_reference_on_random_files(
         assert Counter(row["reason"] for row in quarantined(result)) == expected.rows_quarantined
     else:
         assert result.quarantine_path is None
+
+
+def test_a_quote_inside_an_unquoted_field_is_plain_text(tmp_path: Path) -> None:
+    # e.g. a device column: 12" speaker. Only a quote that opens a field starts quoting.
+    content = "user_id,track_id,listen_time,device\n"
+    content += '1,A,2024-06-25 10:00:00,12" speaker\n2,A,2024-06-25 10:00:00,phone\n'
+
+    result = accepted(tmp_path, content)
+
+    assert curated(result) == [play(1, "A"), play(2, "A")]
+
+
+def test_text_after_a_closing_quote_makes_the_file_unreadable(tmp_path: Path) -> None:
+    result = validate(tmp_path, HEADER + '1,"A"x,2024-06-25 10:00:00\n')
+
+    assert isinstance(result, RejectedFile)
+    assert result.reason == FileReason.UNREADABLE_CSV
+    assert "quoting" in result.detail
+
+
+def test_a_file_holding_only_a_byte_order_mark_is_empty(tmp_path: Path) -> None:
+    result = validate(tmp_path, b"\xef\xbb\xbf\r\n")
+
+    assert isinstance(result, RejectedFile)
+    assert result.reason == FileReason.EMPTY_FILE

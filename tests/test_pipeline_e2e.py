@@ -3,6 +3,7 @@ and every number compared with the independent reference computation."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
+from kpi_pipeline.errors import StorageUnavailable
 from local_runner.sample_data import SampleConfig, generate, write_stream_file
 from local_runner.template import LocalPipeline, load_pipeline
 from tests.harness import Harness, assert_matches_reference, make_harness
@@ -239,16 +241,16 @@ def test_a_second_start_while_one_runs_ends_at_once_without_touching_data(harnes
     harness.put_streams(sample.stream_files[0])
     release = threading.Event()
     entered = threading.Event()
-    check_source = harness.local._handlers
-    name = next(n for n, (f, _) in check_source.items() if f.handler.endswith("check_source"))
-    function, handler = check_source[name]
 
-    def held(event, context):  # the first run waits inside CheckSourceData
-        entered.set()
-        release.wait(timeout=60)
-        return handler(event, context)
+    def hold(handler):
+        def held(event, context):  # the first run waits inside CheckSourceData
+            entered.set()
+            release.wait(timeout=60)
+            return handler(event, context)
 
-    check_source[name] = (function, held)
+        return held
+
+    harness.wrap_handler("extract_rds.handler.check_source", hold)
     first = harness.local.start("first")
     assert entered.wait(timeout=60)
 
@@ -261,3 +263,138 @@ def test_a_second_start_while_one_runs_ends_at_once_without_touching_data(harnes
     assert "CheckSourceData" not in second.states_entered()
     assert first_done.output["status"] == "loaded"
     assert {r["run_id"] for r in harness.warehouse()} == {"first"}
+
+
+def fail_once(error: Exception, *, after_work: bool):
+    """A handler wrapper whose first call raises ``error``: before doing anything, or
+    after the real handler did all its work (as when a response is lost)."""
+
+    def wrap(handler):
+        calls = []
+
+        def flaky(event, context):
+            calls.append(event)
+            if len(calls) == 1 and not after_work:
+                raise error
+            result = handler(event, context)
+            if len(calls) == 1:
+                raise error
+            return result
+
+        return flaky
+
+    return wrap
+
+
+def test_accepted_data_of_a_failed_run_is_loaded_by_the_next_run(harness, sample, tmp_path):
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    first = sample.stream_files[0]
+    harness.put_streams(first)
+    harness.wrap_handler(
+        "load.handler.handler", fail_once(RuntimeError("warehouse went away"), after_work=False)
+    )
+    failed = harness.run("fails-at-load")
+    assert failed.status == "FAILED"
+    assert failed.failed_state == "Load"
+    assert harness.warehouse() == []
+    assert len(harness.keys(harness.data_bucket, "ledger/pending/")) == 1
+
+    # upstream replaces streams1.csv with the next day's content before the next run
+    (tmp_path / "next").mkdir()
+    replacement = write_stream_file(
+        tmp_path / "next" / "streams1.csv",
+        config=CONFIG,
+        day=CONFIG.start_date + dt.timedelta(days=5),
+        plays=700,
+        seed=5,
+    )
+    harness.put_streams(replacement)
+    execution = harness.run("next-day")
+
+    assert execution.output["status"] == "loaded"
+    reference = compute_reference(sample.users_csv, sample.songs_csv, [first, replacement])
+    assert_matches_reference(harness.warehouse(), reference)
+    assert harness.keys(harness.data_bucket, "ledger/pending/") == []
+
+
+def test_a_run_without_new_files_still_loads_what_a_failed_run_left(harness, sample):
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    first = sample.stream_files[0]
+    harness.put_streams(first)
+    harness.wrap_handler(
+        "load.handler.handler", fail_once(RuntimeError("warehouse went away"), after_work=False)
+    )
+    assert harness.run("fails-at-load").status == "FAILED"
+    landing_bucket, prefix = harness.landing
+    for key in harness.keys(landing_bucket, prefix):  # the file is taken away meanwhile
+        harness.local.client("s3").delete_object(Bucket=landing_bucket, Key=key)
+
+    execution = harness.run("catch-up")
+
+    assert execution.output["status"] == "loaded"
+    assert execution.output["files_processed"] == 0
+    reference = compute_reference(sample.users_csv, sample.songs_csv, [first])
+    assert_matches_reference(harness.warehouse(), reference)
+
+
+def test_a_retried_ingest_still_counts_its_file_as_processed(harness, sample):
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    first = sample.stream_files[0]
+    harness.put_streams(first)
+    # the first attempt gets everything written, then a transient error: Step Functions retries
+    harness.wrap_handler(
+        "extract_s3.handler.ingest_file",
+        fail_once(StorageUnavailable("S3 SlowDown"), after_work=True),
+    )
+
+    summary = harness.run().output
+
+    reference = compute_reference(sample.users_csv, sample.songs_csv, [first])
+    assert summary["files_processed"] == 1
+    assert summary["files_already_processed"] == 0
+    assert summary["plays_valid"] == reference.plays_valid
+    assert summary["duplicates"] == reference.duplicates
+    assert summary["rows_quarantined"] == reference.rows_quarantined
+
+
+def test_a_late_file_is_computed_with_the_catalogue_of_its_dates_first_computation(
+    harness, sample, tmp_path
+):
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    day_one = CONFIG.start_date
+    day_two = day_one + dt.timedelta(days=1)
+    on_time = sample.stream_files[0]  # day one (and a few late rows of the day before)
+    harness.put_streams(on_time)
+    harness.run("day-one")
+
+    # the catalogue changes: every popularity moves
+    rows = list(csv.DictReader(sample.songs_csv.open(newline="")))
+    for row in rows:
+        row["popularity"] = str(100 - int(row["popularity"]))
+    new_songs = tmp_path / "songs.csv"
+    with new_songs.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    harness.load_source(sample.users_csv, new_songs)
+    (tmp_path / "late").mkdir()
+    late = write_stream_file(
+        tmp_path / "late" / "streams_late.csv", config=CONFIG, day=day_one, plays=600, seed=41
+    )
+    next_day = sample.stream_files[1]  # day two (its late rows belong to day one)
+    harness.put_streams(late, next_day)
+    harness.run("day-two")
+
+    everything = [on_time, late, next_day]
+    with_old = compute_reference(sample.users_csv, sample.songs_csv, everything)
+    with_new = compute_reference(sample.users_csv, new_songs, everything)
+    rows = harness.warehouse()
+    first_computed_on_day_one = {r["kpi_date"] for r in rows if r["run_id"] == "day-one"} | {
+        day_one
+    }
+    assert day_one in {r["kpi_date"] for r in rows}
+    # dates first computed in the first run keep that run's catalogue ...
+    assert_matches_reference(rows, with_old, dates={day_one - dt.timedelta(days=1), day_one})
+    # ... a date first computed now takes today's
+    assert_matches_reference(rows, with_new, dates={day_two})
+    assert first_computed_on_day_one

@@ -441,8 +441,8 @@ def test_file_reasons(tmp_path: Path) -> None:
             "empty.csv": b"",
             "blank.csv": b" \r\n\n\t\n",
             "quote.csv": (STREAM_HEADER + bad_row + '1,"A,2024-06-25 10:00:00\n').encode(),
-            # a stray quote leaves the quotes unbalanced: no reader can say where fields end
-            "junk_after_quote.csv": (STREAM_HEADER + bad_row + '1,A"x,t\n').encode(),
+            # text right after a closing quote: no reader can say where the field ends
+            "junk_after_quote.csv": (STREAM_HEADER + bad_row + '1,"A"x,t\n').encode(),
             "no_time.csv": ("user_id,track_id,when\n" + bad_row).encode(),
             "no_header.csv": bad_row.encode(),
             "twice.csv": ("user_id,track_id,listen_time, User_ID \n" + bad_row + "1").encode(),

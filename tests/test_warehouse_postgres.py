@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -439,3 +440,29 @@ def test_open_warehouse_picks_the_postgres_adapter() -> None:
     )
 
     assert isinstance(open_warehouse(settings), PostgresWarehouse)
+
+
+def test_two_loads_of_the_same_date_at_once_leave_one_copy(
+    warehouse: PostgresWarehouse, s3: Any, tmp_path: Path, db: Db
+) -> None:
+    rows = [genre_row(D1, "pop", "run-a"), hourly_row(D1, 10, "run-a")]
+    batches = [
+        upload_batch(s3, tmp_path, f"kpis/{name}.parquet", rows, [D1]) for name in ("a", "b")
+    ]
+    warehouse.replace_dates(batches[0], T1)  # the table exists from here
+    errors: list[BaseException] = []
+
+    def load(batch: KpiBatch) -> None:
+        try:
+            warehouse.replace_dates(batch, T2)
+        except BaseException as exc:  # re-raised through the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert len(db.rows()) == len(rows)

@@ -440,3 +440,35 @@ def test_bad_settings_name_the_variable_and_never_echo_a_value(
         assert variable in message
     assert "marker" not in message
     assert "db.internal" not in message
+
+
+def test_a_serializable_isolation_conflict_is_retryable(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    expect_submit(stub)
+    expect_status(
+        stub,
+        "FAILED",
+        Error="ERROR: 1023 DETAIL: Serializable isolation violation on table - 123456",
+    )
+
+    with pytest.raises(WarehouseUnavailable, match="Serializable isolation violation"):
+        adapter(client, sleeps).replace_dates(BATCH, LOADED_AT)
+    stub.assert_no_pending_responses()
+
+
+def test_losing_sight_of_a_load_cancels_it_before_the_retry(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    expect_submit(stub)
+    stub.add_client_error(
+        "describe_statement",
+        service_error_code="InternalServerException",
+        http_status_code=500,
+        expected_params={"Id": STATEMENT_ID},
+    )
+    stub.add_response("cancel_statement", {"Status": True}, {"Id": STATEMENT_ID})
+
+    with pytest.raises(WarehouseUnavailable):
+        adapter(client, sleeps).replace_dates(BATCH, LOADED_AT)
+    stub.assert_no_pending_responses()

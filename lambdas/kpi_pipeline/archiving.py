@@ -84,6 +84,7 @@ def summarise(
         source_users=request.source.users,
         source_songs=request.source.songs,
         source_rows_quarantined=request.source.source_rows_quarantined,
+        source_song_duplicate_pairs=request.source.song_duplicate_pairs,
         plays_without_song=request.transform.plays_without_song,
         kpi_dates=request.load.kpi_dates,
         kpi_rows_loaded=request.load.rows_loaded,

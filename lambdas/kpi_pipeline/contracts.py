@@ -62,6 +62,7 @@ class Manifest(Contract):
     files: list[ManifestEntry]
     files_deferred: int = 0  # beyond this run's file limit: next run
     files_ignored: int = 0  # not CSV: left in place
+    pending_contents: int = 0  # accepted earlier, not in the warehouse yet (a failed load)
 
 
 class IngestRequest(Contract):
@@ -156,6 +157,7 @@ class RunSummary(Contract):
     source_users: int = 0
     source_songs: int = 0
     source_rows_quarantined: dict[str, int] = Field(default_factory=dict)
+    source_song_duplicate_pairs: int = 0
     plays_without_song: int = 0
     kpi_dates: list[dt.date] = Field(default_factory=list)
     kpi_rows_loaded: int = 0

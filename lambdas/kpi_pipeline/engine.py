@@ -47,10 +47,10 @@ def create_table(con: duckdb.DuckDBPyConnection, name: str, model: str) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql(model)}")
 
 
-def literal(path: Path) -> str:
-    """A quoted SQL string literal of a (scratch) file path, for statements DuckDB cannot
-    prepare with parameters (views, COPY, settings)."""
-    return "'" + str(path).replace("'", "''") + "'"
+def literal(value: str | Path) -> str:
+    """A quoted SQL string literal (a scratch file path, an S3 key), for statements DuckDB
+    cannot prepare with parameters (views, COPY, settings)."""
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def parquet_list(paths: list[Path]) -> str:

@@ -29,6 +29,7 @@ REQUIRED_COLUMNS = ("user_id", "track_id", "listen_time")
 ASCII_WHITESPACE = " \t\r\n\f\v"  # what "surrounding whitespace" means, here and in SQL
 _BLOCK_SIZE = 16 * 1024 * 1024
 _HEADER_PROBE_BYTES = 1024 * 1024
+_BOM = codecs.BOM_UTF8
 
 
 class FileReason(StrEnum):
@@ -194,14 +195,9 @@ def _write_outputs(
 
 
 def _inspect_bytes(path: Path) -> RejectedFile | None:
-    """File-level checks that need every byte: UTF-8, emptiness, balanced quotes.
-
-    An odd number of double quotes means a quoted field is never closed (RFC 4180 quotes
-    always come in pairs): the rest of the file would be read as one value, so the file as a
-    whole is not readable as CSV.
-    """
+    """File-level checks that need every byte: UTF-8, emptiness, CSV quoting."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    quotes = 0
+    has_quotes = False
     blank = True
     offset = 0
     with path.open("rb") as raw:
@@ -212,8 +208,8 @@ def _inspect_bytes(path: Path) -> RejectedFile | None:
                 return RejectedFile(
                     FileReason.NOT_UTF8, f"invalid UTF-8 at byte {offset + exc.start}"
                 )
-            quotes += chunk.count(b'"')
-            blank = blank and not chunk.strip()
+            has_quotes = has_quotes or b'"' in chunk
+            blank = blank and not chunk.removeprefix(_BOM if offset == 0 else b"").strip()
             offset += len(chunk)
     try:
         decoder.decode(b"", final=True)
@@ -221,8 +217,22 @@ def _inspect_bytes(path: Path) -> RejectedFile | None:
         return RejectedFile(FileReason.NOT_UTF8, "file ends inside a UTF-8 character")
     if blank:
         return RejectedFile(FileReason.EMPTY_FILE, "the file has no header row")
-    if quotes % 2:
-        return RejectedFile(FileReason.UNREADABLE_CSV, "unbalanced double quotes")
+    return _check_quoting(path) if has_quotes else None
+
+
+def _check_quoting(path: Path) -> RejectedFile | None:
+    """A quoted field that never closes, or text right after a closing quote, breaks CSV.
+
+    Parsed strictly (RFC 4180), such a file has no reliable field boundaries: the rest of
+    it would be read as one value, so it is quarantined whole. A quote inside an unquoted
+    field (``12" speaker``) is plain text and fine. Only files with a quote are parsed here.
+    """
+    with path.open(encoding="utf-8-sig", newline="") as text:
+        try:
+            for _ in csv.reader(text, strict=True):
+                pass
+        except csv.Error as exc:
+            return RejectedFile(FileReason.UNREADABLE_CSV, f"broken quoting: {exc}")
     return None
 
 

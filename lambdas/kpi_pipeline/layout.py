@@ -58,6 +58,19 @@ class Layout:
         """The record that a file content was accepted (and by which run it was loaded)."""
         return f"ledger/files/{content_key}.json"
 
+    pending_prefix = "ledger/pending/"
+
+    def pending_key(self, content_key: str) -> str:
+        """Accepted content whose dates the warehouse does not have yet (removed by Load)."""
+        return f"{self.pending_prefix}{content_key}.json"
+
+    def catalogue_songs_key(self, run_id: str) -> str:
+        """The songs a date's KPIs were first computed with (see kpis.pin_catalogues)."""
+        return f"catalogue/songs/run_id={run_id}.parquet"
+
+    def catalogue_pin_key(self, kpi_date: dt.date) -> str:
+        return f"catalogue/dates/kpi_date={kpi_date.isoformat()}.json"
+
     def kpi_key(self, run_id: str) -> str:
         return f"kpis/run_id={run_id}/music_kpi_metrics.parquet"
 

@@ -45,12 +45,15 @@ def list_new_files(run_id: str, *, storage: Storage, layout: Layout, max_files: 
             break
         entries.append(entry)
 
+    pending = storage.list_objects(layout.data_bucket, layout.pending_prefix)
     manifest = Manifest(
         manifest_key=layout.manifest_key(run_id),
         file_count=len(entries),
         files=entries,
         files_deferred=len(candidates) - len(entries),
         files_ignored=len(ignored),
+        # With no new file, the run still goes on to load what an earlier run left pending.
+        pending_contents=sum(1 for _ in pending),
     )
     storage.put_json(
         layout.data_bucket,

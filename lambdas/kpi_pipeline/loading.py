@@ -1,7 +1,8 @@
 """Load: replace the touched dates in the warehouse, then record what was loaded.
 
 After the warehouse commits, every accepted content the load covered is marked loaded in
-the ledger, so a later run does not recompute those dates again for it.
+the ledger and its pending marker is removed, so later runs do not recompute its dates.
+A failure before that point leaves the markers: the next run loads those dates again.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def _mark_loaded(storage: Storage, layout: Layout, run_id: str) -> None:
         entry = storage.get_json(layout.data_bucket, key)
         if entry is not None and entry.get("loaded_by_run") != run_id:
             storage.put_json(layout.data_bucket, key, {**entry, "loaded_by_run": run_id})
+        storage.delete(layout.data_bucket, layout.pending_key(content_key))
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(mark, plan.get("content_keys", [])))

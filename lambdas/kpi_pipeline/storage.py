@@ -56,7 +56,14 @@ def _translate(exc: Exception, what: str) -> Exception:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in _TRANSIENT or status >= 500:
             return StorageUnavailable(f"S3 {code} while {what}")
-        if code in {"NoSuchBucket", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId"}:
+        # HEAD requests carry no error body: a denied one is just "403".
+        if code in {
+            "NoSuchBucket",
+            "AccessDenied",
+            "AllAccessDisabled",
+            "InvalidAccessKeyId",
+            "403",
+        }:
             return ConfigurationError(
                 f"S3 {code} while {what}: check the bucket name and the function's role"
             )
@@ -101,9 +108,9 @@ class Storage:
     def upload_file(self, path: Path, bucket: str, key: str) -> None:
         self._call_transfer("uploading", bucket, key, self._s3.upload_file, str(path))
 
-    def download_file(self, bucket: str, key: str, path: Path, etag: str | None = None) -> bool:
+    def download_file(self, bucket: str, key: str, path: Path) -> bool:
         """Download to ``path``; False when the object is gone (no exception)."""
-        return self.download_and_hash(bucket, key, path, etag) is not None
+        return self.download_and_hash(bucket, key, path) is not None
 
     def download_and_hash(
         self, bucket: str, key: str, path: Path, etag: str | None = None
@@ -150,6 +157,17 @@ class Storage:
         except BotoCoreError as exc:
             raise _translate(exc, f"checking s3://{bucket}/{key}") from exc
         return True
+
+    def delete(self, bucket: str, key: str) -> None:
+        self._call("deleting", bucket, key, self._s3.delete_object)
+
+    def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
+        """Server-side copy (multipart for large objects)."""
+        source = {"Bucket": src_bucket, "Key": src_key}
+        try:
+            self._s3.copy(source, dst_bucket, dst_key)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"copying s3://{src_bucket}/{src_key}") from exc
 
     # --- moving -------------------------------------------------------------------------------
     def move(

@@ -4,6 +4,11 @@ The file is identified by the SHA-256 of its bytes (its *content key*): content 
 accepted by an earlier run, or by another file of this run, under any name, is recognised,
 counted as already processed and archived, never counted twice. A file delivered again
 with new content under an old name is new content.
+
+Order of writes, so that a crash anywhere leaves a state the next attempt handles:
+curated and quarantined rows, then the *pending* marker (dates the warehouse still lacks),
+then the ledger entry (the proof of acceptance, written only if absent). Transform only
+trusts content that has a ledger entry; Load removes the pending markers it loaded.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ def ingest_file(
                 detail="the object was replaced or deleted after the manifest: next run",
             )
         elif previous := storage.get_json(layout.data_bucket, layout.ledger_key(content_key)):
-            result = _already_processed(entry, content_key, previous)
+            result = _from_ledger(request, content_key, previous)
         else:
             result = _ingest_new(request, content_key, local, tmp, storage, layout, engine_settings)
 
@@ -107,30 +112,30 @@ def _ingest_new(
             detail=outcome.detail,
         )
     _publish(outcome, content_key, storage, layout)
+    dates = [d.isoformat() for d in outcome.kpi_dates]
+    storage.put_json(
+        layout.data_bucket,
+        layout.pending_key(content_key),
+        {"content_key": content_key, "run_id": request.run_id, "kpi_dates": dates},
+    )
     ledger = {
         "content_key": content_key,
         "source_key": request.file.key,
         "etag": request.file.etag,
         "run_id": request.run_id,
         "ingested_at": dt.datetime.now(dt.UTC).isoformat(),
-        "kpi_dates": [d.isoformat() for d in outcome.kpi_dates],
+        "kpi_dates": dates,
         "plays_valid": outcome.plays_valid,
+        "duplicates": outcome.duplicates,
+        "rows_quarantined": outcome.rows_quarantined,
     }
     # Written last and only if absent: the ledger entry is the proof that every output of
     # this content is in place. Losing the race means the same content (another name in
     # this manifest) was just accepted: this copy is then "already processed".
     if not storage.put_json_if_absent(layout.data_bucket, layout.ledger_key(content_key), ledger):
         previous = storage.get_json(layout.data_bucket, layout.ledger_key(content_key)) or ledger
-        return _already_processed(request.file, content_key, previous)
-    return IngestResult(
-        **request.file.model_dump(),
-        outcome="processed",
-        content_key=content_key,
-        plays_valid=outcome.plays_valid,
-        duplicates=outcome.duplicates,
-        rows_quarantined=outcome.rows_quarantined,
-        kpi_dates=outcome.kpi_dates,
-    )
+        return _from_ledger(request, content_key, previous)
+    return _processed(request.file, content_key, ledger)
 
 
 def _publish(outcome: AcceptedFile, content_key: str, storage: Storage, layout: Layout) -> None:
@@ -144,9 +149,12 @@ def _publish(outcome: AcceptedFile, content_key: str, storage: Storage, layout: 
         )
 
 
-def _already_processed(
-    entry: ManifestEntry, content_key: str, ledger: dict[str, Any]
-) -> IngestResult:
+def _from_ledger(request: IngestRequest, content_key: str, ledger: dict[str, Any]) -> IngestResult:
+    """Content the ledger knows: this very file of this run (a retried attempt whose first
+    try got as far as the ledger) is processed; anything else is already processed."""
+    entry = request.file
+    if ledger.get("run_id") == request.run_id and ledger.get("source_key") == entry.key:
+        return _processed(entry, content_key, ledger)
     return IngestResult(
         **entry.model_dump(),
         outcome="already_processed",
@@ -154,6 +162,18 @@ def _already_processed(
         kpi_dates=ledger.get("kpi_dates", []),
         ingested_by_run=ledger.get("run_id"),
         loaded_by_run=ledger.get("loaded_by_run"),
+    )
+
+
+def _processed(entry: ManifestEntry, content_key: str, ledger: dict[str, Any]) -> IngestResult:
+    return IngestResult(
+        **entry.model_dump(),
+        outcome="processed",
+        content_key=content_key,
+        plays_valid=ledger.get("plays_valid", 0),
+        duplicates=ledger.get("duplicates", 0),
+        rows_quarantined=ledger.get("rows_quarantined", {}),
+        kpi_dates=ledger.get("kpi_dates", []),
     )
 
 

@@ -23,13 +23,13 @@ from kpi_pipeline.warehouse import KpiBatch
 from kpi_pipeline.warehouse.arrow import fit_to_schema
 from kpi_pipeline.warehouse.schema import (
     KPI_COLUMNS,
+    STAGE,
     create_stage_sql,
     create_table_sql,
     delete_dates_sql,
     insert_from_stage_sql,
+    lock_table_sql,
 )
-
-STAGE = "music_kpi_metrics_stage"
 
 
 class PostgresWarehouse:
@@ -57,6 +57,9 @@ class PostgresWarehouse:
         try:
             with conn, conn.cursor() as cur:  # one transaction: commit on success
                 cur.execute(create_table_sql(self._table, redshift=False))
+                # Two loads at once would each delete only the rows they can see, then both
+                # insert: taking the lock first makes the second wait and replace the first.
+                cur.execute(lock_table_sql(self._table))
                 cur.execute(create_stage_sql(STAGE))
                 cur.copy_expert(
                     f"COPY {STAGE} ({', '.join(c.name for c in KPI_COLUMNS)}) "

@@ -21,13 +21,13 @@ from kpi_pipeline.errors import ConfigurationError, WarehouseStatementFailed, Wa
 from kpi_pipeline.settings import WarehouseSettings
 from kpi_pipeline.warehouse import KpiBatch
 from kpi_pipeline.warehouse.schema import (
+    STAGE,
     create_stage_sql,
     create_table_sql,
     delete_dates_sql,
     insert_from_stage_sql,
 )
 
-STAGE = "music_kpi_metrics_stage"
 TERMINAL_OK = "FINISHED"
 TERMINAL_FAILED = frozenset({"FAILED", "ABORTED"})
 # "Busy" and server-side errors are retryable. ActiveSessionsExceededException (submit) and
@@ -109,17 +109,21 @@ class RedshiftDataApiWarehouse:
         for poll in range(polls):
             try:
                 description: dict[str, Any] = self._client.describe_statement(Id=statement_id)
-            except ClientError as exc:
-                raise self._translate(exc, "polling the load") from exc
-            except BotoCoreError as exc:
+            except (ClientError, BotoCoreError) as exc:
+                # We lose sight of the load: cancel it, so a retry never runs beside it.
+                self._cancel(statement_id)
+                if isinstance(exc, ClientError):
+                    raise self._translate(exc, "polling the load") from exc
                 raise WarehouseUnavailable(f"Redshift Data API unreachable: {exc}") from exc
             status = description.get("Status", "")
             if status == TERMINAL_OK:
                 return description
             if status in TERMINAL_FAILED:
-                raise WarehouseStatementFailed(
-                    f"Redshift load {status}: {description.get('Error', 'no error message')}"
-                )
+                error = str(description.get("Error", "no error message"))
+                if "serializable isolation violation" in error.lower():
+                    # Another transaction touched the table at the same time: a retry succeeds.
+                    raise WarehouseUnavailable(f"Redshift load {status}: {error}")
+                raise WarehouseStatementFailed(f"Redshift load {status}: {error}")
             if poll < polls - 1:
                 self._sleep(self._settings.redshift_poll_seconds)
         # Still running at the cap: cancel it, so the retry Step Functions makes does not run

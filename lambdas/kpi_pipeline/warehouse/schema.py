@@ -61,6 +61,14 @@ def create_table_sql(table: str, *, redshift: bool) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table} (\n    {columns}\n){tail}"
 
 
+STAGE = "music_kpi_metrics_stage"  # the temporary table a load goes through
+
+
+def lock_table_sql(table: str) -> str:
+    """PostgreSQL: loads of the same table wait for each other (Redshift serializes them)."""
+    return f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"
+
+
 def create_stage_sql(stage: str) -> str:
     columns = ", ".join(f"{c.name} {c.sql_type}" for c in KPI_COLUMNS)
     return f"CREATE TEMP TABLE {stage} ({columns})"

@@ -1,6 +1,7 @@
 -- Daily genre KPIs (KPIS.md): one row per (kpi_date, track_genre) with at least one play.
 -- A play of a track listed under k genres counts once in each; every value comes from
--- that genre's row of the track. Inputs: stg_plays, songs (one row per track and genre).
+-- that genre's row of the track, in the catalogue of the play's date.
+-- Inputs: stg_plays, songs (per catalogue: one row per track and genre).
 WITH genre_plays AS (
     SELECT
         plays.kpi_date,
@@ -10,7 +11,7 @@ WITH genre_plays AS (
         songs.popularity,
         songs.duration_ms
     FROM stg_plays AS plays
-    INNER JOIN songs ON plays.track_id = songs.track_id
+    INNER JOIN songs ON plays.catalogue = songs.catalogue AND plays.track_id = songs.track_id
 ),
 
 genre_tracks AS (

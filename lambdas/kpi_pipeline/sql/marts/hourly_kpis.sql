@@ -1,9 +1,10 @@
 -- Hourly KPIs (KPIS.md): one row per (kpi_date, stream_hour) with at least one play.
 -- Each play counts once here, whatever the number of genres of its track.
--- Inputs: stg_plays, songs (one row per track and genre).
+-- Inputs: stg_plays, songs (per catalogue: one row per track and genre).
 WITH track_artists AS (
-    -- every artist credited on any row of the track, once per track
+    -- every artist credited on any row of the track, once per track (and catalogue)
     SELECT DISTINCT
+        songs.catalogue,
         songs.track_id,
         strip_ws(credit.artist) AS artist
     FROM songs, unnest(string_split(songs.artists, ';')) AS credit (artist)
@@ -18,7 +19,8 @@ artist_plays AS (
         artists.artist,
         count(*) AS plays
     FROM stg_plays AS plays
-    INNER JOIN track_artists AS artists ON plays.track_id = artists.track_id
+    INNER JOIN track_artists AS artists
+        ON plays.catalogue = artists.catalogue AND plays.track_id = artists.track_id
     GROUP BY ALL
 ),
 
