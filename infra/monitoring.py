@@ -173,7 +173,7 @@ class PipelineMonitoring(Construct):
                 right=[
                     cw.MathExpression(
                         expression=(
-                            f"SEARCH('{{{NAMESPACE},reason,service}} "
+                            f"SEARCH('{{{NAMESPACE},reason,service,step}} "
                             f"MetricName=\"{m.FILES_QUARANTINED}\"', 'Sum', 86400)"
                         ),
                         label="Files quarantined by reason",
@@ -187,7 +187,7 @@ class PipelineMonitoring(Construct):
                 left=[
                     cw.MathExpression(
                         expression=(
-                            f"SEARCH('{{{NAMESPACE},reason,service}} "
+                            f"SEARCH('{{{NAMESPACE},reason,service,step}} "
                             f"MetricName=\"{m.ROWS_QUARANTINED}\"', 'Sum', 86400)"
                         ),
                         label="Rows quarantined",

@@ -19,7 +19,6 @@ import threading
 import time
 import traceback
 import uuid
-import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -116,6 +115,7 @@ class LocalAws:
         self._stack.enter_context(mock_aws(config=MOTO_CONFIG))  # type: ignore[call-overload]
         self._stack.enter_context(_patched_invoke(self._invoke))
         self._stack.enter_context(_sdk_integration_casing())
+        self._stack.enter_context(_atomic_conditional_puts())
         self._reset_pipeline_caches()
         self._route_logs()
         self._quiet_moto()
@@ -159,10 +159,6 @@ class LocalAws:
         moto_logger = logging.getLogger("moto")
         self._stack.callback(moto_logger.setLevel, moto_logger.level)
         moto_logger.setLevel(logging.CRITICAL)
-        # Map iterations share Powertools' metric buffer in one process (each Lambda has its
-        # own in AWS): one iteration may flush another's metrics, leaving it "empty".
-        self._stack.enter_context(warnings.catch_warnings())
-        warnings.filterwarnings("ignore", message="No application metrics to publish")
 
     def _create_resources(self) -> None:
         s3 = self.client("s3")
@@ -447,6 +443,26 @@ def _sdk_integration_casing() -> Iterator[None]:
         yield
     finally:
         task._normalise_parameters, task._normalise_response = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _atomic_conditional_puts() -> Iterator[None]:
+    """Make moto's PutObject atomic, as S3's is: moto checks If-None-Match, then writes, and
+    two parallel Map iterations could both win the same conditional write."""
+    from moto.s3.responses import S3Response
+
+    original = S3Response.put_object
+    lock = threading.Lock()
+
+    def put_object(self: Any) -> Any:
+        with lock:
+            return original(self)
+
+    S3Response.put_object = put_object  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        S3Response.put_object = original  # type: ignore[method-assign]
 
 
 def _snake(name: str) -> str:

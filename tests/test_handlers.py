@@ -991,6 +991,7 @@ def test_archive_moves_exactly_the_manifest_files_and_writes_the_summary(
         "source_users": 2,
         "source_songs": 3,
         "source_rows_quarantined": {},
+        "source_song_duplicate_pairs": 0,
         "plays_without_song": 0,
         "kpi_dates": ["2024-06-25"],
         "kpi_rows_loaded": 3,

@@ -254,7 +254,7 @@ def test_the_dashboard_charts_the_pipelines_own_metrics(prod):
     for name in names:
         if name == metric_names.ROWS_QUARANTINED:  # one line per reason, found by SEARCH
             assert any(
-                f"{{{metric_names.NAMESPACE},reason,service}}" in search
+                f"{{{metric_names.NAMESPACE},reason,service,step}}" in search
                 and f'MetricName="{name}"' in search
                 for search in searches
             )

@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import BaseModel
 
@@ -32,23 +33,29 @@ from kpi_pipeline.metric_names import (  # noqa: F401 - re-exported for the step
 )
 
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE)
 
 Request = TypeVar("Request", bound=BaseModel)
 Result = TypeVar("Result", bound=BaseModel)
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
+# The step being run. Everything per invocation lives in context variables and thread-local
+# log keys, never in shared module state: locally, Map iterations run in parallel threads of
+# one process (in AWS each invocation has its own process).
+_current_step: ContextVar[str] = ContextVar("step", default="unknown")
+_warm = False
+
 
 def count(name: str, value: float, **dimensions: str) -> None:
-    """Add a Count metric; with dimensions it is emitted on its own (e.g. per reason)."""
-    if not dimensions:
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-        return
-    with single_metric(
-        name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE
-    ) as metric:
+    """Emit a Count metric of the current step (extra dimensions: e.g. per reason)."""
+    _emit(name, MetricUnit.Count, value, dimensions)
+
+
+def _emit(name: str, unit: MetricUnit, value: float, dimensions: dict[str, str]) -> None:
+    # One EMF document per metric: no buffer shared between concurrent invocations.
+    with single_metric(name=name, unit=unit, value=value, namespace=NAMESPACE) as metric:
         metric.add_dimension(name="service", value=SERVICE)
+        metric.add_dimension(name="step", value=_current_step.get())
         for key, dimension in dimensions.items():
             metric.add_dimension(name=key, value=dimension)
 
@@ -59,26 +66,34 @@ def step_handler(
     """Turn ``logic(request) -> result`` into a Lambda handler for the step ``step``."""
 
     def decorate(logic: Callable[[Request], Result]) -> Handler:
-        @logger.inject_lambda_context(clear_state=True)
-        @metrics.log_metrics
         @tracer.capture_lambda_handler(capture_response=False)
         @functools.wraps(logic)
         def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-            request = request_model.model_validate(event)
-            logger.append_keys(step=step, run_id=getattr(request, "run_id", None))
-            metrics.add_dimension(name="step", value=step)
+            global _warm
+            token = _current_step.set(step)
+            logger.thread_safe_clear_keys()
+            logger.thread_safe_append_keys(
+                step=step,
+                cold_start=not _warm,
+                function_name=context.function_name,
+                function_memory_size=context.memory_limit_in_mb,
+                function_request_id=context.aws_request_id,
+            )
+            _warm = True
             started = time.perf_counter()
             try:
+                request = request_model.model_validate(event)
+                logger.thread_safe_append_keys(run_id=getattr(request, "run_id", None))
                 result = logic(request)
             except Exception:
                 logger.exception("step failed")
                 raise
             finally:
                 elapsed_ms = (time.perf_counter() - started) * 1000
-                metrics.add_metric(
-                    name=STEP_DURATION, unit=MetricUnit.Milliseconds, value=elapsed_ms
-                )
+                _emit(STEP_DURATION, MetricUnit.Milliseconds, elapsed_ms, {})
+                _current_step.reset(token)
             logger.info("step finished", extra={"duration_ms": round(elapsed_ms, 1)})
+            logger.thread_safe_clear_keys()
             return result.model_dump(mode="json")
 
         return handler
