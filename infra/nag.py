@@ -89,6 +89,8 @@ def acknowledge_findings(stack: PipelineStack) -> None:
         "PutResourcePolicy, DescribeLogGroups...) have no resource-level permissions; "
         "CDK adds them for tracing_enabled and LogLevel.ALL",
     )
+    # The Map's Catch records a failed file's result under the run's prefix.
+    acknowledge_prefixes(machine_role, stack.storage.data_bucket.bucket_arn, ("runs/",))
     for function in stack.functions.functions.values():
         arn = as_nag_text(machine_role, function.function_arn)
         acknowledge(

@@ -54,6 +54,7 @@ class PipelineStack(Stack):
             self,
             "Definition",
             functions=dict(self.functions.functions),
+            data_bucket=self.storage.data_bucket,
             alert_topic=self.alert_topic,
             pipeline_name=name,
             # Built from the name: the state machine's role may then list its executions

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
@@ -47,6 +48,7 @@ class PipelineDefinition(Construct):
         construct_id: str,
         *,
         functions: dict[str, lambda_.IFunction],
+        data_bucket: s3.IBucket,
         alert_topic: sns.ITopic,
         pipeline_name: str,
         state_machine_arn: str,
@@ -158,13 +160,56 @@ class PipelineDefinition(Construct):
             max_concurrency=ingest_concurrency,
             result_path=sfn.JsonPath.DISCARD,  # per-file results are in S3, not in the state
         )
-        ingest.item_processor(
-            self._invoke(
-                INGEST_FILE,
-                {"run_id.$": "$.run_id", "file.$": "$.file", "snapshot.$": "$.snapshot"},
-                result_path="$",
-            )
+        ingest_file = self._invoke(
+            INGEST_FILE,
+            {"run_id.$": "$.run_id", "file.$": "$.file", "snapshot.$": "$.snapshot"},
+            result_path="$",
         )
+        # A file whose ingestion still fails after the retries must not hold back the others:
+        # its failure is recorded as its result, Archive leaves it in landing and fails the
+        # run once everything else is loaded.
+        describe_failed_file = sfn.Pass(
+            self,
+            "DescribeFailedFile",
+            parameters={
+                "index.$": "$.file.index",
+                "key.$": "$.file.key",
+                "etag.$": "$.file.etag",
+                "size.$": "$.file.size",
+                "outcome": "failed",
+                "reason.$": "$.error.Error",
+                "detail.$": "$.error.Cause",
+            },
+            result_path="$.failed",
+        )
+        record_failed_file = tasks.CallAwsService(
+            self,
+            "RecordFailedFile",
+            service="s3",
+            action="putObject",
+            parameters={
+                "Bucket": data_bucket.bucket_name,
+                "Key.$": "States.Format('runs/{}/ingest/{}.json', $.run_id, $.file.index)",
+                "Body.$": "States.JsonToString($.failed)",
+                "ContentType": "application/json",
+            },
+            iam_action="s3:PutObject",
+            iam_resources=[data_bucket.arn_for_objects("runs/*")],
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        record_failed_file.add_retry(
+            errors=["S3.S3Exception", "States.Timeout"],
+            interval=Duration.seconds(2),
+            max_attempts=4,
+            backoff_rate=2.0,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        ingest_file.add_catch(
+            describe_failed_file.next(record_failed_file),
+            errors=["States.ALL"],
+            result_path="$.error",
+        )
+        ingest.item_processor(ingest_file)
         self._catch(ingest, "IngestStreams")
 
         transform = self._task(TRANSFORM, {"run_id.$": RUN_ID, "snapshot": SNAPSHOT}, "$.transform")

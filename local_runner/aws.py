@@ -323,6 +323,14 @@ class LocalAws:
                     QueueUrl=self.alert_queue_url, ReceiptHandle=message["ReceiptHandle"]
                 )
 
+    def read_json(self, bucket: str, key: str) -> Any | None:
+        """An object's JSON content, or None when there is no such object."""
+        try:
+            body = self.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        except self.client("s3").exceptions.NoSuchKey:
+            return None
+        return json.loads(body)
+
     # --- S3 state --------------------------------------------------------------------------------
     def put_files(self, bucket: str, prefix: str, files: list[Path]) -> list[str]:
         s3 = self.client("s3")

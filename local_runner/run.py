@@ -107,7 +107,7 @@ def run_local(
             pipeline = load_pipeline(template_path)
             how = "unchanged since the last synth" if cached else "just synthesized"
             say(f"  state machine {pipeline.state_machine_name} (cdk synth -c env=local, {how})")
-            execution, alerts = _execute(pipeline, databases, inputs, state, run_id, say)
+            execution, alerts, written = _execute(pipeline, databases, inputs, state, run_id, say)
             rows = export_table(
                 databases.warehouse_dsn,
                 "music_kpi_metrics",
@@ -115,7 +115,7 @@ def run_local(
                 out / "music_kpi_metrics.csv",
             )
 
-    summary = run_summary(execution)
+    summary = run_summary(execution, written)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _report(summary, alerts, rows, out, state, run_id, say)
@@ -140,7 +140,7 @@ def _execute(
     state: Path,
     run_id: str,
     say: Callable[[str], None],
-) -> tuple[Execution, list[dict[str, Any]]]:
+) -> tuple[Execution, list[dict[str, Any]], dict[str, Any] | None]:
     env = pipeline.environment()
     log_path = state / "logs" / f"{run_id}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,18 +161,27 @@ def _execute(
         with _stdout_to(log):  # metrics (EMF) go to the log, as in CloudWatch
             execution = local.run(run_id, on_event=_Progress(say))
         alerts = local.alerts()
+        written = local.read_json(env["DATA_BUCKET"], f"runs/{run_id}/summary.json")
         local.save_buckets(state / "s3")
-    return execution, alerts
+    return execution, alerts, written
 
 
-def run_summary(execution: Execution) -> dict[str, Any]:
-    """The run summary: the execution's output, or what failed and why."""
+def run_summary(execution: Execution, written: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run summary: the execution's output, or what failed and why.
+
+    ``written`` is the summary the Archive step wrote, if it got that far (a run that
+    fails on a file it could not ingest still loads and archives everything else).
+    """
     from kpi_pipeline.contracts import RunSummary
 
     if execution.status == "SUCCEEDED" and execution.output:
         return RunSummary.model_validate(execution.output).model_dump(mode="json")
-    failed = RunSummary(status="failed", run_id=execution.run_id).model_dump(mode="json")
+    counts = RunSummary.model_validate(written) if written else None
+    failed = (counts or RunSummary(status="failed", run_id=execution.run_id)).model_dump(
+        mode="json"
+    )
     return failed | {
+        "status": "failed",
         "execution_status": execution.status,
         "failed_state": execution.failed_state,
         "error": execution.error,

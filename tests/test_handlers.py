@@ -749,7 +749,7 @@ def test_ingest_file_publishes_curated_plays_a_ledger_entry_and_its_result(
     assert ledger["source_key"] == "landing/streams_2024-06-25.csv"
     assert ledger["kpi_dates"] == ["2024-06-25"]
     assert "loaded_by_run" not in ledger
-    assert read_json(s3, f"runs/{RUN}/ingest/00000.json") == result
+    assert read_json(s3, f"runs/{RUN}/ingest/0.json") == result
     assert keys(s3, DATA_BUCKET, "quarantine/rows/") == [f"quarantine/rows/{content_key}.parquet"]
     assert list((tmp_path / "lambda-tmp").iterdir()) == []  # /tmp is left clean
 
@@ -783,7 +783,7 @@ def test_ingest_file_recognises_the_same_bytes_under_another_name(
     # Recognised from the ledger: nothing of run-1's outputs is validated or written again.
     assert {p: object_versions(s3, p) for p in accepted_outputs} == versions_before
     assert len(versions_before["curated/"]) == 1
-    assert read_json(s3, "runs/run-2/ingest/00000.json")["outcome"] == "already_processed"
+    assert read_json(s3, "runs/run-2/ingest/0.json")["outcome"] == "already_processed"
 
 
 def test_ingest_file_quarantines_a_file_without_the_required_columns(
@@ -800,7 +800,7 @@ def test_ingest_file_quarantines_a_file_without_the_required_columns(
     assert result["kpi_dates"] == []
     assert keys(cloud.s3, DATA_BUCKET, "curated/") == []
     assert keys(cloud.s3, DATA_BUCKET, "ledger/") == []
-    assert read_json(cloud.s3, f"runs/{RUN}/ingest/00000.json")["reason"] == "missing_columns"
+    assert read_json(cloud.s3, f"runs/{RUN}/ingest/0.json")["reason"] == "missing_columns"
 
 
 def test_ingest_file_skips_an_object_replaced_after_the_manifest(
@@ -980,6 +980,7 @@ def test_archive_moves_exactly_the_manifest_files_and_writes_the_summary(
         "files_already_processed": 0,
         "files_quarantined": 1,
         "files_skipped": 1,
+        "files_failed": 0,
         "files_deferred": 0,
         "files_ignored": 1,
         "files_archived": 2,

@@ -372,7 +372,7 @@ def test_the_local_environment_grants_no_redshift_rights():
     assert stack.config.warehouse.kind == "postgres"
 
 
-def test_the_state_machine_role_lists_its_own_executions_alerts_and_invokes_the_steps(prod):
+def test_the_state_machine_role_lists_its_executions_alerts_invokes_and_records_failures(prod):
     stack, template = prod
     role_id = logical_id(stack, stack.state_machine.role)
     actual = grants(statements_of(template, {"Ref": role_id}))
@@ -398,6 +398,8 @@ def test_the_state_machine_role_lists_its_own_executions_alerts_and_invokes_the_
         allow(("states:ListExecutions",), machine)
         | allow(("sns:Publish",), topic)
         | allow(("lambda:InvokeFunction",), *functions, *(f"{fn}:*" for fn in functions))
+        # the Map's Catch writes a failed file's result under the run's prefix
+        | allow(("s3:PutObject",), f"<{logical_id(stack, stack.storage.data_bucket)}.Arn>/runs/*")
     )
     assert len(functions) == 7
     # The name the role's ARN is built from is the state machine's real name.

@@ -100,6 +100,26 @@ def test_ingest_is_a_map_over_the_manifest_passing_references_only(states):
     assert inner["Type"] == "Task"
 
 
+def test_a_file_failing_after_its_retries_is_recorded_and_the_map_goes_on(states):
+    processor = ingest_states = states["IngestStreams"]["ItemProcessor"]["States"]
+    (catch,) = ingest_states["IngestFile"]["Catch"]
+    assert catch == {
+        "ErrorEquals": ["States.ALL"],
+        "ResultPath": "$.error",
+        "Next": "DescribeFailedFile",
+    }
+    described = processor["DescribeFailedFile"]
+    assert described["Parameters"]["outcome"] == "failed"
+    assert described["Parameters"]["reason.$"] == "$.error.Error"
+    record = processor[described["Next"]]
+    assert record["Resource"].endswith(":states:::aws-sdk:s3:putObject")
+    assert record["Parameters"]["Key.$"] == (
+        "States.Format('runs/{}/ingest/{}.json', $.run_id, $.file.index)"
+    )
+    assert record["Parameters"]["Body.$"] == "States.JsonToString($.failed)"
+    assert record.get("End") is True
+
+
 def test_every_task_retries_transient_errors_only_with_backoff_and_jitter(states):
     retryable = {error.__name__ for error in RETRYABLE_ERRORS}
     inner = states["IngestStreams"]["ItemProcessor"]["States"]["IngestFile"]

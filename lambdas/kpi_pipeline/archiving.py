@@ -8,9 +8,11 @@ since then stays in landing for the next run.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 from kpi_pipeline.contracts import ArchiveRequest, IngestResult, RunSummary
+from kpi_pipeline.errors import IngestFailed
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.listing import read_manifest
 from kpi_pipeline.observability import logger
@@ -24,8 +26,8 @@ def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) ->
     archived = 0
     for entry in manifest.files:
         result = results.get(entry.index)
-        if result is None or result.outcome == "skipped":
-            continue  # never ingested in this version: leave it for the next run
+        if result is None or result.outcome in {"skipped", "failed"}:
+            continue  # not ingested in this version: leave it for the next run
         quarantined = result.outcome == "quarantined"
         if quarantined:
             destination = layout.quarantine_file_key(request.run_id, entry.key)
@@ -52,6 +54,13 @@ def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) ->
         layout.data_bucket, layout.summary_key(request.run_id), summary.model_dump(mode="json")
     )
     logger.info("run summary", extra={"summary": summary.model_dump(mode="json")})
+    failed = [r for r in results.values() if r.outcome == "failed"]
+    if failed:
+        # Everything else is loaded and archived; fail the run so that someone looks.
+        raise IngestFailed(
+            f"{len(failed)} file(s) could not be ingested and stay in landing: "
+            + "; ".join(f"{r.key}: {r.reason}: {_error_message(r.detail)}" for r in failed)
+        )
     return summary
 
 
@@ -71,6 +80,7 @@ def summarise(
         files_already_processed=outcomes["already_processed"],
         files_quarantined=outcomes["quarantined"],
         files_skipped=outcomes["skipped"],
+        files_failed=outcomes["failed"],
         files_deferred=request.files_deferred,
         files_ignored=request.files_ignored,
         files_archived=files_archived,
@@ -89,3 +99,12 @@ def summarise(
         kpi_dates=request.load.kpi_dates,
         kpi_rows_loaded=request.load.rows_loaded,
     )
+
+
+def _error_message(cause: str | None) -> str:
+    """The message of a Lambda error cause (a JSON document with errorMessage), shortened."""
+    try:
+        message = json.loads(cause or "").get("errorMessage", cause)
+    except (ValueError, AttributeError):
+        message = cause
+    return str(message)[:300]

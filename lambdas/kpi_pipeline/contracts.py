@@ -71,7 +71,8 @@ class IngestRequest(Contract):
     snapshot: SnapshotRef
 
 
-FileOutcome = Literal["processed", "already_processed", "quarantined", "skipped"]
+# "failed": the IngestFile task itself failed after its retries (recorded by the Map's Catch).
+FileOutcome = Literal["processed", "already_processed", "quarantined", "skipped", "failed"]
 
 
 class IngestResult(Contract):
@@ -146,6 +147,7 @@ class RunSummary(Contract):
     files_already_processed: int = 0
     files_quarantined: int = 0
     files_skipped: int = 0  # changed or deleted after the manifest was taken: next run
+    files_failed: int = 0  # ingestion failed after retries: left in landing, run alerts
     files_deferred: int = 0
     files_ignored: int = 0
     files_archived: int = 0

@@ -54,9 +54,14 @@ class WarehouseStatementFailed(PipelineError):
     """The warehouse rejected a statement (FAILED or ABORTED)."""
 
 
+class IngestFailed(PipelineError):
+    """Files could not be ingested (the rest of the run went through; they wait in landing)."""
+
+
 FATAL_ERRORS: tuple[type[PipelineError], ...] = (
     ConfigurationError,
     SourceSchemaError,
     DataGateError,
     WarehouseStatementFailed,
+    IngestFailed,
 )

@@ -39,7 +39,8 @@ class Layout:
         return f"runs/{run_id}/ingest/"
 
     def ingest_result_key(self, run_id: str, index: int) -> str:
-        return f"{self.ingest_results_prefix(run_id)}{index:05d}.json"
+        # Unpadded: the Map's Catch writes failed results with States.Format, which cannot pad.
+        return f"{self.ingest_results_prefix(run_id)}{index}.json"
 
     def load_plan_key(self, run_id: str) -> str:
         return f"runs/{run_id}/load_plan.json"
