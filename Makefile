@@ -42,8 +42,8 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: $(STAMP)  ## measure ingest and transform speed and memory on generated data
-	$(PY) -m benchmarks
+bench: $(STAMP)  ## speed and memory of ingest and transform: make bench [BENCH_ARGS="--plays N"]
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 WHEELS := .cache/lambda-wheels/.complete-$(shell cat infra/layers/*/requirements.txt | cksum | cut -d' ' -f1)
 

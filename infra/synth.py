@@ -123,7 +123,8 @@ def main(argv: list[str]) -> int:
 
     managed = int(config.layers.aws_sdk_pandas_unzipped_mb * MB)
     sizes = function_sizes(template, managed)
-    print(f"\nUnzipped size per function (limit {LAMBDA_LIMIT_BYTES / MB:.0f} MB):")
+    limit = f"250 MiB = {LAMBDA_LIMIT_BYTES / MB:.1f} MB"
+    print(f"\nUnzipped size per function with its layers (Lambda's limit: {limit}):")
     too_big = False
     for size in sizes:
         parts = ", ".join(f"{name} {b / MB:.1f}" for name, b in size.parts.items())
