@@ -120,13 +120,7 @@ class PipelineDefinition(Construct):
             result_selector={"running.$": "States.ArrayLength($.Executions)"},
             result_path="$.guard",
         )
-        guard.add_retry(
-            errors=["Sfn.SfnException", "Sfn.ThrottlingException"],
-            interval=Duration.seconds(2),
-            max_attempts=4,
-            backoff_rate=2.0,
-            jitter_strategy=sfn.JitterType.FULL,
-        )
+        _retry_transient(guard, ["Sfn.SfnException", "Sfn.ThrottlingException"])
         self._catch(guard, "CheckNoOtherRun")
         already_running = self._outcome("AlreadyRunning", "already_running", {})
 
@@ -197,13 +191,7 @@ class PipelineDefinition(Construct):
             iam_resources=[data_bucket.arn_for_objects("runs/*")],
             result_path=sfn.JsonPath.DISCARD,
         )
-        record_failed_file.add_retry(
-            errors=["S3.S3Exception", "States.Timeout"],
-            interval=Duration.seconds(2),
-            max_attempts=4,
-            backoff_rate=2.0,
-            jitter_strategy=sfn.JitterType.FULL,
-        )
+        _retry_transient(record_failed_file, ["S3.S3Exception", "States.Timeout"])
         ingest_file.add_catch(
             describe_failed_file.next(record_failed_file),
             errors=["States.ALL"],
@@ -289,14 +277,7 @@ class PipelineDefinition(Construct):
             retry_on_service_exceptions=False,  # our own Retry below covers them
             result_path=result_path,
         )
-        task.add_retry(
-            errors=TRANSIENT_ERRORS,
-            interval=Duration.seconds(2),
-            max_attempts=4,
-            backoff_rate=2.0,
-            max_delay=Duration.seconds(60),
-            jitter_strategy=sfn.JitterType.FULL,
-        )
+        _retry_transient(task, TRANSIENT_ERRORS)
         return task
 
     def _task(self, step: Step, payload: dict[str, object], result_path: str) -> tasks.LambdaInvoke:
@@ -325,3 +306,15 @@ class PipelineDefinition(Construct):
         )
         outcome.next(sfn.Succeed(self, f"{state}End"))
         return outcome
+
+
+def _retry_transient(state: sfn.TaskStateBase, errors: list[str]) -> None:
+    """Four retries, waiting 2, 4, 8, 16 s (at most 60 s), each with full jitter."""
+    state.add_retry(
+        errors=errors,
+        interval=Duration.seconds(2),
+        max_attempts=4,
+        backoff_rate=2.0,
+        max_delay=Duration.seconds(60),
+        jitter_strategy=sfn.JitterType.FULL,
+    )
