@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import reference_kpis as reference
+from tests.harness import assert_matches_reference
 from tests.kpi_sql import kpi_rows, play, song
 
 DAY = "2024-06-25"
@@ -271,29 +272,11 @@ def test_kpi_sql_matches_the_reference_on_random_inputs(tmp_path, inputs):
     rows = kpi_rows(tmp_path, songs, plays, [DAY, "2024-06-26"])
 
     distinct = {reference.Play(p["user_id"], p["track_id"], p["listen_time"]) for p in plays}
-    expected_genre = reference.genre_kpis(distinct, songs)
-    expected_hourly = reference.hourly_kpis(distinct, songs)
+    expected = reference.Reference(
+        genre_rows=reference.genre_kpis(distinct, songs),
+        hourly_rows=reference.hourly_kpis(distinct, songs),
+        plays_valid=len(distinct),
+        duplicates=len(plays) - len(distinct),
+    )
 
-    assert len(rows["genre"]) == len(expected_genre)
-    for got, want in zip(rows["genre"], expected_genre, strict=True):
-        for column in (
-            "kpi_date",
-            "track_genre",
-            "listen_count",
-            "most_popular_track",
-            "most_popular_track_id",
-        ):
-            assert got[column] == want[column], column
-        for column in ("avg_track_duration_sec", "popularity_index"):
-            assert got[column] == pytest.approx(want[column], rel=1e-12), column
-    assert len(rows["hourly"]) == len(expected_hourly)
-    for got, want in zip(rows["hourly"], expected_hourly, strict=True):
-        for column in (
-            "kpi_date",
-            "stream_hour",
-            "listen_count",
-            "unique_listeners",
-            "top_artists",
-        ):
-            assert got[column] == want[column], column
-        assert got["track_diversity_index"] == pytest.approx(want["track_diversity_index"])
+    assert_matches_reference(rows["genre"] + rows["hourly"], expected)
