@@ -198,7 +198,7 @@ class PipelineFunctions(Construct):
         # Reading a key that may be missing needs s3:ListBucket on its bucket: without it S3
         # answers 403 instead of 404, and "gone" would look like "forbidden".
         ingest = roles["ingest_file"]
-        _objects(ingest, landing, READ, prefix)
+        _objects(ingest, landing, READ, prefix, landing=True)
         _list(ingest, landing)
         _objects(ingest, data, READ, "snapshots/", "ledger/")
         _objects(ingest, data, WRITE, "curated/", "quarantine/rows/", "ledger/", "runs/")
@@ -217,7 +217,7 @@ class PipelineFunctions(Construct):
         self._grant_warehouse(load)
 
         archive = roles["archive"]
-        _objects(archive, landing, (*READ, "s3:DeleteObject"), prefix)
+        _objects(archive, landing, (*READ, "s3:DeleteObject"), prefix, landing=True)
         _list(archive, landing)
         _objects(archive, data, READ, "runs/", "archive/", "quarantine/files/")
         _objects(archive, data, WRITE, "archive/", "quarantine/files/", "runs/")
@@ -311,7 +311,13 @@ class PipelineFunctions(Construct):
             acknowledge_prefixes(copy_role, self._storage.data_bucket.bucket_arn, ("kpis/",))
 
 
-def _objects(role: iam.Role, bucket: s3.IBucket, actions: tuple[str, ...], *prefixes: str) -> None:
+def _objects(
+    role: iam.Role,
+    bucket: s3.IBucket,
+    actions: tuple[str, ...],
+    *prefixes: str,
+    landing: bool = False,
+) -> None:
     """Allow ``actions`` on the objects under each prefix of ``bucket``."""
     role.add_to_policy(
         iam.PolicyStatement(
@@ -319,7 +325,7 @@ def _objects(role: iam.Role, bucket: s3.IBucket, actions: tuple[str, ...], *pref
             resources=[bucket.arn_for_objects(f"{prefix}*") for prefix in prefixes],
         )
     )
-    acknowledge_prefixes(role, bucket.bucket_arn, prefixes)
+    acknowledge_prefixes(role, bucket.bucket_arn, prefixes, landing=landing)
 
 
 def _list(role: iam.Role, bucket: s3.IBucket, prefix: str | None = None) -> None:

@@ -19,6 +19,10 @@ PREFIX_REASON = (
     "objects under the '{prefix}' prefix: the keys are generated per run and per file "
     "content, so a key prefix is the narrowest scope S3 offers"
 )
+LANDING_REASON = (
+    "stream files under the landing prefix '{prefix}': their names are chosen upstream, so "
+    "the prefix is the narrowest scope S3 offers"
+)
 
 
 PLUGIN = "AwsSolutions"
@@ -36,14 +40,13 @@ def as_nag_text(scope: IConstruct, value: str) -> str:
     return _render(Stack.of(scope).resolve(value))
 
 
-def acknowledge_prefixes(scope: IConstruct, bucket_arn: str, prefixes: tuple[str, ...]) -> None:
+def acknowledge_prefixes(
+    scope: IConstruct, bucket_arn: str, prefixes: tuple[str, ...], *, landing: bool = False
+) -> None:
     arn = as_nag_text(scope, bucket_arn)
+    reason = LANDING_REASON if landing else PREFIX_REASON
     for prefix in prefixes:
-        acknowledge(
-            scope,
-            f"IAM5[Resource::{arn}/{prefix}*]",
-            PREFIX_REASON.format(prefix=prefix),
-        )
+        acknowledge(scope, f"IAM5[Resource::{arn}/{prefix}*]", reason.format(prefix=prefix))
 
 
 def _render(resolved: Any) -> str:
