@@ -94,6 +94,7 @@ def snapshot(users_csv: Path, songs_csv: Path, out: Path) -> tuple[Path, Path]:
     """The cleaned users/songs snapshot Parquet, as ExtractRds writes it."""
     sys.path.insert(0, str(REPO / "lambdas"))
     from kpi_pipeline import engine
+    from kpi_pipeline.extract import stage_source_tables
     from kpi_pipeline.settings import EngineSettings
 
     con = engine.connect(EngineSettings(), out)
@@ -103,13 +104,7 @@ def snapshot(users_csv: Path, songs_csv: Path, out: Path) -> tuple[Path, Path]:
             f"CREATE TEMP VIEW raw_{table} AS "
             f"SELECT * FROM read_csv({engine.literal(path)}, {options})"
         )
-    for view, model in (
-        ("users_checked", "staging/users_checked.sql"),
-        ("songs_checked", "staging/songs_checked.sql"),
-        ("stg_users", "staging/stg_users.sql"),
-        ("stg_songs", "staging/stg_songs.sql"),
-    ):
-        engine.create_view(con, view, model)
+    stage_source_tables(con)
     users, songs = out / "users.parquet", out / "songs.parquet"
     con.execute(f"COPY stg_users TO {engine.literal(users)} (FORMAT parquet)")
     con.execute(f"COPY stg_songs TO {engine.literal(songs)} (FORMAT parquet)")

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import secrets
@@ -158,7 +159,7 @@ def _execute(
             env["LANDING_BUCKET"], env["LANDING_PREFIX"], list(inputs.stream_files)
         )
         say(f"  s3     {restored:,} objects restored, {len(keys)} files put in landing\n")
-        with _stdout_to(log):  # metrics (EMF) go to the log, as in CloudWatch
+        with contextlib.redirect_stdout(log):  # metrics (EMF) go to the log, as in CloudWatch
             execution = local.run(run_id, on_event=_Progress(say))
         alerts = local.alerts()
         written = local.read_json(env["DATA_BUCKET"], f"runs/{run_id}/summary.json")
@@ -213,18 +214,6 @@ class _Progress:
             self._say(f"  {name:<24} {seconds:6.2f} s{extra}")
         elif kind == "ExecutionFailed":
             self._say("  execution FAILED")
-
-
-class _stdout_to:  # noqa: N801 - reads like contextlib.redirect_stdout
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-
-    def __enter__(self) -> None:
-        self._saved = sys.stdout
-        sys.stdout = self._stream
-
-    def __exit__(self, *exc: object) -> None:
-        sys.stdout = self._saved
 
 
 def _report(

@@ -19,6 +19,19 @@ from kpi_pipeline.settings import EngineSettings
 from kpi_pipeline.source import SOURCE_COLUMNS, SourceDatabase
 from kpi_pipeline.storage import Storage
 
+STAGING_MODELS = (
+    ("users_checked", "staging/users_checked.sql"),
+    ("songs_checked", "staging/songs_checked.sql"),
+    ("stg_users", "staging/stg_users.sql"),
+    ("stg_songs", "staging/stg_songs.sql"),
+)
+
+
+def stage_source_tables(con: engine.duckdb.DuckDBPyConnection) -> None:
+    """The staging views over ``raw_users`` and ``raw_songs`` (text), in dependency order."""
+    for view, model in STAGING_MODELS:
+        engine.create_view(con, view, model)
+
 
 def extract_snapshot(
     run_id: str,
@@ -44,10 +57,7 @@ def extract_snapshot(
                 f"CREATE TEMP VIEW raw_{table} AS SELECT * FROM read_json({raw}, "
                 f"format = 'newline_delimited', columns = {{{columns}}})"
             )
-        engine.create_view(con, "users_checked", "staging/users_checked.sql")
-        engine.create_view(con, "songs_checked", "staging/songs_checked.sql")
-        engine.create_view(con, "stg_users", "staging/stg_users.sql")
-        engine.create_view(con, "stg_songs", "staging/stg_songs.sql")
+        stage_source_tables(con)
 
         outputs = {
             "users": ("stg_users", tmp / "users.parquet"),

@@ -66,7 +66,8 @@ def compute_kpis(
 ) -> TransformResult:
     markers = storage.list_objects(layout.data_bucket, layout.pending_prefix)
     pending = _read_all(storage, layout, [marker.key for marker in markers])
-    plan = plan_dates(pending, _accepted(storage, layout, {m["content_key"] for m in pending}))
+    accepted = _accepted(storage, layout, {m["content_key"] for m in pending})
+    plan = plan_dates(pending, accepted)
     storage.put_json(
         layout.data_bucket,
         layout.load_plan_key(request.run_id),
@@ -81,7 +82,7 @@ def compute_kpis(
             storage, layout, plan.kpi_dates, request.run_id, request.snapshot.songs_key
         )
         songs = _download_catalogues(storage, layout, set(catalogues.values()), tmp / "songs")
-        plays = _download_curated(storage, layout, plan.kpi_dates, tmp / "plays")
+        plays = _download_curated(storage, layout, plan.kpi_dates, accepted, tmp / "plays")
         if not plays:
             raise DataGateError(f"no curated plays found for {plan.kpi_dates}")
 
@@ -223,7 +224,7 @@ def _download_catalogues(
 
 
 def _download_curated(
-    storage: Storage, layout: Layout, kpi_dates: list[dt.date], into: Path
+    storage: Storage, layout: Layout, kpi_dates: list[dt.date], accepted: set[str], into: Path
 ) -> list[Path]:
     """Every curated plays file of the dates whose content the ledger accepted.
 
@@ -236,7 +237,9 @@ def _download_curated(
         for obj in storage.list_objects(layout.data_bucket, layout.curated_date_prefix(kpi_date))
         if obj.key.endswith(".parquet")
     ]
-    accepted = _accepted(storage, layout, {Path(key).stem for key in keys})
+    # ``accepted`` already holds the pending contents; look up only the older ones.
+    contents = {Path(key).stem for key in keys}
+    accepted = accepted | _accepted(storage, layout, contents - accepted)
     keys = [key for key in keys if Path(key).stem in accepted]
     paths = [into / f"{i:06d}.parquet" for i in range(len(keys))]
     with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
