@@ -215,6 +215,7 @@ class PipelineFunctions(Construct):
         _objects(load, data, ("s3:DeleteObject",), "ledger/pending/")
         _list(load, data)
         self._grant_warehouse(load)
+        self._grant_copy_role()
 
         archive = roles["archive"]
         _objects(archive, landing, (*READ, "s3:DeleteObject"), prefix, landing=True)
@@ -299,27 +300,31 @@ class PipelineFunctions(Construct):
         elif w.db_user or w.workgroup:
             action, resources = credentials
             role.add_to_policy(iam.PolicyStatement(actions=[action], resources=resources))
-        if w.copy_role_arn:
-            # Redshift's COPY reads the run's KPI file with this role: let it, and only that.
-            copy_role = iam.Role.from_role_arn(self, "RedshiftCopyRole", w.copy_role_arn)
-            copy_role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=["s3:GetObject"],
-                    resources=[self._storage.data_bucket.arn_for_objects("kpis/*")],
-                )
-            )
-            acknowledge_prefixes(copy_role, self._storage.data_bucket.bucket_arn, ("kpis/",))
+
+    def _grant_copy_role(self) -> None:
+        """Redshift's COPY reads the run's KPI files with this role: let it, and only that.
+
+        ``COPY ... FROM 's3://bucket/kpis/...'`` treats the path as a key prefix: Redshift
+        lists it (s3:ListBucket, limited to that prefix), then gets each object.
+        """
+        copy_role_arn = self._config.warehouse.copy_role_arn
+        if not copy_role_arn:
+            return
+        copy_role = iam.Role.from_role_arn(self, "RedshiftCopyRole", copy_role_arn)
+        data = self._storage.data_bucket
+        _objects(copy_role, data, READ, "kpis/")
+        _list(copy_role, data, "kpis/")
 
 
 def _objects(
-    role: iam.Role,
+    role: iam.IRole,
     bucket: s3.IBucket,
     actions: tuple[str, ...],
     *prefixes: str,
     landing: bool = False,
 ) -> None:
     """Allow ``actions`` on the objects under each prefix of ``bucket``."""
-    role.add_to_policy(
+    role.add_to_principal_policy(
         iam.PolicyStatement(
             actions=list(actions),
             resources=[bucket.arn_for_objects(f"{prefix}*") for prefix in prefixes],
@@ -328,10 +333,10 @@ def _objects(
     acknowledge_prefixes(role, bucket.bucket_arn, prefixes, landing=landing)
 
 
-def _list(role: iam.Role, bucket: s3.IBucket, prefix: str | None = None) -> None:
+def _list(role: iam.IRole, bucket: s3.IBucket, prefix: str | None = None) -> None:
     """Allow listing ``bucket`` (only under ``prefix`` when one is given)."""
     conditions = {"StringLike": {"s3:prefix": [f"{prefix}*"]}} if prefix else None
-    role.add_to_policy(
+    role.add_to_principal_policy(
         iam.PolicyStatement(
             actions=["s3:ListBucket"], resources=[bucket.bucket_arn], conditions=conditions
         )

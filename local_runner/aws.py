@@ -8,6 +8,7 @@ process with the function's event and a Lambda-like context.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 import io
 import json
@@ -29,7 +30,8 @@ import boto3
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
-from local_runner.template import REGION, REPO, LocalFunction, LocalPipeline
+from local_runner.iam import STATE_MACHINE_ACCESS_KEY, IamCheck, Principal, enforced
+from local_runner.template import ACCOUNT, REGION, REPO, LocalFunction, LocalPipeline
 
 LAMBDAS = REPO / "lambdas"
 MOTO_CONFIG = {
@@ -37,6 +39,12 @@ MOTO_CONFIG = {
     "lambda": {"use_docker": False},
 }
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+COPY_ROLE_ACCESS_KEY = "LOCALREDSHIFTCOPYROLE"
+
+# The access key of the function whose handler runs in this context (None outside one).
+_calling_function: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "calling_function", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,7 @@ class LocalAws:
         self._import_lock = threading.Lock()
         self.state_machine_arn = ""
         self.alert_queue_url = ""
+        self.iam = iam_check(pipeline)
 
     # --- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> LocalAws:
@@ -116,6 +125,8 @@ class LocalAws:
         self._stack.enter_context(_patched_invoke(self._invoke))
         self._stack.enter_context(_sdk_integration_casing())
         self._stack.enter_context(_atomic_conditional_puts())
+        self._stack.enter_context(_credentials_per_principal(self.iam))
+        self._stack.enter_context(enforced(self.iam))
         self._reset_pipeline_caches()
         self._route_logs()
         self._quiet_moto()
@@ -228,6 +239,7 @@ class LocalAws:
             timeout_seconds=function.timeout_seconds,
         )
         event = json.loads(body) if body else {}
+        calling = _calling_function.set(function_access_key(function))
         try:
             return json.dumps(handler(event, context)).encode()
         except Exception as exc:
@@ -241,6 +253,8 @@ class LocalAws:
                     "stackTrace": traceback.format_tb(exc.__traceback__)[-5:],
                 }
             ).encode()
+        finally:
+            _calling_function.reset(calling)
 
     # --- running -----------------------------------------------------------------------------
     def client(self, service: str) -> Any:
@@ -374,6 +388,69 @@ class LocalAws:
         staging.mkdir(parents=True, exist_ok=True)
         staging.rename(folder)
         return saved
+
+
+def function_access_key(function: LocalFunction) -> str:
+    return f"LOCAL{function.logical_id.upper()}"
+
+
+def iam_check(pipeline: LocalPipeline) -> IamCheck:
+    """Who signs with which access key, and the statements each may rely on."""
+    policies = pipeline.policies
+    principals = {
+        function_access_key(f): Principal(_readable(f.logical_id), policies.get(f.role, ()))
+        for f in pipeline.functions
+    }
+    principals[STATE_MACHINE_ACCESS_KEY] = Principal(
+        "StateMachine", policies.get(pipeline.state_machine_role, ())
+    )
+    copy_role = pipeline.environment().get("REDSHIFT_COPY_ROLE_ARN")
+    if copy_role:
+        principals[COPY_ROLE_ACCESS_KEY] = Principal(
+            "RedshiftCopyRole", policies.get(copy_role.rsplit("/", 1)[-1], ())
+        )
+    return IamCheck(principals, REGION, ACCOUNT)
+
+
+def _readable(logical_id: str) -> str:
+    """``FunctionsIngestFileFunction371EDBA6`` -> ``IngestFile``."""
+    return logical_id.removeprefix("Functions").rsplit("Function", 1)[0] or logical_id
+
+
+@contextlib.contextmanager
+def _credentials_per_principal(check: IamCheck) -> Iterator[None]:
+    """Give each function, and the COPY role, clients that sign with its own access key.
+
+    In AWS every function runs with its own role's credentials; here they share a process,
+    so the pipeline's client factory hands out clients keyed by the function whose handler
+    is running (and, for Redshift's COPY, by the role it acts as).
+    """
+    from kpi_pipeline import aws
+
+    original = aws.client
+    clients: dict[tuple[str, str], Any] = {}
+    lock = threading.Lock()
+
+    def client(service: str, *, role_arn: str | None = None) -> Any:
+        key = COPY_ROLE_ACCESS_KEY if role_arn else _calling_function.get()
+        if key is None or check.principal_for(key) is None:
+            return original(service, role_arn=role_arn) if role_arn else original(service)
+        with lock:
+            if (service, key) not in clients:
+                clients[(service, key)] = boto3.session.Session().client(
+                    service,
+                    region_name=REGION,
+                    aws_access_key_id=key,
+                    aws_secret_access_key="local",  # noqa: S106 - moto's, not a secret
+                    config=aws.CLIENT_CONFIG,
+                )
+            return clients[(service, key)]
+
+    aws.client = client
+    try:
+        yield
+    finally:
+        aws.client = original
 
 
 @contextlib.contextmanager

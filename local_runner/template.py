@@ -36,6 +36,7 @@ class LocalFunction:
     environment: dict[str, str]
     memory_mb: int
     timeout_seconds: int
+    role: str  # the key of its role in ``LocalPipeline.policies``
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class LocalPipeline:
     buckets: tuple[str, ...]
     topic_arns: tuple[str, ...]
     secret_names: tuple[str, ...]
+    state_machine_role: str
+    # Each role's IAM statements, by the role's logical id (or name, for an imported role).
+    policies: dict[str, tuple[dict[str, Any], ...]]
 
     def environment(self) -> dict[str, str]:
         """The union of the functions' environments (they never disagree on a variable)."""
@@ -140,6 +144,7 @@ def load_pipeline(template_path: Path) -> LocalPipeline:
                 environment={k: str(v) for k, v in environment.items()},
                 memory_mb=int(props.get("MemorySize", 128)),
                 timeout_seconds=int(props.get("Timeout", 3)),
+                role=_role_of(props["Role"]),
             )
         )
     machines = [
@@ -174,7 +179,30 @@ def load_pipeline(template_path: Path) -> LocalPipeline:
             if r["Type"] == "AWS::SNS::Topic"
         ),
         secret_names=tuple(secrets),
+        state_machine_role=_role_of(machine["Properties"]["RoleArn"]),
+        policies=_policies(resources, resolver),
     )
+
+
+def _role_of(role_arn: Any) -> str:
+    """The logical id of the role a ``Fn::GetAtt [Role, Arn]`` names."""
+    if isinstance(role_arn, dict) and "Fn::GetAtt" in role_arn:
+        return str(role_arn["Fn::GetAtt"][0])
+    raise TemplateError(f"expected a role of this stack, found {role_arn!r}")
+
+
+def _policies(resources: dict[str, Any], resolver: _Resolver) -> dict[str, tuple[Any, ...]]:
+    """Each role's statements: a role of the stack by logical id, an imported one by name."""
+    by_role: dict[str, list[dict[str, Any]]] = {}
+    for resource in resources.values():
+        if resource["Type"] != "AWS::IAM::Policy":
+            continue
+        props = resource["Properties"]
+        statements = resolver.resolve(props["PolicyDocument"])["Statement"]
+        for role in props.get("Roles", []):
+            key = role["Ref"] if isinstance(role, dict) and "Ref" in role else str(role)
+            by_role.setdefault(key, []).extend(statements)
+    return {role: tuple(statements) for role, statements in by_role.items()}
 
 
 class _Resolver:
@@ -221,6 +249,8 @@ class _Resolver:
             ("AWS::SNS::Topic", "TopicArn"): f"arn:aws:sns:{REGION}:{ACCOUNT}:{name}",
             ("AWS::S3::Bucket", "Arn"): f"arn:aws:s3:::{name}",
             ("AWS::IAM::Role", "Arn"): f"arn:aws:iam::{ACCOUNT}:role/{name}",
+            ("AWS::Logs::LogGroup", "Arn"): f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}:*",
+            ("AWS::DynamoDB::Table", "Arn"): f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}",
             ("AWS::StepFunctions::StateMachine", "Arn"): (
                 f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
             ),

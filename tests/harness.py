@@ -3,8 +3,10 @@ real PostgreSQL databases for the source and the warehouse."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,14 +87,24 @@ class Harness:
             conn.close()
 
 
-def make_harness(pipeline: Any, new_database: Any, tmp_path: Path) -> tuple[Harness, LocalAws]:
+# Every (principal, action, resource) the local IAM check allowed in this session's runs.
+IAM_VERIFIED: set[tuple[str, str, str]] = set()
+
+
+@contextlib.contextmanager
+def running_harness(pipeline: Any, new_database: Any, tmp_path: Path) -> Iterator[Harness]:
+    """The harness with moto running; on the way out, no call may have been denied."""
     source, warehouse = new_database("source"), new_database("warehouse")
     local = LocalAws(
         pipeline,
         overrides={"WAREHOUSE_DSN": warehouse, "WORK_DIR": str(tmp_path / "lambda-tmp")},
         secrets={pipeline.environment()["SOURCE_SECRET_ARN"]: dsn_to_secret(source)},
     )
-    return Harness(local, source, warehouse, tmp_path), local
+    with local:
+        yield Harness(local, source, warehouse, tmp_path)
+    IAM_VERIFIED.update(local.iam.verified)
+    denied = [str(v) for v in local.iam.violations]
+    assert not denied, "calls the synthesized IAM policies do not allow:\n" + "\n".join(denied)
 
 
 GENRE_KEYS = ("kpi_date", "track_genre")

@@ -16,7 +16,7 @@ import pytest
 from kpi_pipeline.errors import StorageUnavailable
 from local_runner.sample_data import SampleConfig, generate, write_stream_file
 from local_runner.template import LocalPipeline, load_pipeline
-from tests.harness import Harness, assert_matches_reference, make_harness
+from tests.harness import Harness, assert_matches_reference, running_harness
 from tests.reference_kpis import compute_reference
 
 pytestmark = pytest.mark.e2e
@@ -31,8 +31,7 @@ def pipeline(synthesized_template: Path) -> LocalPipeline:
 
 @pytest.fixture
 def harness(pipeline, new_database, tmp_path, retry_sleeps) -> Iterator[Harness]:
-    h, local = make_harness(pipeline, new_database, tmp_path)
-    with local:
+    with running_harness(pipeline, new_database, tmp_path) as h:
         yield h
 
 

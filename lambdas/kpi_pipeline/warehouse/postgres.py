@@ -1,7 +1,10 @@
 """PostgreSQL warehouse adapter (psycopg2): local runs and tests.
 
 It runs the same statements as the Redshift adapter, with one difference: rows reach the
-stage table through ``COPY FROM STDIN`` instead of ``COPY FROM s3://``.
+stage table through ``COPY FROM STDIN`` instead of ``COPY FROM s3://``. They are read from
+S3 the way Redshift's COPY reads them: the batch's S3 path is a key prefix, listed, then
+every object under it is read, with the rights of the COPY role (when one is configured),
+so a grant COPY would lack fails here too.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from kpi_pipeline import aws
 from kpi_pipeline.errors import ConfigurationError, WarehouseStatementFailed, WarehouseUnavailable
 from kpi_pipeline.settings import WarehouseSettings
 from kpi_pipeline.storage import Storage
@@ -38,6 +42,7 @@ class PostgresWarehouse:
             raise ConfigurationError("WAREHOUSE_DSN is required when WAREHOUSE_KIND=postgres")
         self._dsn = settings.warehouse_dsn
         self._table = settings.warehouse_table
+        self._copy_role_arn = settings.redshift_copy_role_arn
         self._storage = storage
 
     def replace_dates(self, batch: KpiBatch, loaded_at: dt.datetime) -> int:
@@ -78,12 +83,22 @@ class PostgresWarehouse:
         return inserted
 
     def _read_batch(self, batch: KpiBatch) -> pa.Table:
-        storage = self._storage or Storage()
+        """What ``COPY ... FROM 's3://bucket/key' FORMAT AS PARQUET`` reads: every object
+        whose key starts with the batch's path, listed first, as the COPY role."""
+        storage = self._storage or Storage(aws.client("s3", role_arn=self._copy_role_arn))
+        objects = [o for o in storage.list_objects(batch.bucket, batch.key) if o.size > 0]
+        if not objects:
+            raise WarehouseStatementFailed(
+                f"COPY found no object under s3://{batch.bucket}/{batch.key}"
+            )
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "kpis.parquet"
-            if not storage.download_file(batch.bucket, batch.key, path):
-                raise WarehouseStatementFailed(f"KPI file s3://{batch.bucket}/{batch.key} is gone")
-            return fit_to_schema(pq.read_table(path))
+            tables = []
+            for i, obj in enumerate(objects):
+                path = Path(tmp) / f"{i:05d}.parquet"
+                if not storage.download_file(batch.bucket, obj.key, path):
+                    raise WarehouseStatementFailed(f"s3://{batch.bucket}/{obj.key} is gone")
+                tables.append(fit_to_schema(pq.read_table(path)))
+            return pa.concat_tables(tables)
 
 
 def _as_csv(table: pa.Table) -> io.BytesIO:
