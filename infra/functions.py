@@ -8,6 +8,7 @@ generated per run), and each remaining wildcard is acknowledged in :mod:`infra.n
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from aws_cdk import Acknowledgment, ArnFormat, Duration, Stack, Validations
@@ -27,6 +28,7 @@ from kpi_pipeline.metric_names import NAMESPACE, SERVICE
 
 LAMBDAS_DIR = Path(__file__).resolve().parent.parent / "lambdas"
 READ = ("s3:GetObject",)
+SECRET_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")  # what Secrets Manager appends to a name
 WRITE = ("s3:PutObject", "s3:AbortMultipartUpload")
 
 
@@ -225,18 +227,7 @@ class PipelineFunctions(Construct):
         _list(archive, data)
 
     def _read_source_secret(self, role: iam.Role) -> None:
-        secret = self._config.source.secret
-        if not secret.startswith("arn:"):
-            # Secrets Manager appends "-" and six random characters to every secret's ARN.
-            secret = Stack.of(self).format_arn(
-                service="secretsmanager",
-                resource="secret",
-                resource_name=f"{secret}-??????",
-                arn_format=ArnFormat.COLON_RESOURCE_NAME,
-            )
-        role.add_to_policy(
-            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secret])
-        )
+        _read_secret(role, self._config.source.secret)
 
     def _grant_warehouse(self, role: iam.Role) -> None:
         w = self._config.warehouse
@@ -292,11 +283,7 @@ class PipelineFunctions(Construct):
             )
         )
         if w.secret_arn:
-            role.add_to_policy(
-                iam.PolicyStatement(
-                    actions=["secretsmanager:GetSecretValue"], resources=[w.secret_arn]
-                )
-            )
+            _read_secret(role, w.secret_arn)
         elif w.db_user or w.workgroup:
             action, resources = credentials
             role.add_to_policy(iam.PolicyStatement(actions=[action], resources=resources))
@@ -314,6 +301,27 @@ class PipelineFunctions(Construct):
         data = self._storage.data_bucket
         _objects(copy_role, data, READ, "kpis/")
         _list(copy_role, data, "kpis/")
+
+
+def _read_secret(role: iam.Role, secret: str) -> None:
+    """Allow reading one secret, configured by name, partial ARN or full ARN.
+
+    IAM matches the secret's full ARN, which ends with "-" and six random characters that
+    Secrets Manager appends: a name becomes ``secret:NAME-??????``, and so does an ARN
+    without that suffix (a name in an ARN is not valid in a policy; a partial ARN is denied).
+    """
+    if not secret.startswith("arn:"):
+        secret = Stack.of(role).format_arn(
+            service="secretsmanager",
+            resource="secret",
+            resource_name=f"{secret}-??????",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+    elif not SECRET_SUFFIX.search(secret):
+        secret = f"{secret}-??????"
+    role.add_to_policy(
+        iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secret])
+    )
 
 
 def _objects(

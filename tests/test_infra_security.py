@@ -17,7 +17,7 @@ from aws_cdk.assertions import Match, Template
 from infra.stack import PipelineStack
 from infra.steps import ALL_STEPS, Step
 from kpi_pipeline import settings as step_settings
-from tests.cdk_apps import CDK_CONTEXT, template_of
+from tests.cdk_apps import CDK_CONTEXT, context_for, synth, template_of
 
 pytestmark = pytest.mark.cdk
 
@@ -115,7 +115,10 @@ def role_grants(env_name: str, step: Step) -> set[Grant]:
 
 
 def function_properties(env_name: str, step: Step) -> dict[str, Any]:
-    stack, template = template_of(env_name)
+    return function_properties_of(*template_of(env_name), step)
+
+
+def function_properties_of(stack: PipelineStack, template: Template, step: Step) -> dict[str, Any]:
     resources = template.to_json()["Resources"]
     return resources[logical_id(stack, stack.functions.functions[step.key])]["Properties"]
 
@@ -306,6 +309,34 @@ def test_only_the_source_steps_read_the_source_secret(env_name):
         step.key: ([secret] if step.key in {"check_source", "extract_rds"} else [])
         for step in ALL_STEPS
     }
+
+
+SECRET_BY_NAME = (
+    "arn:<AWS::Partition>:secretsmanager:eu-west-1:222222222222:secret:music-kpi/prod/dw-??????"
+)
+PARTIAL_SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:222222222222:secret:music-kpi/prod/dw"
+
+
+@pytest.mark.parametrize(
+    ("configured", "granted"),
+    [
+        # A name went verbatim into the policy: CloudFormation refused it (MalformedPolicyDocument).
+        ("music-kpi/prod/dw", SECRET_BY_NAME),
+        # An ARN without the six-character suffix deployed, and was denied at run time.
+        (PARTIAL_SECRET_ARN, f"{PARTIAL_SECRET_ARN}-??????"),
+        (f"{PARTIAL_SECRET_ARN}-AbCdEf", f"{PARTIAL_SECRET_ARN}-AbCdEf"),
+    ],
+    ids=["name", "partial-arn", "full-arn"],
+)
+def test_the_warehouse_secret_is_granted_by_the_arn_iam_sees(configured, granted):
+    warehouse = {**PROD["warehouse"], "secret_arn": configured}
+    warehouse.pop("db_user")
+    stack, template = synth(context_for("prod", warehouse=warehouse))
+    load_role = {"Ref": logical_id(stack, stack.functions.roles["load"])}
+    readers = {r for a, r, _ in grants(statements_of(template, load_role)) if a.startswith("secr")}
+    assert readers == {granted}
+    environment = function_properties_of(stack, template, STEP["load"])["Environment"]
+    assert environment["Variables"]["REDSHIFT_SECRET_ARN"] == configured  # the Data API takes both
 
 
 def test_only_the_source_steps_run_in_the_vpc_with_the_configured_network(prod):
