@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aws_cdk import Acknowledgment, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, Stack, Validations
 from constructs import IConstruct
 
 if TYPE_CHECKING:
@@ -102,3 +102,15 @@ def acknowledge_findings(stack: PipelineStack) -> None:
             "the Lambda task integration may invoke the function's versions and aliases "
             "(<arn>:*); only the pipeline's own functions are named",
         )
+    executions = stack.format_arn(
+        service="states",
+        resource="execution",
+        resource_name=f"{stack.pipeline_name}:*",
+        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+    )
+    acknowledge(
+        machine_role,
+        f"IAM5[Resource::{as_nag_text(machine_role, executions)}]",
+        "DescribeExecution of the lock's holder: execution ARNs end with a run id unknown at "
+        "deploy time; only this state machine's executions are named",
+    )

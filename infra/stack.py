@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -30,6 +30,7 @@ class PipelineStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
         name = f"music-kpi-{config.name}"
+        self.pipeline_name = name
         self.storage = PipelineStorage(self, "Storage", config=config)
         self.alert_topic = sns.Topic(
             self, "AlertTopic", display_name=f"Music KPI pipeline ({config.name})", enforce_ssl=True
@@ -56,15 +57,8 @@ class PipelineStack(Stack):
             functions=dict(self.functions.functions),
             data_bucket=self.storage.data_bucket,
             alert_topic=self.alert_topic,
+            lock_table=self.storage.lock_table,
             pipeline_name=name,
-            # Built from the name: the state machine's role may then list its executions
-            # without a circular reference to the state machine itself.
-            state_machine_arn=self.format_arn(
-                service="states",
-                resource="stateMachine",
-                resource_name=name,
-                arn_format=ArnFormat.COLON_RESOURCE_NAME,
-            ),
             ingest_concurrency=config.ingest_concurrency,
         )
         self.state_machine = sfn.StateMachine(

@@ -1,8 +1,10 @@
-"""The buckets: the landing area (existing or created) and the pipeline's data bucket."""
+"""Where the pipeline keeps things: the landing area (existing or created), the data bucket,
+and the lock table that lets one run at a time touch them."""
 
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -98,3 +100,15 @@ class PipelineStorage(Construct):
             self.landing_bucket = _secure_bucket(
                 self, "LandingBucket", self.access_logs, lifecycle_rules=[noncurrent]
             )
+
+        # One item, written by the state machine itself: the run holding the lock.
+        self.lock_table = dynamodb.Table(
+            self,
+            "LockTable",
+            partition_key=dynamodb.Attribute(name="lock_id", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            removal_policy=RemovalPolicy.DESTROY,  # holds a lease, nothing to keep
+        )

@@ -7,7 +7,8 @@ retries transient errors with backoff and jitter, and hands any other error to a
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
@@ -36,6 +37,14 @@ TRANSIENT_ERRORS = [
     *(error.__name__ for error in RETRYABLE_ERRORS),
 ]
 RUN_ID = "$.run.run_id"
+LOCK_ID = "pipeline"  # one lock item: one run at a time per environment
+DYNAMODB_TRANSIENT_ERRORS = [
+    "DynamoDB.ProvisionedThroughputExceededException",
+    "DynamoDB.ThrottlingException",
+    "DynamoDB.RequestLimitExceeded",
+    "DynamoDB.InternalServerErrorException",
+]
+LOCK_TAKEN = "DynamoDB.ConditionalCheckFailedException"
 SNAPSHOT = {"users_key.$": "$.snapshot.users_key", "songs_key.$": "$.snapshot.songs_key"}
 
 
@@ -50,12 +59,13 @@ class PipelineDefinition(Construct):
         functions: dict[str, lambda_.IFunction],
         data_bucket: s3.IBucket,
         alert_topic: sns.ITopic,
+        lock_table: dynamodb.ITable,
         pipeline_name: str,
-        state_machine_arn: str,
         ingest_concurrency: int,
     ) -> None:
         super().__init__(scope, construct_id)
         self._functions = functions
+        self._lock_table = lock_table
         region = Stack.of(self).region
 
         failure = sfn.Pass(
@@ -93,7 +103,10 @@ class PipelineDefinition(Construct):
             error_path="$.alert.error",
             cause_path="$.alert.cause",
         )
-        self._on_failure = failure.next(notify).next(fail)
+        self._on_failure = failure.next(self._release_lock("ReleaseLockAfterFailure", notify))
+        notify.next(fail)
+        # Every successful end releases the lock, then completes with the run summary.
+        self._release = self._release_lock("ReleaseLock", sfn.Succeed(self, "RunComplete"))
 
         start = sfn.Pass(
             self,
@@ -103,26 +116,74 @@ class PipelineDefinition(Construct):
             result_path="$.run",
         )
 
-        # One execution at a time: a second start while one runs ends at once, untouched.
-        guard = tasks.CallAwsService(
-            self,
-            "CheckNoOtherRun",
-            comment="Counts the running executions of this state machine (this one included)",
-            service="sfn",
-            action="listExecutions",
-            parameters={
-                "StateMachineArn.$": "$$.StateMachine.Id",
-                "StatusFilter": "RUNNING",
-                "MaxResults": 2,
-            },
-            iam_action="states:ListExecutions",
-            iam_resources=[state_machine_arn],
-            result_selector={"running.$": "States.ArrayLength($.Executions)"},
-            result_path="$.guard",
+        # One execution at a time: a lease in DynamoDB, taken by a conditional write (the
+        # Step Functions semaphore pattern). ListExecutions is eventually consistent and
+        # cannot exclude anything: two starts a second apart both saw only themselves.
+        already_running = self._outcome("AlreadyRunning", "already_running", {}, release=False)
+        acquire = self._lock_write(
+            "AcquireLock",
+            "attribute_not_exists(lock_id) OR holder = :me",  # a retried acquire is ours
+            {":me": sfn.JsonPath.string_at("$$.Execution.Id")},
         )
-        _retry_transient(guard, ["Sfn.SfnException", "Sfn.ThrottlingException"])
-        self._catch(guard, "CheckNoOtherRun")
-        already_running = self._outcome("AlreadyRunning", "already_running", {})
+        read_holder = tasks.DynamoGetItem(
+            self,
+            "ReadLockHolder",
+            comment="Who holds the lock (strongly consistent read)",
+            table=lock_table,
+            key={"lock_id": tasks.DynamoAttributeValue.from_string(LOCK_ID)},
+            consistent_read=True,
+            result_path="$.lock",
+        )
+        _retry_transient(read_holder, DYNAMODB_TRANSIENT_ERRORS)
+        self._catch(read_holder, "ReadLockHolder")
+        # An execution that ended ABORTED or TIMED_OUT ran no Catch and never released its
+        # lease: a holder that is no longer running loses it. DescribeExecution reads one
+        # execution; a stale answer can only say RUNNING for one that just ended (the
+        # conservative side: this run ends already_running and the next one proceeds).
+        check_holder = tasks.CallAwsService(
+            self,
+            "CheckLockHolder",
+            comment="Is the lock's holder still running?",
+            service="sfn",
+            action="describeExecution",
+            parameters={"ExecutionArn.$": "$.lock.Item.holder.S"},
+            iam_action="states:DescribeExecution",
+            iam_resources=[
+                Stack.of(self).format_arn(
+                    service="states",
+                    resource="execution",
+                    resource_name=f"{pipeline_name}:*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            ],
+            result_selector={"status.$": "$.Status"},
+            result_path="$.holder",
+        )
+        _retry_transient(check_holder, ["Sfn.SfnException", "Sfn.ThrottlingException"])
+        take_over = self._lock_write(
+            "TakeOverLock",
+            "holder = :stale",  # unless someone else took it over first
+            {":stale": sfn.JsonPath.string_at("$.lock.Item.holder.S")},
+        )
+        take_over.add_catch(already_running, errors=[LOCK_TAKEN], result_path="$.lock_error")
+        self._catch(take_over, "TakeOverLock")
+        check_holder.add_catch(
+            take_over, errors=["Sfn.ExecutionDoesNotExistException"], result_path="$.holder"
+        )
+        self._catch(check_holder, "CheckLockHolder")
+        acquire.add_catch(read_holder, errors=[LOCK_TAKEN], result_path="$.lock_error")
+        self._catch(acquire, "AcquireLock")
+        holder_running = (
+            sfn.Choice(self, "HolderStillRunning?")
+            .when(sfn.Condition.string_equals("$.holder.status", "RUNNING"), already_running)
+            .otherwise(take_over)
+        )
+        lock_free = (
+            sfn.Choice(self, "LockReleased?", comment="released between the write and the read")
+            .when(sfn.Condition.is_not_present("$.lock.Item"), acquire)
+            .otherwise(check_holder.next(holder_running))
+        )
+        read_holder.next(lock_free)
 
         check_source = self._task(CHECK_SOURCE, {"run_id.$": RUN_ID}, "$.source_check")
         no_rds_data = self._outcome(
@@ -230,7 +291,6 @@ class PipelineDefinition(Construct):
             },
             "$",  # the run summary becomes the execution's output
         )
-        done = sfn.Succeed(self, "RunComplete")
 
         # Assembled from the end, so each Choice reads: condition -> early end, else go on.
         load_and_archive = (
@@ -239,7 +299,7 @@ class PipelineDefinition(Construct):
             .otherwise(load)
             .afterwards()
             .next(archive)
-            .next(done)
+            .next(self._release)
         )
         new_files = (
             sfn.Choice(self, "HasNewFiles?", comment="new files, or accepted data not loaded yet")
@@ -257,12 +317,10 @@ class PipelineDefinition(Construct):
             .when(sfn.Condition.boolean_equals("$.source_check.has_data", False), no_rds_data)
             .otherwise(extract.next(list_files).next(new_files))
         )
-        only_run = (
-            sfn.Choice(self, "OnlyRun?", comment="no other execution is running")
-            .when(sfn.Condition.number_greater_than("$.guard.running", 1), already_running)
-            .otherwise(check_source.next(source_data))
-        )
-        self.definition = start.next(guard).next(only_run)
+        acquire.next(check_source)
+        take_over.next(check_source)
+        check_source.next(source_data)
+        self.definition = start.next(acquire)
 
     def _invoke(
         self, step: Step, payload: dict[str, object], result_path: str
@@ -297,15 +355,69 @@ class PipelineDefinition(Construct):
             record.next(self._on_failure), errors=["States.ALL"], result_path="$.caught"
         )
 
-    def _outcome(self, state: str, status: str, counts: dict[str, str]) -> sfn.Pass:
-        """An early, successful end: the run summary with its status."""
+    def _outcome(
+        self, state: str, status: str, counts: dict[str, str], *, release: bool = True
+    ) -> sfn.Pass:
+        """An early, successful end: the run summary with its status, then the lock's release
+        (a run that never held the lock ends at once)."""
         outcome = sfn.Pass(
             self,
             state,
             parameters={"status": status, "run_id.$": RUN_ID, **counts},
         )
-        outcome.next(sfn.Succeed(self, f"{state}End"))
+        outcome.next(self._release if release else sfn.Succeed(self, f"{state}End"))
         return outcome
+
+    def _lock_write(
+        self, name: str, condition: str, values: dict[str, str]
+    ) -> tasks.DynamoPutItem:
+        """Write the lock item naming this execution, if ``condition`` holds."""
+        execution_id = sfn.JsonPath.string_at("$$.Execution.Id")
+        task = tasks.DynamoPutItem(
+            self,
+            name,
+            comment="One run at a time: the lock names this execution",
+            table=self._lock_table,
+            item={
+                "lock_id": tasks.DynamoAttributeValue.from_string(LOCK_ID),
+                "holder": tasks.DynamoAttributeValue.from_string(execution_id),
+                "run_id": tasks.DynamoAttributeValue.from_string(
+                    sfn.JsonPath.string_at("$$.Execution.Name")
+                ),
+                "acquired_at": tasks.DynamoAttributeValue.from_string(
+                    sfn.JsonPath.string_at("$$.State.EnteredTime")
+                ),
+            },
+            condition_expression=condition,
+            expression_attribute_values={
+                key: tasks.DynamoAttributeValue.from_string(value) for key, value in values.items()
+            },
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        _retry_transient(task, DYNAMODB_TRANSIENT_ERRORS)
+        return task
+
+    def _release_lock(self, name: str, then: sfn.IChainable) -> tasks.DynamoDeleteItem:
+        """Delete the lock item if this execution holds it, then go on to ``then`` whatever
+        happens: a lock left behind is taken over once its holder is no longer running."""
+        release = tasks.DynamoDeleteItem(
+            self,
+            name,
+            comment="Release the lock this execution holds",
+            table=self._lock_table,
+            key={"lock_id": tasks.DynamoAttributeValue.from_string(LOCK_ID)},
+            condition_expression="holder = :me",
+            expression_attribute_values={
+                ":me": tasks.DynamoAttributeValue.from_string(
+                    sfn.JsonPath.string_at("$$.Execution.Id")
+                )
+            },
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        _retry_transient(release, DYNAMODB_TRANSIENT_ERRORS)
+        release.add_catch(then, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
+        release.next(then)
+        return release
 
 
 def _retry_transient(state: sfn.TaskStateBase, errors: list[str]) -> None:

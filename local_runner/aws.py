@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime as dt
 import importlib
 import io
 import json
@@ -104,8 +105,10 @@ class LocalAws:
         overrides: dict[str, str],
         secrets: dict[str, dict[str, object]],
         log_stream: TextIO | None = None,
+        list_executions_lag_seconds: float = 1.0,
     ) -> None:
         self.pipeline = pipeline
+        self._list_executions_lag = list_executions_lag_seconds
         self._overrides = overrides
         self._secrets = secrets
         self._log_stream = log_stream
@@ -125,6 +128,7 @@ class LocalAws:
         self._stack.enter_context(_patched_invoke(self._invoke))
         self._stack.enter_context(_sdk_integration_casing())
         self._stack.enter_context(_atomic_conditional_puts())
+        self._stack.enter_context(_eventually_consistent_listing(self._list_executions_lag))
         self._stack.enter_context(_credentials_per_principal(self.iam))
         self._stack.enter_context(enforced(self.iam))
         self._reset_pipeline_caches()
@@ -175,6 +179,9 @@ class LocalAws:
         s3 = self.client("s3")
         for bucket in self.pipeline.buckets:
             s3.create_bucket(Bucket=bucket)
+        dynamodb = self.client("dynamodb")
+        for name, schema in self.pipeline.tables.items():
+            dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **schema)
         secrets = self.client("secretsmanager")
         for name, value in self._secrets.items():
             secrets.create_secret(Name=name, SecretString=json.dumps(value))
@@ -301,6 +308,10 @@ class LocalAws:
             cause=description.get("cause"),
             history=history,
         )
+
+    def finished(self, execution_arn: str) -> bool:
+        status = self.client("stepfunctions").describe_execution(executionArn=execution_arn)
+        return status["status"] in TERMINAL
 
     def run(self, run_id: str, **kwargs: Any) -> Execution:
         return self.wait(self.start(run_id), **kwargs)
@@ -548,6 +559,32 @@ def _atomic_conditional_puts() -> Iterator[None]:
         yield
     finally:
         S3Response.put_object = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _eventually_consistent_listing(lag_seconds: float) -> Iterator[None]:
+    """ListExecutions as AWS documents it: eventually consistent. An execution started in the
+    last ``lag_seconds`` may be missing from the list (here: is), so nothing may rely on it
+    to tell whether another run is going on."""
+    from moto.stepfunctions.models import StepFunctionBackend
+
+    original = StepFunctionBackend.list_executions
+
+    def list_executions(self: Any, *args: Any, **kwargs: Any) -> Any:
+        horizon = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=lag_seconds)
+        executions, next_token = original(self, *args, **kwargs)  # moto paginates
+        visible = [e for e in executions if _aware(e.start_date) <= horizon]
+        return visible, next_token
+
+    StepFunctionBackend.list_executions = list_executions  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        StepFunctionBackend.list_executions = original  # type: ignore[method-assign]
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _snake(name: str) -> str:

@@ -49,6 +49,7 @@ class LocalPipeline:
     buckets: tuple[str, ...]
     topic_arns: tuple[str, ...]
     secret_names: tuple[str, ...]
+    tables: dict[str, dict[str, Any]]  # DynamoDB tables: name -> KeySchema, AttributeDefinitions
     state_machine_role: str
     # Each role's IAM statements, by the role's logical id (or name, for an imported role).
     policies: dict[str, tuple[dict[str, Any], ...]]
@@ -179,6 +180,14 @@ def load_pipeline(template_path: Path) -> LocalPipeline:
             if r["Type"] == "AWS::SNS::Topic"
         ),
         secret_names=tuple(secrets),
+        tables={
+            resolver.physical_name(i): {
+                "KeySchema": r["Properties"]["KeySchema"],
+                "AttributeDefinitions": r["Properties"]["AttributeDefinitions"],
+            }
+            for i, r in resources.items()
+            if r["Type"] == "AWS::DynamoDB::Table"
+        },
         state_machine_role=_role_of(machine["Properties"]["RoleArn"]),
         policies=_policies(resources, resolver),
     )
@@ -229,6 +238,8 @@ class _Resolver:
             return str(props["StateMachineName"])
         if kind == "AWS::Lambda::Function" and props.get("FunctionName"):
             return str(props["FunctionName"])
+        if kind == "AWS::DynamoDB::Table" and props.get("TableName"):
+            return str(props["TableName"])
         return logical_id
 
     def ref(self, name: str) -> str:

@@ -96,6 +96,32 @@ def synthesized_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthesize(tmp_path_factory.mktemp("cdk.out"))
 
 
+@pytest.fixture(scope="session")
+def pipeline(synthesized_template: Path) -> Any:
+    """The synthesized pipeline, resolved for local execution."""
+    from local_runner.template import load_pipeline
+
+    return load_pipeline(synthesized_template)
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Sample users, songs and stream files (tests.harness.SAMPLE_CONFIG)."""
+    from local_runner.sample_data import generate
+    from tests.harness import SAMPLE_CONFIG
+
+    return generate(tmp_path_factory.mktemp("sample"), SAMPLE_CONFIG)
+
+
+@pytest.fixture
+def harness(pipeline: Any, new_database: Any, tmp_path: Path, retry_sleeps: Any) -> Iterator[Any]:
+    """The synthesized state machine on moto, with fresh source and warehouse databases."""
+    from tests.harness import running_harness
+
+    with running_harness(pipeline, new_database, tmp_path) as h:
+        yield h
+
+
 def env_of(**values: str) -> dict[str, str]:
     """Helper for tests that set pipeline settings through the environment."""
     return {**os.environ, **values}

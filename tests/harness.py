@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,11 @@ import pytest
 
 from local_runner.aws import Execution, LocalAws
 from local_runner.databases import dsn_to_secret, replace_source_tables
+from local_runner.sample_data import SampleConfig
 from tests.reference_kpis import Reference
+
+# The end-to-end tests' data: small enough for seconds per run, with every kind of dirt.
+SAMPLE_CONFIG = SampleConfig(seed=11, users=120, tracks=300, days=2, plays_per_day=2500)
 
 
 @dataclass
@@ -62,6 +68,32 @@ class Harness:
         function, real = handlers[name]
         handlers[name] = (function, wrapper(real))
 
+    def hold(self, suffix: str, run_id: str) -> tuple[threading.Event, threading.Event]:
+        """Stop ``run_id`` on entering the handler ending with ``suffix`` until released.
+
+        Returns (entered, release): wait for the first, set the second to let it go on.
+        """
+        entered, release = threading.Event(), threading.Event()
+
+        def wrap(handler: Any) -> Any:
+            def held(event: dict[str, Any], context: Any) -> Any:
+                if event.get("run_id") == run_id:
+                    entered.set()
+                    assert release.wait(timeout=120), f"{run_id} was never released"
+                return handler(event, context)
+
+            return held
+
+        self.wrap_handler(suffix, wrap)
+        return entered, release
+
+    @staticmethod
+    def wait_until(condition: Any, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "timed out waiting"
+            time.sleep(0.05)
+
     def run(self, run_id: str | None = None) -> Execution:
         self.runs += 1
         return self.local.run(run_id or f"test-run-{self.runs}")
@@ -92,13 +124,16 @@ IAM_VERIFIED: set[tuple[str, str, str]] = set()
 
 
 @contextlib.contextmanager
-def running_harness(pipeline: Any, new_database: Any, tmp_path: Path) -> Iterator[Harness]:
+def running_harness(
+    pipeline: Any, new_database: Any, tmp_path: Path, **options: Any
+) -> Iterator[Harness]:
     """The harness with moto running; on the way out, no call may have been denied."""
     source, warehouse = new_database("source"), new_database("warehouse")
     local = LocalAws(
         pipeline,
         overrides={"WAREHOUSE_DSN": warehouse, "WORK_DIR": str(tmp_path / "lambda-tmp")},
         secrets={pipeline.environment()["SOURCE_SECRET_ARN"]: dsn_to_secret(source)},
+        **options,
     )
     with local:
         yield Harness(local, source, warehouse, tmp_path)

@@ -406,13 +406,16 @@ def test_the_local_environment_grants_no_redshift_rights():
     assert stack.config.warehouse.kind == "postgres"
 
 
-def test_the_state_machine_role_lists_its_executions_alerts_invokes_and_records_failures(prod):
+def test_the_state_machine_role_holds_the_lock_alerts_invokes_and_records_failures(prod):
     stack, template = prod
     role_id = logical_id(stack, stack.state_machine.role)
     actual = grants(statements_of(template, {"Ref": role_id}))
     functions = [f"<{logical_id(stack, fn)}.Arn>" for fn in stack.functions.functions.values()]
     topic = f"<{logical_id(stack, stack.alert_topic)}>"
-    machine = "arn:<AWS::Partition>:states:eu-west-1:222222222222:stateMachine:music-kpi-prod"
+    executions = "arn:<AWS::Partition>:states:eu-west-1:222222222222:execution:music-kpi-prod:*"
+    table = "arn:<AWS::Partition>:dynamodb:eu-west-1:222222222222:table/" + (
+        f"<{logical_id(stack, stack.storage.lock_table)}>"
+    )
     service_wide = {g for g in actual if g[1] == "*"}
     assert {g[0] for g in service_wide} <= {
         "logs:CreateLogDelivery",
@@ -429,14 +432,15 @@ def test_the_state_machine_role_lists_its_executions_alerts_invokes_and_records_
         "xray:PutTraceSegments",
     }
     assert actual - service_wide == (
-        allow(("states:ListExecutions",), machine)
+        allow(("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"), table)
+        | allow(("states:DescribeExecution",), executions)  # is the lock's holder running?
         | allow(("sns:Publish",), topic)
         | allow(("lambda:InvokeFunction",), *functions, *(f"{fn}:*" for fn in functions))
         # the Map's Catch writes a failed file's result under the run's prefix
         | allow(("s3:PutObject",), f"<{logical_id(stack, stack.storage.data_bucket)}.Arn>/runs/*")
     )
     assert len(functions) == 7
-    # The name the role's ARN is built from is the state machine's real name.
+    # The name the executions' ARN is built from is the state machine's real name.
     machine_resource = template.to_json()["Resources"][logical_id(stack, stack.state_machine)]
     assert machine_resource["Properties"]["StateMachineName"] == "music-kpi-prod"
 

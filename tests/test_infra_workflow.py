@@ -36,8 +36,7 @@ def follow(states, start="StartRun"):
 def test_the_happy_path_runs_the_steps_in_the_specified_order(states):
     assert follow(states) == [
         "StartRun",
-        "CheckNoOtherRun",
-        "OnlyRun?",
+        "AcquireLock",
         "CheckSourceData",
         "HasSourceData?",
         "ExtractRds",
@@ -48,6 +47,7 @@ def test_the_happy_path_runs_the_steps_in_the_specified_order(states):
         "HasDatesToLoad?",
         "Load",
         "Archive",
+        "ReleaseLock",
         "RunComplete",
     ]
     assert states["RunComplete"]["Type"] == "Succeed"
@@ -64,7 +64,7 @@ def test_data_check_choices_end_successfully_with_their_status(states):
         {"Variable": "$.source_check.has_data", "BooleanEquals": False, "Next": "NoRdsData"}
     ]
     assert states["NoRdsData"]["Parameters"]["status"] == "no_rds_data"
-    assert states[states["NoRdsData"]["Next"]]["Type"] == "Succeed"
+    assert states["NoRdsData"]["Next"] == "ReleaseLock"
 
     files = states["HasNewFiles?"]
     # no new file and nothing an earlier run left unloaded
@@ -78,7 +78,7 @@ def test_data_check_choices_end_successfully_with_their_status(states):
         }
     ]
     assert states["NoNewFiles"]["Parameters"]["status"] == "no_new_files"
-    assert states[states["NoNewFiles"]["Next"]]["Type"] == "Succeed"
+    assert states["NoNewFiles"]["Next"] == "ReleaseLock"
 
     dates = states["HasDatesToLoad?"]
     assert dates["Choices"][0]["Next"] == "NothingToLoad"
@@ -141,7 +141,8 @@ def test_every_step_is_caught_and_its_name_reaches_the_alert(states):
         record = states[catch["Next"]]
         assert record["Parameters"]["state"] == name
         assert record["Next"] == "DescribeFailure"
-    assert states["DescribeFailure"]["Next"] == "NotifyFailure"
+    assert states["DescribeFailure"]["Next"] == "ReleaseLockAfterFailure"
+    assert states["ReleaseLockAfterFailure"]["Next"] == "NotifyFailure"
     notify = states["NotifyFailure"]
     assert notify["Resource"] == "arn:<AWS::Partition>:states:::sns:publish"
     assert notify["Parameters"]["Message.$"] == "States.JsonToString($.alert)"
@@ -149,6 +150,37 @@ def test_every_step_is_caught_and_its_name_reaches_the_alert(states):
     fail = states["RunFailed"]
     assert fail["Type"] == "Fail"
     assert (fail["ErrorPath"], fail["CausePath"]) == ("$.alert.error", "$.alert.cause")
+
+
+def test_one_run_at_a_time_by_a_conditional_write_of_the_lock(states):
+    acquire = states["AcquireLock"]
+    assert acquire["Resource"] == "arn:<AWS::Partition>:states:::dynamodb:putItem"
+    assert acquire["Parameters"]["ConditionExpression"] == (
+        "attribute_not_exists(lock_id) OR holder = :me"
+    )
+    assert acquire["Parameters"]["Item"]["holder"] == {"S.$": "$$.Execution.Id"}
+    taken = [c for c in acquire["Catch"] if c["ErrorEquals"] != ["States.ALL"]]
+    assert taken == [
+        {
+            "ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"],
+            "ResultPath": "$.lock_error",
+            "Next": "ReadLockHolder",
+        }
+    ]
+    assert states["ReadLockHolder"]["Parameters"]["ConsistentRead"] is True
+    check = states["CheckLockHolder"]
+    assert check["Resource"].endswith(":states:::aws-sdk:sfn:describeExecution")
+    running = states["HolderStillRunning?"]
+    assert running["Choices"] == [
+        {"Variable": "$.holder.status", "StringEquals": "RUNNING", "Next": "AlreadyRunning"}
+    ]
+    assert running["Default"] == "TakeOverLock"
+    assert states["TakeOverLock"]["Parameters"]["ConditionExpression"] == "holder = :stale"
+    # the run that never held the lock ends without releasing it
+    assert states[states["AlreadyRunning"]["Next"]]["Type"] == "Succeed"
+    for release in ("ReleaseLock", "ReleaseLockAfterFailure"):
+        assert states[release]["Parameters"]["ConditionExpression"] == "holder = :me"
+        assert [c["ErrorEquals"] for c in states[release]["Catch"]] == [["States.ALL"]]
 
 
 def test_the_alert_links_to_the_execution(states):

@@ -5,39 +5,18 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg2
 import psycopg2.extensions
 import pytest
 
 from kpi_pipeline.errors import StorageUnavailable
-from local_runner.sample_data import SampleConfig, generate, write_stream_file
-from local_runner.template import LocalPipeline, load_pipeline
-from tests.harness import Harness, assert_matches_reference, running_harness
+from local_runner.sample_data import write_stream_file
+from tests.harness import SAMPLE_CONFIG as CONFIG
+from tests.harness import assert_matches_reference
 from tests.reference_kpis import compute_reference
 
 pytestmark = pytest.mark.e2e
-
-CONFIG = SampleConfig(seed=11, users=120, tracks=300, days=2, plays_per_day=2500)
-
-
-@pytest.fixture(scope="session")
-def pipeline(synthesized_template: Path) -> LocalPipeline:
-    return load_pipeline(synthesized_template)
-
-
-@pytest.fixture
-def harness(pipeline, new_database, tmp_path, retry_sleeps) -> Iterator[Harness]:
-    with running_harness(pipeline, new_database, tmp_path) as h:
-        yield h
-
-
-@pytest.fixture(scope="session")
-def sample(tmp_path_factory) -> object:
-    return generate(tmp_path_factory.mktemp("sample"), CONFIG)
 
 
 def test_a_run_computes_exactly_the_reference_kpis(harness, sample):
@@ -83,14 +62,14 @@ def test_a_run_computes_exactly_the_reference_kpis(harness, sample):
         "quarantine/files/run_id=first/streams_bad_header.csv",
         "quarantine/files/run_id=first/streams_bad_header.csv.reason.json",
     ]
-    assert execution.states_entered()[:6] == [
+    assert execution.states_entered()[:5] == [
         "StartRun",
-        "CheckNoOtherRun",
-        "OnlyRun?",
+        "AcquireLock",
         "CheckSourceData",
         "HasSourceData?",
         "ExtractRds",
     ]
+    assert execution.states_entered()[-2:] == ["ReleaseLock", "RunComplete"]
 
 
 def test_rerunning_the_same_files_changes_nothing(harness, sample):
@@ -205,9 +184,10 @@ def test_a_failed_step_alerts_and_fails_the_execution(harness, sample):
     assert alert["error"] == "SourceSchemaError"
     assert alert["subject"] == "[music-kpi-local] run failed in CheckSourceData"
     assert alert["console_url"].endswith(execution.arn)
-    assert execution.states_entered()[-4:] == [
+    assert execution.states_entered()[-5:] == [
         "CheckSourceDataFailed",
         "DescribeFailure",
+        "ReleaseLockAfterFailure",
         "NotifyFailure",
         "RunFailed",
     ]
@@ -233,35 +213,6 @@ def test_transient_errors_are_retried_with_backoff_then_alerted(
     for attempt, wait in enumerate(retry_sleeps):
         assert 0 <= wait <= 2 * 2**attempt
     assert harness.local.alerts()[0]["failed_state"] == "CheckSourceData"
-
-
-def test_a_second_start_while_one_runs_ends_at_once_without_touching_data(harness, sample):
-    harness.load_source(sample.users_csv, sample.songs_csv)
-    harness.put_streams(sample.stream_files[0])
-    release = threading.Event()
-    entered = threading.Event()
-
-    def hold(handler):
-        def held(event, context):  # the first run waits inside CheckSourceData
-            entered.set()
-            release.wait(timeout=60)
-            return handler(event, context)
-
-        return held
-
-    harness.wrap_handler("extract_rds.handler.check_source", hold)
-    first = harness.local.start("first")
-    assert entered.wait(timeout=60)
-
-    second = harness.local.wait(harness.local.start("second"))
-    release.set()
-    first_done = harness.local.wait(first)
-
-    assert second.status == "SUCCEEDED"
-    assert second.output["status"] == "already_running"
-    assert "CheckSourceData" not in second.states_entered()
-    assert first_done.output["status"] == "loaded"
-    assert {r["run_id"] for r in harness.warehouse()} == {"first"}
 
 
 def fail_once(error: Exception, *, after_work: bool):

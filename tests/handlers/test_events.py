@@ -1,0 +1,79 @@
+"""Every handler: sample events, request validation, configuration errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from archive.handler import handler as archive_handler
+from extract_rds.handler import check_source, extract_tables
+from extract_s3.handler import ingest_file, list_new_files
+from kpi_pipeline.contracts import (
+    ArchiveRequest,
+    IngestRequest,
+    LoadRequest,
+    RunRequest,
+    TransformRequest,
+)
+from kpi_pipeline.errors import ConfigurationError
+from load.handler import handler as load_handler
+from tests.handlers.support import CONTEXT, EVENTS, LANDING_BUCKET, RUN, event, keys
+from transform.handler import handler as transform_handler
+
+# A handler rejecting its event never reaches its metrics: Powertools then warns.
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+
+
+HANDLERS = {
+    "check_source": check_source,
+    "extract_rds": extract_tables,
+    "list_new_files": list_new_files,
+    "ingest_file": ingest_file,
+    "transform": transform_handler,
+    "load": load_handler,
+    "archive": archive_handler,
+}
+
+
+def test_sample_events_are_valid_requests_of_their_step() -> None:
+    models = {
+        "check_source": RunRequest,
+        "extract_rds": RunRequest,
+        "list_new_files": RunRequest,
+        "ingest_file": IngestRequest,
+        "transform": TransformRequest,
+        "load": LoadRequest,
+        "archive": ArchiveRequest,
+    }
+    assert sorted(p.stem for p in EVENTS.glob("*.json")) == sorted(models)
+    for step, model in models.items():
+        assert model.model_validate(event(step)).run_id == RUN, step
+
+
+@pytest.mark.parametrize("step", sorted(HANDLERS))
+def test_an_event_without_run_id_is_rejected(step: str) -> None:
+    bad = {k: v for k, v in event(step).items() if k != "run_id"}
+
+    with pytest.raises(ValidationError) as raised:
+        HANDLERS[step](bad, CONTEXT)
+    assert [(e["loc"], e["type"]) for e in raised.value.errors()] == [(("run_id",), "missing")]
+
+
+@pytest.mark.parametrize("step", sorted(HANDLERS))
+def test_a_run_id_with_a_space_is_rejected(step: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        HANDLERS[step](event(step, run_id="run 1"), CONTEXT)
+    assert [e["loc"] for e in raised.value.errors()] == [("run_id",)]
+
+
+def test_a_missing_data_bucket_is_a_configuration_error_naming_it(
+    cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATA_BUCKET")
+
+    with pytest.raises(ConfigurationError, match=r"DATA_BUCKET is not set") as raised:
+        list_new_files(event("list_new_files"), CONTEXT)
+    assert "LANDING_BUCKET" not in str(raised.value)
+    assert keys(cloud.s3, LANDING_BUCKET) == []  # failed before touching anything

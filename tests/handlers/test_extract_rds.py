@@ -1,0 +1,295 @@
+"""CheckSourceData and ExtractRds against a real PostgreSQL source."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from extract_rds.handler import check_source, extract_tables
+from kpi_pipeline import settings as pipeline_settings
+from kpi_pipeline.errors import (
+    ConfigurationError,
+    DataGateError,
+    SourceSchemaError,
+    SourceUnavailable,
+)
+from kpi_pipeline.source import SourceDatabase
+from local_runner.databases import dsn_to_secret
+from tests.handlers.support import (
+    CONTEXT,
+    DATA_BUCKET,
+    PASSWORD,
+    RUN,
+    SONGS,
+    USERS,
+    closed_port,
+    event,
+    execute,
+    keys,
+    load_text_source,
+    load_typed_source,
+    read_parquet,
+    snapshot_ref,
+    song,
+    user,
+)
+
+# A handler rejecting its event never reaches its metrics: Powertools then warns.
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+
+
+def test_check_source_counts_the_rows_of_users_and_songs(world: str) -> None:
+    result = check_source(event("check_source"), CONTEXT)
+
+    assert result == {"users": 2, "songs": 3, "has_data": True}
+
+
+@pytest.mark.parametrize("emptied", ["users", "songs"])
+def test_check_source_has_no_data_when_a_table_is_empty(world: str, emptied: str) -> None:
+    execute(world, f"DELETE FROM {emptied}")
+
+    result = check_source(event("check_source"), CONTEXT)
+
+    assert result["has_data"] is False
+    assert result[emptied] == 0
+    assert result["users" if emptied == "songs" else "songs"] > 0
+
+
+@pytest.mark.parametrize(
+    ("step", "handler"),
+    [("check_source", check_source), ("extract_rds", extract_tables)],
+    ids=["CheckSourceData", "ExtractRds"],
+)
+def test_a_missing_source_column_is_a_schema_error_naming_it(
+    world: str, step: str, handler: Any
+) -> None:
+    # ExtractRds too: the table may change after CheckSourceData looked at it.
+    execute(world, "ALTER TABLE songs DROP COLUMN track_genre")
+
+    with pytest.raises(SourceSchemaError, match=r"'songs' lacks columns: track_genre$"):
+        handler(event(step), CONTEXT)
+
+
+def use_secret(
+    cloud: Any, monkeypatch: pytest.MonkeyPatch, name: str, secret: str | dict[str, object]
+) -> None:
+    """Store a source secret in moto and point SOURCE_SECRET_ARN at it (a new cold start)."""
+    text = secret if isinstance(secret, str) else json.dumps(secret)
+    cloud.secrets.create_secret(Name=name, SecretString=text)
+    monkeypatch.setenv("SOURCE_SECRET_ARN", name)
+    pipeline_settings.clear_cache()  # settings are read once per process
+
+
+def test_check_source_rejects_a_secret_that_is_not_json(
+    cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_secret(cloud, monkeypatch, "not-json", "host=db.internal user=etl")
+
+    with pytest.raises(ConfigurationError, match="source secret is not a JSON object"):
+        check_source(event("check_source"), CONTEXT)
+
+
+def test_check_source_rejects_a_secret_without_host(
+    source_dsn: str, cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    without_host = {k: v for k, v in dsn_to_secret(source_dsn).items() if k != "host"}
+    use_secret(cloud, monkeypatch, "no-host", without_host)
+
+    with pytest.raises(ConfigurationError, match="source secret lacks host"):
+        check_source(event("check_source"), CONTEXT)
+
+
+def test_check_source_reports_an_unreachable_database_as_source_unavailable(
+    cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = closed_port()
+    secret = {"host": "127.0.0.1", "port": port, "dbname": "music", "username": "etl"}
+    use_secret(cloud, monkeypatch, "unreachable", secret)
+
+    with pytest.raises(SourceUnavailable, match=f"cannot connect.*{port}"):
+        check_source(event("check_source"), CONTEXT)
+
+
+def test_source_password_never_reaches_an_error_or_a_log_line(
+    world: str, cloud: Any, monkeypatch: pytest.MonkeyPatch, captured_logs: Any
+) -> None:
+    # Steps that succeed with the password, then two failures that carry it.
+    check_source(event("check_source"), CONTEXT)
+    extract_tables(event("extract_rds"), CONTEXT)
+    failures = []
+    use_secret(cloud, monkeypatch, "not-json", f"host=db.internal password={PASSWORD}")
+    with pytest.raises(ConfigurationError) as not_json:
+        check_source(event("check_source"), CONTEXT)
+    failures.append(not_json.value)
+    down = {**dsn_to_secret(world), "host": "127.0.0.1", "port": closed_port()}
+    use_secret(cloud, monkeypatch, "down", {**down, "password": PASSWORD})
+    with pytest.raises(SourceUnavailable) as unreachable:
+        check_source(event("check_source"), CONTEXT)
+    failures.append(unreachable.value)
+
+    logs = captured_logs.readouterr()
+    assert logs.out.count('"step failed"') == 2  # the log lines were really captured
+    assert '"step":"ExtractRds"' in logs.out
+    assert PASSWORD not in logs.out + logs.err
+    for failure in failures:  # with its whole chain, as a traceback would print it
+        assert PASSWORD not in "".join(traceback.format_exception(failure))
+
+
+def test_extract_writes_the_cleaned_snapshots_at_the_layout_keys(
+    snapshot: dict[str, Any], cloud: Any
+) -> None:
+    assert snapshot == {
+        "users_key": f"snapshots/run_id={RUN}/users.parquet",
+        "songs_key": f"snapshots/run_id={RUN}/songs.parquet",
+        "users": 2,
+        "songs": 3,
+        "source_rows_quarantined": {},
+        "song_duplicate_pairs": 0,
+    }
+    # The sample events hand these keys to IngestFile and Transform.
+    assert event("ingest_file")["snapshot"] == snapshot_ref(snapshot)
+
+    users = read_parquet(cloud.s3, snapshot["users_key"])
+    songs = read_parquet(cloud.s3, snapshot["songs_key"])
+    assert sorted(users.column("user_id").to_pylist()) == [1, 2]
+    assert users.schema.field("user_id").type == pa.int64()
+    rows = sorted(
+        songs.select(["id", "track_id", "track_genre", "popularity", "duration_ms"]).to_pylist(),
+        key=lambda r: r["id"],
+    )
+    assert rows == [
+        {"id": 0, "track_id": "A", "track_genre": "pop", "popularity": 80, "duration_ms": 180_000},
+        {
+            "id": 1,
+            "track_id": "A",
+            "track_genre": "dance",
+            "popularity": 80,
+            "duration_ms": 180_000,
+        },
+        {"id": 2, "track_id": "B", "track_genre": "pop", "popularity": 40, "duration_ms": 240_000},
+    ]
+    assert keys(cloud.s3, DATA_BUCKET, "quarantine/") == []  # nothing was rejected
+
+
+def test_extract_fetches_the_source_in_batches_of_extract_batch_size(
+    world: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extra_songs = 1_050
+    execute(
+        world,
+        f"""
+        INSERT INTO songs (id, track_id, artists, album_name, track_name, popularity,
+                           duration_ms, track_genre)
+        SELECT 100 + g, 'T' || g, 'Artist ' || g, 'Album', 'Track ' || g, g % 101,
+               120000 + g, 'rock'
+        FROM generate_series(1, {extra_songs}) AS g
+        """,
+    )
+    monkeypatch.setenv("EXTRACT_BATCH_SIZE", "100")
+    fetched: dict[str, list[int]] = {"users": [], "songs": []}
+    real_read_batches = SourceDatabase.read_batches
+
+    def spying_read_batches(self: SourceDatabase, table: str, batch_size: int) -> Any:
+        for batch in real_read_batches(self, table, batch_size):
+            fetched[table].append(len(batch))
+            yield batch
+
+    monkeypatch.setattr(SourceDatabase, "read_batches", spying_read_batches)
+
+    result = extract_tables(event("extract_rds"), CONTEXT)
+
+    total = len(SONGS) + extra_songs  # 1053 rows: ten full batches and one of 53
+    assert fetched["songs"] == [100] * 10 + [53]
+    assert fetched["users"] == [2]
+    assert result["songs"] == total
+
+
+def test_extract_quarantines_unusable_song_rows_with_their_reason(
+    source_dsn: str, cloud: Any
+) -> None:
+    load_text_source(
+        source_dsn,
+        users=[user(1), user("abc")],
+        songs=[
+            song(1, "A", "pop"),
+            song(2, "", "pop"),
+            song(3, "   ", "rock"),
+            song(4, "C", ""),
+            song(5, "D", "pop", popularity=150),
+            song(6, "E", "pop", popularity="12.5"),
+            song(7, "F", "pop", popularity=-1),
+            song(8, "G", "pop", duration_ms=-5),
+            song(9, "H", "pop", duration_ms="3 minutes"),
+        ],
+    )
+
+    result = extract_tables(event("extract_rds"), CONTEXT)
+
+    assert result["source_rows_quarantined"] == {
+        "songs.invalid_duration_ms": 2,
+        "songs.invalid_popularity": 3,
+        "songs.missing_track_genre": 1,
+        "songs.missing_track_id": 2,
+        "users.invalid_user_id": 1,
+    }
+    assert (result["users"], result["songs"]) == (1, 1)
+    songs = read_parquet(cloud.s3, result["songs_key"])
+    assert songs.column("track_id").to_pylist() == ["A"]
+    rejected = read_parquet(cloud.s3, f"quarantine/source/run_id={RUN}/rows.parquet")
+    rejected_songs = {
+        r["row_key"]: r["reason"] for r in rejected.to_pylist() if r["source_table"] == "songs"
+    }
+    assert rejected_songs == {
+        "2": "missing_track_id",
+        "3": "missing_track_id",
+        "4": "missing_track_genre",
+        "5": "invalid_popularity",
+        "6": "invalid_popularity",
+        "7": "invalid_popularity",
+        "8": "invalid_duration_ms",
+        "9": "invalid_duration_ms",
+    }
+    rejected_users = [r["reason"] for r in rejected.to_pylist() if r["source_table"] == "users"]
+    assert rejected_users == ["invalid_user_id"]
+
+
+def test_extract_keeps_the_smallest_id_of_a_repeated_track_genre_pair(
+    source_dsn: str, tmp_path: Path, cloud: Any
+) -> None:
+    load_typed_source(
+        source_dsn,
+        tmp_path,
+        USERS,
+        [
+            song(7, "A", "pop", track_name="late copy"),
+            song(3, "A", "pop", track_name="original"),
+            song(9, "A", "pop", track_name="another copy"),
+            song(5, "A", "dance", track_name="dance row"),
+        ],
+    )
+
+    result = extract_tables(event("extract_rds"), CONTEXT)
+
+    assert result["songs"] == 2
+    assert result["song_duplicate_pairs"] == 2  # rows beyond the first of their pair
+    assert result["source_rows_quarantined"] == {}
+    songs = read_parquet(cloud.s3, result["songs_key"]).to_pylist()
+    kept = {(r["track_genre"], r["id"], r["track_name"]) for r in songs}
+    assert kept == {("pop", 3, "original"), ("dance", 5, "dance row")}
+
+
+def test_extract_fails_the_data_gate_when_no_song_is_usable(source_dsn: str, cloud: Any) -> None:
+    load_text_source(
+        source_dsn,
+        users=[user(1)],
+        songs=[song(1, "", "pop"), song(2, "B", "pop", popularity=101)],
+    )
+
+    with pytest.raises(DataGateError, match="songs: 0"):
+        extract_tables(event("extract_rds"), CONTEXT)
+    assert keys(cloud.s3, DATA_BUCKET, "snapshots/") == []
