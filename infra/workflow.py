@@ -368,9 +368,7 @@ class PipelineDefinition(Construct):
         outcome.next(self._release if release else sfn.Succeed(self, f"{state}End"))
         return outcome
 
-    def _lock_write(
-        self, name: str, condition: str, values: dict[str, str]
-    ) -> tasks.DynamoPutItem:
+    def _lock_write(self, name: str, condition: str, values: dict[str, str]) -> tasks.DynamoPutItem:
         """Write the lock item naming this execution, if ``condition`` holds."""
         execution_id = sfn.JsonPath.string_at("$$.Execution.Id")
         task = tasks.DynamoPutItem(
