@@ -576,7 +576,7 @@ def _eventually_consistent_listing(lag_seconds: float) -> Iterator[None]:
         visible = [e for e in executions if _aware(e.start_date) <= horizon]
         return visible, next_token
 
-    StepFunctionBackend.list_executions = list_executions  # type: ignore[method-assign]
+    StepFunctionBackend.list_executions = list_executions  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
