@@ -209,6 +209,8 @@ class PipelineFunctions(Construct):
         transform = roles["transform"]
         _objects(transform, data, READ, "runs/", "curated/", "snapshots/", "ledger/", "catalogue/")
         _objects(transform, data, WRITE, "runs/", "kpis/", "catalogue/")
+        # Markers no load can ever clear (no ledger entry, or no valid play) are removed.
+        _objects(transform, data, ("s3:DeleteObject",), "ledger/pending/")
         _list(transform, data)
 
         load = roles["load"]

@@ -26,7 +26,7 @@ from infra.steps import (
     TRANSFORM,
     Step,
 )
-from kpi_pipeline.errors import RETRYABLE_ERRORS
+from kpi_pipeline.errors import RETRYABLE_ERRORS, PlanOutdated
 
 # Lambda service hiccups, plus the errors our code raises for transient trouble.
 TRANSIENT_ERRORS = [
@@ -262,7 +262,7 @@ class PipelineDefinition(Construct):
         self._catch(ingest, "IngestStreams")
 
         transform = self._task(TRANSFORM, {"run_id.$": RUN_ID, "snapshot": SNAPSHOT}, "$.transform")
-        load = self._task(
+        load = self._invoke(
             LOAD,
             {
                 "run_id.$": RUN_ID,
@@ -271,6 +271,10 @@ class PipelineDefinition(Construct):
             },
             "$.load",
         )
+        # Content was accepted for a planned date after the plan was made: plan again (Load
+        # never commits such a plan; Transform bounds how often this can happen).
+        load.add_catch(transform, errors=[PlanOutdated.__name__], result_path="$.replan")
+        self._catch(load, LOAD.state)
         skip_load = sfn.Pass(
             self,
             "NothingToLoad",

@@ -263,6 +263,15 @@ class LocalAws:
         finally:
             _calling_function.reset(calling)
 
+    def invoke_handler(self, handler_suffix: str, event: dict[str, Any]) -> dict[str, Any]:
+        """Call a function's handler as its Lambda would be (its credentials, its context)."""
+        (name,) = [n for n, (f, _) in self._handlers.items() if f.handler.endswith(handler_suffix)]
+        headers: dict[str, str] = {}
+        response = json.loads(self._invoke(name, json.dumps(event), headers))
+        if headers:
+            raise RuntimeError(f"{handler_suffix} failed: {response}")
+        return dict(response)
+
     # --- running -----------------------------------------------------------------------------
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name=REGION)

@@ -160,6 +160,7 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         | data_list,
         "transform": objects(READ, data, "runs/", "curated/", "snapshots/", "ledger/", "catalogue/")
         | objects(WRITE, data, "runs/", "kpis/", "catalogue/")
+        | objects(("s3:DeleteObject",), data, "ledger/pending/")
         | data_list,
         "load": objects(READ, data, "runs/", "ledger/", "kpis/")
         | objects(WRITE, data, "ledger/")
@@ -263,7 +264,7 @@ def test_seven_function_roles_one_per_step(prod):
     assert set(lambda_roles) == {logical_id(stack, role) for role in stack.functions.roles.values()}
 
 
-def test_only_archive_deletes_landing_files_and_only_load_deletes_pending_markers():
+def test_only_archive_deletes_landing_files_and_only_load_and_transform_pending_markers():
     deletes = {
         step.state: sorted(
             resource
@@ -277,6 +278,7 @@ def test_only_archive_deletes_landing_files_and_only_load_deletes_pending_marker
     expected = {step.state: [] for step in ALL_STEPS}
     expected["Archive"] = [f"{PROD_LANDING}/{PROD_PREFIX}*"]
     expected["Load"] = [pending]
+    expected["Transform"] = [pending]  # markers no load can ever clear
     assert deletes == expected
 
 

@@ -136,7 +136,7 @@ def test_every_task_retries_transient_errors_only_with_backoff_and_jitter(states
 
 def test_every_step_is_caught_and_its_name_reaches_the_alert(states):
     for name in [*TASKS, "IngestStreams"]:
-        (catch,) = states[name]["Catch"]
+        catch = states[name]["Catch"][-1]
         assert catch["ErrorEquals"] == ["States.ALL"]
         record = states[catch["Next"]]
         assert record["Parameters"]["state"] == name
@@ -181,6 +181,17 @@ def test_one_run_at_a_time_by_a_conditional_write_of_the_lock(states):
     for release in ("ReleaseLock", "ReleaseLockAfterFailure"):
         assert states[release]["Parameters"]["ConditionExpression"] == "holder = :me"
         assert [c["ErrorEquals"] for c in states[release]["Catch"]] == [["States.ALL"]]
+
+
+def test_a_load_whose_plan_is_outdated_goes_back_to_transform(states):
+    replan, fail = states["Load"]["Catch"]
+    assert replan == {
+        "ErrorEquals": ["PlanOutdated"],
+        "ResultPath": "$.replan",
+        "Next": "Transform",
+    }
+    assert fail["ErrorEquals"] == ["States.ALL"]
+    assert "PlanOutdated" not in states["Load"]["Retry"][0]["ErrorEquals"]
 
 
 def test_the_alert_links_to_the_execution(states):

@@ -148,3 +148,52 @@ def test_a_lock_left_by_an_aborted_execution_is_taken_over(harness, sample):
     assert lock_item(harness) is None
     reference = compute_reference(sample.users_csv, sample.songs_csv, [sample.stream_files[0]])
     assert_matches_reference(harness.warehouse(), reference)
+
+
+def test_content_accepted_between_transform_and_load_is_replanned_not_lost(
+    harness, sample, two_files
+):
+    """Defence in depth behind the lock: if content of a planned date is accepted after the
+    plan (a writer outside the lock), Load refuses the plan and Transform plans again."""
+    f1, f2 = two_files
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(f1)
+    bucket, _ = harness.landing
+
+    def accept_f2_first(handler):
+        calls = []
+
+        def load(event, context):
+            calls.append(event)
+            if len(calls) == 1:  # another writer accepts f2 for the same date meanwhile
+                (key,) = harness.put_streams(f2)
+                head = harness.local.client("s3").head_object(Bucket=bucket, Key=key)
+                harness.local.invoke_handler(
+                    "extract_s3.handler.ingest_file",
+                    {
+                        "run_id": "outside-the-lock",
+                        "file": {
+                            "index": 0,
+                            "key": key,
+                            "etag": head["ETag"].strip('"'),
+                            "size": head["ContentLength"],
+                        },
+                        "snapshot": {
+                            "users_key": "snapshots/run_id=A/users.parquet",
+                            "songs_key": "snapshots/run_id=A/songs.parquet",
+                        },
+                    },
+                )
+            return handler(event, context)
+
+        return load
+
+    harness.wrap_handler("load.handler.handler", accept_f2_first)
+    execution = harness.run("A")
+
+    assert execution.output["status"] == "loaded"
+    entered = execution.states_entered()
+    assert entered.count("Transform") == 2 and entered.count("Load") == 2
+    reference = compute_reference(sample.users_csv, sample.songs_csv, [f1, f2])
+    assert_matches_reference(harness.warehouse(), reference)
+    finish(harness, sample, [f1, f2])

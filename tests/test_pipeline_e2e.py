@@ -385,3 +385,21 @@ def test_a_file_that_cannot_be_ingested_waits_in_landing_while_the_rest_is_loade
     summary = harness.local.read_json(harness.data_bucket, "runs/partly/summary.json")
     assert (summary["files_processed"], summary["files_failed"]) == (1, 1)
     assert harness.local.alerts()[0]["failed_state"] == "Archive"
+
+
+def test_a_file_without_a_valid_play_leaves_nothing_pending(harness, sample, tmp_path):
+    """Accepted, but every row quarantined: nothing waits for the warehouse, so the next
+    run without files ends at once (no_new_files) instead of going through every step."""
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    unknown = tmp_path / "streams_unknown_users.csv"
+    unknown.write_text("user_id,track_id,listen_time\n999999,x,2024-06-25 10:00:00\n")
+    harness.put_streams(unknown)
+
+    first = harness.run("accepts-nothing")
+    second = harness.run("next-day")
+
+    assert first.output["files_processed"] == 1
+    assert first.output["rows_quarantined"] == {"unknown_user_id": 1}
+    assert harness.keys(harness.data_bucket, "ledger/pending/") == []
+    assert second.output["status"] == "no_new_files"
+    assert "IngestStreams" not in second.states_entered()

@@ -28,6 +28,14 @@ class WarehouseUnavailable(PipelineError):
     """The warehouse (Redshift Data API or PostgreSQL) is busy, unreachable or too slow."""
 
 
+class PlanOutdated(PipelineError):
+    """Content was accepted for a date after the load plan was made: Transform plans again.
+
+    Not retried (the same plan would fail again): the state machine sends Load's
+    PlanOutdated back to Transform.
+    """
+
+
 RETRYABLE_ERRORS: tuple[type[PipelineError], ...] = (
     SourceUnavailable,
     StorageUnavailable,

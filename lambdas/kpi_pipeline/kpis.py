@@ -3,19 +3,16 @@
 The dates come from the *pending* markers of accepted content (written at ingest, removed
 by Load), not from this run's manifest: content accepted by a run that failed before its
 load is picked up by the next run whatever files that run sees. Each date is recomputed
-from every curated play of that date whose content the ledger accepted, with the songs
-catalogue the date was first computed with, so a late file gives exactly the KPIs an
-on-time file would have. The KPI logic is SQL (``sql/staging``, ``sql/marts``); this
+from exactly the curated objects the ledger lists for it (see :mod:`kpi_pipeline.ledger`),
+with the songs catalogue the date was first computed with, so a late file gives exactly
+the KPIs an on-time file would have. The KPI logic is SQL (``sql/staging``, ``sql/marts``); this
 module only moves data.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,36 +21,13 @@ from kpi_pipeline import engine
 from kpi_pipeline.contracts import TransformRequest, TransformResult
 from kpi_pipeline.errors import DataGateError
 from kpi_pipeline.layout import Layout
+from kpi_pipeline.ledger import Ledger, parallel
 from kpi_pipeline.observability import logger
+from kpi_pipeline.planning import make_plan, read_plan, write_plan
 from kpi_pipeline.scratch import scratch_dir
 from kpi_pipeline.settings import EngineSettings
 from kpi_pipeline.storage import Storage
 from kpi_pipeline.warehouse.arrow import fit_to_schema
-
-_WORKERS = 16
-
-
-@dataclass(frozen=True)
-class LoadPlan:
-    """The dates to recompute and the accepted contents whose plays they cover."""
-
-    kpi_dates: list[dt.date]
-    content_keys: list[str]
-
-
-def plan_dates(pending: list[dict[str, Any]], accepted: set[str]) -> LoadPlan:
-    """The dates of every pending content the ledger accepted.
-
-    A pending marker without a ledger entry belongs to an ingest that stopped half-way: its
-    file is still in landing and will be ingested again, so its dates are not trusted yet.
-    """
-    dates: set[dt.date] = set()
-    contents: set[str] = set()
-    for marker in pending:
-        if marker["content_key"] in accepted:
-            dates.update(dt.date.fromisoformat(d) for d in marker["kpi_dates"])
-            contents.add(marker["content_key"])
-    return LoadPlan(sorted(dates), sorted(contents))
 
 
 def compute_kpis(
@@ -64,15 +38,18 @@ def compute_kpis(
     engine_settings: EngineSettings,
     work_dir: str,
 ) -> TransformResult:
-    markers = storage.list_objects(layout.data_bucket, layout.pending_prefix)
-    pending = _read_all(storage, layout, [marker.key for marker in markers])
-    accepted = _accepted(storage, layout, {m["content_key"] for m in pending})
-    plan = plan_dates(pending, accepted)
-    storage.put_json(
-        layout.data_bucket,
-        layout.load_plan_key(request.run_id),
-        {"kpi_dates": [d.isoformat() for d in plan.kpi_dates], "content_keys": plan.content_keys},
-    )
+    ledger = Ledger(storage, layout)
+    previous = read_plan(storage, layout, request.run_id)
+    planned = make_plan(ledger, version=previous.version + 1 if previous else 1)
+    if planned.unloadable:
+        logger.warning(
+            "pending markers no load can clear were removed (an ingest that died before "
+            "accepting its file, or content without a valid play)",
+            extra={"contents": planned.unloadable},
+        )
+        ledger.remove_pending(planned.unloadable)
+    plan = planned.plan
+    write_plan(storage, layout, request.run_id, plan)
     if not plan.kpi_dates:
         logger.info("no date to recompute: nothing accepted is waiting for the warehouse")
         return TransformResult(kpi_key=None, kpi_dates=[], kpi_date_count=0)
@@ -82,7 +59,7 @@ def compute_kpis(
             storage, layout, plan.kpi_dates, request.run_id, request.snapshot.songs_key
         )
         songs = _download_catalogues(storage, layout, set(catalogues.values()), tmp / "songs")
-        plays = _download_curated(storage, layout, plan.kpi_dates, accepted, tmp / "plays")
+        plays = _download_curated(storage, layout, plan.contents_by_date, tmp / "plays")
         if not plays:
             raise DataGateError(f"no curated plays found for {plan.kpi_dates}")
 
@@ -199,20 +176,6 @@ def _run_models(
     return kpis, stats
 
 
-def _accepted(storage: Storage, layout: Layout, content_keys: set[str]) -> set[str]:
-    """The content keys the ledger has accepted."""
-    keys = sorted(content_keys)
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
-        found = pool.map(lambda ck: storage.exists(layout.data_bucket, layout.ledger_key(ck)), keys)
-    return {key for key, present in zip(keys, found, strict=True) if present}
-
-
-def _read_all(storage: Storage, layout: Layout, keys: list[str]) -> list[dict[str, Any]]:
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
-        documents = list(pool.map(lambda key: storage.get_json(layout.data_bucket, key), keys))
-    return [doc for doc in documents if doc is not None]
-
-
 def _download_catalogues(
     storage: Storage, layout: Layout, keys: set[str], into: Path
 ) -> dict[str, Path]:
@@ -224,31 +187,20 @@ def _download_catalogues(
 
 
 def _download_curated(
-    storage: Storage, layout: Layout, kpi_dates: list[dt.date], accepted: set[str], into: Path
+    storage: Storage, layout: Layout, contents_by_date: dict[dt.date, list[str]], into: Path
 ) -> list[Path]:
-    """Every curated plays file of the dates whose content the ledger accepted.
-
-    A curated file without a ledger entry was written by an ingest that stopped before
-    accepting its file: its plays are not counted (the file is ingested again later).
-    """
+    """Exactly the curated objects the ledger lists for each date (see kpi_pipeline.ledger)."""
     keys = [
-        obj.key
-        for kpi_date in kpi_dates
-        for obj in storage.list_objects(layout.data_bucket, layout.curated_date_prefix(kpi_date))
-        if obj.key.endswith(".parquet")
+        layout.curated_plays_key(kpi_date, content_key)
+        for kpi_date, content_keys in sorted(contents_by_date.items())
+        for content_key in content_keys
     ]
-    # ``accepted`` already holds the pending contents; look up only the older ones.
-    contents = {Path(key).stem for key in keys}
-    accepted = accepted | _accepted(storage, layout, contents - accepted)
-    keys = [key for key in keys if Path(key).stem in accepted]
     paths = [into / f"{i:06d}.parquet" for i in range(len(keys))]
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
-        done = list(
-            pool.map(
-                lambda kp: storage.download_file(layout.data_bucket, kp[0], kp[1]),
-                zip(keys, paths, strict=True),
-            )
-        )
-    if not all(done):
-        raise FileNotFoundError("a curated plays file disappeared while the transform ran")
+    done = parallel(
+        lambda kp: storage.download_file(layout.data_bucket, kp[0], kp[1]),
+        zip(keys, paths, strict=True),
+    )
+    missing = [key for key, present in zip(keys, done, strict=True) if not present]
+    if missing:
+        raise FileNotFoundError(f"curated plays the ledger lists are missing: {missing[:5]}")
     return paths

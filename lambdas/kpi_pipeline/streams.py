@@ -6,9 +6,10 @@ counted as already processed and archived, never counted twice. A file delivered
 with new content under an old name is new content.
 
 Order of writes, so that a crash anywhere leaves a state the next attempt handles:
-curated and quarantined rows, then the *pending* marker (dates the warehouse still lacks),
-then the ledger entry (the proof of acceptance, written only if absent). Transform only
-trusts content that has a ledger entry; Load removes the pending markers it loaded.
+curated and quarantined rows, then the *pending* marker (dates the warehouse still lacks;
+none for content without a valid play), then the ledger entry (the proof of acceptance,
+written only if absent). Transform reads only the curated objects ledger entries list and
+clears markers no load can clear; Load removes the pending markers it loaded.
 """
 
 from __future__ import annotations
@@ -113,11 +114,10 @@ def _ingest_new(
         )
     _publish(outcome, content_key, storage, layout)
     dates = [d.isoformat() for d in outcome.kpi_dates]
-    storage.put_json(
-        layout.data_bucket,
-        layout.pending_key(content_key),
-        {"content_key": content_key, "run_id": request.run_id, "kpi_dates": dates},
-    )
+    if dates:  # content without a valid play has nothing to load (Transform clears the
+        # marker an earlier attempt of it may have left)
+        marker = {"content_key": content_key, "run_id": request.run_id, "kpi_dates": dates}
+        storage.put_json(layout.data_bucket, layout.pending_key(content_key), marker)
     ledger = {
         "content_key": content_key,
         "source_key": request.file.key,

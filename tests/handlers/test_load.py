@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 
 from extract_s3.handler import list_new_files
+from kpi_pipeline.errors import PlanOutdated
 from tests.handlers.support import (
     CONTEXT,
+    DATA_BUCKET,
     DAY,
     NEXT_DAY,
     RUN,
@@ -16,6 +18,7 @@ from tests.handlers.support import (
     STREAMS_NEXT_DAY,
     event,
     ingest_manifest,
+    keys,
     load,
     put_landing,
     read_json,
@@ -56,3 +59,31 @@ def test_load_replaces_the_dates_in_the_warehouse_and_marks_the_ledger(
     )
     for content in (STREAMS_DAY, STREAMS_NEXT_DAY):
         assert read_json(cloud.s3, f"ledger/files/{sha256(content)}.json")["loaded_by_run"] == RUN
+
+
+def test_load_refuses_a_plan_that_no_longer_covers_every_content_accepted_for_its_dates(
+    snapshot: dict[str, Any], cloud: Any, warehouse_dsn: str
+) -> None:
+    """Run A plans 2024-06-25 from one file; another file of that date is accepted before A
+    loads (a second run that got past the lock, or an operator's replay). Loading A's plan
+    would replace the date with fewer plays than were accepted, and no pending marker would
+    be left to repair it: A must not commit, and its markers stay for the recomputation."""
+    put_landing(cloud.s3, "day.csv", STREAMS_DAY)
+    ingest_manifest(
+        "run-a", list_new_files(event("list_new_files", run_id="run-a"), CONTEXT), snapshot
+    )
+    planned = transform("run-a", snapshot)
+    put_landing(cloud.s3, "more.csv", "user_id,track_id,listen_time\n2,B,2024-06-25 12:00:00\n")
+    ingest_manifest(
+        "run-b", list_new_files(event("list_new_files", run_id="run-b"), CONTEXT), snapshot
+    )
+
+    with pytest.raises(PlanOutdated, match="2024-06-25"):
+        load("run-a", planned)
+
+    assert len(keys(cloud.s3, DATA_BUCKET, "ledger/pending/")) == 2
+    replanned = transform("run-a", snapshot)  # what the state machine does on PlanOutdated
+    load("run-a", replanned)
+    pop = next(r for r in warehouse_rows(warehouse_dsn) if r["track_genre"] == "pop")
+    assert pop["listen_count"] == 4
+    assert keys(cloud.s3, DATA_BUCKET, "ledger/pending/") == []

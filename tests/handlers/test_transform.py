@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -50,7 +51,11 @@ def test_transform_computes_the_kpis_of_the_dates_this_run_ingested(
     assert result["kpi_key"] == f"kpis/run_id={RUN}/music_kpi_metrics.parquet"
     assert (result["genre_rows"], result["hourly_rows"], result["plays_in_kpis"]) == (3, 2, 4)
     plan = read_json(cloud.s3, f"runs/{RUN}/load_plan.json")
-    assert plan["content_keys"] == sorted([sha256(STREAMS_DAY), sha256(STREAMS_NEXT_DAY)])
+    assert plan["contents_by_date"] == {
+        "2024-06-25": [sha256(STREAMS_DAY)],
+        "2024-06-26": [sha256(STREAMS_NEXT_DAY)],
+    }
+    assert plan["pending"] == sorted([sha256(STREAMS_DAY), sha256(STREAMS_NEXT_DAY)])
 
     kpis = read_parquet(cloud.s3, result["kpi_key"])
     assert kpis.schema.equals(KPI_SCHEMA)
@@ -127,4 +132,75 @@ def test_transform_with_no_new_content_plans_no_date_and_writes_no_kpi_file(
     assert result["kpi_dates"] == []
     assert result["kpi_key"] is None
     assert keys(cloud.s3, DATA_BUCKET, "kpis/run_id=run-2/") == []
-    assert read_json(cloud.s3, "runs/run-2/load_plan.json") == {"content_keys": [], "kpi_dates": []}
+    assert read_json(cloud.s3, "runs/run-2/load_plan.json") == {
+        "version": 1,
+        "kpi_dates": [],
+        "contents_by_date": {},
+        "pending": [],
+    }
+
+
+def test_transform_reads_only_the_curated_objects_the_ledger_lists_for_each_content(
+    snapshot: dict[str, Any], cloud: Any
+) -> None:
+    """An ingest wrote curated plays of the 25th and the 26th, then died before its ledger
+    entry; the same content, ingested again after a source change, had no valid play on the
+    25th: its ledger lists only the 26th, yet the stale object of the 25th stays. A later
+    file of the 25th must not bring those phantom plays into the KPIs."""
+    both_days = STREAMS_DAY + STREAMS_NEXT_DAY.split("\n", 1)[1]
+    put_landing(cloud.s3, "both.csv", both_days)
+    ingest_manifest(
+        "run-1", list_new_files(event("list_new_files", run_id="run-1"), CONTEXT), snapshot
+    )
+    ledger_key = f"ledger/files/{sha256(both_days)}.json"
+    entry = read_json(cloud.s3, ledger_key)
+    # what the second ingest recorded: nothing accepted on the 25th
+    cloud.s3.put_object(
+        Bucket=DATA_BUCKET,
+        Key=ledger_key,
+        Body=json.dumps({**entry, "kpi_dates": [NEXT_DAY.isoformat()]}).encode(),
+    )
+    cloud.s3.delete_object(Bucket=LANDING_BUCKET, Key=LANDING + "both.csv")
+    put_landing(cloud.s3, "late.csv", "user_id,track_id,listen_time\n2,B,2024-06-25 12:00:00\n")
+    ingest_manifest(
+        "run-2", list_new_files(event("list_new_files", run_id="run-2"), CONTEXT), snapshot
+    )
+
+    result = transform("run-2", snapshot)
+
+    kpis = read_parquet(cloud.s3, result["kpi_key"]).to_pylist()
+    pop_day = next(r for r in kpis if r["kpi_date"] == DAY and r["track_genre"] == "pop")
+    assert pop_day["listen_count"] == 1  # the late file's play only
+    pop_next = next(r for r in kpis if r["kpi_date"] == NEXT_DAY and r["track_genre"] == "pop")
+    assert pop_next["listen_count"] == 1
+
+
+def test_transform_clears_pending_markers_that_can_never_be_loaded(
+    snapshot: dict[str, Any], cloud: Any
+) -> None:
+    """A file accepted with no valid play has no date to load; a marker whose ingest died
+    before its ledger entry (the file since gone from landing) has no accepted content.
+    Neither may stay pending: every later run would go through Map, Transform and Archive
+    and never end no_new_files."""
+    put_landing(
+        cloud.s3, "unknown_users.csv", "user_id,track_id,listen_time\n9,A,2024-06-25 10:00:00\n"
+    )
+    ingested = ingest_manifest(
+        "run-1", list_new_files(event("list_new_files", run_id="run-1"), CONTEXT), snapshot
+    )
+    assert ingested[0]["outcome"] == "processed" and ingested[0]["plays_valid"] == 0
+    orphan = "ledger/pending/" + "0" * 64 + ".json"
+    cloud.s3.put_object(
+        Bucket=DATA_BUCKET,
+        Key=orphan,
+        Body=json.dumps(
+            {"content_key": "0" * 64, "run_id": "died", "kpi_dates": ["2024-06-25"]}
+        ).encode(),
+    )
+
+    result = transform("run-1", snapshot)
+
+    assert result["kpi_date_count"] == 0
+    assert keys(cloud.s3, DATA_BUCKET, "ledger/pending/") == []
+    manifest = list_new_files(event("list_new_files", run_id="run-2"), CONTEXT)
+    assert manifest["pending_contents"] == 0
