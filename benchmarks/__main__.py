@@ -50,14 +50,13 @@ def _run_child(target: str, args_json: str) -> None:
 
 def ingest_one_file(csv_path: str, users: str, songs: str, work: str) -> dict[str, Any]:
     from kpi_pipeline import engine
-    from kpi_pipeline.ingest import AcceptedFile, Lineage, validate_stream_file
+    from kpi_pipeline.ingest import AcceptedFile, Lineage, Snapshot, validate_stream_file
     from kpi_pipeline.settings import EngineSettings
 
     con = engine.connect(EngineSettings(duckdb_memory_limit_mb=1024), Path(work))
     outcome = validate_stream_file(
         Path(csv_path),
-        users_parquet=Path(users),
-        songs_parquet=Path(songs),
+        snapshots=Snapshot(Path(users), Path(songs)),
         lineage=Lineage("bench.csv", "0" * 64, "bench"),
         out_dir=Path(work) / "out",
         con=con,

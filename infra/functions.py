@@ -202,8 +202,11 @@ class PipelineFunctions(Construct):
         ingest = roles["ingest_file"]
         _objects(ingest, landing, READ, prefix, landing=True)
         _list(ingest, landing)
-        _objects(ingest, data, READ, "snapshots/", "ledger/")
-        _objects(ingest, data, WRITE, "curated/", "quarantine/rows/", "ledger/", "runs/")
+        # catalogue/: each date's pinned snapshot, read to validate and written to pin.
+        _objects(ingest, data, READ, "snapshots/", "ledger/", "catalogue/")
+        _objects(
+            ingest, data, WRITE, "curated/", "quarantine/rows/", "ledger/", "runs/", "catalogue/"
+        )
         _list(ingest, data)
 
         transform = roles["transform"]

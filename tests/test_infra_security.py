@@ -155,8 +155,8 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         | objects(WRITE, data, "runs/"),
         "ingest_file": objects(READ, PROD_LANDING, PROD_PREFIX)
         | landing_list
-        | objects(READ, data, "snapshots/", "ledger/")
-        | objects(WRITE, data, "curated/", "quarantine/rows/", "ledger/", "runs/")
+        | objects(READ, data, "snapshots/", "ledger/", "catalogue/")
+        | objects(WRITE, data, "curated/", "quarantine/rows/", "ledger/", "runs/", "catalogue/")
         | data_list,
         "transform": objects(READ, data, "runs/", "curated/", "snapshots/", "ledger/", "catalogue/")
         | objects(WRITE, data, "runs/", "kpis/", "catalogue/")

@@ -28,6 +28,7 @@ from kpi_pipeline.ingest import (
     FileReason,
     Lineage,
     RejectedFile,
+    Snapshot,
     validate_stream_file,
 )
 from kpi_pipeline.settings import EngineSettings
@@ -96,8 +97,7 @@ def validate(
     try:
         return validate_stream_file(
             csv_path,
-            users_parquet=users_path,
-            songs_parquet=songs_path,
+            snapshots=Snapshot(users_path, songs_path),
             lineage=LINEAGE,
             out_dir=folder / "out",
             con=con,
@@ -766,3 +766,43 @@ def test_a_file_holding_only_a_byte_order_mark_is_empty(tmp_path: Path) -> None:
 
     assert isinstance(result, RejectedFile)
     assert result.reason == FileReason.EMPTY_FILE
+
+
+def test_each_row_is_checked_against_the_snapshot_of_its_own_date(tmp_path):
+    """A late file spans a pinned date (users 1, 2 and tracks A, B then) and a new one
+    (today: user 2 gone, track C added): each row is judged by its own date's snapshot."""
+    then = Snapshot(*write_snapshots(tmp_path / "then", users=(1, 2), tracks=("A", "B")))
+    today = Snapshot(*write_snapshots(tmp_path / "today", users=(1,), tracks=("A", "C")))
+    next_day = date(2024, 6, 26)
+    asked: list[list[date]] = []
+
+    def snapshots_of(dates: list[date]) -> dict[date, Snapshot]:
+        asked.append(dates)
+        return {d: then if d == DAY else today for d in dates}
+
+    content = (
+        HEADER
+        + "2,B,2024-06-25 10:00:00\n"  # valid then
+        + "1,C,2024-06-25 11:00:00\n"  # C did not exist then
+        + "2,A,2024-06-26 10:00:00\n"  # user 2 is gone today
+        + "1,C,2024-06-26 11:00:00\n"  # valid today
+        + "1,A,not a time\n"  # no date: never asks for one
+    )
+    csv_path = tmp_path / "streams.csv"
+    csv_path.write_text(content)
+    con = connect(EngineSettings(), tmp_path)
+    try:
+        result = validate_stream_file(
+            csv_path, snapshots=snapshots_of, lineage=LINEAGE, out_dir=tmp_path / "out", con=con
+        )
+    finally:
+        con.close()
+
+    assert isinstance(result, AcceptedFile)
+    assert asked == [[DAY, next_day]]
+    assert result.rows_quarantined == {
+        "invalid_listen_time": 1,
+        "unknown_track_id": 1,
+        "unknown_user_id": 1,
+    }
+    assert sorted((r["user_id"], r["track_id"]) for r in curated(result)) == [(1, "C"), (2, "B")]

@@ -36,10 +36,15 @@ class PlanOutdated(PipelineError):
     """
 
 
+class PinConflict(PipelineError):
+    """A date was pinned to another snapshot while a file was validated: validate again."""
+
+
 RETRYABLE_ERRORS: tuple[type[PipelineError], ...] = (
     SourceUnavailable,
     StorageUnavailable,
     WarehouseUnavailable,
+    PinConflict,
 )
 
 

@@ -59,12 +59,15 @@ def extract_snapshot(
             )
         stage_source_tables(con)
 
+        # The pipeline needs no personal data: of users, it keeps the ids only.
         outputs = {
-            "users": ("stg_users", tmp / "users.parquet"),
-            "songs": ("stg_songs", tmp / "songs.parquet"),
+            "users": ("SELECT user_id FROM stg_users", tmp / "users.parquet"),
+            "songs": ("SELECT * FROM stg_songs", tmp / "songs.parquet"),
         }
-        for view, path in outputs.values():
-            con.execute(f"COPY {view} TO {engine.literal(path)} (FORMAT parquet, COMPRESSION zstd)")
+        for query, path in outputs.values():
+            con.execute(
+                f"COPY ({query}) TO {engine.literal(path)} (FORMAT parquet, COMPRESSION zstd)"
+            )
         counts = {
             table: engine.scalar(con, f"SELECT count(*) FROM read_parquet({engine.literal(path)})")
             for table, (_, path) in outputs.items()

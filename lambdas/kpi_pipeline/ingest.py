@@ -13,7 +13,7 @@ import codecs
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from kpi_pipeline.engine import create_view, literal, scalar
+from kpi_pipeline.engine import create_table, create_view, literal, scalar
 
 REQUIRED_COLUMNS = ("user_id", "track_id", "listen_time")
 ASCII_WHITESPACE = " \t\r\n\f\v"  # what "surrounding whitespace" means, here and in SQL
@@ -81,16 +81,31 @@ class Lineage:
     run_id: str
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A source snapshot, as local Parquet files: the users and songs rows are checked with."""
+
+    users_parquet: Path
+    songs_parquet: Path
+
+
+# The snapshot each date's rows are checked with (see kpi_pipeline.catalogue).
+SnapshotsOfDates = Callable[[list[dt.date]], dict[dt.date, Snapshot]]
+
+
 def validate_stream_file(
     csv_path: Path,
     *,
-    users_parquet: Path,
-    songs_parquet: Path,
+    snapshots: Snapshot | SnapshotsOfDates,
     lineage: Lineage,
     out_dir: Path,
     con: duckdb.DuckDBPyConnection,
 ) -> RejectedFile | AcceptedFile:
-    """Validate one stream file against the users and songs snapshots."""
+    """Validate one stream file; each row against the users and songs snapshot of its date.
+
+    ``snapshots`` is one snapshot for every date, or a function giving each date's: it is
+    called once, with the dates of the rows whose ``listen_time`` parses.
+    """
     rejected = _inspect_bytes(csv_path)
     if rejected:
         return rejected
@@ -110,17 +125,45 @@ def validate_stream_file(
     except (pa.ArrowInvalid, duckdb.Error) as exc:
         return RejectedFile(FileReason.UNREADABLE_CSV, _first_line(exc))
 
-    con.execute(
-        "CREATE TEMP TABLE known_users AS "
-        f"SELECT DISTINCT user_id FROM read_parquet({literal(users_parquet)})"
-    )
-    con.execute(
-        "CREATE TEMP TABLE known_tracks AS "
-        f"SELECT DISTINCT track_id FROM read_parquet({literal(songs_parquet)})"
-    )
+    create_table(con, "parsed_rows", "ingest/parse_stream_rows.sql")
+    dates = [
+        row[0]
+        for row in con.execute(
+            "SELECT DISTINCT kpi_date FROM parsed_rows WHERE kpi_date IS NOT NULL"
+        ).fetchall()
+    ]
+    by_date = snapshots(sorted(dates)) if callable(snapshots) else dict.fromkeys(dates, snapshots)
+    _register_snapshots(con, by_date)
     create_view(con, "classified_rows", "ingest/classify_stream_rows.sql")
     con.execute("CREATE TEMP TABLE classified AS SELECT * FROM classified_rows")
     return _write_outputs(con, malformed, lineage, out_dir)
+
+
+def _register_snapshots(con: duckdb.DuckDBPyConnection, by_date: dict[dt.date, Snapshot]) -> None:
+    """known_users(snapshot, user_id), known_tracks(snapshot, track_id) and each date's
+    snapshot (date_snapshots), numbered in the order they first appear."""
+    numbers: dict[Snapshot, int] = {}
+    for snapshot in by_date.values():
+        numbers.setdefault(snapshot, len(numbers))
+    con.execute("CREATE TEMP TABLE known_users (snapshot INTEGER, user_id BIGINT)")
+    con.execute("CREATE TEMP TABLE known_tracks (snapshot INTEGER, track_id VARCHAR)")
+    for snapshot, number in numbers.items():
+        con.execute(
+            "INSERT INTO known_users SELECT DISTINCT ?, user_id "
+            f"FROM read_parquet({literal(snapshot.users_parquet)})",
+            [number],
+        )
+        con.execute(
+            "INSERT INTO known_tracks SELECT DISTINCT ?, track_id "
+            f"FROM read_parquet({literal(snapshot.songs_parquet)})",
+            [number],
+        )
+    con.execute("CREATE TEMP TABLE date_snapshots (kpi_date DATE, snapshot INTEGER)")
+    if by_date:
+        con.executemany(
+            "INSERT INTO date_snapshots VALUES (?, ?)",
+            [(d, numbers[snapshot]) for d, snapshot in by_date.items()],
+        )
 
 
 def _write_outputs(

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kpi_pipeline import engine
+from kpi_pipeline.catalogue import pin_dates
 from kpi_pipeline.contracts import TransformRequest, TransformResult
 from kpi_pipeline.errors import DataGateError
 from kpi_pipeline.layout import Layout
@@ -55,9 +56,9 @@ def compute_kpis(
         return TransformResult(kpi_key=None, kpi_dates=[], kpi_date_count=0)
 
     with scratch_dir(work_dir, "transform") as tmp:
-        catalogues = pin_catalogues(
-            storage, layout, plan.kpi_dates, request.run_id, request.snapshot.songs_key
-        )
+        # Normally pinned at ingest; a date accepted before pins existed is pinned now.
+        pins = pin_dates(storage, layout, plan.kpi_dates, request.run_id, request.snapshot)
+        catalogues = {kpi_date: pin.songs_key for kpi_date, pin in pins.items()}
         songs = _download_catalogues(storage, layout, set(catalogues.values()), tmp / "songs")
         plays = _download_curated(storage, layout, plan.contents_by_date, tmp / "plays")
         if not plays:
@@ -90,37 +91,6 @@ def compute_kpis(
             extra={"plays": result.plays_without_song},
         )
     return result
-
-
-def pin_catalogues(
-    storage: Storage,
-    layout: Layout,
-    kpi_dates: list[dt.date],
-    run_id: str,
-    songs_key: str,
-) -> dict[dt.date, str]:
-    """The songs catalogue (an S3 key) each date is computed with.
-
-    A date keeps the catalogue of its first computation: recomputing it for a late file
-    must not let today's popularity or genres rewrite a past day. A date computed for the
-    first time is pinned to this run's songs snapshot, kept under ``catalogue/`` for good.
-    Deleting a date's pin (``catalogue/dates/kpi_date=D.json``) re-pins it on its next
-    recomputation, e.g. after correcting the songs table.
-    """
-    pins = {
-        kpi_date: storage.get_json(layout.data_bucket, layout.catalogue_pin_key(kpi_date))
-        for kpi_date in kpi_dates
-    }
-    unpinned = [kpi_date for kpi_date, pin in pins.items() if pin is None]
-    if unpinned:
-        own = layout.catalogue_songs_key(run_id)
-        storage.copy(layout.data_bucket, songs_key, layout.data_bucket, own)
-        for kpi_date in unpinned:
-            new_pin = {"songs_key": own, "pinned_by_run": run_id}
-            key = layout.catalogue_pin_key(kpi_date)
-            created = storage.put_json_if_absent(layout.data_bucket, key, new_pin)
-            pins[kpi_date] = new_pin if created else storage.get_json(layout.data_bucket, key)
-    return {kpi_date: str(pin["songs_key"]) for kpi_date, pin in pins.items() if pin}
 
 
 def run_kpi_models(con: engine.duckdb.DuckDBPyConnection, run_id: str) -> pa.Table:

@@ -66,8 +66,12 @@ class Layout:
         return f"{self.pending_prefix}{content_key}.json"
 
     def catalogue_songs_key(self, run_id: str) -> str:
-        """The songs a date's KPIs were first computed with (see kpis.pin_catalogues)."""
+        """The songs a date is validated and computed with (see kpi_pipeline.catalogue)."""
         return f"catalogue/songs/run_id={run_id}.parquet"
+
+    def catalogue_users_key(self, run_id: str) -> str:
+        """The user ids a date is validated with (see kpi_pipeline.catalogue)."""
+        return f"catalogue/users/run_id={run_id}.parquet"
 
     def catalogue_pin_key(self, kpi_date: dt.date) -> str:
         return f"catalogue/dates/kpi_date={kpi_date.isoformat()}.json"

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from kpi_pipeline import engine
-from kpi_pipeline.contracts import IngestRequest, IngestResult, ManifestEntry
-from kpi_pipeline.ingest import AcceptedFile, Lineage, RejectedFile, validate_stream_file
+from kpi_pipeline.catalogue import pin_dates, snapshot_of_dates
+from kpi_pipeline.contracts import IngestRequest, IngestResult, ManifestEntry, SnapshotRef
+from kpi_pipeline.ingest import AcceptedFile, Lineage, RejectedFile, Snapshot, validate_stream_file
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import (
     DUPLICATE_PLAYS,
@@ -85,18 +86,19 @@ def _ingest_new(
     layout: Layout,
     engine_settings: EngineSettings,
 ) -> IngestResult:
-    users = tmp / "users.parquet"
-    songs = tmp / "songs.parquet"
-    for key, path in ((request.snapshot.users_key, users), (request.snapshot.songs_key, songs)):
-        if not storage.download_file(layout.data_bucket, key, path):
-            raise FileNotFoundError(f"snapshot s3://{layout.data_bucket}/{key} is missing")
+    today = request.snapshot
+    validated_with: dict[dt.date, SnapshotRef] = {}
+
+    def snapshots_of(dates: list[dt.date]) -> dict[dt.date, Snapshot]:
+        validated_with.update(snapshot_of_dates(storage, layout, dates, today))
+        local = _download_snapshots(set(validated_with.values()), storage, layout, tmp)
+        return {d: local[ref] for d, ref in validated_with.items()}
 
     con = engine.connect(engine_settings, tmp)
     try:
         outcome = validate_stream_file(
             local,
-            users_parquet=users,
-            songs_parquet=songs,
+            snapshots=snapshots_of,
             lineage=Lineage(request.file.key, content_key, request.run_id),
             out_dir=tmp / "out",
             con=con,
@@ -112,6 +114,16 @@ def _ingest_new(
             reason=outcome.reason.value,
             detail=outcome.detail,
         )
+    # Pinned before any play is written: an ingest of this content that dies and runs again
+    # validates each date with the same snapshot, so it writes the same objects.
+    pin_dates(
+        storage,
+        layout,
+        outcome.kpi_dates,
+        request.run_id,
+        today,
+        validated_unpinned={d for d in outcome.kpi_dates if validated_with[d] == today},
+    )
     _publish(outcome, content_key, storage, layout)
     dates = [d.isoformat() for d in outcome.kpi_dates]
     if dates:  # content without a valid play has nothing to load (Transform clears the
@@ -136,6 +148,22 @@ def _ingest_new(
         previous = storage.get_json(layout.data_bucket, layout.ledger_key(content_key)) or ledger
         return _from_ledger(request, content_key, previous)
     return _processed(request.file, content_key, ledger)
+
+
+def _download_snapshots(
+    refs: set[SnapshotRef], storage: Storage, layout: Layout, tmp: Path
+) -> dict[SnapshotRef, Snapshot]:
+    local = {}
+    for i, ref in enumerate(sorted(refs, key=lambda r: (r.songs_key, r.users_key))):
+        snapshot = Snapshot(tmp / f"users-{i}.parquet", tmp / f"songs-{i}.parquet")
+        for key, path in (
+            (ref.users_key, snapshot.users_parquet),
+            (ref.songs_key, snapshot.songs_parquet),
+        ):
+            if not storage.download_file(layout.data_bucket, key, path):
+                raise FileNotFoundError(f"snapshot s3://{layout.data_bucket}/{key} is missing")
+        local[ref] = snapshot
+    return local
 
 
 def _publish(outcome: AcceptedFile, content_key: str, storage: Storage, layout: Layout) -> None:

@@ -157,6 +157,7 @@ def test_extract_writes_the_cleaned_snapshots_at_the_layout_keys(
     users = read_parquet(cloud.s3, snapshot["users_key"])
     songs = read_parquet(cloud.s3, snapshot["songs_key"])
     assert sorted(users.column("user_id").to_pylist()) == [1, 2]
+    assert users.schema.names == ["user_id"]  # no personal data leaves the source
     assert users.schema.field("user_id").type == pa.int64()
     rows = sorted(
         songs.select(["id", "track_id", "track_genre", "popularity", "duration_ms"]).to_pylist(),

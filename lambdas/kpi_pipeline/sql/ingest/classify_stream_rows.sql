@@ -1,63 +1,28 @@
 -- Every parsed row of one stream file, with the first rule of KPIS.md "Valid plays" it
--- breaks (reason IS NULL for a valid play).
--- Inputs: raw_rows(record_number, user_id, track_id, listen_time) as text,
---         known_users(user_id), known_tracks(track_id).
-WITH cleaned AS (
-    SELECT
-        record_number,
-        user_id AS raw_user_id,
-        track_id AS raw_track_id,
-        listen_time AS raw_listen_time,
-        strip_ws(user_id) AS user_id_text,
-        strip_ws(track_id) AS track_id_text,
-        upper(strip_ws(listen_time)) AS listen_time_text
-    FROM raw_rows
-),
-
-parsed AS (
-    SELECT
-        *,
-        is_integer_text(user_id_text) AS user_id_is_integer,
-        -- HUGEINT: a 30-digit id is an integer (rule 1) that no user has (rule 4).
-        CASE WHEN is_integer_text(user_id_text) THEN TRY_CAST(user_id_text AS HUGEINT) END
-            AS user_id,
-        CASE
-            WHEN is_iso_timestamp_text(listen_time_text)
-                THEN TRY_CAST(listen_time_text AS TIMESTAMPTZ)
-        END AS any_listen_time
-    FROM cleaned
-),
-
-in_range AS (
-    SELECT
-        *,
-        -- An offset can carry a time written in year 0001 or 9999 out of years 1-9999 in
-        -- UTC (0001-01-01 00:30:00+01:00 is in 1 BC): that instant has no YYYY-MM-DD
-        -- kpi_date (and Python cannot hold it, so writing the plays failed). Invalid, like
-        -- a year 0000 written out.
-        CASE
-            WHEN any_listen_time >= TIMESTAMPTZ '0001-01-01 00:00:00+00'
-                AND any_listen_time < TIMESTAMPTZ '10000-01-01 00:00:00+00'
-                THEN any_listen_time
-        END AS listen_time
-    FROM parsed
-)
-
+-- breaks (reason IS NULL for a valid play). Rule 4 is checked against the snapshot of the
+-- row's own date: a late file is judged as it would have been on time.
+-- Inputs: parsed_rows (parse_stream_rows.sql), date_snapshots(kpi_date, snapshot),
+--         known_users(snapshot, user_id), known_tracks(snapshot, track_id).
 SELECT
-    in_range.record_number,
-    in_range.raw_user_id,
-    in_range.raw_track_id,
-    in_range.raw_listen_time,
-    TRY_CAST(in_range.user_id AS BIGINT) AS user_id,
-    in_range.track_id_text AS track_id,
-    in_range.listen_time,
+    parsed_rows.record_number,
+    parsed_rows.raw_user_id,
+    parsed_rows.raw_track_id,
+    parsed_rows.raw_listen_time,
+    TRY_CAST(parsed_rows.user_id AS BIGINT) AS user_id,
+    parsed_rows.track_id_text AS track_id,
+    parsed_rows.listen_time,
     CASE
-        WHEN NOT in_range.user_id_is_integer THEN 'invalid_user_id'
-        WHEN in_range.track_id_text = '' THEN 'missing_track_id'
-        WHEN in_range.listen_time IS NULL THEN 'invalid_listen_time'
+        WHEN NOT parsed_rows.user_id_is_integer THEN 'invalid_user_id'
+        WHEN parsed_rows.track_id_text = '' THEN 'missing_track_id'
+        WHEN parsed_rows.listen_time IS NULL THEN 'invalid_listen_time'
         WHEN known_users.user_id IS NULL THEN 'unknown_user_id'
         WHEN known_tracks.track_id IS NULL THEN 'unknown_track_id'
     END AS reason
-FROM in_range
-LEFT JOIN known_users ON in_range.user_id = known_users.user_id
-LEFT JOIN known_tracks ON in_range.track_id_text = known_tracks.track_id
+FROM parsed_rows
+LEFT JOIN date_snapshots ON parsed_rows.kpi_date = date_snapshots.kpi_date
+LEFT JOIN known_users
+    ON date_snapshots.snapshot = known_users.snapshot
+    AND parsed_rows.user_id = known_users.user_id
+LEFT JOIN known_tracks
+    ON date_snapshots.snapshot = known_tracks.snapshot
+    AND parsed_rows.track_id_text = known_tracks.track_id
