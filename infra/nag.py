@@ -7,10 +7,13 @@ reason it stands. Findings are named the way cdk-nag prints them, e.g.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
-from aws_cdk import Acknowledgment, ArnFormat, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, CfnElement, Stack, Token, Validations
 from constructs import IConstruct
+
+from kpi_pipeline.layout import Layout
 
 if TYPE_CHECKING:
     from infra.stack import PipelineStack
@@ -85,6 +88,8 @@ def acknowledge_findings(stack: PipelineStack) -> None:
         acknowledge(role, "IAM5[Resource::*]", reason)
 
     machine_role = stack.state_machine.role
+    machine_cfn = stack.state_machine.node.default_child
+    assert isinstance(machine_cfn, CfnElement)
     acknowledge(
         machine_role,
         "IAM5[Resource::*]",
@@ -92,8 +97,25 @@ def acknowledge_findings(stack: PipelineStack) -> None:
         "PutResourcePolicy, DescribeLogGroups...) have no resource-level permissions; "
         "CDK adds them for tracing_enabled and LogLevel.ALL",
     )
-    # The Map's Catch records a failed file's result under the run's prefix.
-    acknowledge_prefixes(machine_role, stack.storage.data_bucket.bucket_arn, ("runs/",))
+    # The Map's Catch records a failed file's result under the run's prefix; the
+    # Distributed Map reads the file list there and writes its result manifests.
+    acknowledge_prefixes(
+        machine_role, stack.storage.data_bucket.bucket_arn, ("runs/", Layout.map_results_prefix())
+    )
+    # The Distributed Map's child executions (CDK's DistributedMapPolicy).
+    machine_name = json.dumps(
+        {"Fn::Select": [6, {"Fn::Split": [":", {"Ref": stack.get_logical_id(machine_cfn)}]}]},
+        separators=(",", ":"),
+    )
+    region = stack.region if not Token.is_unresolved(stack.region) else "<AWS::Region>"
+    account = stack.account if not Token.is_unresolved(stack.account) else "<AWS::AccountId>"
+    for children in (f"{machine_name}:*", f"{machine_name}/*:*"):
+        acknowledge(
+            stack.state_machine,
+            f"IAM5[Resource::arn:<AWS::Partition>:states:{region}:{account}:execution:{children}]",
+            "the Distributed Map starts, describes and stops its own child executions, whose "
+            "names are generated per map run; only this state machine's executions are named",
+        )
     for function in stack.functions.functions.values():
         arn = as_nag_text(machine_role, function.function_arn)
         acknowledge(

@@ -21,6 +21,7 @@ from infra.nag import acknowledge_findings
 from infra.packaging import PipelineLayers
 from infra.storage import PipelineStorage
 from infra.workflow import PipelineDefinition
+from kpi_pipeline.layout import Layout
 
 
 class PipelineStack(Stack):
@@ -58,6 +59,7 @@ class PipelineStack(Stack):
             data_bucket=self.storage.data_bucket,
             alert_topic=self.alert_topic,
             lock_table=self.storage.lock_table,
+            map_results_prefix=Layout.map_results_prefix(),
             pipeline_name=name,
             ingest_concurrency=config.ingest_concurrency,
         )

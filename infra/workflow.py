@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
@@ -60,6 +61,7 @@ class PipelineDefinition(Construct):
         data_bucket: s3.IBucket,
         alert_topic: sns.ITopic,
         lock_table: dynamodb.ITable,
+        map_results_prefix: str,
         pipeline_name: str,
         ingest_concurrency: int,
     ) -> None:
@@ -202,18 +204,25 @@ class PipelineDefinition(Construct):
             },
         )
 
-        ingest = sfn.Map(
+        # A Distributed Map: the file list is read from S3 (a thousand long keys would not
+        # fit a state's 256 KiB), each file is a child execution, and the per-file results
+        # never come back into the state (IngestFile writes them to S3 itself).
+        ingest = sfn.DistributedMap(
             self,
             "IngestStreams",
-            comment="One iteration per manifest file: validate, de-duplicate, quarantine",
-            items_path="$.manifest.files",
+            comment="One child execution per manifest file: validate, de-duplicate, quarantine",
+            item_reader=_RunsItemReader(
+                bucket=data_bucket, key=sfn.JsonPath.string_at("$.manifest.files_key")
+            ),
             item_selector={
                 "run_id.$": RUN_ID,
                 "file.$": "$$.Map.Item.Value",
                 "snapshot": SNAPSHOT,
             },
             max_concurrency=ingest_concurrency,
-            result_path=sfn.JsonPath.DISCARD,  # per-file results are in S3, not in the state
+            map_execution_type=sfn.StateMachineType.STANDARD,  # an ingest may take 15 minutes
+            result_writer_v2=_RunsResultWriter(bucket=data_bucket, prefix=map_results_prefix),
+            result_path=sfn.JsonPath.DISCARD,
         )
         ingest_file = self._invoke(
             INGEST_FILE,
@@ -347,7 +356,7 @@ class PipelineDefinition(Construct):
         self._catch(task, step.state)
         return task
 
-    def _catch(self, state: sfn.TaskStateBase | sfn.Map, name: str) -> None:
+    def _catch(self, state: sfn.TaskStateBase | sfn.Map | sfn.DistributedMap, name: str) -> None:
         """Any error of ``state``: record which state it was, then alert and fail."""
         record = sfn.Pass(
             self,
@@ -420,6 +429,36 @@ class PipelineDefinition(Construct):
         release.add_catch(then, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
         release.next(then)
         return release
+
+
+class _RunsItemReader(sfn.S3JsonItemReader):
+    """CDK grants the reader every object of the bucket; it reads the run's file list."""
+
+    def provide_policy_statements(self) -> list[iam.PolicyStatement]:
+        assert self.bucket is not None
+        return [
+            iam.PolicyStatement(
+                actions=["s3:GetObject"], resources=[self.bucket.arn_for_objects("runs/*")]
+            )
+        ]
+
+
+class _RunsResultWriter(sfn.ResultWriterV2):
+    """CDK grants the writer every object of the bucket; it writes under its prefix."""
+
+    def provide_policy_statements(self) -> list[iam.PolicyStatement]:
+        assert self.bucket is not None
+        return [
+            iam.PolicyStatement(
+                actions=[
+                    "s3:PutObject",
+                    "s3:GetObject",
+                    "s3:ListMultipartUploadParts",
+                    "s3:AbortMultipartUpload",
+                ],
+                resources=[self.bucket.arn_for_objects(f"{self.prefix}*")],
+            )
+        ]
 
 
 def _retry_transient(state: sfn.TaskStateBase, errors: list[str]) -> None:

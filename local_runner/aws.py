@@ -25,6 +25,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TextIO
 
 import boto3
@@ -32,6 +33,7 @@ from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
 from local_runner.iam import STATE_MACHINE_ACCESS_KEY, IamCheck, Principal, enforced
+from local_runner.limits import PayloadCheck, measured_payloads
 from local_runner.template import ACCOUNT, REGION, REPO, LocalFunction, LocalPipeline
 
 LAMBDAS = REPO / "lambdas"
@@ -118,6 +120,7 @@ class LocalAws:
         self.state_machine_arn = ""
         self.alert_queue_url = ""
         self.iam = iam_check(pipeline)
+        self.payloads = PayloadCheck()
 
     # --- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> LocalAws:
@@ -125,12 +128,14 @@ class LocalAws:
         if str(LAMBDAS) not in sys.path:
             sys.path.insert(0, str(LAMBDAS))
         self._stack.enter_context(mock_aws(config=MOTO_CONFIG))  # type: ignore[call-overload]
+        self._stack.enter_context(_quicker_moto())
         self._stack.enter_context(_patched_invoke(self._invoke))
         self._stack.enter_context(_sdk_integration_casing())
         self._stack.enter_context(_atomic_conditional_puts())
         self._stack.enter_context(_eventually_consistent_listing(self._list_executions_lag))
         self._stack.enter_context(_credentials_per_principal(self.iam))
         self._stack.enter_context(enforced(self.iam))
+        self._stack.enter_context(measured_payloads(self.payloads))
         self._reset_pipeline_caches()
         self._route_logs()
         self._quiet_moto()
@@ -471,6 +476,45 @@ def _credentials_per_principal(check: IamCheck) -> Iterator[None]:
         yield
     finally:
         aws.client = original
+
+
+@contextlib.contextmanager
+def _quicker_moto() -> Iterator[None]:
+    """Two per-request costs of moto that a run of a thousand files pays a thousand times:
+    every request rebuilds the backend's URL table (S3's by reloading a module), and the
+    state machine interpreter creates a new boto3 client for every task. Both are cached
+    for the run; neither changes what a call does."""
+    from moto.core.base_backend import BaseBackend
+
+    urls_property = BaseBackend.urls
+    url_tables: dict[type, Any] = {}
+
+    def urls(self: Any) -> Any:
+        kind = type(self)
+        if kind not in url_tables:
+            url_tables[kind] = urls_property.fget(self)  # type: ignore[attr-defined]
+        return url_tables[kind]
+
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    real_boto3 = boto_client.boto3
+    clients: dict[tuple[Any, ...], Any] = {}
+    lock = threading.Lock()
+
+    def client(*args: Any, **kwargs: Any) -> Any:
+        key = (args, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+        with lock:
+            if key not in clients:
+                clients[key] = real_boto3.client(*args, **kwargs)
+            return clients[key]
+
+    BaseBackend.urls = property(urls)  # type: ignore[method-assign,assignment]
+    boto_client.boto3 = SimpleNamespace(client=client)
+    try:
+        yield
+    finally:
+        BaseBackend.urls = urls_property  # type: ignore[method-assign]
+        boto_client.boto3 = real_boto3
 
 
 @contextlib.contextmanager

@@ -250,6 +250,8 @@ class _Resolver:
         kind = self._resources[name]["Type"]
         if kind == "AWS::SNS::Topic":
             return self.get_att(name, "TopicArn")
+        if kind == "AWS::StepFunctions::StateMachine":  # its Ref is its ARN
+            return self.get_att(name, "Arn")
         return self.physical_name(name)
 
     def get_att(self, logical_id: str, attribute: str) -> str:
@@ -287,6 +289,9 @@ class _Resolver:
                 return separator.join(str(self.resolve(p)) for p in parts)
             if key == "Fn::Sub":
                 return self._sub(arg)
+            if key == "Fn::Split":
+                separator, text = arg
+                return str(self.resolve(text)).split(separator)
             if key == "Fn::Select":
                 index, items = arg
                 return self.resolve(items)[int(index)]

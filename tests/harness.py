@@ -140,6 +140,8 @@ def running_harness(
     IAM_VERIFIED.update(local.iam.verified)
     denied = [str(v) for v in local.iam.violations]
     assert not denied, "calls the synthesized IAM policies do not allow:\n" + "\n".join(denied)
+    too_large = local.payloads.describe()
+    assert not too_large, "payloads Step Functions would refuse:\n" + "\n".join(too_large)
 
 
 GENRE_KEYS = ("kpi_date", "track_genre")

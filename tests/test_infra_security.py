@@ -65,6 +65,8 @@ def text(value: Any) -> str:
     if "Fn::Join" in value:
         separator, parts = value["Fn::Join"]
         return str(separator).join(text(part) for part in parts)
+    if "Fn::Select" in value:  # as cdk-nag prints any other intrinsic: its JSON
+        return json.dumps(value, separators=(",", ":"))
     raise AssertionError(f"unexpected token {value!r}")
 
 
@@ -415,6 +417,12 @@ def test_the_state_machine_role_holds_the_lock_alerts_invokes_and_records_failur
     functions = [f"<{logical_id(stack, fn)}.Arn>" for fn in stack.functions.functions.values()]
     topic = f"<{logical_id(stack, stack.alert_topic)}>"
     executions = "arn:<AWS::Partition>:states:eu-west-1:222222222222:execution:music-kpi-prod:*"
+    data = f"<{logical_id(stack, stack.storage.data_bucket)}.Arn>"
+    machine_id = logical_id(stack, stack.state_machine)
+    machine_name = json.dumps(
+        {"Fn::Select": [6, {"Fn::Split": [":", {"Ref": machine_id}]}]}, separators=(",", ":")
+    )
+    own_executions = f"arn:<AWS::Partition>:states:eu-west-1:222222222222:execution:{machine_name}"
     table = "arn:<AWS::Partition>:dynamodb:eu-west-1:222222222222:table/" + (
         f"<{logical_id(stack, stack.storage.lock_table)}>"
     )
@@ -439,7 +447,22 @@ def test_the_state_machine_role_holds_the_lock_alerts_invokes_and_records_failur
         | allow(("sns:Publish",), topic)
         | allow(("lambda:InvokeFunction",), *functions, *(f"{fn}:*" for fn in functions))
         # the Map's Catch writes a failed file's result under the run's prefix
-        | allow(("s3:PutObject",), f"<{logical_id(stack, stack.storage.data_bucket)}.Arn>/runs/*")
+        | allow(("s3:PutObject",), f"{data}/runs/*")
+        # the Distributed Map reads the run's file list, writes its result manifests under
+        # its own prefix (CDK would grant the whole bucket), and runs its child executions
+        | allow(("s3:GetObject",), f"{data}/runs/*")
+        | allow(
+            (
+                "s3:PutObject",
+                "s3:GetObject",
+                "s3:ListMultipartUploadParts",
+                "s3:AbortMultipartUpload",
+            ),
+            f"{data}/runs/ingest-map-results/*",
+        )
+        | allow(("states:StartExecution",), f"<{machine_id}>")
+        | allow(("states:DescribeExecution", "states:StopExecution"), f"{own_executions}:*")
+        | allow(("states:RedriveExecution",), f"{own_executions}/*:*")  # redrive a map run
     )
     assert len(functions) == 7
     # The name the executions' ARN is built from is the state machine's real name.

@@ -85,15 +85,26 @@ def test_data_check_choices_end_successfully_with_their_status(states):
     assert states["NothingToLoad"]["Next"] == "Archive"
 
 
-def test_ingest_is_a_map_over_the_manifest_passing_references_only(states):
+def test_ingest_is_a_distributed_map_reading_the_file_list_from_s3(states):
     ingest = states["IngestStreams"]
     assert ingest["Type"] == "Map"
-    assert ingest["ItemsPath"] == "$.manifest.files"
+    assert "ItemsPath" not in ingest  # the file list never travels in the state
+    assert ingest["ItemReader"] == {
+        "Resource": "arn:<AWS::Partition>:states:::s3:getObject",
+        "ReaderConfig": {"InputType": "JSON"},
+        "Parameters": {"Bucket": "<StorageDataBucketB1B922FA>", "Key.$": "$.manifest.files_key"},
+    }
     assert ingest["ItemSelector"] == {
         "run_id.$": "$.run.run_id",
         "file.$": "$$.Map.Item.Value",
         "snapshot": {"users_key.$": "$.snapshot.users_key", "songs_key.$": "$.snapshot.songs_key"},
     }
+    processor = ingest["ItemProcessor"]["ProcessorConfig"]
+    assert processor == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    # no failure tolerated (AWS's default, 0): a file that fails is caught and recorded inside
+    assert ingest.get("ToleratedFailurePercentage", 0) == 0
+    assert "ToleratedFailureCount" not in ingest
+    assert ingest["ResultWriter"]["Parameters"]["Prefix"] == "runs/ingest-map-results/"
     assert ingest["ResultPath"] is None  # per-file results go to S3, not into the state
     assert ingest["MaxConcurrency"] == 4  # the local environment's ingest_concurrency
     inner = ingest["ItemProcessor"]["States"]["IngestFile"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kpi_pipeline import listing
-from kpi_pipeline.contracts import IngestRequest, IngestResult, Manifest, RunRequest
+from kpi_pipeline.contracts import IngestRequest, IngestResult, ManifestSummary, RunRequest
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import step_handler
 from kpi_pipeline.settings import EngineSettings, IngestSettings, StorageSettings, load
@@ -11,7 +11,7 @@ from kpi_pipeline.storage import Storage
 
 
 @step_handler("ListNewFiles", RunRequest)
-def list_new_files(request: RunRequest) -> Manifest:
+def list_new_files(request: RunRequest) -> ManifestSummary:
     return listing.list_new_files(
         request.run_id,
         storage=Storage(),

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from kpi_pipeline.contracts import ArchiveRequest, IngestResult, RunSummary
+from kpi_pipeline.contracts import ArchiveRequest, IngestResult, ManifestEntry, RunSummary
 from kpi_pipeline.errors import IngestFailed
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.listing import read_manifest
 from kpi_pipeline.observability import logger
+from kpi_pipeline.parallel import parallel
 from kpi_pipeline.records import read_ingest_results
 from kpi_pipeline.storage import Storage
 
@@ -23,11 +24,11 @@ from kpi_pipeline.storage import Storage
 def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) -> RunSummary:
     manifest = read_manifest(storage, layout, request.manifest_key)
     results = {r.index: r for r in read_ingest_results(storage, layout, request.run_id)}
-    archived = 0
-    for entry in manifest.files:
+
+    def archive(entry: ManifestEntry) -> bool:
         result = results.get(entry.index)
         if result is None or result.outcome in {"skipped", "failed"}:
-            continue  # not ingested in this version: leave it for the next run
+            return False  # not ingested in this version: leave it for the next run
         quarantined = result.outcome == "quarantined"
         if quarantined:
             destination = layout.quarantine_file_key(request.run_id, entry.key)
@@ -36,19 +37,20 @@ def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) ->
         moved = storage.move(
             layout.landing_bucket, entry.key, entry.etag, layout.data_bucket, destination
         )
-        if moved in {"moved", "already_moved"}:
-            archived += 1
-            if quarantined:
-                # Written once the file is there (a retry rewrites it): a file replaced after
-                # the manifest stays in landing, and no reason may be left without its file.
-                storage.put_json(
-                    layout.data_bucket,
-                    destination + ".reason.json",
-                    {"key": entry.key, "reason": result.reason, "detail": result.detail},
-                )
-        else:
+        if moved not in {"moved", "already_moved"}:
             logger.warning("file not archived", extra={"key": entry.key, "outcome": moved})
+            return False
+        if quarantined:
+            # Written once the file is there (a retry rewrites it): a file replaced after the
+            # manifest stays in landing, and no reason may be left without its file.
+            storage.put_json(
+                layout.data_bucket,
+                destination + ".reason.json",
+                {"key": entry.key, "reason": result.reason, "detail": result.detail},
+            )
+        return True
 
+    archived = sum(parallel(archive, manifest.files))  # thousands of files: in parallel
     summary = summarise(request, list(results.values()), files_archived=archived)
     storage.put_json(
         layout.data_bucket, layout.summary_key(request.run_id), summary.model_dump(mode="json")

@@ -20,7 +20,7 @@ from typing import Any
 from kpi_pipeline.contracts import SnapshotRef
 from kpi_pipeline.errors import PinConflict
 from kpi_pipeline.layout import Layout
-from kpi_pipeline.ledger import parallel
+from kpi_pipeline.parallel import parallel
 from kpi_pipeline.storage import Storage
 
 

@@ -56,13 +56,23 @@ class ManifestEntry(Contract):
     size: int
 
 
-class Manifest(Contract):
+class ManifestSummary(Contract):
+    """ListNewFiles' output: the manifest's keys and counts. The file list itself stays in
+    S3 (``files_key``, a JSON array the IngestStreams Distributed Map reads): a thousand
+    long keys would not fit a state's 256 KiB."""
+
     manifest_key: str
+    files_key: str
     file_count: int
-    files: list[ManifestEntry]
     files_deferred: int = 0  # beyond this run's file limit: next run
     files_ignored: int = 0  # not CSV: left in place
     pending_contents: int = 0  # accepted earlier, not in the warehouse yet (a failed load)
+
+
+class Manifest(ManifestSummary):
+    """The frozen manifest of a run, as kept in S3 (``manifest_key``)."""
+
+    files: list[ManifestEntry]
 
 
 class IngestRequest(Contract):

@@ -22,8 +22,9 @@ from kpi_pipeline.catalogue import pin_dates
 from kpi_pipeline.contracts import TransformRequest, TransformResult
 from kpi_pipeline.errors import DataGateError
 from kpi_pipeline.layout import Layout
-from kpi_pipeline.ledger import Ledger, parallel
+from kpi_pipeline.ledger import Ledger
 from kpi_pipeline.observability import logger
+from kpi_pipeline.parallel import parallel
 from kpi_pipeline.planning import make_plan, read_plan, write_plan
 from kpi_pipeline.scratch import scratch_dir
 from kpi_pipeline.settings import EngineSettings

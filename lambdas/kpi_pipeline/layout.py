@@ -35,6 +35,15 @@ class Layout:
     def manifest_key(self, run_id: str) -> str:
         return f"runs/{run_id}/manifest.json"
 
+    def manifest_files_key(self, run_id: str) -> str:
+        """The manifest's files alone, a JSON array: what the ingest Map reads."""
+        return f"runs/{run_id}/manifest_files.json"
+
+    @staticmethod
+    def map_results_prefix() -> str:
+        """Where the ingest Distributed Map writes its result manifests (per map run)."""
+        return "runs/ingest-map-results/"
+
     def ingest_results_prefix(self, run_id: str) -> str:
         return f"runs/{run_id}/ingest/"
 

@@ -16,24 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, TypeVar
+from typing import Any
 
 from kpi_pipeline.layout import Layout
+from kpi_pipeline.parallel import parallel
 from kpi_pipeline.storage import Storage
-
-_WORKERS = 16
-_In = TypeVar("_In")
-_Out = TypeVar("_Out")
-
-
-def parallel(function: Callable[[_In], _Out], items: Iterable[_In]) -> list[_Out]:
-    """``function`` over ``items`` on a few threads (S3 round trips), in order."""
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
-        return list(pool.map(function, items))
 
 
 @dataclass

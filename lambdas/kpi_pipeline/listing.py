@@ -1,28 +1,28 @@
 """ListNewFiles: freeze the manifest of landing files this run will process.
 
 The manifest records each file's key, ETag and size. Only those exact versions are
-ingested and archived; files that land (or change) afterwards wait for the next run.
+ingested and archived; files that land (or change) afterwards wait for the next run. The
+file list stays in S3 (the IngestStreams Distributed Map reads it from there); the state
+carries its keys and counts only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 
-from kpi_pipeline.contracts import Manifest, ManifestEntry
+from kpi_pipeline.contracts import Manifest, ManifestEntry, ManifestSummary
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import logger
 from kpi_pipeline.storage import ObjectInfo, Storage
-
-# Keep the file list well inside Step Functions' 256 KiB state payload.
-MAX_MANIFEST_STATE_BYTES = 160_000
 
 
 def is_stream_file(key: str) -> bool:
     return key.lower().endswith(".csv")
 
 
-def list_new_files(run_id: str, *, storage: Storage, layout: Layout, max_files: int) -> Manifest:
+def list_new_files(
+    run_id: str, *, storage: Storage, layout: Layout, max_files: int
+) -> ManifestSummary:
     objects = [
         obj
         for obj in storage.list_objects(layout.landing_bucket, layout.landing_prefix)
@@ -36,18 +36,12 @@ def list_new_files(run_id: str, *, storage: Storage, layout: Layout, max_files: 
             extra={"count": len(ignored), "examples": ignored[:10]},
         )
 
-    entries: list[ManifestEntry] = []
-    size = 0
-    for obj in candidates:
-        entry = _entry(len(entries), obj)
-        size += len(entry.model_dump_json())
-        if len(entries) >= max_files or size > MAX_MANIFEST_STATE_BYTES:
-            break
-        entries.append(entry)
+    entries = [_entry(index, obj) for index, obj in enumerate(candidates[:max_files])]
 
     pending = storage.list_objects(layout.data_bucket, layout.pending_prefix)
     manifest = Manifest(
         manifest_key=layout.manifest_key(run_id),
+        files_key=layout.manifest_files_key(run_id),
         file_count=len(entries),
         files=entries,
         files_deferred=len(candidates) - len(entries),
@@ -57,12 +51,17 @@ def list_new_files(run_id: str, *, storage: Storage, layout: Layout, max_files: 
     )
     storage.put_json(
         layout.data_bucket,
+        manifest.files_key,
+        [entry.model_dump(mode="json") for entry in entries],
+    )
+    storage.put_json(
+        layout.data_bucket,
         manifest.manifest_key,
         {
             "run_id": run_id,
             "taken_at": dt.datetime.now(dt.UTC).isoformat(),
             "landing": f"s3://{layout.landing_bucket}/{layout.landing_prefix}",
-            **json.loads(manifest.model_dump_json()),
+            **manifest.model_dump(mode="json"),
         },
     )
     if manifest.files_deferred:
@@ -70,7 +69,7 @@ def list_new_files(run_id: str, *, storage: Storage, layout: Layout, max_files: 
             "more landing files than one run takes; the rest wait for the next run",
             extra={"taken": manifest.file_count, "deferred": manifest.files_deferred},
         )
-    return manifest
+    return ManifestSummary.model_validate(manifest.model_dump(exclude={"files"}))
 
 
 def read_manifest(storage: Storage, layout: Layout, manifest_key: str) -> Manifest:

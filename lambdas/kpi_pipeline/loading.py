@@ -13,8 +13,9 @@ import datetime as dt
 
 from kpi_pipeline.contracts import LoadRequest, LoadResult
 from kpi_pipeline.layout import Layout
-from kpi_pipeline.ledger import Ledger, parallel
+from kpi_pipeline.ledger import Ledger
 from kpi_pipeline.observability import KPI_ROWS_LOADED, count, logger
+from kpi_pipeline.parallel import parallel
 from kpi_pipeline.planning import LoadPlan, check_still_covers, read_plan
 from kpi_pipeline.storage import Storage
 from kpi_pipeline.warehouse import KpiBatch, Warehouse

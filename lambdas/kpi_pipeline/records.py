@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from kpi_pipeline.contracts import IngestResult
 from kpi_pipeline.layout import Layout
+from kpi_pipeline.parallel import parallel
 from kpi_pipeline.storage import Storage
 
 
@@ -13,7 +12,6 @@ def read_ingest_results(storage: Storage, layout: Layout, run_id: str) -> list[I
     """Every file result this run's Map wrote, in manifest order."""
     prefix = layout.ingest_results_prefix(run_id)
     keys = [o.key for o in storage.list_objects(layout.data_bucket, prefix)]
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        documents = list(pool.map(lambda key: storage.get_json(layout.data_bucket, key), keys))
+    documents = parallel(lambda key: storage.get_json(layout.data_bucket, key), keys)
     results = [IngestResult.model_validate(doc) for doc in documents if doc is not None]
     return sorted(results, key=lambda r: r.index)

@@ -88,7 +88,7 @@ class IngestSettings(_EnvModel):
     max_files_per_run: int = Field(
         default=1000,
         ge=1,
-        le=5000,
+        le=10_000,  # the list lives in S3; the Distributed Map runs one child per file
         description="files taken into one run's manifest; the rest wait for the next run",
     )
 

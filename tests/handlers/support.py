@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import psycopg2
 import psycopg2.extras
 import pyarrow as pa
@@ -257,6 +258,12 @@ def snapshot_ref(snapshot: dict[str, Any]) -> dict[str, str]:
     return {"users_key": snapshot["users_key"], "songs_key": snapshot["songs_key"]}
 
 
+def manifest_files(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's file list, which ListNewFiles keeps in S3 (the Map reads it there)."""
+    s3 = boto3.client("s3", region_name="us-east-1")
+    return list(json.loads(read_bytes(s3, DATA_BUCKET, manifest["files_key"])))
+
+
 def ingest_manifest(
     run_id: str, manifest: dict[str, Any], snapshot: dict[str, Any]
 ) -> list[dict[str, Any]]:
@@ -266,7 +273,7 @@ def ingest_manifest(
             event("ingest_file", run_id=run_id, file=entry, snapshot=snapshot_ref(snapshot)),
             CONTEXT,
         )
-        for entry in manifest["files"]
+        for entry in manifest_files(manifest)
     ]
 
 

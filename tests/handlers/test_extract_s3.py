@@ -20,6 +20,7 @@ from tests.handlers.support import (
     event,
     ingest_manifest,
     keys,
+    manifest_files,
     object_versions,
     put_landing,
     read_json,
@@ -47,11 +48,14 @@ def test_list_new_files_takes_only_csv_files_under_the_landing_prefix(cloud: Any
         found = s3.head_object(Bucket=LANDING_BUCKET, Key=key)
         return {"etag": found["ETag"].strip('"'), "size": found["ContentLength"]}
 
-    assert manifest["files"] == [
+    assert "files" not in manifest  # the list stays in S3: the state carries its key
+    assert manifest["files_key"] == f"runs/{RUN}/manifest_files.json"
+    files = manifest_files(manifest)
+    assert files == [
         {"index": 0, "key": "landing/2024/06/A.CSV", **head("landing/2024/06/A.CSV")},
         {"index": 1, "key": "landing/b.csv", **head("landing/b.csv")},
     ]
-    assert manifest["files"][1]["size"] == len(STREAMS_DAY)
+    assert files[1]["size"] == len(STREAMS_DAY)
     assert (manifest["file_count"], manifest["files_deferred"], manifest["files_ignored"]) == (
         2,
         0,
@@ -60,7 +64,7 @@ def test_list_new_files_takes_only_csv_files_under_the_landing_prefix(cloud: Any
     assert manifest["manifest_key"] == f"runs/{RUN}/manifest.json"
     written = read_json(s3, manifest["manifest_key"])
     assert written["run_id"] == RUN
-    assert written["files"] == manifest["files"]
+    assert written["files"] == files
     assert written["files_ignored"] == 2
     # Listing moves nothing: every object is still where it landed.
     assert keys(s3, LANDING_BUCKET) == [
@@ -82,7 +86,7 @@ def test_list_new_files_defers_files_beyond_max_files_per_run(
 
     manifest = list_new_files(event("list_new_files"), CONTEXT)
 
-    assert [f["key"] for f in manifest["files"]] == [
+    assert [f["key"] for f in manifest_files(manifest)] == [
         "landing/s1.csv",
         "landing/s2.csv",
         "landing/s3.csv",
@@ -100,7 +104,8 @@ def test_ingest_file_publishes_curated_plays_a_ledger_entry_and_its_result(
     content_key = sha256(STREAMS_DAY)
 
     result = ingest_file(
-        event("ingest_file", file=manifest["files"][0], snapshot=snapshot_ref(snapshot)), CONTEXT
+        event("ingest_file", file=manifest_files(manifest)[0], snapshot=snapshot_ref(snapshot)),
+        CONTEXT,
     )
 
     assert result["outcome"] == "processed"
@@ -183,7 +188,7 @@ def test_ingest_file_skips_an_object_replaced_after_the_manifest(
 
     assert result["outcome"] == "skipped"
     assert result["reason"] == "changed_after_listing"
-    assert result["etag"] == manifest["files"][0]["etag"]
+    assert result["etag"] == manifest_files(manifest)[0]["etag"]
     assert result["content_key"] is None
     assert keys(cloud.s3, DATA_BUCKET, "curated/") == []
     assert keys(cloud.s3, DATA_BUCKET, "ledger/") == []

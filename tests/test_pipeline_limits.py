@@ -1,0 +1,49 @@
+"""AWS limits the local run enforces, at the sizes that reach them."""
+
+from __future__ import annotations
+
+import pytest
+
+from local_runner.limits import PAYLOAD_LIMIT_BYTES
+from tests.harness import assert_matches_reference
+from tests.reference_kpis import compute_reference
+
+pytestmark = pytest.mark.e2e
+
+FILES = 1000  # the default max_files_per_run
+LONG_NAME = "partner=" + "x" * 280  # S3 allows 1,024 bytes of key
+
+
+def test_a_thousand_files_with_long_keys_keep_every_state_under_the_payload_limit(
+    harness, sample, capsys
+):
+    """Step Functions refuses any state input or output over 256 KiB. A manifest of 1,000
+    long keys in the state, or the Map's collected per-file results, exceed it: the file
+    list must live in S3 and only references and counts may travel between states."""
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    bucket, prefix = harness.landing
+    body = sample.stream_files[0].read_bytes()
+    s3 = harness.local.client("s3")
+    keys = [f"{prefix}{LONG_NAME}/streams-{i:04d}.csv" for i in range(FILES)]
+    for key in keys:  # one content under a thousand names: one ingest, 999 recognised
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+    execution = harness.run("a-thousand-files")
+
+    assert execution.status == "SUCCEEDED", execution.cause
+    summary = execution.output
+    assert (summary["files_processed"], summary["files_already_processed"]) == (1, FILES - 1)
+    assert summary["files_deferred"] == 0
+    assert summary["files_archived"] == FILES
+    assert harness.keys(bucket, prefix) == []
+    reference = compute_reference(sample.users_csv, sample.songs_csv, [sample.stream_files[0]])
+    assert_matches_reference(harness.warehouse(), reference)
+    checked = harness.local.payloads
+    assert checked.measured > 4 * FILES  # the Map's iterations were measured too
+    assert checked.largest is not None and checked.largest.size < PAYLOAD_LIMIT_BYTES
+    with capsys.disabled():
+        largest = checked.largest
+        print(
+            f"\n  largest state payload of {checked.measured:,} measured: {largest.size:,} bytes "
+            f"({largest.event} {largest.state} {largest.field})"
+        )
