@@ -151,21 +151,31 @@ class MonitoringConfig(_Model):
 
 
 class FunctionConfig(_Model):
-    memory_mb: int = Field(default=1024, ge=128, le=10240)
-    timeout_seconds: int = Field(default=300, ge=10, le=900)
+    """One step's Lambda sizing. A value left out takes the step's own default."""
+
+    memory_mb: int = Field(ge=128, le=10240)
+    timeout_seconds: int = Field(ge=10, le=900)
+    # Lambda's /tmp: 512 MB unless set, up to 10,240 MB. IngestFile keeps the stream file
+    # and DuckDB's spill there, Transform a batch of dates' curated plays and the spill.
+    ephemeral_storage_mb: int = Field(ge=512, le=10240)
 
 
-def _default_functions() -> dict[str, FunctionConfig]:
-    heavy = FunctionConfig(memory_mb=3008, timeout_seconds=900)
-    return {
-        "check_source": FunctionConfig(memory_mb=512, timeout_seconds=60),
-        "extract_rds": heavy,
-        "list_files": FunctionConfig(memory_mb=512, timeout_seconds=120),
-        "ingest_file": FunctionConfig(memory_mb=2048, timeout_seconds=900),
-        "transform": heavy,
-        "load": FunctionConfig(memory_mb=1024, timeout_seconds=900),
-        "archive": FunctionConfig(memory_mb=512, timeout_seconds=600),
-    }
+class FunctionOverride(_Model):
+    memory_mb: int | None = Field(default=None, ge=128, le=10240)
+    timeout_seconds: int | None = Field(default=None, ge=10, le=900)
+    ephemeral_storage_mb: int | None = Field(default=None, ge=512, le=10240)
+
+
+# Sized from `make bench` with headroom: a 10M-play day, files of ~400 MB.
+DEFAULT_FUNCTIONS: dict[str, FunctionConfig] = {
+    "check_source": FunctionConfig(memory_mb=512, timeout_seconds=60, ephemeral_storage_mb=512),
+    "extract_rds": FunctionConfig(memory_mb=3008, timeout_seconds=900, ephemeral_storage_mb=2048),
+    "list_files": FunctionConfig(memory_mb=512, timeout_seconds=120, ephemeral_storage_mb=512),
+    "ingest_file": FunctionConfig(memory_mb=2048, timeout_seconds=900, ephemeral_storage_mb=4096),
+    "transform": FunctionConfig(memory_mb=3008, timeout_seconds=900, ephemeral_storage_mb=6144),
+    "load": FunctionConfig(memory_mb=1024, timeout_seconds=900, ephemeral_storage_mb=512),
+    "archive": FunctionConfig(memory_mb=512, timeout_seconds=600, ephemeral_storage_mb=512),
+}
 
 
 class PipelineConfig(_Model):
@@ -182,7 +192,7 @@ class PipelineConfig(_Model):
     alert_emails: list[Annotated[str, Field(pattern=EMAIL)]] = []
     layers: LayersConfig = LayersConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
-    functions: dict[str, FunctionConfig] = Field(default_factory=_default_functions)
+    functions: dict[str, FunctionOverride] = {}
     extract_batch_size: int = Field(default=50_000, ge=100, le=5_000_000)
     max_files_per_run: int = Field(default=1000, ge=1, le=10_000)
     ingest_concurrency: int = Field(default=10, ge=1, le=40)
@@ -202,7 +212,9 @@ class PipelineConfig(_Model):
         return self
 
     def function(self, step: str) -> FunctionConfig:
-        return self.functions.get(step) or _default_functions()[step]
+        """The step's sizing: its defaults, with whatever the environment sets."""
+        override = self.functions.get(step, FunctionOverride())
+        return DEFAULT_FUNCTIONS[step].model_copy(update=override.model_dump(exclude_none=True))
 
     @property
     def stack_name(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, ArnFormat, Duration, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, Duration, Size, Stack, Validations
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -19,7 +19,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.config import PipelineConfig
+from infra.config import FunctionConfig, PipelineConfig
 from infra.nag import acknowledge, acknowledge_prefixes, as_nag_text
 from infra.packaging import RUNTIME, PipelineLayers
 from infra.steps import ALL_STEPS, Step
@@ -102,7 +102,8 @@ class PipelineFunctions(Construct):
                 role=role,
                 memory_size=sizing.memory_mb,
                 timeout=Duration.seconds(sizing.timeout_seconds),
-                environment=self._environment(step, sizing.timeout_seconds),
+                ephemeral_storage_size=Size.mebibytes(sizing.ephemeral_storage_mb),
+                environment=self._environment(step, sizing),
                 tracing=lambda_.Tracing.ACTIVE,
                 log_group=log_group,
                 **(network if step.in_vpc and network else {}),  # type: ignore[arg-type]
@@ -110,13 +111,17 @@ class PipelineFunctions(Construct):
         self._grant()
 
     # --- configuration --------------------------------------------------------------------
-    def _environment(self, step: Step, timeout_seconds: int) -> dict[str, str]:
+    def _environment(self, step: Step, sizing: FunctionConfig) -> dict[str, str]:
         c = self._config
+        timeout_seconds = sizing.timeout_seconds
         env = {
             "POWERTOOLS_SERVICE_NAME": SERVICE,
             "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": "INFO",
             "PIPELINE_ENV": c.name,
+            # Lambda does not tell a function its /tmp size: the scratch space budgets it.
+            "PIPELINE_STEP": step.key,
+            "EPHEMERAL_STORAGE_MB": str(sizing.ephemeral_storage_mb),
         }
         if "storage" in step.settings:
             env |= {

@@ -275,7 +275,7 @@ class PipelineDefinition(Construct):
             LOAD,
             {
                 "run_id.$": RUN_ID,
-                "kpi_key.$": "$.transform.kpi_key",
+                "kpi_prefix.$": "$.transform.kpi_prefix",
                 "kpi_dates.$": "$.transform.kpi_dates",
             },
             "$.load",

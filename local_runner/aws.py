@@ -251,9 +251,13 @@ class LocalAws:
             timeout_seconds=function.timeout_seconds,
         )
         event = json.loads(body) if body else {}
+        from kpi_pipeline.settings import invocation_environment
+
         calling = _calling_function.set(function_access_key(function))
+        variables = self._invocation_environment(function, context)
         try:
-            return json.dumps(handler(event, context)).encode()
+            with invocation_environment(variables):
+                return json.dumps(handler(event, context)).encode()
         except Exception as exc:
             # What the Lambda service returns for an unhandled error: Step Functions
             # matches Retry and Catch on errorType, the exception's class name.
@@ -267,6 +271,8 @@ class LocalAws:
             ).encode()
         finally:
             _calling_function.reset(calling)
+            if "WORK_DIR" in variables and "WORK_DIR" in self._overrides:
+                shutil.rmtree(variables["WORK_DIR"], ignore_errors=True)  # the environment ends
 
     def invoke_handler(self, handler_suffix: str, event: dict[str, Any]) -> dict[str, Any]:
         """Call a function's handler as its Lambda would be (its credentials, its context)."""
@@ -276,6 +282,22 @@ class LocalAws:
         if headers:
             raise RuntimeError(f"{handler_suffix} failed: {response}")
         return dict(response)
+
+    def _invocation_environment(
+        self, function: LocalFunction, context: LambdaContext
+    ) -> dict[str, str]:
+        """What the function's own process would see: its environment as synthesized, what
+        the Lambda runtime sets, and the runner's overrides; a /tmp of its own."""
+        variables = {
+            **function.environment,
+            "AWS_LAMBDA_FUNCTION_NAME": function.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),
+            **self._overrides,
+        }
+        work_root = variables.get("WORK_DIR")
+        if work_root:  # each invocation its own /tmp, as each Lambda environment has
+            variables["WORK_DIR"] = str(Path(work_root) / function.name / context.aws_request_id)
+        return variables
 
     # --- running -----------------------------------------------------------------------------
     def client(self, service: str) -> Any:

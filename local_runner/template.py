@@ -55,14 +55,16 @@ class LocalPipeline:
     policies: dict[str, tuple[dict[str, Any], ...]]
 
     def environment(self) -> dict[str, str]:
-        """The union of the functions' environments (they never disagree on a variable)."""
+        """The variables of the functions' environments on which they all agree (buckets,
+        secrets...); each invocation also gets its own function's whole environment."""
         merged: dict[str, str] = {}
+        disagree: set[str] = set()
         for function in self.functions:
             for name, value in function.environment.items():
                 if merged.get(name, value) != value:
-                    raise TemplateError(f"functions disagree on {name}: cannot run in one process")
+                    disagree.add(name)
                 merged[name] = value
-        return merged
+        return {name: value for name, value in merged.items() if name not in disagree}
 
 
 def synthesize(out_dir: Path, env_name: str = "local") -> Path:

@@ -204,6 +204,38 @@ def test_unset_function_sizes_fall_back_to_the_defaults_per_step():
     assert config.function("transform").memory_mb == 3008  # the default, not 1024
 
 
+DEFAULTS = {  # per step: (memory_mb, timeout_seconds, ephemeral_storage_mb)
+    "check_source": (512, 60, 512),
+    "extract_rds": (3008, 900, 2048),
+    "list_files": (512, 120, 512),
+    "ingest_file": (2048, 900, 4096),
+    "transform": (3008, 900, 6144),
+    "load": (1024, 900, 512),
+    "archive": (512, 600, 512),
+}
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("setting", ["memory_mb", "timeout_seconds", "ephemeral_storage_mb"])
+def test_a_partial_function_override_keeps_the_steps_other_defaults(step, setting):
+    """Setting only functions.transform.memory_mb used to reset its timeout to 300 s (not
+    900) and its /tmp to Lambda's 512 MB: an override merges with the step's own defaults."""
+    settings = {**environments()["environments"]["dev"], "name": "dev"}
+    value = {"memory_mb": 1536, "timeout_seconds": 777, "ephemeral_storage_mb": 1234}[setting]
+    settings["functions"] = {step: {setting: value}}
+    sizing = PipelineConfig.model_validate(settings).function(step)
+    names = ("memory_mb", "timeout_seconds", "ephemeral_storage_mb")
+    expected = dict(zip(names, DEFAULTS[step], strict=True))
+    assert sizing.model_dump() == {**expected, setting: value}
+
+
+@pytest.mark.parametrize(("size", "bound"), [(511, "512"), (10_241, "10240")])
+def test_ephemeral_storage_out_of_lambdas_range_is_named(size, bound):
+    message = error_of(functions={"ingest_file": {"ephemeral_storage_mb": size}})
+    assert "functions.ingest_file.ephemeral_storage_mb" in message
+    assert bound in message
+
+
 def run_app(context: dict[str, Any], outdir: Path) -> subprocess.CompletedProcess[str]:
     """``python app.py`` as the CDK CLI runs it: context in CDK_CONTEXT_JSON."""
     env = {

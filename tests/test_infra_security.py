@@ -49,6 +49,8 @@ EVERY_FUNCTION_ENV = {
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
     "PIPELINE_ENV",
+    "PIPELINE_STEP",
+    "EPHEMERAL_STORAGE_MB",  # Lambda does not tell a function its /tmp size
 }
 
 
@@ -547,6 +549,19 @@ def test_the_data_bucket_moves_archive_to_cheaper_storage_and_expires_bookkeepin
 
 
 # --- function environments ----------------------------------------------------------------
+@pytest.mark.parametrize("step", ALL_STEPS, ids=STEP_IDS)
+def test_each_function_is_sized_as_configured_and_knows_its_tmp_size(step):
+    stack, _ = template_of("prod")
+    sizing = stack.config.function(step.key)
+    properties = function_properties("prod", step)
+    assert properties["MemorySize"] == sizing.memory_mb
+    assert properties["Timeout"] == sizing.timeout_seconds
+    assert properties["EphemeralStorage"] == {"Size": sizing.ephemeral_storage_mb}
+    variables = properties["Environment"]["Variables"]
+    assert variables["EPHEMERAL_STORAGE_MB"] == str(sizing.ephemeral_storage_mb)
+    assert variables["PIPELINE_STEP"] == step.key
+
+
 @pytest.mark.parametrize("env_name", ["prod", "dev", "local"])
 def test_no_function_environment_carries_a_password(env_name):
     _, template = template_of(env_name)

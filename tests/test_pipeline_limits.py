@@ -47,3 +47,38 @@ def test_a_thousand_files_with_long_keys_keep_every_state_under_the_payload_limi
             f"\n  largest state payload of {checked.measured:,} measured: {largest.size:,} bytes "
             f"({largest.event} {largest.state} {largest.field})"
         )
+
+
+def test_each_function_runs_with_its_own_configured_tmp_size_and_memory(harness, sample):
+    """In AWS every function has its own process: its /tmp size and memory from the
+    template. The local run hands each invocation its own function's environment, so the
+    scratch budget and DuckDB's memory limit are those of the function, not of the laptop."""
+    from kpi_pipeline.settings import EngineSettings, ScratchSettings, load
+
+    seen: dict[str, tuple[int | None, int | None, str]] = {}
+
+    def record(handler):
+        def wrapped(event, context):
+            scratch, engine = load(ScratchSettings), load(EngineSettings)
+            seen[context.function_name] = (
+                scratch.ephemeral_storage_mb,
+                engine.memory_limit_mb,
+                scratch.work_dir,
+            )
+            return handler(event, context)
+
+        return wrapped
+
+    for suffix in ("ingest_file", "transform.handler.handler"):
+        harness.wrap_handler(suffix, record)
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(sample.stream_files[0])
+    assert harness.run().output["status"] == "loaded"
+
+    functions = {f.name: f for f in harness.local.pipeline.functions}
+    assert len(seen) == 2
+    for name, (tmp_mb, duckdb_mb, work_dir) in seen.items():
+        function = functions[name]
+        assert tmp_mb == int(function.environment["EPHEMERAL_STORAGE_MB"]) > 512
+        assert duckdb_mb == int(function.memory_mb * 0.6)
+        assert name in work_dir  # a /tmp of its own

@@ -32,7 +32,7 @@ SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:redshift-abc1
 STATEMENT_ID = "d9b6c0c9-0747-4bf4-b142-e8883df0b3d1"
 BATCH = KpiBatch(
     "kpi-data",
-    "kpis/run_id=run-7/music_kpi_metrics.parquet",
+    "kpis/run_id=run-7/attempt=0a1b2c3d4e5f/",
     [dt.date(2024, 6, 25), dt.date(2024, 6, 24), dt.date(2024, 6, 25)],
 )
 LOADED_AT = dt.datetime(2024, 6, 26, 3, 4, 5, tzinfo=dt.UTC)
@@ -44,7 +44,7 @@ KPI_NAMES = (
 EXPECTED_SQLS = [
     create_table_sql("music_kpi_metrics", redshift=True),
     create_stage_sql("music_kpi_metrics_stage"),
-    "COPY music_kpi_metrics_stage FROM 's3://kpi-data/kpis/run_id=run-7/music_kpi_metrics.parquet' "
+    "COPY music_kpi_metrics_stage FROM 's3://kpi-data/kpis/run_id=run-7/attempt=0a1b2c3d4e5f/' "
     f"IAM_ROLE '{ROLE_ARN}' FORMAT AS PARQUET",
     "DELETE FROM music_kpi_metrics WHERE kpi_date IN ('2024-06-24', '2024-06-25')",
     f"INSERT INTO music_kpi_metrics ({KPI_NAMES}, loaded_at) "

@@ -6,7 +6,13 @@ from kpi_pipeline import source
 from kpi_pipeline.contracts import RunRequest, SourceCheck, SourceSnapshot
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import step_handler
-from kpi_pipeline.settings import EngineSettings, SourceSettings, StorageSettings, load
+from kpi_pipeline.settings import (
+    EngineSettings,
+    ScratchSettings,
+    SourceSettings,
+    StorageSettings,
+    load,
+)
 from kpi_pipeline.source import SourceDatabase, connection_params
 from kpi_pipeline.storage import Storage
 
@@ -25,13 +31,12 @@ def extract_tables(request: RunRequest) -> SourceSnapshot:
     # Imported here: DuckDB is in this step's layers only, not in CheckSourceData's.
     from kpi_pipeline import extract
 
-    storage_settings = load(StorageSettings)
     return extract.extract_snapshot(
         request.run_id,
         db=_source_database(),
         batch_size=load(SourceSettings).extract_batch_size,
         storage=Storage(),
-        layout=Layout.from_settings(storage_settings),
+        layout=Layout.from_settings(load(StorageSettings)),
         engine_settings=load(EngineSettings),
-        work_dir=storage_settings.work_dir,
+        scratch=load(ScratchSettings),
     )

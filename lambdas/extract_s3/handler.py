@@ -6,7 +6,13 @@ from kpi_pipeline import listing
 from kpi_pipeline.contracts import IngestRequest, IngestResult, ManifestSummary, RunRequest
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import step_handler
-from kpi_pipeline.settings import EngineSettings, IngestSettings, StorageSettings, load
+from kpi_pipeline.settings import (
+    EngineSettings,
+    IngestSettings,
+    ScratchSettings,
+    StorageSettings,
+    load,
+)
 from kpi_pipeline.storage import Storage
 
 
@@ -25,11 +31,10 @@ def ingest_file(request: IngestRequest) -> IngestResult:
     # Imported here: DuckDB and pyarrow are in this step's layers only, not in ListNewFiles'.
     from kpi_pipeline import streams
 
-    storage_settings = load(StorageSettings)
     return streams.ingest_file(
         request,
         storage=Storage(),
-        layout=Layout.from_settings(storage_settings),
+        layout=Layout.from_settings(load(StorageSettings)),
         engine_settings=load(EngineSettings),
-        work_dir=storage_settings.work_dir,
+        scratch=load(ScratchSettings),
     )

@@ -111,9 +111,10 @@ class TransformRequest(Contract):
 
 
 class TransformResult(Contract):
-    kpi_key: str | None
+    kpi_prefix: str | None  # the KPI parts of this run, in the warehouse schema
     kpi_dates: list[dt.date]
     kpi_date_count: int
+    kpi_batches: int = 0  # dates are transformed in batches that fit the scratch space
     genre_rows: int = 0
     hourly_rows: int = 0
     plays_in_kpis: int = 0
@@ -123,7 +124,7 @@ class TransformResult(Contract):
 
 class LoadRequest(Contract):
     run_id: RunId
-    kpi_key: str
+    kpi_prefix: str
     kpi_dates: list[dt.date]
 
 

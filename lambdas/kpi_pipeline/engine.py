@@ -21,14 +21,19 @@ def sql(name: str) -> str:
     return resources.files("kpi_pipeline").joinpath("sql", name).read_text(encoding="utf-8")
 
 
-def connect(settings: EngineSettings, scratch: Path) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory DuckDB that spills to ``scratch`` and computes in UTC."""
+def connect(
+    settings: EngineSettings, scratch: Path, *, spill_limit_mb: int | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB that spills to ``scratch`` (at most ``spill_limit_mb``) and
+    computes in UTC."""
     con = duckdb.connect(
         ":memory:",
         config={"threads": settings.duckdb_threads} if settings.duckdb_threads else {},
     )
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET temp_directory = {literal(scratch / 'duckdb-spill')}")
+    if spill_limit_mb is not None:
+        con.execute(f"SET max_temp_directory_size = '{int(spill_limit_mb)}MB'")
     # Nothing here depends on row order; dropping the guarantee lets DuckDB stream more.
     con.execute("SET preserve_insertion_order = false")
     if settings.memory_limit_mb:

@@ -67,6 +67,10 @@ class WarehouseStatementFailed(PipelineError):
     """The warehouse rejected a statement (FAILED or ABORTED)."""
 
 
+class ScratchSpaceExhausted(PipelineError):
+    """The function's /tmp is too small for its inputs; the message names the setting."""
+
+
 class IngestFailed(PipelineError):
     """Files could not be ingested (the rest of the run went through; they wait in landing)."""
 
@@ -76,5 +80,6 @@ FATAL_ERRORS: tuple[type[PipelineError], ...] = (
     SourceSchemaError,
     DataGateError,
     WarehouseStatementFailed,
+    ScratchSpaceExhausted,
     IngestFailed,
 )

@@ -14,8 +14,8 @@ from kpi_pipeline.contracts import SourceSnapshot
 from kpi_pipeline.errors import DataGateError
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import SOURCE_ROWS_EXTRACTED, count, logger
-from kpi_pipeline.scratch import scratch_dir
-from kpi_pipeline.settings import EngineSettings
+from kpi_pipeline.scratch import open_scratch
+from kpi_pipeline.settings import EngineSettings, ScratchSettings
 from kpi_pipeline.source import SOURCE_COLUMNS, SourceDatabase
 from kpi_pipeline.storage import Storage
 
@@ -41,15 +41,16 @@ def extract_snapshot(
     storage: Storage,
     layout: Layout,
     engine_settings: EngineSettings,
-    work_dir: str,
+    scratch: ScratchSettings,
 ) -> SourceSnapshot:
-    with scratch_dir(work_dir, "extract") as tmp:
+    with open_scratch(scratch, "extract") as space:
+        tmp = space.path
         for table in SOURCE_COLUMNS:
             rows = _write_raw(db, table, batch_size, tmp / f"raw_{table}.json")
             count(SOURCE_ROWS_EXTRACTED, rows, table=table)
             logger.info("source table read", extra={"table": table, "rows": rows})
 
-        con = engine.connect(engine_settings, tmp)
+        con = engine.connect(engine_settings, tmp, spill_limit_mb=space.spill_limit_mb())
         for table in SOURCE_COLUMNS:
             raw = engine.literal(tmp / f"raw_{table}.json")
             columns = ", ".join(f"'{name}': 'VARCHAR'" for name in SOURCE_COLUMNS[table])

@@ -12,6 +12,9 @@ module only moves data.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import uuid
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,9 +28,9 @@ from kpi_pipeline.layout import Layout
 from kpi_pipeline.ledger import Ledger
 from kpi_pipeline.observability import logger
 from kpi_pipeline.parallel import parallel
-from kpi_pipeline.planning import make_plan, read_plan, write_plan
-from kpi_pipeline.scratch import scratch_dir
-from kpi_pipeline.settings import EngineSettings
+from kpi_pipeline.planning import LoadPlan, make_plan, read_plan, write_plan
+from kpi_pipeline.scratch import ScratchSpace, open_scratch
+from kpi_pipeline.settings import EngineSettings, ScratchSettings
 from kpi_pipeline.storage import Storage
 from kpi_pipeline.warehouse.arrow import fit_to_schema
 
@@ -38,7 +41,7 @@ def compute_kpis(
     storage: Storage,
     layout: Layout,
     engine_settings: EngineSettings,
-    work_dir: str,
+    scratch: ScratchSettings,
 ) -> TransformResult:
     ledger = Ledger(storage, layout)
     previous = read_plan(storage, layout, request.run_id)
@@ -54,37 +57,42 @@ def compute_kpis(
     write_plan(storage, layout, request.run_id, plan)
     if not plan.kpi_dates:
         logger.info("no date to recompute: nothing accepted is waiting for the warehouse")
-        return TransformResult(kpi_key=None, kpi_dates=[], kpi_date_count=0)
+        return TransformResult(kpi_prefix=None, kpi_dates=[], kpi_date_count=0)
 
-    with scratch_dir(work_dir, "transform") as tmp:
-        # Normally pinned at ingest; a date accepted before pins existed is pinned now.
-        pins = pin_dates(storage, layout, plan.kpi_dates, request.run_id, request.snapshot)
-        catalogues = {kpi_date: pin.songs_key for kpi_date, pin in pins.items()}
-        songs = _download_catalogues(storage, layout, set(catalogues.values()), tmp / "songs")
-        plays = _download_curated(storage, layout, plan.contents_by_date, tmp / "plays")
-        if not plays:
-            raise DataGateError(f"no curated plays found for {plan.kpi_dates}")
-
-        con = engine.connect(engine_settings, tmp)
-        try:
-            kpis, stats = _run_models(con, songs, plays, catalogues, request.run_id)
-        finally:
-            con.close()
-
-        kpi_key = layout.kpi_key(request.run_id)
-        out = tmp / "music_kpi_metrics.parquet"
-        pq.write_table(fit_to_schema(kpis), out, compression="zstd")
-        storage.upload_file(out, layout.data_bucket, kpi_key)
+    # Normally pinned at ingest; a date accepted before pins existed is pinned now.
+    pins = pin_dates(storage, layout, plan.kpi_dates, request.run_id, request.snapshot)
+    catalogues = {kpi_date: pin.songs_key for kpi_date, pin in pins.items()}
+    # Each attempt writes its own parts: a retry never mixes with a dead attempt's.
+    kpi_prefix = layout.kpi_prefix(request.run_id, uuid.uuid4().hex[:12])
+    totals: Counter[str] = Counter()
+    with open_scratch(scratch, "transform") as space:
+        batches = date_batches(plan, ledger, space)
+        for number, dates in enumerate(batches):
+            stats = _transform_batch(
+                dates,
+                plan.contents_by_date,
+                {d: catalogues[d] for d in dates},
+                kpi_key=f"{kpi_prefix}part-{number:05d}.parquet",
+                run_id=request.run_id,
+                work=space.path / f"batch-{number:05d}",
+                space=space,
+                storage=storage,
+                layout=layout,
+                engine_settings=engine_settings,
+            )
+            totals.update(stats)
+    logger.info("KPIs computed", extra={"dates": len(plan.kpi_dates), "batches": len(batches)})
 
     result = TransformResult(
-        kpi_key=kpi_key,
+        kpi_prefix=kpi_prefix,
         kpi_dates=plan.kpi_dates,
         kpi_date_count=len(plan.kpi_dates),
-        genre_rows=stats["genre_rows"],
-        hourly_rows=stats["hourly_rows"],
-        plays_in_kpis=stats["plays_in_kpis"],
-        duplicates_across_files=stats["curated_rows"] - stats["plays_in_kpis"],
-        plays_without_song=stats["plays_without_song"],
+        kpi_batches=len(batches),
+        genre_rows=totals["genre_rows"],
+        hourly_rows=totals["hourly_rows"],
+        plays_in_kpis=totals["plays_in_kpis"],
+        duplicates_across_files=totals["curated_rows"] - totals["plays_in_kpis"],
+        plays_without_song=totals["plays_without_song"],
     )
     if result.plays_without_song:
         logger.warning(
@@ -92,6 +100,62 @@ def compute_kpis(
             extra={"plays": result.plays_without_song},
         )
     return result
+
+
+def date_batches(plan: LoadPlan, ledger: Ledger, space: ScratchSpace) -> list[list[dt.date]]:
+    """The plan's dates in batches whose curated plays fit a third of the free scratch space
+    (the rest is for DuckDB's spill and the outputs): a week of backlog never fills /tmp."""
+    free = space.free_bytes()
+    if free is None:
+        return [plan.kpi_dates]
+    budget = free // 3
+    batches: list[list[dt.date]] = []
+    used = budget + 1
+    for kpi_date in plan.kpi_dates:
+        size = sum(ledger.curated_size(kpi_date, c) for c in plan.contents_by_date[kpi_date])
+        if size > budget:
+            raise space.exhausted(
+                f"the curated plays of {kpi_date} ({size:,} bytes) need more than a third of "
+                f"the {free:,} bytes free"
+            )
+        if used + size > budget:
+            batches.append([])
+            used = 0
+        batches[-1].append(kpi_date)
+        used += size
+    return batches
+
+
+def _transform_batch(
+    dates: list[dt.date],
+    contents_by_date: dict[dt.date, list[str]],
+    catalogues: dict[dt.date, str],
+    *,
+    kpi_key: str,
+    run_id: str,
+    work: Path,
+    space: ScratchSpace,
+    storage: Storage,
+    layout: Layout,
+    engine_settings: EngineSettings,
+) -> dict[str, int]:
+    """Compute the KPIs of some dates, upload them as one part, free the scratch space."""
+    songs = _download_catalogues(storage, layout, set(catalogues.values()), work / "songs")
+    plays = _download_curated(
+        storage, layout, {d: contents_by_date[d] for d in dates}, work / "plays"
+    )
+    if not plays:
+        raise DataGateError(f"no curated plays found for {dates}")
+    con = engine.connect(engine_settings, work, spill_limit_mb=space.spill_limit_mb())
+    try:
+        kpis, stats = _run_models(con, songs, plays, catalogues, run_id)
+    finally:
+        con.close()
+    out = work / "music_kpi_metrics.parquet"
+    pq.write_table(fit_to_schema(kpis), out, compression="zstd")
+    storage.upload_file(out, layout.data_bucket, kpi_key)
+    shutil.rmtree(work)
+    return stats
 
 
 def run_kpi_models(con: engine.duckdb.DuckDBPyConnection, run_id: str) -> pa.Table:

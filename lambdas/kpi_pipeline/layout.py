@@ -85,8 +85,10 @@ class Layout:
     def catalogue_pin_key(self, kpi_date: dt.date) -> str:
         return f"catalogue/dates/kpi_date={kpi_date.isoformat()}.json"
 
-    def kpi_key(self, run_id: str) -> str:
-        return f"kpis/run_id={run_id}/music_kpi_metrics.parquet"
+    def kpi_prefix(self, run_id: str, attempt: str) -> str:
+        """Where one Transform attempt writes its KPI parts: what Load's COPY reads (a key
+        prefix: COPY lists it and reads every object under it)."""
+        return f"kpis/run_id={run_id}/attempt={attempt}/"
 
     # --- rejected data and processed files -----------------------------------------------
     def quarantine_rows_key(self, content_key: str) -> str:

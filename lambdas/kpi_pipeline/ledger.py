@@ -31,6 +31,7 @@ class Ledger:
     storage: Storage
     layout: Layout
     _entries: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    _sizes: dict[tuple[dt.date, str], int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def entry(self, content_key: str) -> dict[str, Any] | None:
@@ -74,13 +75,21 @@ class Ledger:
             lambda key: self.storage.delete(bucket, self.layout.pending_key(key)), content_keys
         )
 
+    def curated_size(self, kpi_date: dt.date, content_key: str) -> int:
+        """The size of a curated object seen by :meth:`accepted_by_date`."""
+        with self._lock:
+            return self._sizes[(kpi_date, content_key)]
+
     def _curated_contents(self, kpi_date: dt.date) -> list[str]:
         prefix = self.layout.curated_date_prefix(kpi_date)
-        return [
-            _stem(o.key)
+        objects = [
+            o
             for o in self.storage.list_objects(self.layout.data_bucket, prefix)
             if o.key.endswith(".parquet")
         ]
+        with self._lock:
+            self._sizes.update({(kpi_date, _stem(o.key)): o.size for o in objects})
+        return [_stem(o.key) for o in objects]
 
 
 def _stem(key: str) -> str:

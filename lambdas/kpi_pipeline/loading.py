@@ -30,7 +30,7 @@ def load_kpis(
     ledger = Ledger(storage, layout)
     check_still_covers(plan, ledger)
     loaded_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    batch = KpiBatch(layout.data_bucket, request.kpi_key, request.kpi_dates)
+    batch = KpiBatch(layout.data_bucket, request.kpi_prefix, request.kpi_dates)
     rows = warehouse.replace_dates(batch, loaded_at)
     count(KPI_ROWS_LOADED, rows)
     logger.info("KPIs loaded", extra={"rows": rows, "kpi_dates": len(request.kpi_dates)})

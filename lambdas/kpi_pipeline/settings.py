@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from typing import Annotated, Literal, Self, TypeVar
 
@@ -60,13 +62,22 @@ class StorageSettings(_EnvModel):
     landing_prefix: str = Field(
         default="landing/", description="key prefix of new stream files, ending with '/'"
     )
-    work_dir: str = Field(default="/tmp", description="local scratch directory")  # noqa: S108
 
     @model_validator(mode="after")
     def _prefix_is_a_folder(self) -> Self:
         if self.landing_prefix and not self.landing_prefix.endswith("/"):
             raise ValueError("LANDING_PREFIX must end with '/' (e.g. 'landing/')")
         return self
+
+
+class ScratchSettings(_EnvModel):
+    """The function's scratch space (Lambda's /tmp) and how large it is."""
+
+    work_dir: str = Field(default="/tmp", description="local scratch directory")  # noqa: S108
+    ephemeral_storage_mb: int | None = Field(
+        default=None, ge=512, le=10240, description="the function's /tmp size (EphemeralStorage)"
+    )
+    pipeline_step: str | None = Field(default=None, description="the step's key in cdk.json")
 
 
 class SourceSettings(_EnvModel):
@@ -164,12 +175,33 @@ class WarehouseSettings(_EnvModel):
 _Settings = TypeVar("_Settings", bound=_EnvModel)
 
 
-@cache
+# In AWS each function has a process and an environment of its own. The local runner runs
+# every function in one process: it hands each invocation its function's environment here.
+_invocation_environment: ContextVar[tuple[tuple[str, str], ...]] = ContextVar(
+    "invocation_environment", default=()
+)
+
+
+@contextmanager
+def invocation_environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """Within the block, settings read ``variables`` over the process's environment."""
+    token = _invocation_environment.set(tuple(sorted(variables.items())))
+    try:
+        yield
+    finally:
+        _invocation_environment.reset(token)
+
+
 def load(model: type[_Settings]) -> _Settings:
-    """The settings of ``model`` from this process's environment, validated once."""
-    return model.from_env(os.environ)
+    """The settings of ``model`` from this function's environment, validated once."""
+    return _load(model, _invocation_environment.get())
+
+
+@cache
+def _load(model: type[_Settings], overlay: tuple[tuple[str, str], ...]) -> _Settings:
+    return model.from_env({**os.environ, **dict(overlay)})
 
 
 def clear_cache() -> None:
     """Forget loaded settings (tests and the local runner change the environment)."""
-    load.cache_clear()
+    _load.cache_clear()

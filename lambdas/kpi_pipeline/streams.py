@@ -33,8 +33,8 @@ from kpi_pipeline.observability import (
     count,
     logger,
 )
-from kpi_pipeline.scratch import scratch_dir
-from kpi_pipeline.settings import EngineSettings
+from kpi_pipeline.scratch import ScratchSpace, open_scratch
+from kpi_pipeline.settings import EngineSettings, ScratchSettings
 from kpi_pipeline.storage import Storage
 
 
@@ -44,11 +44,14 @@ def ingest_file(
     storage: Storage,
     layout: Layout,
     engine_settings: EngineSettings,
-    work_dir: str,
+    scratch: ScratchSettings,
 ) -> IngestResult:
     entry = request.file
-    with scratch_dir(work_dir, "ingest") as tmp:
+    with open_scratch(scratch, "ingest") as space:
+        tmp = space.path
         local = tmp / "source.csv"
+        # The file, DuckDB's copy of its rows and what it writes: at least twice its size.
+        space.reserve(2 * entry.size, f"the stream file {entry.key} ({entry.size:,} bytes)")
         content_key = storage.download_and_hash(
             layout.landing_bucket, entry.key, local, etag=entry.etag
         )
@@ -62,7 +65,9 @@ def ingest_file(
         elif previous := storage.get_json(layout.data_bucket, layout.ledger_key(content_key)):
             result = _from_ledger(request, content_key, previous)
         else:
-            result = _ingest_new(request, content_key, local, tmp, storage, layout, engine_settings)
+            result = _ingest_new(
+                request, content_key, local, space, storage, layout, engine_settings
+            )
 
     storage.put_json(
         layout.data_bucket,
@@ -81,11 +86,12 @@ def _ingest_new(
     request: IngestRequest,
     content_key: str,
     local: Path,
-    tmp: Path,
+    space: ScratchSpace,
     storage: Storage,
     layout: Layout,
     engine_settings: EngineSettings,
 ) -> IngestResult:
+    tmp = space.path
     today = request.snapshot
     validated_with: dict[dt.date, SnapshotRef] = {}
 
@@ -94,7 +100,7 @@ def _ingest_new(
         local = _download_snapshots(set(validated_with.values()), storage, layout, tmp)
         return {d: local[ref] for d, ref in validated_with.items()}
 
-    con = engine.connect(engine_settings, tmp)
+    con = engine.connect(engine_settings, tmp, spill_limit_mb=space.spill_limit_mb())
     try:
         outcome = validate_stream_file(
             local,

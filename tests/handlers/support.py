@@ -245,6 +245,11 @@ def read_json(s3: Any, key: str) -> Any:
     return json.loads(read_bytes(s3, DATA_BUCKET, key))
 
 
+def read_kpis(s3: Any, prefix: str) -> pa.Table:
+    """Every KPI part a Transform wrote under its prefix (what Load's COPY reads)."""
+    return pa.concat_tables([read_parquet(s3, key) for key in keys(s3, DATA_BUCKET, prefix)])
+
+
 def read_parquet(s3: Any, key: str) -> pa.Table:
     return pq.read_table(io.BytesIO(read_bytes(s3, DATA_BUCKET, key)))
 
@@ -288,7 +293,7 @@ def load(run_id: str, transformed: dict[str, Any]) -> dict[str, Any]:
         event(
             "load",
             run_id=run_id,
-            kpi_key=transformed["kpi_key"],
+            kpi_prefix=transformed["kpi_prefix"],
             kpi_dates=transformed["kpi_dates"],
         ),
         CONTEXT,
@@ -336,3 +341,12 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def fill_tmp(work_dir: str | Path, leave_free_bytes: int, capacity_mb: int = 512) -> None:
+    """Make Lambda's /tmp (``work_dir``) hold other files, all but ``leave_free_bytes`` of
+    ``capacity_mb``: a sparse file, so the test uses no disk for it."""
+    folder = Path(work_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "left-by-something-else.bin").open("wb") as filler:
+        filler.truncate(capacity_mb * 1024 * 1024 - leave_free_bytes)

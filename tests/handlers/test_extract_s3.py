@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from extract_s3.handler import ingest_file, list_new_files
+from kpi_pipeline import settings as pipeline_settings
+from kpi_pipeline.errors import ScratchSpaceExhausted
 from tests.handlers.support import (
     CONTEXT,
     DATA_BUCKET,
@@ -18,6 +20,7 @@ from tests.handlers.support import (
     STREAMS_DAY,
     STREAMS_NEXT_DAY,
     event,
+    fill_tmp,
     ingest_manifest,
     keys,
     manifest_files,
@@ -192,3 +195,25 @@ def test_ingest_file_skips_an_object_replaced_after_the_manifest(
     assert result["content_key"] is None
     assert keys(cloud.s3, DATA_BUCKET, "curated/") == []
     assert keys(cloud.s3, DATA_BUCKET, "ledger/") == []
+
+
+def test_a_stream_file_too_large_for_the_functions_tmp_fails_naming_the_setting(
+    snapshot: dict[str, Any], cloud: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """IngestFile downloads the file and DuckDB spills next to it: a file larger than what
+    /tmp holds was an OSError that no retry fixes. It now fails before downloading, with a
+    message that says which setting to raise."""
+    monkeypatch.setenv("EPHEMERAL_STORAGE_MB", "512")
+    monkeypatch.setenv("PIPELINE_STEP", "ingest_file")
+    pipeline_settings.clear_cache()  # as a function configured so, from its cold start
+    body = STREAMS_DAY + "1,A,2024-06-25 12:00:00\n" * 40_000  # about 1 MB
+    fill_tmp(tmp_path / "lambda-tmp", leave_free_bytes=len(body))
+    put_landing(cloud.s3, "big.csv", body)
+    (entry,) = manifest_files(list_new_files(event("list_new_files"), CONTEXT))
+
+    with pytest.raises(ScratchSpaceExhausted) as raised:
+        ingest_file(event("ingest_file", file=entry, snapshot=snapshot_ref(snapshot)), CONTEXT)
+
+    message = str(raised.value)
+    assert "functions.ingest_file.ephemeral_storage_mb" in message
+    assert "landing/big.csv" in message and "512 MB" in message

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from extract_s3.handler import list_new_files
+from kpi_pipeline import settings as pipeline_settings
+from kpi_pipeline.errors import ScratchSpaceExhausted
 from kpi_pipeline.warehouse.arrow import KPI_SCHEMA
 from tests.handlers.support import (
     CONTEXT,
@@ -21,12 +26,13 @@ from tests.handlers.support import (
     STREAMS_DAY,
     STREAMS_NEXT_DAY,
     event,
+    fill_tmp,
     ingest_manifest,
     keys,
     load,
     put_landing,
     read_json,
-    read_parquet,
+    read_kpis,
     sha256,
     transform,
 )
@@ -48,7 +54,8 @@ def test_transform_computes_the_kpis_of_the_dates_this_run_ingested(
 
     assert result["kpi_dates"] == ["2024-06-25", "2024-06-26"]
     assert result["kpi_date_count"] == 2
-    assert result["kpi_key"] == f"kpis/run_id={RUN}/music_kpi_metrics.parquet"
+    assert re.fullmatch(rf"kpis/run_id={RUN}/attempt=[0-9a-f]{{12}}/", result["kpi_prefix"])
+    assert result["kpi_batches"] == 1
     assert (result["genre_rows"], result["hourly_rows"], result["plays_in_kpis"]) == (3, 2, 4)
     plan = read_json(cloud.s3, f"runs/{RUN}/load_plan.json")
     assert plan["contents_by_date"] == {
@@ -57,7 +64,7 @@ def test_transform_computes_the_kpis_of_the_dates_this_run_ingested(
     }
     assert plan["pending"] == sorted([sha256(STREAMS_DAY), sha256(STREAMS_NEXT_DAY)])
 
-    kpis = read_parquet(cloud.s3, result["kpi_key"])
+    kpis = read_kpis(cloud.s3, result["kpi_prefix"])
     assert kpis.schema.equals(KPI_SCHEMA)
     rows = {
         (r["kpi_date"], r["kpi_type"], r["track_genre"] or r["stream_hour"]): r
@@ -104,7 +111,7 @@ def test_transform_recomputes_dates_of_content_ingested_earlier_but_never_loaded
     result = transform("run-2", snapshot)
 
     assert result["kpi_dates"] == ["2024-06-25", "2024-06-26"]
-    kpis = read_parquet(cloud.s3, result["kpi_key"]).to_pylist()
+    kpis = read_kpis(cloud.s3, result["kpi_prefix"]).to_pylist()
     pop_day = next(r for r in kpis if r["kpi_date"] == DAY and r["track_genre"] == "pop")
     assert pop_day["listen_count"] == 3  # the plays run-1 accepted
     assert {r["run_id"] for r in kpis} == {"run-2"}
@@ -130,7 +137,7 @@ def test_transform_with_no_new_content_plans_no_date_and_writes_no_kpi_file(
 
     assert result["kpi_date_count"] == 0
     assert result["kpi_dates"] == []
-    assert result["kpi_key"] is None
+    assert result["kpi_prefix"] is None
     assert keys(cloud.s3, DATA_BUCKET, "kpis/run_id=run-2/") == []
     assert read_json(cloud.s3, "runs/run-2/load_plan.json") == {
         "version": 1,
@@ -168,7 +175,7 @@ def test_transform_reads_only_the_curated_objects_the_ledger_lists_for_each_cont
 
     result = transform("run-2", snapshot)
 
-    kpis = read_parquet(cloud.s3, result["kpi_key"]).to_pylist()
+    kpis = read_kpis(cloud.s3, result["kpi_prefix"]).to_pylist()
     pop_day = next(r for r in kpis if r["kpi_date"] == DAY and r["track_genre"] == "pop")
     assert pop_day["listen_count"] == 1  # the late file's play only
     pop_next = next(r for r in kpis if r["kpi_date"] == NEXT_DAY and r["track_genre"] == "pop")
@@ -204,3 +211,56 @@ def test_transform_clears_pending_markers_that_can_never_be_loaded(
     assert keys(cloud.s3, DATA_BUCKET, "ledger/pending/") == []
     manifest = list_new_files(event("list_new_files", run_id="run-2"), CONTEXT)
     assert manifest["pending_contents"] == 0
+
+
+def ingest_days(cloud: Any, snapshot: dict[str, Any], days: int) -> None:
+    """A backlog: one file per day, each with a few hundred plays."""
+    for day in range(days):
+        date = dt.date(2024, 6, 20 + day)
+        rows = "".join(
+            f"{1 + i % 2},{'AB'[i % 3 == 0]},{date} {i % 24:02d}:{i % 60:02d}:00\n"
+            for i in range(300)
+        )
+        put_landing(cloud.s3, f"day-{day}.csv", "user_id,track_id,listen_time\n" + rows)
+    ingest_manifest(RUN, list_new_files(event("list_new_files"), CONTEXT), snapshot)
+
+
+def test_a_backlog_is_transformed_in_batches_of_dates_that_fit_the_functions_tmp(
+    snapshot: dict[str, Any], cloud: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Transform used to download every curated file of every pending date at once: a
+    backlog of a couple of weeks filled /tmp. Dates now go in batches whose plays fit a third
+    of what is free, each batch one KPI part; the KPIs are the same."""
+    ingest_days(cloud, snapshot, days=4)
+    unbounded = read_kpis(cloud.s3, transform(RUN, snapshot)["kpi_prefix"])
+    one_day = max(
+        o["Size"]
+        for o in cloud.s3.list_objects_v2(Bucket=DATA_BUCKET, Prefix="curated/")["Contents"]
+    )
+    monkeypatch.setenv("EPHEMERAL_STORAGE_MB", "512")
+    monkeypatch.setenv("PIPELINE_STEP", "transform")
+    pipeline_settings.clear_cache()
+    fill_tmp(tmp_path / "lambda-tmp", leave_free_bytes=3 * one_day + 100)  # one day a batch
+
+    result = transform(RUN, snapshot)
+
+    assert result["kpi_batches"] == 4
+    assert len(keys(cloud.s3, DATA_BUCKET, result["kpi_prefix"])) == 4
+    batched = read_kpis(cloud.s3, result["kpi_prefix"])
+    drop = ["run_id"]
+    assert sorted(batched.drop(drop).to_pylist(), key=repr) == sorted(
+        unbounded.drop(drop).to_pylist(), key=repr
+    )
+
+
+def test_a_date_too_large_for_the_functions_tmp_fails_naming_the_setting(
+    snapshot: dict[str, Any], cloud: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ingest_days(cloud, snapshot, days=1)
+    monkeypatch.setenv("EPHEMERAL_STORAGE_MB", "512")
+    monkeypatch.setenv("PIPELINE_STEP", "transform")
+    pipeline_settings.clear_cache()
+    fill_tmp(tmp_path / "lambda-tmp", leave_free_bytes=1000)
+
+    with pytest.raises(ScratchSpaceExhausted, match=r"functions\.transform\.ephemeral_storage_mb"):
+        transform(RUN, snapshot)

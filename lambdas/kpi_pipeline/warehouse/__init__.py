@@ -11,10 +11,10 @@ from kpi_pipeline.settings import WarehouseSettings
 
 @dataclass(frozen=True)
 class KpiBatch:
-    """The KPI rows of one run: a Parquet file in S3 (and, once downloaded, locally)."""
+    """The KPI rows of one run: Parquet parts under a key prefix in S3."""
 
     bucket: str
-    key: str
+    prefix: str  # COPY reads every object whose key starts with it
     kpi_dates: list[dt.date]
 
 

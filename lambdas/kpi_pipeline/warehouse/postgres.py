@@ -86,10 +86,10 @@ class PostgresWarehouse:
         """What ``COPY ... FROM 's3://bucket/key' FORMAT AS PARQUET`` reads: every object
         whose key starts with the batch's path, listed first, as the COPY role."""
         storage = self._storage or Storage(aws.client("s3", role_arn=self._copy_role_arn))
-        objects = [o for o in storage.list_objects(batch.bucket, batch.key) if o.size > 0]
+        objects = [o for o in storage.list_objects(batch.bucket, batch.prefix) if o.size > 0]
         if not objects:
             raise WarehouseStatementFailed(
-                f"COPY found no object under s3://{batch.bucket}/{batch.key}"
+                f"COPY found no object under s3://{batch.bucket}/{batch.prefix}"
             )
         with tempfile.TemporaryDirectory() as tmp:
             tables = []

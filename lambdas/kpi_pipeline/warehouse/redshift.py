@@ -76,7 +76,7 @@ class RedshiftDataApiWarehouse:
     def _copy_sql(self, batch: KpiBatch) -> str:
         role = self._settings.redshift_copy_role_arn or ""
         return (
-            f"COPY {STAGE} FROM 's3://{batch.bucket}/{batch.key}' "
+            f"COPY {STAGE} FROM 's3://{batch.bucket}/{batch.prefix}' "
             f"IAM_ROLE '{role}' FORMAT AS PARQUET"
         )
 
