@@ -37,6 +37,7 @@ TRANSIENT_ERRORS = [
     "Lambda.TooManyRequestsException",
     *(error.__name__ for error in RETRYABLE_ERRORS),
 ]
+LAMBDA_TIMED_OUT = "Sandbox.Timedout"  # the error of a Lambda invocation that timed out
 RUN_ID = "$.run.run_id"
 LOCK_ID = "pipeline"  # one lock item: one run at a time per environment
 DYNAMODB_TRANSIENT_ERRORS = [
@@ -349,6 +350,14 @@ class PipelineDefinition(Construct):
             result_path=result_path,
         )
         _retry_transient(task, TRANSIENT_ERRORS)
+        # A function that timed out (or was killed) may have done part of its work: every
+        # step is idempotent, so one more try is safe and often enough (a slow S3 or RDS).
+        task.add_retry(
+            errors=[LAMBDA_TIMED_OUT],
+            interval=Duration.seconds(5),
+            max_attempts=1,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
         return task
 
     def _task(self, step: Step, payload: dict[str, object], result_path: str) -> tasks.LambdaInvoke:

@@ -32,6 +32,7 @@ import boto3
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
+from local_runner.faults import LambdaKilled, SideEffects, observed
 from local_runner.iam import STATE_MACHINE_ACCESS_KEY, IamCheck, Principal, enforced
 from local_runner.limits import PayloadCheck, measured_payloads
 from local_runner.template import ACCOUNT, REGION, REPO, LocalFunction, LocalPipeline
@@ -121,6 +122,8 @@ class LocalAws:
         self.alert_queue_url = ""
         self.iam = iam_check(pipeline)
         self.payloads = PayloadCheck()
+        env = pipeline.environment()
+        self.side_effects = SideEffects(env.get("DATA_BUCKET", ""), env.get("LANDING_BUCKET", ""))
 
     # --- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> LocalAws:
@@ -136,6 +139,7 @@ class LocalAws:
         self._stack.enter_context(_credentials_per_principal(self.iam))
         self._stack.enter_context(enforced(self.iam))
         self._stack.enter_context(measured_payloads(self.payloads))
+        self._stack.enter_context(observed(self.side_effects, self._step_of))
         self._reset_pipeline_caches()
         self._route_logs()
         self._quiet_moto()
@@ -258,6 +262,16 @@ class LocalAws:
         try:
             with invocation_environment(variables):
                 return json.dumps(handler(event, context)).encode()
+        except LambdaKilled as killed:
+            # What Lambda returns for an invocation that timed out, its work half done.
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(
+                {
+                    "errorType": "Sandbox.Timedout",
+                    "errorMessage": f"Task timed out after {function.timeout_seconds}.00 "
+                    f"seconds ({killed})",
+                }
+            ).encode()
         except Exception as exc:
             # What the Lambda service returns for an unhandled error: Step Functions
             # matches Retry and Catch on errorType, the exception's class name.
@@ -282,6 +296,14 @@ class LocalAws:
         if headers:
             raise RuntimeError(f"{handler_suffix} failed: {response}")
         return dict(response)
+
+    def _step_of(self, client: Any) -> str | None:
+        """The function whose credentials a client signs with (None: anyone else)."""
+        credentials = client._request_signer._credentials
+        principal = self.iam.principal_for(credentials.access_key if credentials else None)
+        if principal is None or principal.name in {"StateMachine", "RedshiftCopyRole"}:
+            return None
+        return principal.name
 
     def _invocation_environment(
         self, function: LocalFunction, context: LambdaContext

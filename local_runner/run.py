@@ -200,8 +200,11 @@ class _Progress:
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["type"]
-        if kind == "MapIterationStarted":
-            self._iterations += 1
+        if kind.endswith("StateExited") and event["stateExitedEventDetails"]["name"] == (
+            "ListNewFiles"
+        ):
+            output = json.loads(event["stateExitedEventDetails"].get("output") or "{}")
+            self._iterations = int(output.get("manifest", {}).get("file_count", 0))
         if kind.endswith("StateEntered"):
             self._entered.setdefault(event["stateEnteredEventDetails"]["name"], event["timestamp"])
         elif kind.endswith("StateExited"):

@@ -130,7 +130,12 @@ def env_of(**values: str) -> dict[str, str]:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """How much the local IAM check verified (see local_runner/iam.py)."""
     from tests.harness import IAM_VERIFIED
+    from tests.test_crash_matrix import MATRIX
 
+    if MATRIX:
+        terminalreporter.write_line("crash matrix (point -> outcome):")
+        for point, outcome in MATRIX.items():
+            terminalreporter.write_line(f"  {point:<42} -> {outcome}")
     if IAM_VERIFIED:
         principals = len({principal for principal, _, _ in IAM_VERIFIED})
         terminalreporter.write_line(

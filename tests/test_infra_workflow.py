@@ -135,7 +135,9 @@ def test_every_task_retries_transient_errors_only_with_backoff_and_jitter(states
     retryable = {error.__name__ for error in RETRYABLE_ERRORS}
     inner = states["IngestStreams"]["ItemProcessor"]["States"]["IngestFile"]
     for name, state in [(n, states[n]) for n in TASKS] + [("IngestFile", inner)]:
-        (retry,) = state["Retry"]
+        retry, timed_out = state["Retry"]
+        assert timed_out["ErrorEquals"] == ["Sandbox.Timedout"]  # a function that timed out
+        assert timed_out["MaxAttempts"] == 1  # is tried once more: every step is idempotent
         assert retryable <= set(retry["ErrorEquals"]), name
         assert "Lambda.TooManyRequestsException" in retry["ErrorEquals"]
         assert not {e.__name__ for e in FATAL_ERRORS} & set(retry["ErrorEquals"])
