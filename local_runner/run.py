@@ -108,7 +108,9 @@ def run_local(
             pipeline = load_pipeline(template_path)
             how = "unchanged since the last synth" if cached else "just synthesized"
             say(f"  state machine {pipeline.state_machine_name} (cdk synth -c env=local, {how})")
-            execution, alerts, written = _execute(pipeline, databases, inputs, state, run_id, say)
+            execution, alerts, written, checks = _execute(
+                pipeline, databases, inputs, state, run_id, say
+            )
             rows = export_table(
                 databases.warehouse_dsn,
                 "music_kpi_metrics",
@@ -120,7 +122,10 @@ def run_local(
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _report(summary, alerts, rows, out, state, run_id, say)
-    return EXIT_FAILED if summary["status"] == "failed" else EXIT_OK
+    for line in checks.lines:
+        say(line)
+    failed = summary["status"] == "failed" or not checks.passed
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _inputs(data: Path | None, state: Path, say: Callable[[str], None]) -> InputData:
@@ -141,7 +146,7 @@ def _execute(
     state: Path,
     run_id: str,
     say: Callable[[str], None],
-) -> tuple[Execution, list[dict[str, Any]], dict[str, Any] | None]:
+) -> tuple[Execution, list[dict[str, Any]], dict[str, Any] | None, LocalChecks]:
     env = pipeline.environment()
     log_path = state / "logs" / f"{run_id}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +169,29 @@ def _execute(
         alerts = local.alerts()
         written = local.read_json(env["DATA_BUCKET"], f"runs/{run_id}/summary.json")
         local.save_buckets(state / "s3")
-    return execution, alerts, written
+    return execution, alerts, written, LocalChecks.of(local)
+
+
+@dataclass(frozen=True)
+class LocalChecks:
+    """What the local run enforced that moto does not (see local_runner/iam.py, limits.py)."""
+
+    lines: list[str]
+    passed: bool
+
+    @classmethod
+    def of(cls, local: LocalAws) -> LocalChecks:
+        denied = [str(v) for v in local.iam.violations]
+        too_large = local.payloads.describe()
+        largest = local.payloads.largest
+        lines = [
+            f"  AWS limits    {len(local.iam.verified):,} distinct calls allowed by the "
+            f"synthesized IAM policies, {len(denied)} denied; largest state payload "
+            f"{largest.size if largest else 0:,} bytes of 262,144"
+        ]
+        lines += [f"  DENIED        {v}" for v in denied]
+        lines += [f"  TOO LARGE     {p}" for p in too_large]
+        return cls(lines, passed=not denied and not too_large)
 
 
 def run_summary(execution: Execution, written: dict[str, Any] | None = None) -> dict[str, Any]:
