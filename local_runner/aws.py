@@ -122,6 +122,7 @@ class LocalAws:
         self.alert_queue_url = ""
         self.iam = iam_check(pipeline)
         self.payloads = PayloadCheck()
+        self.failures: list[tuple[str, str, str]] = []  # (function, error, traceback)
         env = pipeline.environment()
         self.side_effects = SideEffects(env.get("DATA_BUCKET", ""), env.get("LANDING_BUCKET", ""))
 
@@ -134,7 +135,7 @@ class LocalAws:
         self._stack.enter_context(_quicker_moto())
         self._stack.enter_context(_patched_invoke(self._invoke))
         self._stack.enter_context(_sdk_integration_casing())
-        self._stack.enter_context(_atomic_conditional_puts())
+        self._stack.enter_context(_atomic_object_operations())
         self._stack.enter_context(_eventually_consistent_listing(self._list_executions_lag))
         self._stack.enter_context(_credentials_per_principal(self.iam))
         self._stack.enter_context(enforced(self.iam))
@@ -273,6 +274,7 @@ class LocalAws:
                 }
             ).encode()
         except Exception as exc:
+            self.failures.append((function.name, type(exc).__name__, traceback.format_exc()))
             # What the Lambda service returns for an unhandled error: Step Functions
             # matches Retry and Catch on errorType, the exception's class name.
             response_headers["x-amz-function-error"] = "Unhandled"
@@ -639,23 +641,28 @@ def _sdk_integration_casing() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _atomic_conditional_puts() -> Iterator[None]:
-    """Make moto's PutObject atomic, as S3's is: moto checks If-None-Match, then writes, and
-    two parallel Map iterations could both win the same conditional write."""
+def _atomic_object_operations() -> Iterator[None]:
+    """Make each of moto's S3 object operations atomic, as S3's are.
+
+    moto checks If-None-Match and then writes, so two parallel Map iterations could both
+    win one conditional write; and two writes of one key at once (two ingests of the same
+    content pinning the same snapshot copy) close the buffer the other is still reading
+    ("I/O operation on closed file"). S3 serializes both; here one lock does.
+    """
     from moto.s3.responses import S3Response
 
-    original = S3Response.put_object
-    lock = threading.Lock()
+    original = S3Response._key_response
+    lock = threading.RLock()
 
-    def put_object(self: Any) -> Any:
+    def key_response(self: Any, *args: Any, **kwargs: Any) -> Any:
         with lock:
-            return original(self)
+            return original(self, *args, **kwargs)
 
-    S3Response.put_object = put_object  # type: ignore[method-assign]
+    S3Response._key_response = key_response  # type: ignore[method-assign]
     try:
         yield
     finally:
-        S3Response.put_object = original  # type: ignore[method-assign]
+        S3Response._key_response = original  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager

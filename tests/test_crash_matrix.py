@@ -113,6 +113,9 @@ def test_a_crash_right_after_a_side_effect_loses_and_invents_nothing(
         assert any(key.endswith("/" + path.name) for key in everywhere), path.name
     assert harness.keys(harness.data_bucket, "ledger/pending/") == [], "markers left"
     assert second.status == "SUCCEEDED", second.cause
+    if first.error == "IngestFailed" and point.step != "IngestFile":
+        with Path("/tmp/ingest_failed_causes.txt").open("a") as out:
+            out.write(f"{point}: {first.cause}\n{harness.local.failures}\n")
     first_outcome = (
         first.output["status"]
         if first.status == "SUCCEEDED"
