@@ -350,3 +350,51 @@ def fill_tmp(work_dir: str | Path, leave_free_bytes: int, capacity_mb: int = 512
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "left-by-something-else.bin").open("wb") as filler:
         filler.truncate(capacity_mb * 1024 * 1024 - leave_free_bytes)
+
+
+# The numeric columns of the source tables, and their types in the worked example's RDS.
+NUMERIC_COLUMNS = {
+    "users": ("user_id", "user_age"),
+    "songs": ("id", "popularity", "duration_ms", "key", "mode", "time_signature"),
+}
+
+
+def load_source_with_types(
+    dsn: str,
+    integer_type: str,
+    users: list[dict[str, object]],
+    songs: list[dict[str, object]],
+) -> None:
+    """Source tables whose integer columns have ``integer_type`` (NUMERIC(5,2), DOUBLE...),
+    the others TEXT: a real schema, where values arrive as PostgreSQL prints that type."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS users, songs")
+            for table, header, rows in (
+                ("users", USERS_HEADER, users),
+                ("songs", SONGS_HEADER, songs),
+            ):
+                columns = ", ".join(
+                    f'"{c}" {integer_type if c in NUMERIC_COLUMNS[table] else "TEXT"}'
+                    for c in header
+                )
+                cur.execute(f"CREATE TABLE {table} ({columns})")
+                names = ", ".join(f'"{c}"' for c in header)
+                # numbers go in as NUMERIC, then the column's type rounds or keeps them
+                cast = "::numeric" if integer_type != "TEXT" else ""
+                template = (
+                    "("
+                    + ", ".join(
+                        f"%s{cast}" if c in NUMERIC_COLUMNS[table] else "%s" for c in header
+                    )
+                    + ")"
+                )
+                psycopg2.extras.execute_values(
+                    cur,
+                    f"INSERT INTO {table} ({names}) VALUES %s",
+                    [tuple(None if r[c] is None else str(r[c]) for c in header) for r in rows],
+                    template=template,
+                )
+    finally:
+        conn.close()

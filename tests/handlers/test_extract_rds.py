@@ -31,6 +31,7 @@ from tests.handlers.support import (
     event,
     execute,
     keys,
+    load_source_with_types,
     load_text_source,
     load_typed_source,
     read_parquet,
@@ -294,3 +295,53 @@ def test_extract_fails_the_data_gate_when_no_song_is_usable(source_dsn: str, clo
     with pytest.raises(DataGateError, match="songs: 0"):
         extract_tables(event("extract_rds"), CONTEXT)
     assert keys(cloud.s3, DATA_BUCKET, "snapshots/") == []
+
+
+@pytest.mark.parametrize(
+    "integer_type",
+    ["INTEGER", "BIGINT", "NUMERIC(12,2)", "NUMERIC", "DOUBLE PRECISION", "REAL", "TEXT"],
+)
+def test_integral_values_are_accepted_whatever_the_source_column_type(
+    source_dsn: str, cloud: Any, integer_type: str
+) -> None:
+    """A popularity typed NUMERIC(5,2) reads as '80.00', a plain NUMERIC duration keeps its
+    input's scale ('180000.0'): integral values, which used to be quarantined (every song,
+    so the extract failed). Only values that are not integers are quarantined."""
+    songs = [
+        song(1, "A", "pop", popularity="80.0", duration_ms="180000.0"),
+        song(2, "B", "pop", popularity=40, duration_ms=240_000),
+    ]
+    users = [user("1.0"), user(2)]
+    load_source_with_types(source_dsn, integer_type, users, songs)
+
+    result = extract_tables(event("extract_rds"), CONTEXT)
+
+    assert result["source_rows_quarantined"] == {}
+    assert (result["users"], result["songs"]) == (2, 2)
+    typed = read_parquet(cloud.s3, result["songs_key"]).to_pylist()
+    assert sorted((r["id"], r["popularity"], r["duration_ms"], r["key"]) for r in typed) == [
+        (1, 80, 180_000, 5),
+        (2, 40, 240_000, 5),
+    ]
+    ids = read_parquet(cloud.s3, result["users_key"]).column("user_id").to_pylist()
+    assert sorted(ids) == [1, 2]
+
+
+@pytest.mark.parametrize("integer_type", ["NUMERIC(12,2)", "DOUBLE PRECISION", "TEXT"])
+def test_values_that_are_not_integers_are_still_quarantined(
+    source_dsn: str, cloud: Any, integer_type: str
+) -> None:
+    songs = [
+        song(1, "A", "pop"),
+        song(2, "B", "pop", popularity="80.5"),
+        song(3, "C", "pop", duration_ms="180000.25"),
+    ]
+    load_source_with_types(source_dsn, integer_type, [user(1), user("2.5")], songs)
+
+    result = extract_tables(event("extract_rds"), CONTEXT)
+
+    assert result["source_rows_quarantined"] == {
+        "songs.invalid_duration_ms": 1,
+        "songs.invalid_popularity": 1,
+        "users.invalid_user_id": 1,
+    }

@@ -9,6 +9,19 @@ CREATE OR REPLACE TEMP MACRO strip_ws(s) AS
 CREATE OR REPLACE TEMP MACRO is_integer_text(s) AS
     regexp_full_match(s, '[+-]?[0-9]+');
 
+-- An integral number of a source column, however its type prints it: '80' (INTEGER, TEXT),
+-- '80.00' (NUMERIC with a scale), '180000.0' (plain NUMERIC), '1.8e+05' (a float). NULL for
+-- anything that is not an integer ('80.5', 'abc'): those rows are quarantined.
+CREATE OR REPLACE TEMP MACRO integral_value(s) AS
+    CASE
+        WHEN regexp_full_match(s, '[+-]?[0-9]+') THEN TRY_CAST(s AS HUGEINT)
+        WHEN regexp_full_match(s, '[+-]?[0-9]+\.0+')
+            THEN TRY_CAST(split_part(s, '.', 1) AS HUGEINT)
+        WHEN regexp_full_match(s, '[+-]?[0-9]+(\.[0-9]+)?[eE][+-]?[0-9]+')
+            AND TRY_CAST(s AS DOUBLE) = round(TRY_CAST(s AS DOUBLE))
+            THEN TRY_CAST(TRY_CAST(s AS DOUBLE) AS HUGEINT)
+    END;
+
 -- KPIS.md, valid plays rule 3: YYYY-MM-DD, 'T' or space, HH:MM:SS, up to 6 fractional
 -- digits, optional UTC offset (Z, +HH:MM, +HHMM, +HH). Expects upper-cased text; the
 -- calendar itself (Feb 30, year 0000, ...) is checked by the cast and range that follow.

@@ -3,28 +3,27 @@
 -- popularity in 0..100 and a non-negative duration in milliseconds.
 WITH typed AS (
     SELECT
-        TRY_CAST(strip_ws(id) AS BIGINT) AS id,
+        TRY_CAST(integral_value(strip_ws(id)) AS BIGINT) AS id,
         strip_ws(track_id) AS track_id,
         artists,
         album_name,
         track_name,
-        CASE WHEN is_integer_text(strip_ws(popularity))
-            THEN TRY_CAST(strip_ws(popularity) AS INTEGER) END AS popularity,
-        CASE WHEN is_integer_text(strip_ws(duration_ms))
-            THEN TRY_CAST(strip_ws(duration_ms) AS BIGINT) END AS duration_ms,
+        -- Integral values, whatever the column's type (INTEGER, NUMERIC(5,2), DOUBLE, TEXT).
+        TRY_CAST(integral_value(strip_ws(popularity)) AS INTEGER) AS popularity,
+        TRY_CAST(integral_value(strip_ws(duration_ms)) AS BIGINT) AS duration_ms,
         TRY_CAST(explicit AS BOOLEAN) AS explicit,
         TRY_CAST(danceability AS DOUBLE) AS danceability,
         TRY_CAST(energy AS DOUBLE) AS energy,
-        TRY_CAST(key AS INTEGER) AS key,
+        TRY_CAST(integral_value(strip_ws(key)) AS INTEGER) AS key,
         TRY_CAST(loudness AS DOUBLE) AS loudness,
-        TRY_CAST(mode AS INTEGER) AS mode,
+        TRY_CAST(integral_value(strip_ws(mode)) AS INTEGER) AS mode,
         TRY_CAST(speechiness AS DOUBLE) AS speechiness,
         TRY_CAST(acousticness AS DOUBLE) AS acousticness,
         TRY_CAST(instrumentalness AS DOUBLE) AS instrumentalness,
         TRY_CAST(liveness AS DOUBLE) AS liveness,
         TRY_CAST(valence AS DOUBLE) AS valence,
         TRY_CAST(tempo AS DOUBLE) AS tempo,
-        TRY_CAST(time_signature AS INTEGER) AS time_signature,
+        TRY_CAST(integral_value(strip_ws(time_signature)) AS INTEGER) AS time_signature,
         strip_ws(track_genre) AS track_genre,
         popularity AS raw_popularity,
         duration_ms AS raw_duration_ms
