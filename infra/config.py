@@ -7,10 +7,11 @@ setting and what it should hold. Nothing here calls AWS.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from infra import schedule
 
 ARN_ROLE = r"^arn:aws[a-z\-]*:iam::\d{12}:role/[\w+=,.@/\-]+$"
 BUCKET = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"
@@ -123,10 +124,10 @@ class ScheduleConfig(_Model):
 
     @model_validator(mode="after")
     def _expression(self) -> Self:
-        if not re.match(
-            r"^(cron\([^)]+\)|rate\(\d+ (minute|minutes|hour|hours|day|days)\))$", self.expression
-        ):
-            raise ValueError("schedule.expression must be 'cron(...)' or 'rate(N unit)'")
+        try:
+            schedule.validate(self.expression)
+        except schedule.ScheduleError as exc:
+            raise ValueError(f"schedule.expression is not one EventBridge accepts: {exc}") from None
         return self
 
 
@@ -146,8 +147,11 @@ class LayersConfig(_Model):
 
 
 class MonitoringConfig(_Model):
-    # Alarm when no execution succeeded for this long (a day plus slack for a slow run).
-    no_success_alarm_hours: int = Field(default=26, ge=2, le=168)
+    # Alarm when no execution succeeded for this long; by default the schedule's longest
+    # gap between two runs plus two hours (26 for a daily schedule, 74 for weekdays).
+    no_success_alarm_hours: int | None = Field(default=None, ge=2, le=168)
+    # Alarm when no play was loaded for this long: a feed that stopped (a day and a half).
+    no_plays_alarm_hours: int = Field(default=36, ge=2, le=168)
 
 
 class FunctionConfig(_Model):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -13,6 +15,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import PipelineConfig
+from infra.schedule import longest_gap
 from infra.steps import ALL_STEPS, INGEST_FILE, LOAD
 from kpi_pipeline import metric_names as m
 from kpi_pipeline.metric_names import NAMESPACE, SERVICE
@@ -20,16 +23,37 @@ from kpi_pipeline.metric_names import NAMESPACE, SERVICE
 FAILED_STATUSES = ["FAILED", "TIMED_OUT", "ABORTED"]
 
 
-def pipeline_metric(name: str, step: str, label: str | None = None) -> cw.Metric:
-    """A metric the handlers emit (kpi_pipeline.observability), summed per day."""
+def pipeline_metric(name: str, step: str | None, label: str | None = None) -> cw.Metric:
+    """A metric a step emits (kpi_pipeline.observability), summed per day, for a graph."""
     return cw.Metric(
         namespace=NAMESPACE,
         metric_name=name,
-        dimensions_map={"service": SERVICE, "step": step},
+        dimensions_map={"service": SERVICE, **({"step": step} if step else {})},
         statistic="Sum",
         period=Duration.days(1),
         label=label or name,
     )
+
+
+def run_metric(name: str, **dimensions: str) -> cw.Metric:
+    """A metric the state machine emits at the end of every run, summed per hour (alarms)."""
+    return cw.Metric(
+        namespace=NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": SERVICE, **dimensions},
+        statistic="Sum",
+        period=Duration.hours(1),
+    )
+
+
+# CloudWatch evaluates an alarm over at most 7 days of hourly datapoints.
+MAX_ALARM_HOURS = 7 * 24
+
+
+def missed_run_window_hours(expression: str) -> int:
+    """The schedule's longest gap between two runs plus two hours, at most 7 days."""
+    gap = longest_gap(expression).total_seconds() / 3600
+    return min(MAX_ALARM_HOURS, math.ceil(gap) + 2)
 
 
 class PipelineMonitoring(Construct):
@@ -94,24 +118,67 @@ class PipelineMonitoring(Construct):
         )
         failed_alarm.add_alarm_action(alert)
 
-        self.alarms = [failed_alarm]
-        if config.schedule.enabled:
-            hours = config.monitoring.no_success_alarm_hours
-            stale_alarm = cw.Alarm(
-                self,
-                "NoSuccessfulRunAlarm",
-                alarm_description=f"No pipeline execution succeeded in {hours} hours",
-                metric=state_machine.metric_succeeded(statistic="Sum", period=Duration.hours(1)),
-                threshold=1,
-                evaluation_periods=hours,
-                datapoints_to_alarm=hours,
-                comparison_operator=cw.ComparisonOperator.LESS_THAN_THRESHOLD,
-                treat_missing_data=cw.TreatMissingData.BREACHING,
-            )
-            stale_alarm.add_alarm_action(alert)
-            self.alarms.append(stale_alarm)
+        # A source emptied (or a wrong database): the run succeeds with no_rds_data.
+        no_rds_data = cw.Alarm(
+            self,
+            "NoRdsDataAlarm",
+            alarm_description="A run ended no_rds_data: the users or songs table is empty",
+            metric=run_metric(m.RUNS_ENDED, status="no_rds_data"),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        no_rds_data.add_alarm_action(alert)
+        self.alarms = [failed_alarm, no_rds_data]
 
+        if config.schedule.enabled:
+            self.alarms += self._schedule_alarms(config, state_machine, alert)
         self.dashboard = self._dashboard(config, state_machine, functions)
+
+    def _schedule_alarms(
+        self, config: PipelineConfig, state_machine: sfn.StateMachine, alert: cw_actions.SnsAction
+    ) -> list[cw.Alarm]:
+        """What a running schedule should produce: successful runs, and plays loaded.
+
+        Both count hourly datapoints: every hour of the window must be empty to alarm, and
+        no datapoint at all (the schedule stopped) counts as empty.
+        """
+        hours = config.monitoring.no_success_alarm_hours or missed_run_window_hours(
+            config.schedule.expression
+        )
+        stale_alarm = cw.Alarm(
+            self,
+            "NoSuccessfulRunAlarm",
+            alarm_description=(
+                f"No pipeline execution succeeded in {hours} hours (the schedule's longest gap "
+                "between two runs, plus two hours)"
+            ),
+            metric=state_machine.metric_succeeded(statistic="Sum", period=Duration.hours(1)),
+            threshold=1,
+            evaluation_periods=hours,
+            datapoints_to_alarm=hours,
+            comparison_operator=cw.ComparisonOperator.LESS_THAN_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.BREACHING,
+        )
+        dead_feed_hours = config.monitoring.no_plays_alarm_hours
+        dead_feed = cw.Alarm(
+            self,
+            "NoPlaysLoadedAlarm",
+            alarm_description=(
+                f"No play was loaded in {dead_feed_hours} hours: the landing feed may have "
+                "stopped (runs end no_new_files and succeed)"
+            ),
+            metric=run_metric(m.PLAYS_LOADED),
+            threshold=1,
+            evaluation_periods=dead_feed_hours,
+            datapoints_to_alarm=dead_feed_hours,
+            comparison_operator=cw.ComparisonOperator.LESS_THAN_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.BREACHING,
+        )
+        for alarm in (stale_alarm, dead_feed):
+            alarm.add_alarm_action(alert)
+        return [stale_alarm, dead_feed]
 
     def _dashboard(
         self,
@@ -195,6 +262,27 @@ class PipelineMonitoring(Construct):
                     )
                 ],
                 width=8,
+            ),
+        )
+        dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Runs by how they ended",
+                left=[
+                    cw.MathExpression(
+                        expression=(
+                            f"SEARCH('{{{NAMESPACE},service,status}} "
+                            f"MetricName=\"{m.RUNS_ENDED}\"', 'Sum', 86400)"
+                        ),
+                        label="Runs",
+                        period=day,
+                    )
+                ],
+                width=12,
+            ),
+            cw.GraphWidget(
+                title="Plays loaded (a flat line: the feed stopped)",
+                left=[pipeline_metric(m.PLAYS_LOADED, None)],
+                width=12,
             ),
         )
         dashboard.add_widgets(

@@ -95,7 +95,8 @@ def acknowledge_findings(stack: PipelineStack) -> None:
         "IAM5[Resource::*]",
         "X-Ray tracing and CloudWatch Logs delivery (logs:CreateLogDelivery, "
         "PutResourcePolicy, DescribeLogGroups...) have no resource-level permissions; "
-        "CDK adds them for tracing_enabled and LogLevel.ALL",
+        "CDK adds them for tracing_enabled and LogLevel.ALL; cloudwatch:PutMetricData has "
+        "none either and is limited to the pipeline's namespace by a condition",
     )
     # The Map's Catch records a failed file's result under the run's prefix; the
     # Distributed Map reads the file list there and writes its result manifests.

@@ -22,6 +22,7 @@ from infra.packaging import PipelineLayers
 from infra.storage import PipelineStorage
 from infra.workflow import PipelineDefinition
 from kpi_pipeline.layout import Layout
+from kpi_pipeline.metric_names import NAMESPACE
 
 
 class PipelineStack(Stack):
@@ -77,6 +78,16 @@ class PipelineStack(Stack):
                 level=sfn.LogLevel.ALL,
                 include_execution_data=True,
             ),
+        )
+
+        # The run's end, counted by status (RecordRunOutcome): CloudWatch has no resource
+        # for a metric, the namespace condition is the narrowest grant.
+        self.state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
+            )
         )
 
         # Daily, with a fixed input; a console start with {} runs exactly the same way.

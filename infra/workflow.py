@@ -7,7 +7,7 @@ retries transient errors with backoff and jitter, and hands any other error to a
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import ArnFormat, Aws, Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -28,6 +28,7 @@ from infra.steps import (
     Step,
 )
 from kpi_pipeline.errors import RETRYABLE_ERRORS, PlanOutdated
+from kpi_pipeline.metric_names import NAMESPACE, PLAYS_LOADED, RUNS_ENDED, SERVICE
 
 # Lambda service hiccups, plus the errors our code raises for transient trouble.
 TRANSIENT_ERRORS = [
@@ -106,10 +107,17 @@ class PipelineDefinition(Construct):
             error_path="$.alert.error",
             cause_path="$.alert.cause",
         )
-        self._on_failure = failure.next(self._release_lock("ReleaseLockAfterFailure", notify))
+        # Every end is counted by its status (a run that ends no_new_files day after day is
+        # a dead feed), releases the lock (unless it never held it), then completes.
+        record_failure = self._record_outcome("RecordFailedRun", notify, status="failed")
+        self._on_failure = failure.next(
+            self._release_lock("ReleaseLockAfterFailure", record_failure)
+        )
         notify.next(fail)
-        # Every successful end releases the lock, then completes with the run summary.
-        self._release = self._release_lock("ReleaseLock", sfn.Succeed(self, "RunComplete"))
+        self._release = self._record_outcome(
+            "RecordRunOutcome",
+            self._release_lock("ReleaseLock", sfn.Succeed(self, "RunComplete")),
+        )
 
         start = sfn.Pass(
             self,
@@ -385,10 +393,62 @@ class PipelineDefinition(Construct):
         outcome = sfn.Pass(
             self,
             state,
-            parameters={"status": status, "run_id.$": RUN_ID, **counts},
+            parameters={"status": status, "run_id.$": RUN_ID, "plays_valid": 0, **counts},
         )
-        outcome.next(self._release if release else sfn.Succeed(self, f"{state}End"))
+        outcome.next(
+            self._release
+            if release
+            else self._record_outcome(f"Record{state}", sfn.Succeed(self, f"{state}End"))
+        )
         return outcome
+
+    def _record_outcome(
+        self, name: str, then: sfn.IChainable, *, status: str | None = None
+    ) -> sfn.Parallel:
+        """Count the run's end by status, and the plays it loaded (CloudWatch metrics the
+        dead-feed and no_rds_data alarms watch); a failure to count never fails a run."""
+        service = {"Name": "service", "Value": SERVICE}
+        status_value = {"Value": status} if status else {"Value.$": "$.status"}
+        plays = {"Value": 0} if status else {"Value.$": "$.plays_valid"}
+        put_metrics = sfn.CustomState(
+            self,
+            f"{name}Metrics",
+            state_json={
+                "Type": "Task",
+                "Comment": "Counts how the run ended (metrics: RunsEnded, PlaysLoaded)",
+                "Resource": f"arn:{Aws.PARTITION}:states:::aws-sdk:cloudwatch:putMetricData",
+                "Parameters": {
+                    "Namespace": NAMESPACE,
+                    "MetricData": [
+                        {
+                            "MetricName": RUNS_ENDED,
+                            "Dimensions": [service, {"Name": "status", **status_value}],
+                            "Value": 1,
+                            "Unit": "Count",
+                        },
+                        {
+                            "MetricName": PLAYS_LOADED,
+                            "Dimensions": [service],
+                            **plays,
+                            "Unit": "Count",
+                        },
+                    ],
+                },
+            },
+        )
+        # A Parallel of one branch: a raw task cannot discard its result, and the run
+        # summary must come out of the end unchanged.
+        record = sfn.Parallel(self, name, result_path=sfn.JsonPath.DISCARD)
+        record.branch(put_metrics)
+        record.add_retry(
+            errors=["CloudWatch.CloudWatchException", "CloudWatch.LimitExceededException"],
+            interval=Duration.seconds(2),
+            max_attempts=2,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        record.add_catch(then, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
+        record.next(then)
+        return record
 
     def _lock_write(self, name: str, condition: str, values: dict[str, str]) -> tasks.DynamoPutItem:
         """Write the lock item naming this execution, if ``condition`` holds."""

@@ -14,7 +14,8 @@ any other credentials (the tests' and the runner's own set-up calls) are not che
 
 What is evaluated: Allow and Deny statements, actions and resources with ``*`` and ``?``,
 and the condition operators StringEquals, StringLike (and their negations) on the keys a
-request here can carry (``s3:prefix``). What is not: other condition keys (they are taken as
+request here can carry (``s3:prefix``, ``cloudwatch:namespace``). What is not: other condition
+keys (they are taken as
 satisfied, e.g. Redshift's ``statement-owner-iam-userid``, which no local call reaches),
 resource policies (bucket and key policies), permission boundaries and SCPs. S3's rule
 that reading a missing key without ``s3:ListBucket`` answers 403 rather than 404 is applied.
@@ -192,6 +193,9 @@ def required_permissions(
     if service == "dynamodb" and operation in {"PutItem", "GetItem", "DeleteItem", "UpdateItem"}:
         table = f"arn:aws:dynamodb:{region}:{account}:table/{params['TableName']}"
         return [Permission(f"dynamodb:{operation}", table)]
+    if service == "cloudwatch" and operation == "PutMetricData":
+        context = (("cloudwatch:namespace", params["Namespace"]),)
+        return [Permission("cloudwatch:PutMetricData", "*", context)]
     if service == "sns" and operation == "Publish":
         return [Permission("sns:Publish", params["TopicArn"])]
     if service == "lambda" and operation == "Invoke":
@@ -252,7 +256,7 @@ def _matches(statement: dict[str, Any], permission: Permission) -> bool:
     return _conditions_hold(statement.get("Condition", {}), dict(permission.context))
 
 
-_EVALUATED_KEYS = {"s3:prefix"}
+_EVALUATED_KEYS = {"s3:prefix", "cloudwatch:namespace"}
 
 
 def _conditions_hold(conditions: dict[str, dict[str, Any]], context: Context) -> bool:

@@ -146,10 +146,50 @@ def test_a_postgres_warehouse_is_for_the_local_environment_only():
     )
 
 
-@pytest.mark.parametrize("expression", ["every day", "cron 0 2 * * ? *", "rate(1 week)"])
-def test_a_bad_schedule_expression_is_named(expression):
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "every day",
+        "cron 0 2 * * ? *",
+        "rate(1 week)",
+        # EventBridge refuses these at deploy time; the synth used to accept them
+        "cron(0 2 * * *)",  # five fields
+        "cron(0 2 * * * *)",  # day-of-month and day-of-week both set: one must be '?'
+        "cron(0 2 ? * ? *)",  # both '?'
+        "cron(60 2 * * ? *)",  # minute out of range
+        "cron(0 24 * * ? *)",  # hour out of range
+        "cron(0 2 * 13 ? *)",  # month out of range
+        "cron(0 2 ? * FUNDAY *)",
+        "rate(1 days)",  # the unit is singular for 1
+        "rate(5 minute)",  # and plural otherwise
+        "rate(0 minutes)",
+        "rate(-1 hours)",
+    ],
+)
+def test_a_schedule_eventbridge_refuses_is_named_with_a_correct_example(expression):
     message = error_of(schedule={"expression": expression, "enabled": False})
-    assert "schedule.expression must be 'cron(...)' or 'rate(N unit)'" in message
+    assert "schedule.expression" in message
+    assert "cron(0 2 * * ? *)" in message and "rate(1 day)" in message
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "cron(0 2 * * ? *)",
+        "cron(0 6 ? * MON-FRI *)",
+        "cron(0/15 * * * ? *)",
+        "cron(30 1 1,15 * ? *)",
+        "cron(0 10 ? * 6L 2026-2030)",
+        "cron(0 8 L * ? *)",
+        "cron(0 9 ? * 2#1 *)",
+        "rate(1 day)",
+        "rate(12 hours)",
+        "rate(5 minutes)",
+    ],
+)
+def test_schedules_eventbridge_accepts_are_accepted(expression):
+    config = load_config(environments(schedule={"expression": expression}), "dev")
+    assert config.schedule.expression == expression
 
 
 def test_a_bad_alert_email_is_named_with_its_position():

@@ -157,7 +157,14 @@ def test_the_failed_executions_alarm_sums_failed_timed_out_and_aborted(prod):
         ]
 
 
-def test_prod_alarms_when_no_run_succeeded_for_26_hours(prod):
+def no_success_alarm(template: Template) -> dict[str, Any]:
+    (alarm,) = template.find_resources(
+        "AWS::CloudWatch::Alarm", {"Properties": {"MetricName": "ExecutionsSucceeded"}}
+    ).values()
+    return dict(alarm["Properties"])
+
+
+def test_prod_alarms_when_no_run_succeeded_over_its_daily_schedule_and_two_hours(prod):
     stack, template = prod
     template.has_resource_properties(
         "AWS::CloudWatch::Alarm",
@@ -175,7 +182,61 @@ def test_prod_alarms_when_no_run_succeeded_for_26_hours(prod):
             "AlarmActions": [ref(stack, stack.alert_topic)],
         },
     )
-    template.resource_count_is("AWS::CloudWatch::Alarm", 2)
+
+
+@pytest.mark.parametrize(
+    ("expression", "hours"),
+    [("cron(0 2 ? * MON-FRI *)", 74), ("rate(6 hours)", 8), ("cron(0 2 ? * SUN *)", 168)],
+)
+def test_the_missed_run_alarm_waits_for_the_longest_gap_of_the_schedule(expression, hours):
+    """A weekday schedule leaves three days between Friday's run and Monday's: a fixed
+    26-hour window alarmed every weekend. (CloudWatch evaluates at most 7 days.)"""
+    _, template = synth(context_for("prod", schedule={"expression": expression}))
+    alarm = no_success_alarm(template)
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (hours, hours)
+
+
+def test_a_dead_feed_alarms_when_no_play_was_loaded_for_a_day_and_a_half(prod):
+    """Runs that end no_new_files or no_rds_data succeed: with the feed stopped, every
+    daily run succeeded and nobody was told."""
+    stack, template = prod
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": metric_names.NAMESPACE,
+            "MetricName": metric_names.PLAYS_LOADED,
+            "Dimensions": [{"Name": "service", "Value": metric_names.SERVICE}],
+            "Statistic": "Sum",
+            "Period": 3600,
+            "EvaluationPeriods": 36,
+            "DatapointsToAlarm": 36,
+            "ComparisonOperator": "LessThanThreshold",
+            "Threshold": 1,
+            "TreatMissingData": "breaching",
+            "AlarmActions": [ref(stack, stack.alert_topic)],
+        },
+    )
+
+
+def test_a_run_ending_no_rds_data_alarms(prod):
+    stack, template = prod
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": metric_names.NAMESPACE,
+            "MetricName": metric_names.RUNS_ENDED,
+            "Dimensions": [
+                {"Name": "service", "Value": metric_names.SERVICE},
+                {"Name": "status", "Value": "no_rds_data"},
+            ],
+            "Statistic": "Sum",
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "Threshold": 1,
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [ref(stack, stack.alert_topic)],
+        },
+    )
+    template.resource_count_is("AWS::CloudWatch::Alarm", 4)
 
 
 def test_dev_has_no_missed_run_alarm_because_its_schedule_is_off(dev):
@@ -183,7 +244,10 @@ def test_dev_has_no_missed_run_alarm_because_its_schedule_is_off(dev):
     template.resource_properties_count_is(
         "AWS::CloudWatch::Alarm", {"MetricName": "ExecutionsSucceeded"}, 0
     )
-    template.resource_count_is("AWS::CloudWatch::Alarm", 1)
+    template.resource_properties_count_is(
+        "AWS::CloudWatch::Alarm", {"MetricName": metric_names.PLAYS_LOADED}, 0
+    )
+    template.resource_count_is("AWS::CloudWatch::Alarm", 2)
 
 
 def test_the_daily_schedule_is_disabled_in_dev_but_still_targets_the_machine(dev):
@@ -229,7 +293,7 @@ def test_the_dashboard_shows_every_alarm(prod):
     assert sorted(alarms["properties"]["alarms"]) == sorted(
         f"<{logical_id(stack, alarm)}.Arn>" for alarm in stack.monitoring.alarms
     )
-    assert len(stack.monitoring.alarms) == 2
+    assert len(stack.monitoring.alarms) == 4
 
 
 def test_the_dashboard_charts_the_pipelines_own_metrics(prod):
@@ -241,6 +305,8 @@ def test_the_dashboard_charts_the_pipelines_own_metrics(prod):
         metric_names.FILES_PROCESSED,
         metric_names.KPI_ROWS_LOADED,
         metric_names.STEP_DURATION,
+        metric_names.RUNS_ENDED,
+        metric_names.PLAYS_LOADED,
     )
     assert [name for name in names if not re.search(rf"\b{name}\b", text)] == []
 
@@ -255,6 +321,12 @@ def test_the_dashboard_charts_the_pipelines_own_metrics(prod):
         if name == metric_names.ROWS_QUARANTINED:  # one line per reason, found by SEARCH
             assert any(
                 f"{{{metric_names.NAMESPACE},reason,service,step}}" in search
+                and f'MetricName="{name}"' in search
+                for search in searches
+            )
+        elif name == metric_names.RUNS_ENDED:  # one line per status
+            assert any(
+                f"{{{metric_names.NAMESPACE},service,status}}" in search
                 and f'MetricName="{name}"' in search
                 for search in searches
             )

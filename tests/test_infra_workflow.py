@@ -47,6 +47,7 @@ def test_the_happy_path_runs_the_steps_in_the_specified_order(states):
         "HasDatesToLoad?",
         "Load",
         "Archive",
+        "RecordRunOutcome",
         "ReleaseLock",
         "RunComplete",
     ]
@@ -64,7 +65,7 @@ def test_data_check_choices_end_successfully_with_their_status(states):
         {"Variable": "$.source_check.has_data", "BooleanEquals": False, "Next": "NoRdsData"}
     ]
     assert states["NoRdsData"]["Parameters"]["status"] == "no_rds_data"
-    assert states["NoRdsData"]["Next"] == "ReleaseLock"
+    assert states["NoRdsData"]["Next"] == "RecordRunOutcome"
 
     files = states["HasNewFiles?"]
     # no new file and nothing an earlier run left unloaded
@@ -78,7 +79,7 @@ def test_data_check_choices_end_successfully_with_their_status(states):
         }
     ]
     assert states["NoNewFiles"]["Parameters"]["status"] == "no_new_files"
-    assert states["NoNewFiles"]["Next"] == "ReleaseLock"
+    assert states["NoNewFiles"]["Next"] == "RecordRunOutcome"
 
     dates = states["HasDatesToLoad?"]
     assert dates["Choices"][0]["Next"] == "NothingToLoad"
@@ -155,7 +156,8 @@ def test_every_step_is_caught_and_its_name_reaches_the_alert(states):
         assert record["Parameters"]["state"] == name
         assert record["Next"] == "DescribeFailure"
     assert states["DescribeFailure"]["Next"] == "ReleaseLockAfterFailure"
-    assert states["ReleaseLockAfterFailure"]["Next"] == "NotifyFailure"
+    assert states["ReleaseLockAfterFailure"]["Next"] == "RecordFailedRun"
+    assert states["RecordFailedRun"]["Next"] == "NotifyFailure"
     notify = states["NotifyFailure"]
     assert notify["Resource"] == "arn:<AWS::Partition>:states:::sns:publish"
     assert notify["Parameters"]["Message.$"] == "States.JsonToString($.alert)"
@@ -189,8 +191,9 @@ def test_one_run_at_a_time_by_a_conditional_write_of_the_lock(states):
     ]
     assert running["Default"] == "TakeOverLock"
     assert states["TakeOverLock"]["Parameters"]["ConditionExpression"] == "holder = :stale"
-    # the run that never held the lock ends without releasing it
-    assert states[states["AlreadyRunning"]["Next"]]["Type"] == "Succeed"
+    # the run that never held the lock ends without releasing it (its end is counted)
+    assert states["AlreadyRunning"]["Next"] == "RecordAlreadyRunning"
+    assert states[states["RecordAlreadyRunning"]["Next"]]["Type"] == "Succeed"
     for release in ("ReleaseLock", "ReleaseLockAfterFailure"):
         assert states[release]["Parameters"]["ConditionExpression"] == "holder = :me"
         assert [c["ErrorEquals"] for c in states[release]["Catch"]] == [["States.ALL"]]
@@ -205,6 +208,25 @@ def test_a_load_whose_plan_is_outdated_goes_back_to_transform(states):
     }
     assert fail["ErrorEquals"] == ["States.ALL"]
     assert "PlanOutdated" not in states["Load"]["Retry"][0]["ErrorEquals"]
+
+
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [("RecordRunOutcome", {"Value.$": "$.status"}), ("RecordFailedRun", {"Value": "failed"})],
+)
+def test_every_end_counts_its_status_and_the_plays_it_loaded(states, state, status):
+    record = states[state]
+    assert record["Type"] == "Parallel" and record["ResultPath"] is None  # summary unchanged
+    assert [c["ErrorEquals"] for c in record["Catch"]] == [["States.ALL"]]  # never fails a run
+    (branch,) = record["Branches"]
+    (task,) = branch["States"].values()
+    assert task["Resource"].endswith(":states:::aws-sdk:cloudwatch:putMetricData")
+    runs, plays = task["Parameters"]["MetricData"]
+    assert runs["MetricName"] == "RunsEnded" and runs["Dimensions"][1] == {
+        "Name": "status",
+        **status,
+    }
+    assert plays["MetricName"] == "PlaysLoaded"
 
 
 def test_the_alert_links_to_the_execution(states):

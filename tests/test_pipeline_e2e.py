@@ -69,7 +69,12 @@ def test_a_run_computes_exactly_the_reference_kpis(harness, sample):
         "HasSourceData?",
         "ExtractRds",
     ]
-    assert execution.states_entered()[-2:] == ["ReleaseLock", "RunComplete"]
+    assert execution.states_entered()[-4:] == [
+        "RecordRunOutcome",
+        "RecordRunOutcomeMetrics",
+        "ReleaseLock",
+        "RunComplete",
+    ]
 
 
 def test_rerunning_the_same_files_changes_nothing(harness, sample):
@@ -184,10 +189,12 @@ def test_a_failed_step_alerts_and_fails_the_execution(harness, sample):
     assert alert["error"] == "SourceSchemaError"
     assert alert["subject"] == "[music-kpi-local] run failed in CheckSourceData"
     assert alert["console_url"].endswith(execution.arn)
-    assert execution.states_entered()[-5:] == [
+    assert execution.states_entered()[-7:] == [
         "CheckSourceDataFailed",
         "DescribeFailure",
         "ReleaseLockAfterFailure",
+        "RecordFailedRun",
+        "RecordFailedRunMetrics",
         "NotifyFailure",
         "RunFailed",
     ]
@@ -403,3 +410,35 @@ def test_a_file_without_a_valid_play_leaves_nothing_pending(harness, sample, tmp
     assert harness.keys(harness.data_bucket, "ledger/pending/") == []
     assert second.output["status"] == "no_new_files"
     assert "IngestStreams" not in second.states_entered()
+
+
+def test_every_terminal_status_is_a_metric(harness, sample, tmp_path):
+    """A run that ends no_new_files, no_rds_data or already_running succeeds: without a
+    metric of its status, a feed that stopped went unnoticed."""
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    assert harness.run("nothing-new").output["status"] == "no_new_files"
+    harness.put_streams(sample.stream_files[0])
+    assert harness.run("loads").output["status"] == "loaded"
+    empty_songs = tmp_path / "songs.csv"
+    empty_songs.write_text(sample.songs_csv.read_text().splitlines()[0] + "\n")
+    harness.load_source(sample.users_csv, empty_songs)
+    assert harness.run("source-emptied").output["status"] == "no_rds_data"
+
+    cloudwatch = harness.local.client("cloudwatch")
+    ended = cloudwatch.list_metrics(Namespace="MusicKpiPipeline", MetricName="RunsEnded")
+    statuses = {
+        d["Value"] for m in ended["Metrics"] for d in m["Dimensions"] if d["Name"] == "status"
+    }
+    assert statuses == {"no_new_files", "loaded", "no_rds_data"}
+    plays = cloudwatch.get_metric_statistics(
+        Namespace="MusicKpiPipeline",
+        MetricName="PlaysLoaded",
+        Dimensions=[{"Name": "service", "Value": "music-kpi-pipeline"}],
+        StartTime=dt.datetime(2020, 1, 1),
+        EndTime=dt.datetime(2100, 1, 1),
+        Period=86400 * 365,
+        Statistics=["Sum", "SampleCount"],
+    )["Datapoints"]
+    reference = compute_reference(sample.users_csv, sample.songs_csv, [sample.stream_files[0]])
+    assert sum(p["Sum"] for p in plays) == reference.plays_valid
+    assert sum(p["SampleCount"] for p in plays) == 3  # one a run, zero when nothing loaded

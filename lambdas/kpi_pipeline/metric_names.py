@@ -12,3 +12,6 @@ FILES_QUARANTINED = "FilesQuarantined"
 SOURCE_ROWS_EXTRACTED = "SourceRowsExtracted"
 KPI_ROWS_LOADED = "KpiRowsLoaded"
 STEP_DURATION = "StepDuration"
+# Emitted by the state machine at every end of a run (see infra/workflow.py).
+RUNS_ENDED = "RunsEnded"  # dimension status: loaded, no_new_files, no_rds_data...
+PLAYS_LOADED = "PlaysLoaded"  # the new plays a run brought into the warehouse
