@@ -31,7 +31,7 @@ run: $(STAMP)  ## run the pipeline locally: make run [DATA=dir] [OUT=dir] [STATE
 	$(PY) -m local_runner $(if $(DATA),--data "$(DATA)") --out "$(OUT)" --state "$(STATE)"
 
 test: lint  ## lint, type-check and run every test
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --maxprocesses 4
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -127,18 +129,50 @@ def env_of(**values: str) -> dict[str, str]:
     return {**os.environ, **values}
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """How much the local IAM check verified (see local_runner/iam.py)."""
+# What the end-to-end tests found, reported at the end of the run. With pytest-xdist each
+# worker writes its share here and the controller, which runs no test, prints the whole.
+REPORTS = Path(__file__).resolve().parent.parent / ".cache" / "test-reports"
+
+
+def _is_worker(config: Any) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not _is_worker(session.config):
+        shutil.rmtree(REPORTS, ignore_errors=True)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
     from tests.harness import IAM_VERIFIED
     from tests.test_crash_matrix import MATRIX
 
-    if MATRIX:
+    if _is_worker(session.config):
+        REPORTS.mkdir(parents=True, exist_ok=True)
+        worker = session.config.workerinput["workerid"]
+        (REPORTS / f"{worker}.json").write_text(
+            json.dumps({"matrix": MATRIX, "iam": sorted(IAM_VERIFIED)})
+        )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The crash matrix, and how much the local IAM check verified (local_runner/iam.py)."""
+    from tests.harness import IAM_VERIFIED
+    from tests.test_crash_matrix import CRASH_POINTS, MATRIX
+
+    matrix, verified = dict(MATRIX), set(IAM_VERIFIED)
+    for report in sorted(REPORTS.glob("*.json")):
+        found = json.loads(report.read_text())
+        matrix.update(found["matrix"])
+        verified.update(tuple(call) for call in found["iam"])
+    if matrix:
+        order = {str(point): i for i, point in enumerate(CRASH_POINTS)}
         terminalreporter.write_line("crash matrix (point -> outcome):")
-        for point, outcome in MATRIX.items():
+        for point, outcome in sorted(matrix.items(), key=lambda i: order[i[0].split(" [")[0]]):
             terminalreporter.write_line(f"  {point:<42} -> {outcome}")
-    if IAM_VERIFIED:
-        principals = len({principal for principal, _, _ in IAM_VERIFIED})
+    if verified:
+        principals = len({principal for principal, _, _ in verified})
         terminalreporter.write_line(
-            f"local IAM check: {len(IAM_VERIFIED)} distinct (principal, action, resource) calls "
+            f"local IAM check: {len(verified)} distinct (principal, action, resource) calls "
             f"of {principals} principals allowed by the synthesized policies, none denied"
         )
