@@ -16,7 +16,7 @@ from constructs import Construct
 
 from infra.config import PipelineConfig
 from infra.schedule import longest_gap
-from infra.steps import ALL_STEPS, INGEST_FILE, LOAD
+from infra.steps import ALL_STEPS, INGEST_FILE, LIST_FILES, LOAD
 from kpi_pipeline import metric_names as m
 from kpi_pipeline.metric_names import NAMESPACE, SERVICE
 
@@ -236,6 +236,7 @@ class PipelineMonitoring(Construct):
                 left=[
                     pipeline_metric(m.FILES_PROCESSED, INGEST_FILE.state),
                     pipeline_metric(m.FILES_ALREADY_PROCESSED, INGEST_FILE.state),
+                    pipeline_metric(m.FILES_IGNORED, LIST_FILES.state, "Not CSV, left in landing"),
                 ],
                 right=[
                     cw.MathExpression(

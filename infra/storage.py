@@ -33,6 +33,16 @@ def _secure_bucket(
 class PipelineStorage(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: PipelineConfig) -> None:
         super().__init__(scope, construct_id)
+        noncurrent = s3.LifecycleRule(
+            id="expire-old-versions",
+            noncurrent_version_expiration=Duration.days(30),
+            abort_incomplete_multipart_upload_after=Duration.days(7),
+        )
+        # A delete (a pending marker, an archived landing file) leaves a delete marker; once
+        # the versions behind it expire, only this rule removes it.
+        delete_markers = s3.LifecycleRule(
+            id="remove-expired-delete-markers", expired_object_delete_marker=True
+        )
         # S3 server access logs of the pipeline's buckets (who read or wrote what, when).
         self.access_logs = s3.Bucket(
             self,
@@ -48,21 +58,18 @@ class PipelineStorage(Construct):
                     id="expire-access-logs",
                     expiration=Duration.days(365),
                     noncurrent_version_expiration=Duration.days(30),
-                )
+                ),
+                delete_markers,
             ],
         )
 
-        noncurrent = s3.LifecycleRule(
-            id="expire-old-versions",
-            noncurrent_version_expiration=Duration.days(30),
-            abort_incomplete_multipart_upload_after=Duration.days(7),
-        )
         self.data_bucket = _secure_bucket(
             self,
             "DataBucket",
             self.access_logs,
             lifecycle_rules=[
                 noncurrent,
+                delete_markers,
                 s3.LifecycleRule(
                     id="archive-to-cheaper-storage",
                     prefix="archive/",
@@ -98,7 +105,10 @@ class PipelineStorage(Construct):
             )
         else:
             self.landing_bucket = _secure_bucket(
-                self, "LandingBucket", self.access_logs, lifecycle_rules=[noncurrent]
+                self,
+                "LandingBucket",
+                self.access_logs,
+                lifecycle_rules=[noncurrent, delete_markers],
             )
 
         # One item, written by the state machine itself: the run holding the lock.

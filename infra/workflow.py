@@ -227,6 +227,8 @@ class PipelineDefinition(Construct):
                 "run_id.$": RUN_ID,
                 "file.$": "$$.Map.Item.Value",
                 "snapshot": SNAPSHOT,
+                # where a file's result goes (the run id made safe for S3 keys)
+                "results_prefix.$": "$.manifest.results_prefix",
             },
             max_concurrency=ingest_concurrency,
             map_execution_type=sfn.StateMachineType.STANDARD,  # an ingest may take 15 minutes
@@ -262,7 +264,7 @@ class PipelineDefinition(Construct):
             action="putObject",
             parameters={
                 "Bucket": data_bucket.bucket_name,
-                "Key.$": "States.Format('runs/{}/ingest/{}.json', $.run_id, $.file.index)",
+                "Key.$": "States.Format('{}{}.json', $.results_prefix, $.file.index)",
                 "Body.$": "States.JsonToString($.failed)",
                 "ContentType": "application/json",
             },

@@ -167,7 +167,9 @@ def _execute(
         with contextlib.redirect_stdout(log):  # metrics (EMF) go to the log, as in CloudWatch
             execution = local.run(run_id, on_event=_Progress(say))
         alerts = local.alerts()
-        written = local.read_json(env["DATA_BUCKET"], f"runs/{run_id}/summary.json")
+        from kpi_pipeline.layout import run_key
+
+        written = local.read_json(env["DATA_BUCKET"], f"runs/{run_key(run_id)}/summary.json")
         local.save_buckets(state / "s3")
     return execution, alerts, written, LocalChecks.of(local)
 

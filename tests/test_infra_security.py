@@ -534,11 +534,22 @@ def test_data_and_created_landing_buckets_log_access_to_the_access_log_bucket():
     assert "LoggingConfiguration" not in resources[logs]["Properties"]
 
 
+@pytest.mark.parametrize("env_name", ["prod", "local"])  # local: the stack creates landing
+def test_every_versioned_bucket_removes_the_delete_markers_left_alone(env_name):
+    """Load deletes pending markers and Archive deletes landing files: in a versioned bucket
+    each leaves a delete marker that, once its versions expire, nothing ever removed."""
+    _, template = template_of(env_name)
+    for name, bucket in template.find_resources("AWS::S3::Bucket").items():
+        rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+        assert any(r.get("ExpiredObjectDeleteMarker") is True for r in rules), name
+        assert any("NoncurrentVersionExpiration" in r for r in rules), name
+
+
 def test_the_data_bucket_moves_archive_to_cheaper_storage_and_expires_bookkeeping(prod):
     stack, template = prod
     bucket = template.to_json()["Resources"][logical_id(stack, stack.storage.data_bucket)]
     rules = {
-        rule.get("Prefix", ""): rule
+        rule.get("Prefix", rule["Id"]): rule
         for rule in bucket["Properties"]["LifecycleConfiguration"]["Rules"]
     }
     assert all(rule["Status"] == "Enabled" for rule in rules.values())
@@ -551,7 +562,7 @@ def test_the_data_bucket_moves_archive_to_cheaper_storage_and_expires_bookkeepin
         assert rules[prefix]["ExpirationInDays"] > 0, prefix
     for prefix in ("curated/", "ledger/"):
         assert prefix not in rules  # the history KPIs are recomputed from
-    assert rules[""]["NoncurrentVersionExpiration"]["NoncurrentDays"] > 0
+    assert rules["expire-old-versions"]["NoncurrentVersionExpiration"]["NoncurrentDays"] > 0
 
 
 # --- function environments ----------------------------------------------------------------

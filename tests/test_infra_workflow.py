@@ -99,6 +99,7 @@ def test_ingest_is_a_distributed_map_reading_the_file_list_from_s3(states):
         "run_id.$": "$.run.run_id",
         "file.$": "$$.Map.Item.Value",
         "snapshot": {"users_key.$": "$.snapshot.users_key", "songs_key.$": "$.snapshot.songs_key"},
+        "results_prefix.$": "$.manifest.results_prefix",
     }
     processor = ingest["ItemProcessor"]["ProcessorConfig"]
     assert processor == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
@@ -126,7 +127,7 @@ def test_a_file_failing_after_its_retries_is_recorded_and_the_map_goes_on(states
     record = processor[described["Next"]]
     assert record["Resource"].endswith(":states:::aws-sdk:s3:putObject")
     assert record["Parameters"]["Key.$"] == (
-        "States.Format('runs/{}/ingest/{}.json', $.run_id, $.file.index)"
+        "States.Format('{}{}.json', $.results_prefix, $.file.index)"
     )
     assert record["Parameters"]["Body.$"] == "States.JsonToString($.failed)"
     assert record.get("End") is True

@@ -442,3 +442,16 @@ def test_every_terminal_status_is_a_metric(harness, sample, tmp_path):
     reference = compute_reference(sample.users_csv, sample.songs_csv, [sample.stream_files[0]])
     assert sum(p["Sum"] for p in plays) == reference.plays_valid
     assert sum(p["SampleCount"] for p in plays) == 3  # one a run, zero when nothing loaded
+
+
+def test_a_console_start_with_any_valid_execution_name_runs(harness, sample):
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(sample.stream_files[0])
+
+    execution = harness.run("rerun@2024-06-25")
+
+    assert execution.output["status"] == "loaded", execution.cause
+    assert execution.output["run_id"] == "rerun@2024-06-25"
+    assert {r["run_id"] for r in harness.warehouse()} == {"rerun@2024-06-25"}
+    archived = harness.keys(harness.data_bucket, "archive/")
+    assert archived and all(k.startswith("archive/run_id=rerun_2024-06-25-") for k in archived)

@@ -11,8 +11,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Step Functions execution names: letters, digits, '-', '_' (we also allow '.'), 1..80.
-RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")]
+# Any execution name Step Functions accepts: 1 to 80 characters, none of white space,
+# brackets, wildcards, " # % \ ^ | ~ ` $ & , ; : / or control characters. S3 keys use a
+# safe form of it (kpi_pipeline.layout.run_key).
+RunId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=80,
+        pattern=r"^[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]+$",
+    ),
+]
 
 
 class Contract(BaseModel):
@@ -63,6 +72,7 @@ class ManifestSummary(Contract):
 
     manifest_key: str
     files_key: str
+    results_prefix: str  # where each file's ingest result goes (the Map's Catch writes there)
     file_count: int
     files_deferred: int = 0  # beyond this run's file limit: next run
     files_ignored: int = 0  # not CSV: left in place

@@ -9,9 +9,24 @@ for it, and the same content delivered twice lands on the same object.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import re
 from dataclasses import dataclass
 
 from kpi_pipeline.settings import StorageSettings
+
+_SAFE_RUN_KEY = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def run_key(run_id: str) -> str:
+    """The run id as it appears in S3 keys: itself when it has only letters, digits, '.',
+    '_' and '-'; else those characters, the rest replaced by '_', and a short hash of the
+    whole id, so that two run ids never share a key (``rerun@2024-06-25`` becomes
+    ``rerun_2024-06-25-<hash>``)."""
+    if _SAFE_RUN_KEY.fullmatch(run_id):
+        return run_id
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9._-]', '_', run_id)}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -26,18 +41,18 @@ class Layout:
 
     # --- source snapshot (extract_rds) --------------------------------------------------
     def snapshot_key(self, run_id: str, table: str) -> str:
-        return f"snapshots/run_id={run_id}/{table}.parquet"
+        return f"snapshots/run_id={run_key(run_id)}/{table}.parquet"
 
     def source_quarantine_key(self, run_id: str, table: str) -> str:
-        return f"quarantine/source/run_id={run_id}/{table}.parquet"
+        return f"quarantine/source/run_id={run_key(run_id)}/{table}.parquet"
 
     # --- run bookkeeping -----------------------------------------------------------------
     def manifest_key(self, run_id: str) -> str:
-        return f"runs/{run_id}/manifest.json"
+        return f"runs/{run_key(run_id)}/manifest.json"
 
     def manifest_files_key(self, run_id: str) -> str:
         """The manifest's files alone, a JSON array: what the ingest Map reads."""
-        return f"runs/{run_id}/manifest_files.json"
+        return f"runs/{run_key(run_id)}/manifest_files.json"
 
     @staticmethod
     def map_results_prefix() -> str:
@@ -45,17 +60,17 @@ class Layout:
         return "runs/ingest-map-results/"
 
     def ingest_results_prefix(self, run_id: str) -> str:
-        return f"runs/{run_id}/ingest/"
+        return f"runs/{run_key(run_id)}/ingest/"
 
     def ingest_result_key(self, run_id: str, index: int) -> str:
         # Unpadded: the Map's Catch writes failed results with States.Format, which cannot pad.
         return f"{self.ingest_results_prefix(run_id)}{index}.json"
 
     def load_plan_key(self, run_id: str) -> str:
-        return f"runs/{run_id}/load_plan.json"
+        return f"runs/{run_key(run_id)}/load_plan.json"
 
     def summary_key(self, run_id: str) -> str:
-        return f"runs/{run_id}/summary.json"
+        return f"runs/{run_key(run_id)}/summary.json"
 
     # --- accepted data ---------------------------------------------------------------------
     def curated_date_prefix(self, kpi_date: dt.date) -> str:
@@ -76,11 +91,11 @@ class Layout:
 
     def catalogue_songs_key(self, run_id: str) -> str:
         """The songs a date is validated and computed with (see kpi_pipeline.catalogue)."""
-        return f"catalogue/songs/run_id={run_id}.parquet"
+        return f"catalogue/songs/run_id={run_key(run_id)}.parquet"
 
     def catalogue_users_key(self, run_id: str) -> str:
         """The user ids a date is validated with (see kpi_pipeline.catalogue)."""
-        return f"catalogue/users/run_id={run_id}.parquet"
+        return f"catalogue/users/run_id={run_key(run_id)}.parquet"
 
     def catalogue_pin_key(self, kpi_date: dt.date) -> str:
         return f"catalogue/dates/kpi_date={kpi_date.isoformat()}.json"
@@ -88,17 +103,17 @@ class Layout:
     def kpi_prefix(self, run_id: str, attempt: str) -> str:
         """Where one Transform attempt writes its KPI parts: what Load's COPY reads (a key
         prefix: COPY lists it and reads every object under it)."""
-        return f"kpis/run_id={run_id}/attempt={attempt}/"
+        return f"kpis/run_id={run_key(run_id)}/attempt={attempt}/"
 
     # --- rejected data and processed files -----------------------------------------------
     def quarantine_rows_key(self, content_key: str) -> str:
         return f"quarantine/rows/{content_key}.parquet"
 
     def quarantine_file_key(self, run_id: str, landing_key: str) -> str:
-        return f"quarantine/files/run_id={run_id}/{self.relative(landing_key)}"
+        return f"quarantine/files/run_id={run_key(run_id)}/{self.relative(landing_key)}"
 
     def archive_key(self, run_id: str, landing_key: str) -> str:
-        return f"archive/run_id={run_id}/{self.relative(landing_key)}"
+        return f"archive/run_id={run_key(run_id)}/{self.relative(landing_key)}"
 
     def relative(self, landing_key: str) -> str:
         """The key below the landing prefix (sub-folders are kept)."""

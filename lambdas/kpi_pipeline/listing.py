@@ -12,7 +12,7 @@ import datetime as dt
 
 from kpi_pipeline.contracts import Manifest, ManifestEntry, ManifestSummary
 from kpi_pipeline.layout import Layout
-from kpi_pipeline.observability import logger
+from kpi_pipeline.observability import FILES_IGNORED, count, logger
 from kpi_pipeline.storage import ObjectInfo, Storage
 
 
@@ -28,8 +28,12 @@ def list_new_files(
         for obj in storage.list_objects(layout.landing_bucket, layout.landing_prefix)
         if not obj.key.endswith("/")  # "folder" placeholder objects are not files
     ]
-    candidates = sorted((o for o in objects if is_stream_file(o.key)), key=lambda o: o.key)
+    # Oldest first: under a backlog larger than one run takes, no file waits forever.
+    candidates = sorted(
+        (o for o in objects if is_stream_file(o.key)), key=lambda o: (o.last_modified, o.key)
+    )
     ignored = [o.key for o in objects if not is_stream_file(o.key)]
+    count(FILES_IGNORED, len(ignored))
     if ignored:
         logger.warning(
             "landing objects that are not CSV files were left in place",
@@ -42,6 +46,7 @@ def list_new_files(
     manifest = Manifest(
         manifest_key=layout.manifest_key(run_id),
         files_key=layout.manifest_files_key(run_id),
+        results_prefix=layout.ingest_results_prefix(run_id),
         file_count=len(entries),
         files=entries,
         files_deferred=len(candidates) - len(entries),

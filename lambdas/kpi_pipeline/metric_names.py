@@ -9,6 +9,7 @@ ROWS_QUARANTINED = "RowsQuarantined"
 FILES_PROCESSED = "FilesProcessed"
 FILES_ALREADY_PROCESSED = "FilesAlreadyProcessed"
 FILES_QUARANTINED = "FilesQuarantined"
+FILES_IGNORED = "FilesIgnored"  # landing objects that are not CSV: left where they are
 SOURCE_ROWS_EXTRACTED = "SourceRowsExtracted"
 KPI_ROWS_LOADED = "KpiRowsLoaded"
 STEP_DURATION = "StepDuration"

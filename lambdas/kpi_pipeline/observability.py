@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from kpi_pipeline.metric_names import (  # noqa: F401 - re-exported for the steps
     DUPLICATE_PLAYS,
     FILES_ALREADY_PROCESSED,
+    FILES_IGNORED,
     FILES_PROCESSED,
     FILES_QUARANTINED,
     KPI_ROWS_LOADED,

@@ -7,6 +7,7 @@ problem that retrying cannot fix.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterator
@@ -33,11 +34,16 @@ _CHANGED = {"PreconditionFailed", "412"}
 _CHUNK = 8 * 1024 * 1024
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
     etag: str
     size: int
+    last_modified: dt.datetime = EPOCH
+    storage_class: str = "STANDARD"
 
 
 MoveOutcome = Literal["moved", "already_moved", "changed", "missing"]
@@ -143,7 +149,13 @@ class Storage:
         try:
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    yield ObjectInfo(item["Key"], item["ETag"].strip('"'), int(item["Size"]))
+                    yield ObjectInfo(
+                        item["Key"],
+                        item["ETag"].strip('"'),
+                        int(item["Size"]),
+                        item["LastModified"],
+                        item.get("StorageClass", "STANDARD"),
+                    )
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, f"listing s3://{bucket}/{prefix}") from exc
 

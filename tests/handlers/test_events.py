@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from kpi_pipeline.contracts import (
     TransformRequest,
 )
 from kpi_pipeline.errors import ConfigurationError
+from kpi_pipeline.layout import run_key
 from load.handler import handler as load_handler
 from tests.handlers.support import CONTEXT, EVENTS, LANDING_BUCKET, RUN, event, keys
 from transform.handler import handler as transform_handler
@@ -62,10 +64,24 @@ def test_an_event_without_run_id_is_rejected(step: str) -> None:
 
 
 @pytest.mark.parametrize("step", sorted(HANDLERS))
-def test_a_run_id_with_a_space_is_rejected(step: str) -> None:
+@pytest.mark.parametrize("run_id", ["run 1", "a/b", "x" * 81, "run#2", "tab\there"])
+def test_a_run_id_step_functions_refuses_is_rejected(step: str, run_id: str) -> None:
     with pytest.raises(ValidationError) as raised:
-        HANDLERS[step](event(step, run_id="run 1"), CONTEXT)
+        HANDLERS[step](event(step, run_id=run_id), CONTEXT)
     assert [e["loc"] for e in raised.value.errors()] == [("run_id",)]
+
+
+@pytest.mark.parametrize("run_id", ["rerun@2024-06-25", "fix+late-file", "_manual", "relancé-été"])
+def test_every_execution_name_step_functions_accepts_is_a_run_id(run_id: str) -> None:
+    """A console start named rerun@2024-06-25 used to fail every step: any name Step
+    Functions accepts is a run id, and its S3 keys use a safe form of it."""
+    request = RunRequest.model_validate({"run_id": run_id})
+    key = run_key(request.run_id)
+    assert re.fullmatch(r"[A-Za-z0-9._-]{1,90}", key)
+    look_alike = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)  # what a plain replacement gives
+    if look_alike != run_id:
+        assert run_key(run_id) != run_key(look_alike)  # two runs never share a key
+    assert run_key("daily-2024-06-25") == "daily-2024-06-25"  # safe names stay as they are
 
 
 def test_a_missing_data_bucket_is_a_configuration_error_naming_it(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,19 +81,22 @@ def test_list_new_files_takes_only_csv_files_under_the_landing_prefix(cloud: Any
     ]
 
 
-def test_list_new_files_defers_files_beyond_max_files_per_run(
+def test_list_new_files_takes_the_oldest_files_first_and_defers_the_rest(
     cloud: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("s3.csv", "s1.csv", "s2.csv", "s4.csv"):
+    """Under a backlog larger than max_files_per_run, files used to be taken by key: a file
+    named late in the alphabet could wait forever. Oldest first, then by key."""
+    for name in ("s3.csv", "s1.csv", "s4.csv", "s2.csv"):  # landed in this order
         put_landing(cloud.s3, name, STREAMS_DAY + f"1,A,2024-06-25 12:00:0{name[1]}\n")
+        time.sleep(1.05)  # S3's LastModified counts whole seconds
     monkeypatch.setenv("MAX_FILES_PER_RUN", "3")
 
     manifest = list_new_files(event("list_new_files"), CONTEXT)
 
     assert [f["key"] for f in manifest_files(manifest)] == [
-        "landing/s1.csv",
-        "landing/s2.csv",
         "landing/s3.csv",
+        "landing/s1.csv",
+        "landing/s4.csv",
     ]
     assert (manifest["file_count"], manifest["files_deferred"]) == (3, 1)
     assert read_json(cloud.s3, manifest["manifest_key"])["files_deferred"] == 1
