@@ -242,10 +242,14 @@ class PipelineMonitoring(Construct):
                     cw.MathExpression(
                         expression=(
                             f"SEARCH('{{{NAMESPACE},reason,service,step}} "
-                            f"MetricName=\"{m.FILES_QUARANTINED}\"', 'Sum', 86400)"
+                            f"MetricName=\"{name}\"', 'Sum', 86400)"
                         ),
-                        label="Files quarantined by reason",
+                        label=label,
                         period=day,
+                    )
+                    for name, label in (
+                        (m.FILES_QUARANTINED, "Files quarantined by reason"),
+                        (m.FILES_UNREADABLE, "Files left unread by reason (GLACIER...)"),
                     )
                 ],
                 width=8,

@@ -210,6 +210,8 @@ class PipelineDefinition(Construct):
             {
                 "files_deferred.$": "$.manifest.files_deferred",
                 "files_ignored.$": "$.manifest.files_ignored",
+                "files_unreadable.$": "$.manifest.files_unreadable",
+                "files_unreadable_by_reason.$": "$.manifest.files_unreadable_by_reason",
             },
         )
 
@@ -309,6 +311,7 @@ class PipelineDefinition(Construct):
                 "manifest_key.$": "$.manifest.manifest_key",
                 "files_deferred.$": "$.manifest.files_deferred",
                 "files_ignored.$": "$.manifest.files_ignored",
+                "files_unreadable_by_reason.$": "$.manifest.files_unreadable_by_reason",
                 "source.$": "$.snapshot",
                 "transform.$": "$.transform",
                 "load.$": "$.load",

@@ -308,6 +308,7 @@ def test_the_dashboard_charts_the_pipelines_own_metrics(prod):
         metric_names.RUNS_ENDED,
         metric_names.PLAYS_LOADED,
         metric_names.FILES_IGNORED,  # non-CSV objects left in landing
+        metric_names.FILES_UNREADABLE,  # archived objects left in landing
     )
     assert [name for name in names if not re.search(rf"\b{name}\b", text)] == []
 
@@ -325,6 +326,8 @@ def test_the_dashboard_charts_the_pipelines_own_metrics(prod):
                 and f'MetricName="{name}"' in search
                 for search in searches
             )
+        elif name == metric_names.FILES_UNREADABLE:  # one line per reason
+            assert any(f'MetricName="{name}"' in search for search in searches)
         elif name == metric_names.RUNS_ENDED:  # one line per status
             assert any(
                 f"{{{metric_names.NAMESPACE},service,status}}" in search

@@ -455,3 +455,33 @@ def test_a_console_start_with_any_valid_execution_name_runs(harness, sample):
     assert {r["run_id"] for r in harness.warehouse()} == {"rerun@2024-06-25"}
     archived = harness.keys(harness.data_bucket, "archive/")
     assert archived and all(k.startswith("archive/run_id=rerun_2024-06-25-") for k in archived)
+
+
+def test_an_archived_landing_file_is_left_where_it_is_and_counted_not_failed(harness, sample):
+    """A landing object in GLACIER or DEEP_ARCHIVE cannot be read (InvalidObjectState): it
+    was recorded as failed and Archive failed the run, every day."""
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    good, archived = sample.stream_files[0], sample.stream_files[1]
+    harness.put_streams(good)
+    bucket, prefix = harness.landing
+    harness.local.client("s3").put_object(
+        Bucket=bucket,
+        Key=f"{prefix}{archived.name}",
+        Body=archived.read_bytes(),
+        StorageClass="DEEP_ARCHIVE",
+    )
+
+    execution = harness.run("with-an-archived-file")
+    again = harness.run("next-day")
+
+    assert execution.status == "SUCCEEDED", execution.cause
+    summary = execution.output
+    assert summary["status"] == "loaded"
+    assert summary["files_unreadable"] == 1
+    assert summary["files_unreadable_by_reason"] == {"archived_storage_class": 1}
+    assert summary["files_failed"] == 0
+    assert harness.keys(bucket, prefix) == [f"{prefix}{archived.name}"]  # left in landing
+    assert again.output["status"] == "no_new_files"
+    assert again.output["files_unreadable"] == 1
+    reference = compute_reference(sample.users_csv, sample.songs_csv, [good])
+    assert_matches_reference(harness.warehouse(), reference)

@@ -27,7 +27,7 @@ def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) ->
 
     def archive(entry: ManifestEntry) -> bool:
         result = results.get(entry.index)
-        if result is None or result.outcome in {"skipped", "failed"}:
+        if result is None or result.outcome in {"skipped", "unreadable", "failed"}:
             return False  # not ingested in this version: leave it for the next run
         quarantined = result.outcome == "quarantined"
         if quarantined:
@@ -82,6 +82,15 @@ def summarise(
         files_already_processed=outcomes["already_processed"],
         files_quarantined=outcomes["quarantined"],
         files_skipped=outcomes["skipped"],
+        files_unreadable=outcomes["unreadable"] + sum(request.files_unreadable_by_reason.values()),
+        files_unreadable_by_reason=dict(
+            sorted(
+                (
+                    Counter(request.files_unreadable_by_reason)
+                    + Counter(r.reason or "" for r in results if r.outcome == "unreadable")
+                ).items()
+            )
+        ),
         files_failed=outcomes["failed"],
         files_deferred=request.files_deferred,
         files_ignored=request.files_ignored,

@@ -76,6 +76,9 @@ class ManifestSummary(Contract):
     file_count: int
     files_deferred: int = 0  # beyond this run's file limit: next run
     files_ignored: int = 0  # not CSV: left in place
+    # In GLACIER or DEEP_ARCHIVE: cannot be read, left in place (by reason)
+    files_unreadable: int = 0
+    files_unreadable_by_reason: dict[str, int] = Field(default_factory=dict)
     pending_contents: int = 0  # accepted earlier, not in the warehouse yet (a failed load)
 
 
@@ -92,7 +95,10 @@ class IngestRequest(Contract):
 
 
 # "failed": the IngestFile task itself failed after its retries (recorded by the Map's Catch).
-FileOutcome = Literal["processed", "already_processed", "quarantined", "skipped", "failed"]
+# "unreadable": its storage class keeps it from being read (GLACIER...): left in landing.
+FileOutcome = Literal[
+    "processed", "already_processed", "quarantined", "skipped", "unreadable", "failed"
+]
 
 
 class IngestResult(Contract):
@@ -153,6 +159,7 @@ class ArchiveRequest(Contract):
     manifest_key: str
     files_deferred: int = 0
     files_ignored: int = 0
+    files_unreadable_by_reason: dict[str, int] = Field(default_factory=dict)
     source: SourceSnapshot
     transform: TransformResult
     load: LoadResult = LoadResult(skipped=True)
@@ -168,6 +175,8 @@ class RunSummary(Contract):
     files_already_processed: int = 0
     files_quarantined: int = 0
     files_skipped: int = 0  # changed or deleted after the manifest was taken: next run
+    files_unreadable: int = 0  # its storage class forbids reading it: left in landing
+    files_unreadable_by_reason: dict[str, int] = Field(default_factory=dict)
     files_failed: int = 0  # ingestion failed after retries: left in landing, run alerts
     files_deferred: int = 0
     files_ignored: int = 0

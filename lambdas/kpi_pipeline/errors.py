@@ -13,6 +13,11 @@ class PipelineError(Exception):
     """Base of every error the pipeline raises on purpose."""
 
 
+class ObjectArchived(PipelineError):
+    """An S3 object in an archive storage class (GLACIER...): it cannot be read until it is
+    restored. Not an error of the run: the file is left in landing and counted."""
+
+
 # --- retryable: transient trouble, Step Functions retries with backoff and jitter ---------
 
 

@@ -12,8 +12,12 @@ import datetime as dt
 
 from kpi_pipeline.contracts import Manifest, ManifestEntry, ManifestSummary
 from kpi_pipeline.layout import Layout
-from kpi_pipeline.observability import FILES_IGNORED, count, logger
+from kpi_pipeline.observability import FILES_IGNORED, FILES_UNREADABLE, count, logger
 from kpi_pipeline.storage import ObjectInfo, Storage
+
+# Storage classes whose objects GetObject refuses (InvalidObjectState) until restored.
+ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+ARCHIVED_STORAGE_CLASS = "archived_storage_class"
 
 
 def is_stream_file(key: str) -> bool:
@@ -29,9 +33,19 @@ def list_new_files(
         if not obj.key.endswith("/")  # "folder" placeholder objects are not files
     ]
     # Oldest first: under a backlog larger than one run takes, no file waits forever.
-    candidates = sorted(
+    streams = sorted(
         (o for o in objects if is_stream_file(o.key)), key=lambda o: (o.last_modified, o.key)
     )
+    # An archived object cannot be read: it stays where it is, counted, and takes no place
+    # in the manifest (restore it and copy it in place as STANDARD to have it ingested).
+    archived = [o.key for o in streams if o.storage_class in ARCHIVED_CLASSES]
+    candidates = [o for o in streams if o.storage_class not in ARCHIVED_CLASSES]
+    if archived:
+        count(FILES_UNREADABLE, len(archived), reason=ARCHIVED_STORAGE_CLASS)
+        logger.warning(
+            "landing files in GLACIER or DEEP_ARCHIVE cannot be read; left in place",
+            extra={"count": len(archived), "examples": archived[:10]},
+        )
     ignored = [o.key for o in objects if not is_stream_file(o.key)]
     count(FILES_IGNORED, len(ignored))
     if ignored:
@@ -51,6 +65,8 @@ def list_new_files(
         files=entries,
         files_deferred=len(candidates) - len(entries),
         files_ignored=len(ignored),
+        files_unreadable=len(archived),
+        files_unreadable_by_reason={ARCHIVED_STORAGE_CLASS: len(archived)} if archived else {},
         # With no new file, the run still goes on to load what an earlier run left pending.
         pending_contents=sum(1 for _ in pending),
     )

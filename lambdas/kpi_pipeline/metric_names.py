@@ -10,6 +10,7 @@ FILES_PROCESSED = "FilesProcessed"
 FILES_ALREADY_PROCESSED = "FilesAlreadyProcessed"
 FILES_QUARANTINED = "FilesQuarantined"
 FILES_IGNORED = "FilesIgnored"  # landing objects that are not CSV: left where they are
+FILES_UNREADABLE = "FilesUnreadable"  # by reason (archived_storage_class): left in landing
 SOURCE_ROWS_EXTRACTED = "SourceRowsExtracted"
 KPI_ROWS_LOADED = "KpiRowsLoaded"
 STEP_DURATION = "StepDuration"

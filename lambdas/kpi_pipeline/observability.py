@@ -24,6 +24,7 @@ from kpi_pipeline.metric_names import (  # noqa: F401 - re-exported for the step
     FILES_IGNORED,
     FILES_PROCESSED,
     FILES_QUARANTINED,
+    FILES_UNREADABLE,
     KPI_ROWS_LOADED,
     NAMESPACE,
     PLAYS_INGESTED,

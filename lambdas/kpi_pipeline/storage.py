@@ -18,7 +18,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from kpi_pipeline import aws
-from kpi_pipeline.errors import ConfigurationError, StorageUnavailable
+from kpi_pipeline.errors import ConfigurationError, ObjectArchived, StorageUnavailable
 
 _TRANSIENT = {
     "SlowDown",
@@ -138,6 +138,8 @@ class Storage:
         except ClientError as exc:
             if _code(exc) in _NOT_FOUND | _CHANGED:
                 return None
+            if _code(exc) == "InvalidObjectState":
+                raise ObjectArchived(f"s3://{bucket}/{key} is in an archive storage class") from exc
             raise _translate(exc, f"downloading s3://{bucket}/{key}") from exc
         except BotoCoreError as exc:
             raise _translate(exc, f"downloading s3://{bucket}/{key}") from exc

@@ -21,13 +21,16 @@ from typing import Any
 from kpi_pipeline import engine
 from kpi_pipeline.catalogue import pin_dates, snapshot_of_dates
 from kpi_pipeline.contracts import IngestRequest, IngestResult, ManifestEntry, SnapshotRef
+from kpi_pipeline.errors import ObjectArchived
 from kpi_pipeline.ingest import AcceptedFile, Lineage, RejectedFile, Snapshot, validate_stream_file
 from kpi_pipeline.layout import Layout
+from kpi_pipeline.listing import ARCHIVED_STORAGE_CLASS
 from kpi_pipeline.observability import (
     DUPLICATE_PLAYS,
     FILES_ALREADY_PROCESSED,
     FILES_PROCESSED,
     FILES_QUARANTINED,
+    FILES_UNREADABLE,
     PLAYS_INGESTED,
     ROWS_QUARANTINED,
     count,
@@ -52,10 +55,23 @@ def ingest_file(
         local = tmp / "source.csv"
         # The file, DuckDB's copy of its rows and what it writes: at least twice its size.
         space.reserve(2 * entry.size, f"the stream file {entry.key} ({entry.size:,} bytes)")
-        content_key = storage.download_and_hash(
-            layout.landing_bucket, entry.key, local, etag=entry.etag
-        )
-        if content_key is None:
+        unreadable: str | None = None
+        content_key: str | None = None
+        try:
+            content_key = storage.download_and_hash(
+                layout.landing_bucket, entry.key, local, etag=entry.etag
+            )
+        except ObjectArchived as archived:
+            unreadable = str(archived)
+        if unreadable:
+            # An archive tier the listing cannot see (Intelligent-Tiering's): left in place.
+            result = IngestResult(
+                **entry.model_dump(),
+                outcome="unreadable",
+                reason=ARCHIVED_STORAGE_CLASS,
+                detail=unreadable,
+            )
+        elif content_key is None:
             result = IngestResult(
                 **entry.model_dump(),
                 outcome="skipped",
@@ -222,3 +238,5 @@ def _emit_metrics(result: IngestResult) -> None:
         count(FILES_ALREADY_PROCESSED, 1)
     elif result.outcome == "quarantined":
         count(FILES_QUARANTINED, 1, reason=result.reason or "unknown")
+    elif result.outcome == "unreadable":
+        count(FILES_UNREADABLE, 1, reason=result.reason or "unknown")

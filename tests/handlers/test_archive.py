@@ -56,6 +56,8 @@ def test_archive_moves_exactly_the_manifest_files_and_writes_the_summary(
         "files_already_processed": 0,
         "files_quarantined": 1,
         "files_skipped": 1,
+        "files_unreadable": 0,
+        "files_unreadable_by_reason": {},
         "files_failed": 0,
         "files_deferred": 0,
         "files_ignored": 1,

@@ -221,3 +221,20 @@ def test_a_stream_file_too_large_for_the_functions_tmp_fails_naming_the_setting(
     message = str(raised.value)
     assert "functions.ingest_file.ephemeral_storage_mb" in message
     assert "landing/big.csv" in message and "512 MB" in message
+
+
+def test_a_file_moved_to_an_archive_tier_after_the_listing_is_unreadable_not_failed(
+    snapshot: dict[str, Any], cloud: Any
+) -> None:
+    """Intelligent-Tiering's archive tiers do not show in a listing: GetObject then says
+    InvalidObjectState. The file is left in place with its reason, the run goes on."""
+    put_landing(cloud.s3, "cold.csv", STREAMS_DAY)
+    (entry,) = manifest_files(list_new_files(event("list_new_files"), CONTEXT))
+    cloud.s3.put_object(  # same bytes, same ETag: now archived
+        Bucket=LANDING_BUCKET, Key=LANDING + "cold.csv", Body=STREAMS_DAY, StorageClass="GLACIER"
+    )
+
+    result = ingest_file(event("ingest_file", file=entry, snapshot=snapshot_ref(snapshot)), CONTEXT)
+
+    assert (result["outcome"], result["reason"]) == ("unreadable", "archived_storage_class")
+    assert keys(cloud.s3, DATA_BUCKET, "curated/") == []
