@@ -60,6 +60,21 @@ class SourceConfig(_Model):
     secret: Annotated[str, Field(pattern=SM_NAME_OR_ARN)] = Field(
         description="Secrets Manager secret name or ARN with username/password (RDS format)"
     )
+    # TLS to RDS: 'require' (encrypted; RDS serves it by default) or 'verify-full' (also
+    # checks the certificate: needs ssl_root_cert, the RDS CA bundle in a layer of yours).
+    sslmode: Literal["disable", "require", "verify-ca", "verify-full"] = "require"
+    ssl_root_cert: str | None = None
+    statement_timeout_seconds: int = Field(default=900, ge=1, le=3600)
+    lock_timeout_seconds: int = Field(default=30, ge=1, le=3600)
+
+    @model_validator(mode="after")
+    def _tls(self) -> Self:
+        if self.sslmode in {"verify-ca", "verify-full"} and not self.ssl_root_cert:
+            raise ValueError(
+                f"source.sslmode '{self.sslmode}' needs source.ssl_root_cert, the path of the "
+                "RDS CA bundle in the function (e.g. '/opt/rds/global-bundle.pem' from a layer)"
+            )
+        return self
 
 
 class NetworkConfig(_Model):
@@ -207,6 +222,11 @@ class PipelineConfig(_Model):
         unknown = set(self.functions) - set(STEPS)
         if unknown:
             raise ValueError(f"functions has unknown steps {sorted(unknown)}; known: {STEPS}")
+        if self.source.sslmode == "disable" and not self.local:
+            raise ValueError(
+                "source.sslmode 'disable' is for the local environment only: RDS is reached "
+                "over TLS ('require' or 'verify-full')"
+            )
         if self.warehouse.kind == "postgres" and not self.local:
             raise ValueError("warehouse.kind 'postgres' is for the local environment only")
         if not self.local and self.network is None:

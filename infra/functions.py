@@ -132,6 +132,11 @@ class PipelineFunctions(Construct):
         if "source" in step.settings:
             env["SOURCE_SECRET_ARN"] = c.source.secret
             env["EXTRACT_BATCH_SIZE"] = str(c.extract_batch_size)
+            env["SOURCE_SSLMODE"] = c.source.sslmode
+            env["SOURCE_STATEMENT_TIMEOUT_SECONDS"] = str(c.source.statement_timeout_seconds)
+            env["SOURCE_LOCK_TIMEOUT_SECONDS"] = str(c.source.lock_timeout_seconds)
+            if c.source.ssl_root_cert:
+                env["SOURCE_SSL_ROOT_CERT"] = c.source.ssl_root_cert
             if c.source.port:
                 env["SOURCE_PORT"] = str(c.source.port)
             if c.source.host:

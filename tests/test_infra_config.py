@@ -313,3 +313,11 @@ def test_app_with_an_invalid_setting_exits_naming_it(tmp_path):
     assert "error: environment 'prod' in cdk.json is invalid: landing:" in result.stderr
     assert "landing.prefix" in result.stderr
     assert not list(tmp_path.glob("*.template.json"))
+
+
+def test_the_source_is_reached_over_tls_outside_the_laptop():
+    assert load_config(environments(), "dev").source.sslmode == "require"
+    message = error_of(source={**dev("source"), "sslmode": "disable"})
+    assert "source.sslmode 'disable' is for the local environment only" in message
+    message = error_of(source={**dev("source"), "sslmode": "verify-full"})
+    assert "needs source.ssl_root_cert" in message

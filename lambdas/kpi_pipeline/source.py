@@ -81,7 +81,20 @@ def connection_params(
         "password": values.get("password"),
         "connect_timeout": settings.source_connect_timeout,
         "application_name": "music-kpi-pipeline",
+        "sslmode": settings.source_sslmode,
+        # A failover drops the connection without a word: keepalives notice within a minute.
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        # A lock held by a migration or a stuck query ends as a retryable error, not a hang.
+        "options": (
+            f"-c statement_timeout={settings.source_statement_timeout_seconds * 1000} "
+            f"-c lock_timeout={settings.source_lock_timeout_seconds * 1000}"
+        ),
     }
+    if settings.source_ssl_root_cert:
+        params["sslrootcert"] = settings.source_ssl_root_cert
     missing = [name for name in ("host", "dbname", "user") if not params[name]]
     if missing:
         raise ConfigurationError(
@@ -106,8 +119,9 @@ class SourceDatabase:
         try:
             conn.set_session(readonly=True)
             yield conn
-        except psycopg2.OperationalError as exc:
-            raise SourceUnavailable(f"source connection lost: {exc}") from None
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            # Failovers, timeouts and dropped connections: the retry reconnects.
+            raise SourceUnavailable(f"source connection lost: {exc}".strip()) from None
         finally:
             conn.close()
 

@@ -50,6 +50,7 @@ def source_dsn(cloud: Any, new_database: Any, monkeypatch: pytest.MonkeyPatch) -
     secret = {**dsn_to_secret(dsn), "password": PASSWORD}  # the test server trusts anyway
     cloud.secrets.create_secret(Name=SECRET_ID, SecretString=json.dumps(secret))
     monkeypatch.setenv("SOURCE_SECRET_ARN", SECRET_ID)
+    monkeypatch.setenv("SOURCE_SSLMODE", "disable")  # the test server speaks no TLS
     return dsn
 
 

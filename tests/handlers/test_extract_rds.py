@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import socket
+import struct
+import threading
+import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any
 
+import boto3
+import psycopg2
 import pyarrow as pa
 import pytest
 
@@ -18,7 +25,8 @@ from kpi_pipeline.errors import (
     SourceSchemaError,
     SourceUnavailable,
 )
-from kpi_pipeline.source import SourceDatabase
+from kpi_pipeline.settings import SourceSettings
+from kpi_pipeline.source import SourceDatabase, connection_params
 from local_runner.databases import dsn_to_secret
 from tests.handlers.support import (
     CONTEXT,
@@ -345,3 +353,104 @@ def test_values_that_are_not_integers_are_still_quarantined(
         "songs.invalid_popularity": 1,
         "users.invalid_user_id": 1,
     }
+
+
+# --- the connection to RDS ---------------------------------------------------------------
+
+
+def test_the_source_connection_requires_tls_and_bounds_every_wait(world: str) -> None:
+    """libpq's default sslmode 'prefer' verifies nothing and falls back to plaintext; no
+    keepalives or timeouts let a failover mid-extract hang until the Lambda timed out."""
+    params = connection_params(SourceSettings.from_env({"SOURCE_SECRET_ARN": "x"}), _secrets(world))
+    assert params["sslmode"] == "require"
+    assert (params["keepalives"], params["keepalives_idle"]) == (1, 30)
+    assert (params["keepalives_interval"], params["keepalives_count"]) == (10, 3)
+    assert params["connect_timeout"] == 10
+    assert "-c statement_timeout=900000" in params["options"]
+    assert "-c lock_timeout=30000" in params["options"]
+    verified = connection_params(
+        SourceSettings.from_env(
+            {
+                "SOURCE_SECRET_ARN": "x",
+                "SOURCE_SSLMODE": "verify-full",
+                "SOURCE_SSL_ROOT_CERT": "/opt/rds/global-bundle.pem",
+            }
+        ),
+        _secrets(world),
+    )
+    assert (verified["sslmode"], verified["sslrootcert"]) == (
+        "verify-full",
+        "/opt/rds/global-bundle.pem",
+    )
+
+
+def _secrets(dsn: str) -> Any:
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    name = f"tls-{uuid.uuid4().hex[:6]}"
+    client.create_secret(Name=name, SecretString=json.dumps(dsn_to_secret(dsn)))
+
+    class OneSecret:
+        def get_secret_value(self, SecretId: str) -> dict[str, Any]:  # noqa: N803 - boto's name
+            return client.get_secret_value(SecretId=name)
+
+    return OneSecret()
+
+
+class PlaintextOnlyServer:
+    """A TCP endpoint that answers PostgreSQL's SSLRequest with 'N' (no TLS here), then
+    records whether the client goes on in plaintext (sends its startup packet)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen()
+        self.port = self.socket.getsockname()[1]
+        self.plaintext_startups = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.socket.accept()
+            except OSError:
+                return
+            with conn:
+                request = conn.recv(8)
+                if struct.unpack("!ii", request) == (8, 80877103):  # SSLRequest
+                    conn.sendall(b"N")
+                    if conn.recv(8):  # the startup packet, user name and all, in clear
+                        self.plaintext_startups += 1
+
+
+def test_a_server_without_tls_is_refused_rather_than_read_in_plaintext(
+    cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = PlaintextOnlyServer()
+    secret = {"host": "127.0.0.1", "port": server.port, "dbname": "music", "username": "etl"}
+    use_secret(cloud, monkeypatch, "plaintext", secret)
+    monkeypatch.setenv("SOURCE_SSLMODE", "require")
+    pipeline_settings.clear_cache()
+
+    with pytest.raises(SourceUnavailable, match="SSL"):
+        check_source(event("check_source"), CONTEXT)
+    assert server.plaintext_startups == 0
+
+
+def test_a_table_locked_mid_extract_fails_fast_as_a_retryable_error(
+    world: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failover or a long DDL holds a lock on songs: the extract waits lock_timeout, then
+    fails with a retryable error, instead of hanging until the Lambda times out."""
+    monkeypatch.setenv("SOURCE_LOCK_TIMEOUT_SECONDS", "1")
+    pipeline_settings.clear_cache()
+    holder = psycopg2.connect(world)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE songs IN ACCESS EXCLUSIVE MODE")  # held until rollback
+            started = time.monotonic()
+            with pytest.raises(SourceUnavailable, match="lock timeout"):
+                extract_tables(event("extract_rds"), CONTEXT)
+            assert time.monotonic() - started < 30
+    finally:
+        holder.rollback()
+        holder.close()
