@@ -92,14 +92,18 @@ class SourceSettings(_EnvModel):
     source_connect_timeout: int = Field(default=10, ge=1, le=300, description="seconds")
     # TLS: 'require' encrypts (RDS accepts it by default); 'verify-full' also checks the
     # server's certificate against source_ssl_root_cert (the RDS CA bundle).
-    source_sslmode: Literal[
-        "disable", "allow", "prefer", "require", "verify-ca", "verify-full"
-    ] = Field(default="require", description="libpq sslmode: require or verify-full in AWS")
+    source_sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = (
+        Field(default="require", description="libpq sslmode: require or verify-full in AWS")
+    )
     source_ssl_root_cert: str | None = Field(
         default=None, description="CA bundle path for verify-ca/verify-full"
     )
     source_statement_timeout_seconds: int = Field(default=900, ge=1, le=3600)
     source_lock_timeout_seconds: int = Field(default=30, ge=1, le=3600)
+
+    extract_batch_size: int = Field(
+        default=50_000, ge=100, le=5_000_000, description="rows fetched per round trip"
+    )
 
     @model_validator(mode="after")
     def _verified_needs_a_ca(self) -> Self:
@@ -109,9 +113,6 @@ class SourceSettings(_EnvModel):
                 "bundle's path)"
             )
         return self
-    extract_batch_size: int = Field(
-        default=50_000, ge=100, le=5_000_000, description="rows fetched per round trip"
-    )
 
 
 class IngestSettings(_EnvModel):
