@@ -13,7 +13,7 @@ ENV   ?= dev
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20,22
 
-.PHONY: help venv run test lint format bench wheels synth bootstrap deploy clean
+.PHONY: help venv run test lint format bench wheels synth landing-policy bootstrap deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -55,6 +55,9 @@ wheels: $(WHEELS)  ## fetch the Lambda-platform wheels of our layers (once; need
 
 synth: $(WHEELS)  ## write ENV's CloudFormation template to cdk.out/, offline: make synth ENV=prod
 	$(PY) -m infra.synth $(ENV)
+
+landing-policy: $(STAMP)  ## what a landing bucket's owner in another account adds: make landing-policy ENV=prod
+	PYTHONPATH=lambdas $(PY) -m infra.landing_policy $(ENV)
 
 node_modules/.bin/cdk: package.json package-lock.json
 	npm ci --silent --no-audit --no-fund

@@ -19,6 +19,7 @@ SM_NAME_OR_ARN = (  # a pattern for Secrets Manager names or ARNs
     r"^(arn:aws[a-z\-]*:secretsmanager:[a-z0-9\-]+:\d{12}:secret:[\w/+=.@\-]+|[\w/+=.@\-]+)$"
 )
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+KMS_KEY_ARN = r"^arn:aws[a-z\-]*:kms:[a-z0-9\-]+:\d{12}:key/[A-Za-z0-9\-]+$"
 STEPS = (
     "check_source",
     "extract_rds",
@@ -43,12 +44,29 @@ class LandingConfig(_Model):
 
     bucket_name: Annotated[str, Field(pattern=BUCKET)] | None = None
     prefix: str = "landing/"
+    # The customer-managed KMS key the landing bucket encrypts with, if any.
+    kms_key_arn: Annotated[str, Field(pattern=KMS_KEY_ARN)] | None = None
+    # The account that owns the landing bucket, when it is not the stack's: its owner must
+    # grant the pipeline's roles (`make landing-policy ENV=...` prints the statements).
+    owner_account: Annotated[str, Field(pattern=r"^\d{12}$")] | None = None
 
     @model_validator(mode="after")
     def _prefix(self) -> Self:
         if not self.prefix.endswith("/") or self.prefix.startswith("/"):
             raise ValueError("landing.prefix must look like 'landing/' (no leading '/')")
+        if (self.kms_key_arn or self.owner_account) and not self.bucket_name:
+            raise ValueError(
+                "landing.kms_key_arn and landing.owner_account describe an existing bucket: "
+                "set landing.bucket_name too"
+            )
         return self
+
+
+class DataBucketConfig(_Model):
+    """The pipeline's own bucket: S3-managed keys, or a customer-managed KMS key the stack
+    creates (rotated yearly) for those who must control and audit every decryption."""
+
+    encryption: Literal["s3_managed", "kms"] = "s3_managed"
 
 
 class SourceConfig(_Model):
@@ -204,6 +222,7 @@ class PipelineConfig(_Model):
     account: Annotated[str, Field(pattern=r"^\d{12}$")] | None = None
     region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")] | None = None
     landing: LandingConfig = LandingConfig()
+    data_bucket: DataBucketConfig = DataBucketConfig()
     source: SourceConfig
     network: NetworkConfig | None = None
     warehouse: WarehouseConfig

@@ -9,6 +9,7 @@ generated per run), and each remaining wildcard is acknowledged in :mod:`infra.n
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import Acknowledgment, ArnFormat, Duration, Size, Stack, Validations
@@ -30,6 +31,25 @@ LAMBDAS_DIR = Path(__file__).resolve().parent.parent / "lambdas"
 READ = ("s3:GetObject",)
 SECRET_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")  # what Secrets Manager appends to a name
 WRITE = ("s3:PutObject", "s3:AbortMultipartUpload")
+KEY_READ_WRITE = ("kms:Decrypt", "kms:GenerateDataKey")
+
+
+@dataclass(frozen=True)
+class LandingAccess:
+    object_actions: tuple[str, ...]  # on the objects under the landing prefix
+    list_under_prefix_only: bool  # else the whole bucket: a missing key is then a 404
+    decrypts: bool  # reads objects: needs the landing key's Decrypt
+
+
+# What each step does in the landing bucket: granted here, and printed for the owner of a
+# landing bucket in another account (infra/landing_policy.py).
+LANDING_ACCESS: dict[str, LandingAccess] = {
+    "list_files": LandingAccess((), list_under_prefix_only=True, decrypts=False),
+    "ingest_file": LandingAccess(READ, list_under_prefix_only=False, decrypts=True),
+    "archive": LandingAccess(
+        (*READ, "s3:DeleteObject"), list_under_prefix_only=False, decrypts=True
+    ),
+}
 
 
 def pascal(key: str) -> str:
@@ -64,6 +84,8 @@ class PipelineFunctions(Construct):
             role = iam.Role(
                 self,
                 f"{name}Role",
+                # A stable name: a landing bucket's owner in another account grants it.
+                role_name=role_name(config, step),
                 assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                 description=f"{step.state}: {step.description}",
             )
@@ -203,15 +225,16 @@ class PipelineFunctions(Construct):
             self._read_source_secret(roles[key])
         _objects(roles["extract_rds"], data, WRITE, "snapshots/", "quarantine/source/")
 
-        _list(roles["list_files"], landing, prefix)
+        for step_key, access in LANDING_ACCESS.items():  # the same list a bucket owner grants
+            if access.object_actions:
+                _objects(roles[step_key], landing, access.object_actions, prefix, landing=True)
+            _list(roles[step_key], landing, prefix if access.list_under_prefix_only else None)
         _list(roles["list_files"], data, "ledger/pending/")
         _objects(roles["list_files"], data, WRITE, "runs/")
 
         # Reading a key that may be missing needs s3:ListBucket on its bucket: without it S3
         # answers 403 instead of 404, and "gone" would look like "forbidden".
         ingest = roles["ingest_file"]
-        _objects(ingest, landing, READ, prefix, landing=True)
-        _list(ingest, landing)
         # catalogue/: each date's pinned snapshot, read to validate and written to pin.
         _objects(ingest, data, READ, "snapshots/", "ledger/", "catalogue/")
         _objects(
@@ -235,11 +258,22 @@ class PipelineFunctions(Construct):
         self._grant_copy_role()
 
         archive = roles["archive"]
-        _objects(archive, landing, (*READ, "s3:DeleteObject"), prefix, landing=True)
-        _list(archive, landing)
         _objects(archive, data, READ, "runs/", "archive/", "quarantine/files/")
         _objects(archive, data, WRITE, "archive/", "quarantine/files/", "runs/")
         _list(archive, data)
+
+        # Encrypted buckets: reading needs the key's Decrypt, writing its GenerateDataKey
+        # (and Decrypt, to complete a multipart upload).
+        landing_key = self._config.landing.kms_key_arn
+        if landing_key:
+            for step_key, access in LANDING_ACCESS.items():
+                if access.decrypts:
+                    _use_key(roles[step_key], landing_key, ("kms:Decrypt",))
+        data_key = self._storage.data_key
+        if data_key:
+            for step_key, role in roles.items():
+                if step_key != "check_source":  # the one that never touches the bucket
+                    _use_key(role, data_key.key_arn, KEY_READ_WRITE)
 
     def _read_source_secret(self, role: iam.Role) -> None:
         _read_secret(role, self._config.source.secret)
@@ -316,6 +350,17 @@ class PipelineFunctions(Construct):
         data = self._storage.data_bucket
         _objects(copy_role, data, READ, "kpis/")
         _list(copy_role, data, "kpis/")
+        if self._storage.data_key:
+            _use_key(copy_role, self._storage.data_key.key_arn, ("kms:Decrypt",))
+
+
+def role_name(config: PipelineConfig, step: Step) -> str:
+    """``music-kpi-<env>-<step>``: what a landing bucket's owner grants."""
+    return f"music-kpi-{config.name}-{step.key.replace('_', '-')}"
+
+
+def _use_key(role: iam.IRole, key_arn: str, actions: tuple[str, ...]) -> None:
+    role.add_to_principal_policy(iam.PolicyStatement(actions=list(actions), resources=[key_arn]))
 
 
 def _read_secret(role: iam.Role, secret: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration, Stack
+from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -80,6 +80,14 @@ class PipelineStack(Stack):
             ),
         )
 
+        # The Distributed Map reads the file list and writes results in the data bucket.
+        if self.storage.data_key:
+            self.state_machine.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                    resources=[self.storage.data_key.key_arn],
+                )
+            )
         # The run's end, counted by status (RecordRunOutcome): CloudWatch has no resource
         # for a metric, the namespace condition is the narrowest grant.
         self.state_machine.add_to_role_policy(
@@ -112,4 +120,20 @@ class PipelineStack(Stack):
             functions=dict(self.functions.functions),
             alert_topic=self.alert_topic,
         )
+        self._outputs(config)
         acknowledge_findings(self)
+
+    def _outputs(self, config: PipelineConfig) -> None:
+        """What operators (and the local runner) look up after a deploy."""
+        outputs = {
+            "StateMachineArn": self.state_machine.state_machine_arn,
+            "DataBucketName": self.storage.data_bucket.bucket_name,
+            "LandingBucketName": self.storage.landing_bucket.bucket_name,
+            "LandingPrefix": config.landing.prefix,
+        }
+        if config.landing.kms_key_arn:
+            outputs["LandingKmsKeyArn"] = config.landing.kms_key_arn
+        if self.storage.data_key:
+            outputs["DataKmsKeyArn"] = self.storage.data_key.key_arn
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)

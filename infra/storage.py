@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -12,14 +13,23 @@ from infra.config import PipelineConfig
 
 
 def _secure_bucket(
-    scope: Construct, construct_id: str, logs: s3.IBucket, **kwargs: object
+    scope: Construct,
+    construct_id: str,
+    logs: s3.IBucket,
+    key: kms.IKey | None = None,
+    **kwargs: object,
 ) -> s3.Bucket:
     """Private, TLS-only, encrypted and versioned: the settings every bucket here shares."""
+    encryption = (
+        {"encryption": s3.BucketEncryption.KMS, "encryption_key": key, "bucket_key_enabled": True}
+        if key
+        else {"encryption": s3.BucketEncryption.S3_MANAGED}
+    )
     return s3.Bucket(
         scope,
         construct_id,
         block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-        encryption=s3.BucketEncryption.S3_MANAGED,
+        **encryption,
         enforce_ssl=True,
         versioned=True,
         object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
@@ -63,10 +73,21 @@ class PipelineStorage(Construct):
             ],
         )
 
+        # A customer-managed key, when the environment asks for one (rotated every year).
+        self.data_key: kms.IKey | None = None
+        if config.data_bucket.encryption == "kms":
+            self.data_key = kms.Key(
+                self,
+                "DataKey",
+                description=f"Music KPI pipeline ({config.name}): the data bucket",
+                enable_key_rotation=True,
+                removal_policy=RemovalPolicy.RETAIN,
+            )
         self.data_bucket = _secure_bucket(
             self,
             "DataBucket",
             self.access_logs,
+            self.data_key,
             lifecycle_rules=[
                 noncurrent,
                 delete_markers,

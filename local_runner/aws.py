@@ -187,8 +187,25 @@ class LocalAws:
 
     def _create_resources(self) -> None:
         s3 = self.client("s3")
-        for bucket in self.pipeline.buckets:
+        landing = self.pipeline.outputs.get("LandingBucketName")
+        existing = [landing] if landing and landing not in self.pipeline.buckets else []
+        for bucket in [*self.pipeline.buckets, *existing]:  # an existing landing bucket too
             s3.create_bucket(Bucket=bucket)
+        for bucket, key in self.pipeline.bucket_keys.items():
+            s3.put_bucket_encryption(
+                Bucket=bucket,
+                ServerSideEncryptionConfiguration={
+                    "Rules": [
+                        {
+                            "ApplyServerSideEncryptionByDefault": {
+                                "SSEAlgorithm": "aws:kms",
+                                "KMSMasterKeyID": key,
+                            },
+                            "BucketKeyEnabled": True,
+                        }
+                    ]
+                },
+            )
         dynamodb = self.client("dynamodb")
         for name, schema in self.pipeline.tables.items():
             dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **schema)
@@ -480,7 +497,7 @@ def iam_check(pipeline: LocalPipeline) -> IamCheck:
         principals[COPY_ROLE_ACCESS_KEY] = Principal(
             "RedshiftCopyRole", policies.get(copy_role.rsplit("/", 1)[-1], ())
         )
-    return IamCheck(principals, REGION, ACCOUNT)
+    return IamCheck(principals, REGION, ACCOUNT, bucket_keys=dict(pipeline.bucket_keys))
 
 
 def _readable(logical_id: str) -> str:

@@ -74,6 +74,9 @@ class IamCheck:
     principals: dict[str, Principal]  # by access key
     region: str
     account: str
+    # The KMS key of each encrypted bucket: reading its objects needs kms:Decrypt, writing
+    # them kms:GenerateDataKey (S3 calls KMS on the caller's behalf; moto does not).
+    bucket_keys: dict[str, str] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
     verified: set[tuple[str, str, str]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -127,6 +130,14 @@ class IamCheck:
         finally:
             self._inside.active = False
 
+    def key_use(self, operation: str, params: dict[str, Any]) -> list[Permission]:
+        """What an S3 call on an encrypted bucket also needs of its KMS key: reading an
+        object decrypts it, writing one generates a data key, and the parts of a multipart
+        upload need both (a HEAD or a delete needs neither)."""
+        key = params.get("SSEKMSKeyId") or self.bucket_keys.get(str(params.get("Bucket")))
+        needs = _KEY_USE.get(operation, ())
+        return [Permission(action, key) for action in needs] if key else []
+
     @staticmethod
     def secret_arn(client: BaseClient, secret_id: str) -> str:
         """IAM sees a secret by its full ARN, whatever the caller named it by."""
@@ -159,6 +170,15 @@ def _copy_source(params: dict[str, Any]) -> str:
     return f"arn:aws:s3:::{str(source).lstrip('/').split('?', 1)[0]}"
 
 
+_KEY_USE: dict[str, tuple[str, ...]] = {
+    "GetObject": ("kms:Decrypt",),
+    "PutObject": ("kms:GenerateDataKey",),
+    "CopyObject": ("kms:GenerateDataKey",),
+    "CreateMultipartUpload": ("kms:GenerateDataKey",),
+    "UploadPart": ("kms:GenerateDataKey", "kms:Decrypt"),
+    "UploadPartCopy": ("kms:GenerateDataKey", "kms:Decrypt"),
+    "CompleteMultipartUpload": ("kms:GenerateDataKey", "kms:Decrypt"),
+}
 _S3_OBJECT_ACTIONS = {
     "GetObject": "s3:GetObject",
     "HeadObject": "s3:GetObject",
@@ -178,11 +198,16 @@ def required_permissions(
     region, account = check.region, check.account
     if service == "s3":
         if operation in _S3_OBJECT_ACTIONS:
-            return [Permission(_S3_OBJECT_ACTIONS[operation], _s3_object(params))]
+            action = _S3_OBJECT_ACTIONS[operation]
+            return [Permission(action, _s3_object(params)), *check.key_use(operation, params)]
         if operation in {"CopyObject", "UploadPartCopy"}:
+            source = _copy_source(params)
+            source_bucket = source.split(":::")[1].split("/")[0]
             return [
-                Permission("s3:GetObject", _copy_source(params)),
+                Permission("s3:GetObject", source),
                 Permission("s3:PutObject", _s3_object(params)),
+                *check.key_use("GetObject", {"Bucket": source_bucket}),
+                *check.key_use(operation, params),
             ]
         if operation in {"ListObjectsV2", "ListObjects"}:
             context = (("s3:prefix", params["Prefix"]),) if "Prefix" in params else ()

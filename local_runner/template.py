@@ -50,6 +50,10 @@ class LocalPipeline:
     topic_arns: tuple[str, ...]
     secret_names: tuple[str, ...]
     tables: dict[str, dict[str, Any]]  # DynamoDB tables: name -> KeySchema, AttributeDefinitions
+    # The KMS key each encrypted bucket uses by default (those of the stack and, from the
+    # stack's outputs, an existing landing bucket's).
+    bucket_keys: dict[str, str]
+    outputs: dict[str, str]
     state_machine_role: str
     # Each role's IAM statements, by the role's logical id (or name, for an imported role).
     policies: dict[str, tuple[dict[str, Any], ...]]
@@ -67,10 +71,14 @@ class LocalPipeline:
         return {name: value for name, value in merged.items() if name not in disagree}
 
 
-def synthesize(out_dir: Path, env_name: str = "local") -> Path:
-    """Run the CDK app (as ``cdk synth`` does) and return the stack's template path."""
+def synthesize(
+    out_dir: Path, env_name: str = "local", changes: dict[str, Any] | None = None
+) -> Path:
+    """Run the CDK app (as ``cdk synth`` does) and return the stack's template path;
+    ``changes`` replace settings of the environment (tests of other configurations)."""
     context = json.loads((REPO / "cdk.json").read_text())["context"]
     context["env"] = env_name
+    context["environments"][env_name].update(changes or {})
     # The local run needs no Lambda bundle: skip any bundling step.
     context["aws:cdk:bundling-stacks"] = []
     env = {
@@ -159,6 +167,10 @@ def load_pipeline(template_path: Path) -> LocalPipeline:
         raise TemplateError(f"expected one state machine, found {len(machines)}")
     machine_id, machine = machines[0]
     definition = json.loads(resolver.resolve(machine["Properties"]["DefinitionString"]))
+    outputs = {
+        name: str(resolver.resolve(output["Value"]))
+        for name, output in template.get("Outputs", {}).items()
+    }
     secrets = sorted(
         {
             f.environment[name]
@@ -190,9 +202,30 @@ def load_pipeline(template_path: Path) -> LocalPipeline:
             for i, r in resources.items()
             if r["Type"] == "AWS::DynamoDB::Table"
         },
+        bucket_keys=_bucket_keys(resources, resolver, outputs),
+        outputs=outputs,
         state_machine_role=_role_of(machine["Properties"]["RoleArn"]),
         policies=_policies(resources, resolver),
     )
+
+
+def _bucket_keys(
+    resources: dict[str, Any], resolver: _Resolver, outputs: dict[str, str]
+) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::S3::Bucket":
+            continue
+        encryption = resource["Properties"].get("BucketEncryption", {})
+        for rule in encryption.get("ServerSideEncryptionConfiguration", []):
+            default = rule.get("ServerSideEncryptionByDefault", {})
+            if default.get("SSEAlgorithm") == "aws:kms" and "KMSMasterKeyID" in default:
+                keys[resolver.physical_name(logical_id)] = str(
+                    resolver.resolve(default["KMSMasterKeyID"])
+                )
+    if "LandingKmsKeyArn" in outputs:
+        keys[outputs["LandingBucketName"]] = outputs["LandingKmsKeyArn"]
+    return keys
 
 
 def _role_of(role_arn: Any) -> str:
@@ -266,6 +299,7 @@ class _Resolver:
             ("AWS::IAM::Role", "Arn"): f"arn:aws:iam::{ACCOUNT}:role/{name}",
             ("AWS::Logs::LogGroup", "Arn"): f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}:*",
             ("AWS::DynamoDB::Table", "Arn"): f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}",
+            ("AWS::KMS::Key", "Arn"): f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{name}",
             ("AWS::StepFunctions::StateMachine", "Arn"): (
                 f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
             ),

@@ -610,3 +610,57 @@ def test_archive_has_neither_source_nor_warehouse_settings():
     variables = function_properties("prod", STEP["archive"])["Environment"]["Variables"]
     assert not [v for v in variables if v.startswith(("SOURCE_", "WAREHOUSE_", "REDSHIFT_"))]
     assert {"DATA_BUCKET", "LANDING_BUCKET", "LANDING_PREFIX"} <= set(variables)
+
+
+# --- KMS and a landing bucket of another account ---------------------------------------------
+LANDING_KEY = "arn:aws:kms:eu-west-1:333333333333:key/0d6f4c1e-1111-2222-3333-444455556666"
+
+
+@pytest.fixture(scope="module")
+def with_kms():
+    landing = {**PROD["landing"], "kms_key_arn": LANDING_KEY, "owner_account": "333333333333"}
+    return synth(context_for("prod", landing=landing, data_bucket={"encryption": "kms"}))
+
+
+def kms_grants(stack: PipelineStack, template: Template, role: Any) -> set[Grant]:
+    ref = role if isinstance(role, str) else {"Ref": logical_id(stack, role)}
+    return {g for g in grants(statements_of(template, ref)) if g[0].startswith("kms:")}
+
+
+def test_a_kms_encrypted_landing_bucket_can_be_read_and_archived(with_kms):
+    """Landing files under a customer-managed key: IngestFile's GetObject was denied (no
+    kms:Decrypt), every file failed, every run failed."""
+    stack, template = with_kms
+    roles = stack.functions.roles
+    data_key = f"<{logical_id(stack, stack.storage.data_key)}.Arn>"
+    assert allow(("kms:Decrypt",), LANDING_KEY) <= kms_grants(stack, template, roles["ingest_file"])
+    archive = kms_grants(stack, template, roles["archive"])
+    assert allow(("kms:Decrypt",), LANDING_KEY) <= archive  # the copy's source
+    assert allow(("kms:GenerateDataKey",), data_key) <= archive  # its destination
+    for step in ("list_files", "check_source", "load"):  # none reads a landing object
+        assert not {g for g in kms_grants(stack, template, roles[step]) if g[1] == LANDING_KEY}
+
+
+def test_a_kms_encrypted_data_bucket_is_usable_by_every_reader_writer_and_the_copy_role(with_kms):
+    stack, template = with_kms
+    data_key = f"<{logical_id(stack, stack.storage.data_key)}.Arn>"
+    bucket = template.to_json()["Resources"][logical_id(stack, stack.storage.data_bucket)]
+    (rule,) = bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert rule["BucketKeyEnabled"] is True  # one KMS call per object, not per request
+    for step in ALL_STEPS:
+        if step.key == "check_source":
+            continue
+        found = kms_grants(stack, template, stack.functions.roles[step.key])
+        assert allow(("kms:Decrypt", "kms:GenerateDataKey"), data_key) <= found, step.state
+    copy_role = stack.config.warehouse.copy_role_arn.rsplit("/", 1)[1]
+    assert allow(("kms:Decrypt",), data_key) <= kms_grants(stack, template, copy_role)
+    machine = kms_grants(stack, template, stack.state_machine.role)
+    assert allow(("kms:Decrypt", "kms:GenerateDataKey"), data_key) <= machine
+
+
+def test_roles_have_stable_names_that_a_bucket_owner_can_grant(with_kms):
+    stack, template = with_kms
+    for step in ALL_STEPS:
+        role = template.to_json()["Resources"][logical_id(stack, stack.functions.roles[step.key])]
+        assert role["Properties"]["RoleName"] == f"music-kpi-prod-{step.key.replace('_', '-')}"
