@@ -457,10 +457,9 @@ class LocalAws:
         return restored
 
     def save_buckets(self, folder: Path) -> int:
-        """Write every object of every bucket under ``folder/<bucket>/<key>``."""
+        """Write every object of every bucket under ``folder/<bucket>/<key>`` (a new folder:
+        local_runner.state makes it current once it is whole)."""
         s3 = self.client("s3")
-        staging = folder.with_name(folder.name + ".new")
-        shutil.rmtree(staging, ignore_errors=True)
         saved = 0
         for bucket in self.pipeline.buckets:
             paginator = s3.get_paginator("list_objects_v2")
@@ -468,13 +467,11 @@ class LocalAws:
                 for item in page.get("Contents", []):
                     if item["Key"].endswith("/"):
                         continue
-                    target = staging / bucket / item["Key"]
+                    target = folder / bucket / item["Key"]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     s3.download_file(bucket, item["Key"], str(target))
                     saved += 1
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.mkdir(parents=True, exist_ok=True)
-        staging.rename(folder)
+        folder.mkdir(parents=True, exist_ok=True)
         return saved
 
 

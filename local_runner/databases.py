@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import os
+import shlex
+import subprocess
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,6 +67,7 @@ class Databases:
     source_dsn: str
     warehouse_dsn: str
     embedded: bool
+    left_running: bool = False  # an embedded server a killed run had left running
 
 
 @contextmanager
@@ -78,7 +81,11 @@ def local_databases(state_dir: Path) -> Iterator[Databases]:
         warnings.simplefilter("ignore")
         import pgserver  # a dev dependency: only needed when no DSN is given
 
-    server = pgserver.get_server(state_dir / "postgres", cleanup_mode="stop")
+    pgdata = state_dir / "postgres"
+    # One run at a time holds STATE (local_runner.state): a server running here now was
+    # left by a run that was killed. It is reused, and stopped at the end like ours.
+    left_running = postgres_running(pgdata)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
     try:
         admin = server.get_uri()
         for name in (SOURCE_DB, WAREHOUSE_DB):
@@ -87,9 +94,80 @@ def local_databases(state_dir: Path) -> Iterator[Databases]:
             source or server.get_uri(SOURCE_DB),
             warehouse or server.get_uri(WAREHOUSE_DB),
             embedded=True,
+            left_running=left_running,
         )
     finally:
         server.cleanup()
+        if postgres_running(pgdata):  # pgserver leaves a server it did not start itself
+            _pg_ctl(pgdata, "stop", "-m", "fast")
+
+
+def postgres_running(pgdata: Path) -> bool:
+    """Whether an embedded PostgreSQL serves ``pgdata`` (its postmaster is alive)."""
+    pid_file = pgdata / "postmaster.pid"
+    if not pid_file.is_file():
+        return False
+    try:
+        os.kill(int(pid_file.read_text().split()[0]), 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, under another user (pgserver's own)
+        return True
+    return True
+
+
+def _pg_ctl(pgdata: Path, *args: str) -> None:
+    import pgserver
+
+    pg_ctl = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
+    owner = pgdata.stat().st_uid
+    command = [str(pg_ctl), "-D", str(pgdata), *args]
+    if os.geteuid() == 0 and owner != 0:  # as root, pgserver runs PostgreSQL as its own user
+        import pwd
+
+        command = ["su", pwd.getpwuid(owner).pw_name, "-s", "/bin/sh", "-c", shlex.join(command)]
+    subprocess.run(command, check=False, capture_output=True, timeout=60)  # noqa: S603
+
+
+def warehouse_loads(dsn: str, table: str) -> list[list[str]]:
+    """(run_id, loaded_at) of every load the table holds: what identifies its content."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (table,))
+            row = cur.fetchone()
+            if row is None or row[0] is None:
+                return []
+            cur.execute(
+                pgsql.SQL("SELECT DISTINCT run_id, loaded_at::text FROM {} ORDER BY 1, 2").format(
+                    pgsql.Identifier(*table.split("."))
+                )
+            )
+            return [[str(run_id), str(loaded_at)] for run_id, loaded_at in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def restore_table(dsn: str, table: str, columns: list[str], dump: Path) -> int:
+    """Put the table back as :func:`export_table` wrote it (rows, not the table's DDL)."""
+    from kpi_pipeline.warehouse.schema import create_table_sql
+
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            name = pgsql.Identifier(*table.split("."))
+            cur.execute(create_table_sql(table, redshift=False))
+            cur.execute(pgsql.SQL("DELETE FROM {}").format(name))
+            with dump.open("rb") as handle:
+                cur.copy_expert(
+                    pgsql.SQL("COPY {} ({}) FROM STDIN WITH CSV HEADER").format(
+                        name, pgsql.SQL(", ").join(map(pgsql.Identifier, columns))
+                    ),
+                    handle,
+                )
+            return int(cur.rowcount)
+    finally:
+        conn.close()
 
 
 def _create_database(admin_dsn: str, name: str) -> None:

@@ -28,7 +28,10 @@ from local_runner.databases import (
     export_table,
     local_databases,
     replace_source_tables,
+    restore_table,
+    warehouse_loads,
 )
+from local_runner.state import Snapshot, StateFolder, StateInUse
 from local_runner.template import LocalPipeline, load_pipeline, synthesize_cached
 
 WAREHOUSE_COLUMNS = [
@@ -47,6 +50,7 @@ WAREHOUSE_COLUMNS = [
     "run_id",
     "loaded_at",
 ]
+WAREHOUSE_TABLE = "music_kpi_metrics"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -89,7 +93,23 @@ def run_local(
     def say(text: str) -> None:
         print(text, file=console, flush=True)
 
-    state.mkdir(parents=True, exist_ok=True)
+    folder = StateFolder(state)
+    try:
+        with folder.in_use():
+            return _run_locked(data, out, folder, say, template)
+    except StateInUse as exc:
+        say(f"error: {exc}")
+        return EXIT_USAGE
+
+
+def _run_locked(
+    data: Path | None,
+    out: Path,
+    folder: StateFolder,
+    say: Callable[[str], None],
+    template: Path | None,
+) -> int:
+    state = folder.path
     run_id = new_run_id()
     say(f"Music KPI pipeline, local run {run_id}")
     inputs = _inputs(data, state, say)
@@ -101,6 +121,9 @@ def run_local(
             lambda: (template, True) if template else synthesize_cached(state / "cdk.out")
         )
         with local_databases(state) as databases:
+            if databases.left_running:
+                say("  (the embedded PostgreSQL a killed run left running is reused)")
+            _warehouse_in_step(folder.current(), databases.warehouse_dsn, say)
             loaded = replace_source_tables(databases.source_dsn, inputs.users_csv, inputs.songs_csv)
             where = "embedded PostgreSQL" if databases.embedded else "$RDS_DSN"
             say(f"  source {where}: users {loaded['users']:,} rows, songs {loaded['songs']:,} rows")
@@ -109,11 +132,11 @@ def run_local(
             how = "unchanged since the last synth" if cached else "just synthesized"
             say(f"  state machine {pipeline.state_machine_name} (cdk synth -c env=local, {how})")
             execution, alerts, written, checks = _execute(
-                pipeline, databases, inputs, state, run_id, say
+                pipeline, databases, inputs, folder, run_id, say
             )
             rows = export_table(
                 databases.warehouse_dsn,
-                "music_kpi_metrics",
+                WAREHOUSE_TABLE,
                 WAREHOUSE_COLUMNS,
                 out / "music_kpi_metrics.csv",
             )
@@ -126,6 +149,22 @@ def run_local(
         say(line)
     failed = summary["status"] == "failed" or not checks.passed
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _warehouse_in_step(
+    saved: Snapshot | None, warehouse_dsn: str, say: Callable[[str], None]
+) -> None:
+    """A run that died after its load and before its save left the warehouse ahead of the
+    saved ledger: put the table back as it was saved (its dates recompute from there)."""
+    if saved is None or not saved.warehouse_csv.is_file():
+        return
+    if warehouse_loads(warehouse_dsn, WAREHOUSE_TABLE) == saved.warehouse_loads:
+        return
+    rows = restore_table(warehouse_dsn, WAREHOUSE_TABLE, WAREHOUSE_COLUMNS, saved.warehouse_csv)
+    say(
+        f"  (the warehouse was ahead of STATE's last save, a run died after its load: "
+        f"{rows:,} rows put back as saved)"
+    )
 
 
 def _inputs(data: Path | None, state: Path, say: Callable[[str], None]) -> InputData:
@@ -143,10 +182,13 @@ def _execute(
     pipeline: LocalPipeline,
     databases: Databases,
     inputs: InputData,
-    state: Path,
+    folder: StateFolder,
     run_id: str,
     say: Callable[[str], None],
 ) -> tuple[Execution, list[dict[str, Any]], dict[str, Any] | None, LocalChecks]:
+    from kpi_pipeline.layout import run_key
+
+    state = folder.path
     env = pipeline.environment()
     log_path = state / "logs" / f"{run_id}.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +201,8 @@ def _execute(
             log_stream=log,
         ) as local,
     ):
-        restored = local.load_buckets(state / "s3")
+        saved = folder.current()
+        restored = local.load_buckets(saved.s3) if saved else 0
         keys = local.put_files(
             env["LANDING_BUCKET"], env["LANDING_PREFIX"], list(inputs.stream_files)
         )
@@ -167,11 +210,17 @@ def _execute(
         with contextlib.redirect_stdout(log):  # metrics (EMF) go to the log, as in CloudWatch
             execution = local.run(run_id, on_event=_Progress(say))
         alerts = local.alerts()
-        from kpi_pipeline.layout import run_key
-
         written = local.read_json(env["DATA_BUCKET"], f"runs/{run_key(run_id)}/summary.json")
-        local.save_buckets(state / "s3")
+        folder.save(
+            local.save_buckets,
+            lambda dump: _dump_warehouse(databases.warehouse_dsn, dump),
+        )
     return execution, alerts, written, LocalChecks.of(local)
+
+
+def _dump_warehouse(dsn: str, dump: Path) -> list[list[str]]:
+    export_table(dsn, WAREHOUSE_TABLE, WAREHOUSE_COLUMNS, dump)
+    return warehouse_loads(dsn, WAREHOUSE_TABLE)
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
 
 from local_runner.__main__ import main
 from local_runner.run import EXIT_OK, EXIT_USAGE, WAREHOUSE_COLUMNS, run_local
+from local_runner.databases import postgres_running
 from local_runner.sample_data import SampleConfig, generate
+from local_runner.state import StateFolder
 from tests.reference_kpis import compute_reference
 
 pytestmark = pytest.mark.e2e
@@ -88,3 +93,81 @@ def test_data_without_users_is_a_usage_error(tmp_path, capsys):
 
     assert code == EXIT_USAGE
     assert "lacks users.csv" in capsys.readouterr().err
+
+
+SMALL = SampleConfig(seed=5, users=60, tracks=100, days=2, plays_per_day=600)
+
+
+def run(data_dir, state, template, out=None):
+    console = io.StringIO()
+    code = run_local(data_dir, out or state / "out", state, console=console, template=template)
+    return code, console.getvalue()
+
+
+def test_a_run_killed_while_saving_state_loses_nothing_and_leaves_no_warehouse_ahead(
+    tmp_path, synthesized_template, monkeypatch
+):
+    """STATE was saved by deleting the old copy and renaming the new one in: a kill between
+    the two restored none of the objects; and the warehouse, committed before the save, was
+    left ahead of the saved ledger. Run 2 brings file B and dies saving; run 3 without B
+    must find run 1's state whole and a warehouse with run 1's KPIs, not B's."""
+    data = generate(tmp_path / "data", SMALL)
+    first_day, second_day = data.stream_files[0], data.stream_files[1]
+    only_a = tmp_path / "only-a"
+    only_a.mkdir()
+    for path in (data.users_csv, data.songs_csv, first_day):
+        (only_a / path.name).write_bytes(path.read_bytes())
+    state = tmp_path / "state"
+    assert run(only_a, state, synthesized_template)[0] == EXIT_OK
+
+    with_b = tmp_path / "with-b"
+    with_b.mkdir()
+    for path in (data.users_csv, data.songs_csv, first_day, second_day):
+        (with_b / path.name).write_bytes(path.read_bytes())
+    rename, replace = Path.rename, os.replace
+
+    def in_state(target) -> bool:
+        return str(target).startswith(str(state))
+
+    def killed_rename(self, target):  # the process dies as the new copy goes into STATE
+        if in_state(target):
+            raise KeyboardInterrupt
+        return rename(self, target)
+
+    def killed_replace(source, target, *args, **kwargs):
+        if in_state(target):
+            raise KeyboardInterrupt
+        return replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "rename", killed_rename)
+    monkeypatch.setattr(os, "replace", killed_replace)
+    with pytest.raises(KeyboardInterrupt):
+        run(with_b, state, synthesized_template)
+    monkeypatch.undo()
+
+    code, console = run(only_a, state, synthesized_template)
+
+    assert code == EXIT_OK, console
+    summary = json.loads((state / "out" / "run_summary.json").read_text())
+    assert summary["files_already_processed"] == 1  # run 1's ledger, restored whole
+    assert re.search(r"s3\s+[1-9][\d,]* objects restored", console)
+    assert "the warehouse was ahead of STATE's last save" in console
+    table = list(csv.DictReader((state / "out" / "music_kpi_metrics.csv").open()))
+    reference = compute_reference(data.users_csv, data.songs_csv, [first_day])
+    assert len(table) == len(reference.genre_rows) + len(reference.hourly_rows)
+
+
+def test_a_second_run_on_a_state_in_use_is_refused(tmp_path, synthesized_template):
+    data = generate(tmp_path / "data", SMALL)
+    state = tmp_path / "state"
+    with StateFolder(state).in_use():  # another make run holds STATE
+        code, console = run(data.users_csv.parent, state, synthesized_template)
+    assert code == EXIT_USAGE
+    assert "is in use by another `make run`" in console
+
+
+def test_an_embedded_postgresql_left_by_a_killed_run_is_stopped(tmp_path, synthesized_template):
+    data = generate(tmp_path / "data", SMALL)
+    state = tmp_path / "state"
+    assert run(data.users_csv.parent, state, synthesized_template)[0] == EXIT_OK
+    assert not postgres_running(state / "postgres")  # each run stops the server it used
