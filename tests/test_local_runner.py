@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from local_runner.__main__ import main
-from local_runner.run import EXIT_OK, EXIT_USAGE, WAREHOUSE_COLUMNS, run_local
 from local_runner.databases import postgres_running
+from local_runner.run import EXIT_OK, EXIT_USAGE, WAREHOUSE_COLUMNS, run_local
 from local_runner.sample_data import SampleConfig, generate
 from local_runner.state import StateFolder
 from tests.reference_kpis import compute_reference
