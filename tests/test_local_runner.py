@@ -7,6 +7,8 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -166,8 +168,21 @@ def test_a_second_run_on_a_state_in_use_is_refused(tmp_path, synthesized_templat
     assert "is in use by another `make run`" in console
 
 
-def test_an_embedded_postgresql_left_by_a_killed_run_is_stopped(tmp_path, synthesized_template):
+def test_an_embedded_postgresql_left_by_a_killed_run_is_reused_then_stopped(
+    tmp_path, synthesized_template
+):
     data = generate(tmp_path / "data", SMALL)
     state = tmp_path / "state"
-    assert run(data.users_csv.parent, state, synthesized_template)[0] == EXIT_OK
-    assert not postgres_running(state / "postgres")  # each run stops the server it used
+    killed = (  # a run that started the server, then died without stopping it
+        "import os, sys, pgserver; pgserver.get_server(sys.argv[1], cleanup_mode='stop'); "
+        "os._exit(0)"
+    )
+    state.mkdir()
+    subprocess.run([sys.executable, "-c", killed, str(state / "postgres")], check=True)
+    assert postgres_running(state / "postgres")
+
+    code, console = run(data.users_csv.parent, state, synthesized_template)
+
+    assert code == EXIT_OK, console
+    assert "the embedded PostgreSQL a killed run left running is reused" in console
+    assert not postgres_running(state / "postgres")
