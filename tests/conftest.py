@@ -144,32 +144,41 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    from tests.harness import IAM_VERIFIED
+    from tests.harness import IAM_VERIFIED, PAYLOADS
     from tests.test_crash_matrix import MATRIX
 
     if _is_worker(session.config):
         REPORTS.mkdir(parents=True, exist_ok=True)
         worker = session.config.workerinput["workerid"]
         (REPORTS / f"{worker}.json").write_text(
-            json.dumps({"matrix": MATRIX, "iam": sorted(IAM_VERIFIED)})
+            json.dumps({"matrix": MATRIX, "iam": sorted(IAM_VERIFIED), "payloads": PAYLOADS})
         )
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The crash matrix, and how much the local IAM check verified (local_runner/iam.py)."""
-    from tests.harness import IAM_VERIFIED
+    from tests.harness import IAM_VERIFIED, PAYLOADS
     from tests.test_crash_matrix import CRASH_POINTS, MATRIX
 
     matrix, verified = dict(MATRIX), set(IAM_VERIFIED)
+    measured, largest = PAYLOADS["measured"], PAYLOADS["largest"]
     for report in sorted(REPORTS.glob("*.json")):
         found = json.loads(report.read_text())
         matrix.update(found["matrix"])
         verified.update(tuple(call) for call in found["iam"])
+        measured += found["payloads"]["measured"]
+        largest = max(largest, found["payloads"]["largest"])
     if matrix:
         order = {str(point): i for i, point in enumerate(CRASH_POINTS)}
         terminalreporter.write_line("crash matrix (point -> outcome):")
         for point, outcome in sorted(matrix.items(), key=lambda i: order[i[0].split(" [")[0]]):
             terminalreporter.write_line(f"  {point:<42} -> {outcome}")
+    if measured:
+        size, event, state, field = largest
+        terminalreporter.write_line(
+            f"state payloads: {measured:,} measured, the largest {size:,} bytes "
+            f"({event} {state} {field}) of Step Functions' 262,144"
+        )
     if verified:
         principals = len({principal for principal, _, _ in verified})
         terminalreporter.write_line(

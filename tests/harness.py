@@ -119,8 +119,10 @@ class Harness:
             conn.close()
 
 
-# Every (principal, action, resource) the local IAM check allowed in this session's runs.
+# Every (principal, action, resource) the local IAM check allowed in this session's runs,
+# and the largest state payload measured (size, event, state, field) with the count.
 IAM_VERIFIED: set[tuple[str, str, str]] = set()
+PAYLOADS: dict[str, Any] = {"measured": 0, "largest": [0, "", "", ""]}
 
 
 @contextlib.contextmanager
@@ -138,6 +140,10 @@ def running_harness(
     with local:
         yield Harness(local, source, warehouse, tmp_path)
     IAM_VERIFIED.update(local.iam.verified)
+    PAYLOADS["measured"] += local.payloads.measured
+    if local.payloads.largest and local.payloads.largest.size > PAYLOADS["largest"][0]:
+        largest = local.payloads.largest
+        PAYLOADS["largest"] = [largest.size, largest.event, largest.state, largest.field]
     denied = [str(v) for v in local.iam.violations]
     assert not denied, "calls the synthesized IAM policies do not allow:\n" + "\n".join(denied)
     too_large = local.payloads.describe()

@@ -14,9 +14,7 @@ FILES = 1000  # the default max_files_per_run
 LONG_NAME = "partner=" + "x" * 280  # S3 allows 1,024 bytes of key
 
 
-def test_a_thousand_files_with_long_keys_keep_every_state_under_the_payload_limit(
-    harness, sample, capsys
-):
+def test_a_thousand_files_with_long_keys_keep_every_state_under_the_payload_limit(harness, sample):
     """Step Functions refuses any state input or output over 256 KiB. A manifest of 1,000
     long keys in the state, or the Map's collected per-file results, exceed it: the file
     list must live in S3 and only references and counts may travel between states."""
@@ -41,12 +39,6 @@ def test_a_thousand_files_with_long_keys_keep_every_state_under_the_payload_limi
     checked = harness.local.payloads
     assert checked.measured > 4 * FILES  # the Map's iterations were measured too
     assert checked.largest is not None and checked.largest.size < PAYLOAD_LIMIT_BYTES
-    with capsys.disabled():
-        largest = checked.largest
-        print(
-            f"\n  largest state payload of {checked.measured:,} measured: {largest.size:,} bytes "
-            f"({largest.event} {largest.state} {largest.field})"
-        )
 
 
 def test_each_function_runs_with_its_own_configured_tmp_size_and_memory(harness, sample):
