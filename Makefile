@@ -36,13 +36,13 @@ test: lint  ## lint, type-check and run every test
 lint: $(STAMP)  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy lambdas infra local_runner app.py
+	$(VENV)/bin/mypy lambdas infra local_runner benchmarks app.py
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: $(STAMP)  ## speed and memory of ingest and transform: make bench [BENCH_ARGS="--plays N"]
+bench: $(STAMP)  ## speed and memory of ingest and transform: make bench [BENCH_ARGS="--big | --no-pandas"]
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 WHEELS := .cache/lambda-wheels/.complete-$(shell cat infra/layers/*/requirements.txt | cksum | cut -d' ' -f1)

@@ -1,13 +1,21 @@
-"""``make bench [PLAYS=2000000] [DAYS=3]``: speed and peak memory of ingest and transform.
+"""``make bench [BENCH_ARGS=--big]``: the pipeline's speed and memory against plain pandas.
 
-Each measurement runs in a fresh child process so its peak resident memory (ru_maxrss) is
-its own. Inputs come from the sample-data generator, at a realistic catalogue size.
+On one data set (default: 10M plays in 3 files over 2 days, 50k users, 100k song rows;
+``--big``: 100M plays in 10 files), each step runs in a fresh child process, so its time
+and peak resident memory (ru_maxrss) are its own:
+
+- the seed's approach in plain pandas (no validation), on every file at once;
+- the source snapshot, each file's ingest, and the transform of every date, with the
+  DuckDB memory limit each Lambda's default memory size gives it.
+
+It prints each step, the totals and ``speed-up vs pandas``. Figures vary from run to run on
+a shared machine: compare ratios taken in one run.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import hashlib
 import json
 import resource
 import shutil
@@ -15,160 +23,209 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Lambda's terms, for the cost lines: x86_64 in us-east-1 (the first 6 billion GB-s of a
+# month), CPU in proportion to memory (one vCPU at 1,769 MB), at most 15 minutes a call.
+LAMBDA_USD_PER_GB_SECOND = 0.0000166667
+LAMBDA_MB_PER_VCPU = 1769
+LAMBDA_TIMEOUT_SECONDS = 900
 
-def measure(target: str, *args: Any) -> dict[str, Any]:
-    """Run ``target(*args)`` in a fresh interpreter; its time and peak RSS are its own."""
+
+@dataclass(frozen=True)
+class Figure:
+    label: str
+    rows: int
+    seconds: float
+    cpu_seconds: float
+    peak_mb: float
+
+    def line(self) -> str:
+        rate = f"{self.rows / self.seconds:,.0f}" if self.seconds and self.rows else ""
+        return (
+            f"{self.label:<40}{self.rows:>13,}{self.seconds:>9.2f}{self.cpu_seconds:>9.2f}"
+            f"{rate:>13}{self.peak_mb:>9,.0f}"
+        )
+
+
+HEADER = f"{'step':<40}{'rows':>13}{'seconds':>9}{'CPU s':>9}{'rows/s':>13}{'peak MB':>9}"
+
+
+def measure(label: str, step: str, *args: Any) -> tuple[Figure, dict[str, Any]]:
+    """Run ``benchmarks.steps.<step>(*args)`` in a fresh interpreter."""
     done = subprocess.run(  # noqa: S603 - our own module
-        [sys.executable, "-m", "benchmarks", "--child", target, json.dumps(args)],
+        [sys.executable, "-m", "benchmarks", "--child", step, json.dumps(args)],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"{target} failed:\n{done.stderr}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        raise RuntimeError(f"{step} failed:\n{done.stderr[-4000:]}")
+    result = dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    figure = Figure(
+        label, int(result["rows"]), result["seconds"], result["cpu_seconds"], result["peak_mb"]
+    )
+    print(figure.line(), flush=True)
+    return figure, result
 
 
-def _run_child(target: str, args_json: str) -> None:
+def _run_child(step: str, args_json: str) -> None:
     sys.path.insert(0, str(REPO / "lambdas"))
-    # Import first: the figures are for the work, not for Python's start-up.
-    import kpi_pipeline.ingest
-    import kpi_pipeline.kpis  # noqa: F401
+    from benchmarks import steps  # imported first: the figures are for the work
 
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = before.ru_utime + before.ru_stime
     started = time.perf_counter()
-    result = globals()[target](*json.loads(args_json))
+    result = getattr(steps, step)(*json.loads(args_json))
     elapsed = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": elapsed, "peak_mb": peak_mb, **result}))
-
-
-def ingest_one_file(csv_path: str, users: str, songs: str, work: str) -> dict[str, Any]:
-    from kpi_pipeline import engine
-    from kpi_pipeline.ingest import AcceptedFile, Lineage, Snapshot, validate_stream_file
-    from kpi_pipeline.settings import EngineSettings
-
-    con = engine.connect(EngineSettings(duckdb_memory_limit_mb=1024), Path(work))
-    outcome = validate_stream_file(
-        Path(csv_path),
-        snapshots=Snapshot(Path(users), Path(songs)),
-        lineage=Lineage("bench.csv", "0" * 64, "bench"),
-        out_dir=Path(work) / "out",
-        con=con,
-    )
-    assert isinstance(outcome, AcceptedFile)
-    return {
-        "rows": outcome.plays_valid + outcome.duplicates + sum(outcome.rows_quarantined.values())
-    }
-
-
-def transform_days(songs: str, plays: list[str], dates: list[str], work: str) -> dict[str, Any]:
-    from kpi_pipeline import engine
-    from kpi_pipeline.kpis import run_kpi_models
-    from kpi_pipeline.settings import EngineSettings
-
-    con = engine.connect(EngineSettings(duckdb_memory_limit_mb=1024), Path(work))
-    con.execute(
-        "CREATE TEMP TABLE songs AS SELECT *, 'bench' AS catalogue "
-        f"FROM read_parquet({engine.literal(Path(songs))})"
-    )
-    con.execute(
-        f"CREATE TEMP VIEW curated_plays AS SELECT * FROM read_parquet("
-        f"{engine.parquet_list([Path(p) for p in plays])})"
-    )
-    con.execute("CREATE TEMP TABLE target_dates (kpi_date DATE, catalogue VARCHAR)")
-    for day in dates:
-        con.execute("INSERT INTO target_dates VALUES (?, 'bench')", [dt.date.fromisoformat(day)])
-    table = run_kpi_models(con, "bench")
-    plays_in = engine.scalar(con, "SELECT count(*) FROM stg_plays")
-    return {"rows": plays_in, "kpi_rows": table.num_rows}
-
-
-def snapshot(users_csv: Path, songs_csv: Path, out: Path) -> tuple[Path, Path]:
-    """The cleaned users/songs snapshot Parquet, as ExtractRds writes it."""
-    sys.path.insert(0, str(REPO / "lambdas"))
-    from kpi_pipeline import engine
-    from kpi_pipeline.extract import stage_source_tables
-    from kpi_pipeline.settings import EngineSettings
-
-    con = engine.connect(EngineSettings(), out)
-    options = "all_varchar = true, quote = '\"', escape = '\"', header = true"
-    for table, path in (("users", users_csv), ("songs", songs_csv)):
-        con.execute(
-            f"CREATE TEMP VIEW raw_{table} AS "
-            f"SELECT * FROM read_csv({engine.literal(path)}, {options})"
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu_before
+    print(
+        json.dumps(
+            {"seconds": elapsed, "cpu_seconds": cpu, "peak_mb": usage.ru_maxrss / 1024, **result}
         )
-    stage_source_tables(con)
-    users, songs = out / "users.parquet", out / "songs.parquet"
-    con.execute(f"COPY stg_users TO {engine.literal(users)} (FORMAT parquet)")
-    con.execute(f"COPY stg_songs TO {engine.literal(songs)} (FORMAT parquet)")
-    return users, songs
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) == 4 and sys.argv[1] == "--child":
         _run_child(sys.argv[2], sys.argv[3])
         return 0
-    parser = argparse.ArgumentParser(prog="make bench")
-    parser.add_argument("--plays", type=int, default=2_000_000, help="plays per day (one file)")
-    parser.add_argument("--days", type=int, default=3)
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--tracks", type=int, default=100_000)
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--big", action="store_true", help="100M plays in 10 files (no pandas: it needs ~70 GB)"
+    )
+    parser.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO / "lambdas"))
-    from local_runner.sample_data import SampleConfig, generate
+    from benchmarks.data import BIG, DEFAULT, materialise
+
+    data = BIG if args.big else DEFAULT
+    started = time.perf_counter()
+    files = materialise(data)
+    print(f"data: {files.describe(data)} (ready in {time.perf_counter() - started:.0f} s)\n")
+    print(HEADER)
+
+    baseline = None
+    if not (args.big or args.no_pandas):
+        streams = [str(p) for p in files.streams]
+        baseline, _ = measure(
+            "pandas, seed style (no validation)",
+            "pandas_seed",
+            str(files.users_csv),
+            str(files.songs_csv),
+            streams,
+        )
 
     root = Path(tempfile.mkdtemp(prefix="music-kpi-bench-"))
     try:
-        config = SampleConfig(
-            seed=1,
-            users=args.users,
-            tracks=args.tracks,
-            days=args.days,
-            plays_per_day=args.plays,
-            include_bad_file=False,
-        )
-        started = time.perf_counter()
-        data = generate(root / "data", config)
-        print(
-            f"generated {args.days} files x {args.plays:,} rows, {args.users:,} users, "
-            f"{args.tracks:,} tracks in {time.perf_counter() - started:.1f} s"
-        )
-        users, songs = snapshot(data.users_csv, data.songs_csv, root)
-
-        print(f"\n{'step':<34}{'rows':>12}{'seconds':>10}{'rows/s':>12}{'peak MB':>10}")
-        curated: list[str] = []
-        for index, stream in enumerate(data.stream_files):
-            work = root / f"ingest{index}"
-            work.mkdir()
-            size_mb = stream.stat().st_size / 1e6
-            result = measure("ingest_one_file", str(stream), str(users), str(songs), str(work))
-            _row(f"ingest {stream.name} ({size_mb:.0f} MB)", result)
-            curated += [str(p) for p in sorted((work / "out").glob("plays_*.parquet"))]
-
-        dates = sorted({Path(p).stem.removeprefix("plays_") for p in curated})
-        work = root / "transform"
-        work.mkdir()
-        result = measure("transform_days", str(songs), curated, dates, str(work))
-        _row(f"transform {len(dates)} dates ({result['kpi_rows']} KPI rows)", result)
-        print("\nDuckDB memory_limit 1024 MB in each step; peak MB is the child's max RSS.")
+        ours = _pipeline(files, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    _summary(ours, baseline)
     return 0
 
 
-def _row(label: str, result: dict[str, Any]) -> None:
-    rate = result["rows"] / result["seconds"] if result["seconds"] else 0
-    print(
-        f"{label:<34}{result['rows']:>12,}{result['seconds']:>10.2f}{rate:>12,.0f}"
-        f"{result['peak_mb']:>10,.0f}"
+def _pipeline(files: Any, root: Path) -> list[Figure]:
+    snapshot_dir = root / "snapshot"
+    snapshot_dir.mkdir()
+    figures = [
+        measure(
+            "source snapshot (users + songs)",
+            "snapshot",
+            str(files.users_csv),
+            str(files.songs_csv),
+            str(snapshot_dir),
+        )[0]
+    ]
+    curated: list[str] = []
+    for stream in files.streams:
+        work = root / stream.stem
+        work.mkdir()
+        size_mb = stream.stat().st_size / 1e6
+        figure, _ = measure(
+            f"ingest {stream.name} ({size_mb:,.0f} MB)",
+            "ingest",
+            str(stream),
+            str(snapshot_dir),
+            str(work),
+        )
+        figures.append(figure)
+        curated += [str(p) for p in sorted((work / "out").glob("plays_*.parquet"))]
+    work = root / "transform"
+    work.mkdir()
+    figure, result = measure(
+        "transform (every date)", "transform", str(snapshot_dir), curated, str(work)
     )
+    figures.append(figure)
+    print(f"\n{result['kpi_rows']} KPI rows; digest {_digest(work / 'music_kpi_metrics.parquet')}")
+    return figures
+
+
+def _digest(kpis: Path) -> str:
+    """A digest of the KPI values (not of run ids or the file's bytes): equal digests, equal
+    KPIs, so a faster version can be compared with the last one."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(kpis).drop_columns(["run_id"])
+    rows = sorted(json.dumps(row, default=str, sort_keys=True) for row in table.to_pylist())
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
+def _summary(ours: list[Figure], baseline: Figure | None) -> None:
+    ingest = [f for f in ours if f.label.startswith("ingest")]
+    transform = ours[-1]
+    core = sum(f.seconds for f in ingest) + transform.seconds
+    total = core + ours[0].seconds
+    print(
+        f"\npipeline: {total:.1f} s in all, of which ingest {sum(f.seconds for f in ingest):.1f} s "
+        f"and transform {transform.seconds:.1f} s; largest step peak "
+        f"{max(f.peak_mb for f in ours):,.0f} MB"
+    )
+    if baseline:
+        print(
+            f"pandas:   {baseline.seconds:.1f} s, peak {baseline.peak_mb:,.0f} MB\n"
+            f"speed-up vs pandas: {baseline.seconds / core:.1f}x (ingest + transform), "
+            f"{baseline.seconds / total:.1f}x (with the snapshot)"
+        )
+    print("\nEach step runs in a fresh process with the DuckDB memory limit of its Lambda;")
+    print("peak MB is that process's max RSS. Compare ratios taken in one run.")
+    _lambda_terms({"ingest_file": ingest, "transform": [transform]})
+
+
+def _lambda_terms(figures: dict[str, list[Figure]]) -> None:
+    """Cost per million plays and the largest input one call takes in 15 minutes, at the
+    measured speed. A Lambda of M MB has M / 1,769 vCPUs: its time is estimated as the CPU
+    seconds measured here divided by that (never less than the time measured here)."""
+    from infra.config import DEFAULT_FUNCTIONS
+
+    print(
+        f"\nOn Lambda (x86_64, ${LAMBDA_USD_PER_GB_SECOND} per GB-s, 1 vCPU per "
+        f"{LAMBDA_MB_PER_VCPU:,} MB; time = CPU s / vCPUs):"
+    )
+    print(
+        f"{'function':<14}{'memory':>10}{'s per M':>10}{'$ per M':>12}"
+        f"{'largest call in 15 min':>25}"
+    )
+    for function, steps in figures.items():
+        memory_mb = DEFAULT_FUNCTIONS[function].memory_mb
+        millions = sum(f.rows for f in steps) / 1e6
+        vcpus = memory_mb / LAMBDA_MB_PER_VCPU
+        seconds = max(sum(f.cpu_seconds for f in steps) / vcpus, sum(f.seconds for f in steps))
+        per_million = seconds / millions
+        usd = per_million * memory_mb / 1024 * LAMBDA_USD_PER_GB_SECOND
+        largest = LAMBDA_TIMEOUT_SECONDS / per_million
+        unit = "rows in one file" if function == "ingest_file" else "plays of a batch of dates"
+        print(
+            f"{function:<14}{memory_mb:>7,} MB{per_million:>10.2f}{usd:>12.7f}"
+            f"{largest:>9,.0f}M {unit}"
+        )
 
 
 if __name__ == "__main__":

@@ -50,16 +50,15 @@ def kpi_rows(
         )
         _table(
             con,
-            "curated_plays",
+            "test_plays",
             "user_id BIGINT, track_id VARCHAR, listen_time TIMESTAMPTZ",
             plays,
         )
-        con.execute("CREATE TEMP TABLE target_dates (kpi_date DATE, catalogue VARCHAR)")
-        for day in dates:
-            con.execute(
-                "INSERT INTO target_dates VALUES (?, ?)", [dt.date.fromisoformat(day), CATALOGUE]
-            )
-        table = run_kpi_models(con, "test-run").to_pylist()
+        days = [dt.date.fromisoformat(day) for day in dates]
+        # Every date reads the whole table: the models must keep only the date's plays.
+        table = run_kpi_models(
+            con, "test-run", dict.fromkeys(days, CATALOGUE), dict.fromkeys(days, "test_plays")
+        ).to_pylist()
     finally:
         con.close()
     return {

@@ -32,7 +32,7 @@ from kpi_pipeline.ingest import (
     validate_stream_file,
 )
 from kpi_pipeline.settings import EngineSettings
-from tests.reference_kpis import read_stream_file
+from tests.reference_kpis import classify_row, read_stream_file, strip
 
 USERS = (1, 2, 7)
 TRACKS = ("A", "B")
@@ -636,6 +636,8 @@ def test_a_quoted_line_break_is_part_of_the_value_not_a_new_row(tmp_path: Path) 
 # duplicates are common; the rest mixes every kind of bad value.
 KNOWN_USER_CELLS = ["1", "2", "7", " 7 ", "\t+2", "007"]
 OTHER_USER_CELLS = ["99", "1" * 30, "1.5", "abc", "", "-1", "\u00a07"]
+# Spellings a cast would read as a number although rule 1 does not (the fast path must not).
+CAST_ONLY_USER_CELLS = ["1e0", "1_0", "0x1", "7.0", "0", "00", "+7 ", "9" * 19]
 KNOWN_TRACK_CELLS = ["A", "B", " A ", 'A,"B"']
 OTHER_TRACK_CELLS = ["A\tB", "a", "Z", "", "  ", "A\nB", "\u00a0A"]
 BAD_TIMES = [
@@ -649,6 +651,9 @@ BAD_TIMES = [
     "0000-01-01 00:00:00",
     "0001-01-01 00:30:00+01:00",
     "9999-12-31 23:30:00-01:00",
+    "2024-6-25 10:00:00",
+    "2024-06-25 10:00:00.Z",
+    "2024-06-25T10:00:00ZZ",
 ]
 # Hours and offsets chosen so that different spellings often name the same instant.
 OFFSETS = ["", "Z", "z", "+00:00", "+02:00", "+0200", "-02", "-23:59"]
@@ -686,7 +691,11 @@ def stream_files(draw: st.DrawFn) -> bytes:
         else:
             cells = {
                 "user_id": draw(
-                    st.one_of(st.sampled_from(KNOWN_USER_CELLS), st.sampled_from(OTHER_USER_CELLS))
+                    st.one_of(
+                        st.sampled_from(KNOWN_USER_CELLS),
+                        st.sampled_from(OTHER_USER_CELLS),
+                        st.sampled_from(CAST_ONLY_USER_CELLS),
+                    )
                 ),
                 "track_id": draw(
                     st.one_of(
@@ -741,6 +750,47 @@ def test_validation_agrees_with_the_reference_on_random_files(
         assert Counter(row["reason"] for row in quarantined(result)) == expected.rows_quarantined
     else:
         assert result.quarantine_path is None
+
+
+def quarantined_as_written(
+    content: bytes, users: set[int], tracks: set[str]
+) -> list[tuple[int, str, str, str, str]]:
+    """(record number, reason, user_id, track_id, listen_time as written) of each row the
+    reference quarantines, rows with another field count than the header's aside."""
+    records = [r for r in csv.reader(io.StringIO(content.decode("utf-8-sig"), newline="")) if r]
+    header = [strip(name).lower() for name in records[0]]
+    columns = [header.index(name) for name in ("user_id", "track_id", "listen_time")]
+    rows = []
+    number = 0
+    for record in records[1:]:
+        if len(record) != len(header):
+            continue  # malformed: kept whole, without a record number
+        number += 1
+        outcome = classify_row(record, header, users, tracks)
+        if isinstance(outcome, str):
+            rows.append((number, outcome, *(record[i] for i in columns)))
+    return rows
+
+
+@settings(max_examples=60, deadline=None)
+@given(content=stream_files())
+def test_quarantined_rows_keep_their_values_as_written_and_their_record_number(
+    tmp_path_factory: pytest.TempPathFactory,
+    random_file_snapshots: tuple[Path, Path],
+    content: bytes,
+) -> None:
+    """Valid values are not stored as text (the typed value spells them); a quarantined row
+    must still show exactly what the file holds, whichever way each value was read."""
+    expected = quarantined_as_written(content, set(USERS), set(RANDOM_FILE_TRACKS))
+    result = validate(tmp_path_factory.mktemp("example"), content, snapshots=random_file_snapshots)
+
+    assert isinstance(result, AcceptedFile), result
+    rows = quarantined(result) if result.quarantine_path else []
+    assert [
+        (r["record_number"], r["reason"], r["user_id"], r["track_id"], r["listen_time"])
+        for r in rows
+        if r["reason"] != "malformed_row"
+    ] == expected
 
 
 def test_a_quote_inside_an_unquoted_field_is_plain_text(tmp_path: Path) -> None:

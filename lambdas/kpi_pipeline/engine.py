@@ -52,6 +52,11 @@ def create_table(con: duckdb.DuckDBPyConnection, name: str, model: str) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql(model)}")
 
 
+def append_to_table(con: duckdb.DuckDBPyConnection, name: str, model: str) -> None:
+    """Append the rows of the SQL model file ``model`` to the table ``name``."""
+    con.execute(f"INSERT INTO {name} BY NAME {sql(model)}")
+
+
 def literal(value: str | Path) -> str:
     """A quoted SQL string literal (a scratch file path, an S3 key), for statements DuckDB
     cannot prepare with parameters (views, COPY, settings)."""

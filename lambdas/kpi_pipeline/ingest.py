@@ -28,6 +28,7 @@ from kpi_pipeline.engine import create_table, create_view, literal, scalar
 REQUIRED_COLUMNS = ("user_id", "track_id", "listen_time")
 ASCII_WHITESPACE = " \t\r\n\f\v"  # what "surrounding whitespace" means, here and in SQL
 _BLOCK_SIZE = 16 * 1024 * 1024
+_CSV_BLOCK_SIZE = 4 * 1024 * 1024  # small batches: DuckDB parses them on every core
 _HEADER_PROBE_BYTES = 1024 * 1024
 _BOM = codecs.BOM_UTF8
 
@@ -118,14 +119,13 @@ def validate_stream_file(
 
     malformed: list[str] = []
     try:
-        reader = _open_rows(csv_path, columns, malformed)
-        con.register("parsed_batches", reader)
-        con.execute("CREATE TEMP TABLE raw_rows AS SELECT * FROM parsed_batches")
-        con.unregister("parsed_batches")
+        # Parsed as it streams in: the text rows are never held as a table of their own.
+        con.register("raw_rows", _open_rows(csv_path, columns, malformed))
+        create_table(con, "parsed_rows", "ingest/parse_stream_rows.sql")
+        con.unregister("raw_rows")
     except (pa.ArrowInvalid, duckdb.Error) as exc:
         return RejectedFile(FileReason.UNREADABLE_CSV, _first_line(exc))
 
-    create_table(con, "parsed_rows", "ingest/parse_stream_rows.sql")
     dates = [
         row[0]
         for row in con.execute(
@@ -135,7 +135,6 @@ def validate_stream_file(
     by_date = snapshots(sorted(dates)) if callable(snapshots) else dict.fromkeys(dates, snapshots)
     _register_snapshots(con, by_date)
     create_view(con, "classified_rows", "ingest/classify_stream_rows.sql")
-    con.execute("CREATE TEMP TABLE classified AS SELECT * FROM classified_rows")
     return _write_outputs(con, malformed, lineage, out_dir)
 
 
@@ -169,53 +168,23 @@ def _register_snapshots(con: duckdb.DuckDBPyConnection, by_date: dict[dt.date, S
 def _write_outputs(
     con: duckdb.DuckDBPyConnection, malformed: list[str], lineage: Lineage, out_dir: Path
 ) -> AcceptedFile:
+    """The quarantined rows, then the valid plays: each a single pass over the rows."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Rows repeating (user_id, track_id, listen_time) are one play (KPIS.md).
-    con.execute(
-        """
-        CREATE TEMP TABLE valid_plays AS
-        SELECT DISTINCT
-            user_id, track_id, listen_time, CAST(listen_time AS DATE) AS kpi_date
-        FROM classified
-        WHERE reason IS NULL
-        """
-    )
-    valid_rows = scalar(con, "SELECT count(*) FROM classified WHERE reason IS NULL")
-    plays_valid = scalar(con, "SELECT count(*) FROM valid_plays")
-
-    plays_by_date: dict[dt.date, Path] = {}
-    dates = [row[0] for row in con.execute("SELECT DISTINCT kpi_date FROM valid_plays").fetchall()]
-    for kpi_date in sorted(dates):
-        path = out_dir / f"plays_{kpi_date.isoformat()}.parquet"
-        con.execute(
-            f"""
-            COPY (
-                SELECT user_id, track_id, listen_time, kpi_date, ? AS content_key
-                FROM valid_plays WHERE kpi_date = ?
-            ) TO {literal(path)} (FORMAT parquet, COMPRESSION zstd)
-            """,
-            [lineage.content_key, kpi_date],
-        )
-        plays_by_date[kpi_date] = path
-
     con.register(
         "malformed_rows",
         pa.table({"raw_record": pa.array(malformed, type=pa.string())}),
     )
-    con.execute(
-        """
-        CREATE TEMP TABLE quarantined AS
-        SELECT
-            record_number, raw_user_id AS user_id, raw_track_id AS track_id,
-            raw_listen_time AS listen_time, CAST(NULL AS VARCHAR) AS raw_record, reason
-        FROM classified WHERE reason IS NOT NULL
-        UNION ALL
-        SELECT NULL, NULL, NULL, NULL, raw_record, 'malformed_row' FROM malformed_rows
-        """
-    )
+    create_table(con, "quarantined", "ingest/quarantined_rows.sql")
     counts = dict(
         con.execute("SELECT reason, count(*) FROM quarantined GROUP BY reason").fetchall()
     )
+    valid_rows = (
+        scalar(con, "SELECT count(*) FROM parsed_rows")
+        - sum(counts.values())
+        + counts.get(RowReason.MALFORMED_ROW, 0)
+    )
+    plays_by_date, plays_valid = _write_plays(con, lineage, out_dir)
+
     quarantine_path = None
     if counts:
         quarantine_path = out_dir / "quarantined_rows.parquet"
@@ -235,6 +204,39 @@ def _write_outputs(
         rows_quarantined={str(k): int(v) for k, v in sorted(counts.items())},
         quarantine_path=quarantine_path,
     )
+
+
+def _write_plays(
+    con: duckdb.DuckDBPyConnection, lineage: Lineage, out_dir: Path
+) -> tuple[dict[dt.date, Path], int]:
+    """One Parquet file of de-duplicated valid plays per kpi_date."""
+    # Every row the quarantine does not hold is valid (no second classification), and rows
+    # repeating (user_id, track_id, listen_time) are one play (KPIS.md).
+    con.execute(
+        """
+        CREATE TEMP TABLE valid_plays AS
+        SELECT DISTINCT user_id, track_id_text AS track_id, listen_time, kpi_date
+        FROM parsed_rows
+        ANTI JOIN quarantined ON parsed_rows.record_number = quarantined.record_number
+        """
+    )
+    plays_by_date: dict[dt.date, Path] = {}
+    dates = [row[0] for row in con.execute("SELECT DISTINCT kpi_date FROM valid_plays").fetchall()]
+    for kpi_date in sorted(dates):
+        path = out_dir / f"plays_{kpi_date.isoformat()}.parquet"
+        con.execute(
+            f"""
+            COPY (
+                SELECT
+                    user_id, track_id, utc_instant(listen_time) AS listen_time,
+                    kpi_date, ? AS content_key
+                FROM valid_plays WHERE kpi_date = ?
+            ) TO {literal(path)} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)
+            """,
+            [lineage.content_key, kpi_date],
+        )
+        plays_by_date[kpi_date] = path
+    return plays_by_date, scalar(con, "SELECT count(*) FROM valid_plays")
 
 
 def _inspect_bytes(path: Path) -> RejectedFile | None:
@@ -327,7 +329,7 @@ def _open_rows(path: Path, columns: dict[str, str], malformed: list[str]) -> pa.
     raw_names = list(columns.values())
     reader = pa_csv.open_csv(
         _with_final_line_break(path),
-        read_options=pa_csv.ReadOptions(block_size=_BLOCK_SIZE),
+        read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_SIZE),
         parse_options=pa_csv.ParseOptions(
             newlines_in_values=True, invalid_row_handler=on_invalid_row
         ),

@@ -15,6 +15,7 @@ import datetime as dt
 import shutil
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -144,8 +145,8 @@ def _transform_batch(
     plays = _download_curated(
         storage, layout, {d: contents_by_date[d] for d in dates}, work / "plays"
     )
-    if not plays:
-        raise DataGateError(f"no curated plays found for {dates}")
+    if without := [d.isoformat() for d in dates if d not in plays]:
+        raise DataGateError(f"no curated plays found for {without}")
     con = engine.connect(engine_settings, work, spill_limit_mb=space.spill_limit_mb())
     try:
         kpis, stats = _run_models(con, songs, plays, catalogues, run_id)
@@ -158,15 +159,37 @@ def _transform_batch(
     return stats
 
 
-def run_kpi_models(con: engine.duckdb.DuckDBPyConnection, run_id: str) -> pa.Table:
-    """The warehouse rows from ``songs``, ``curated_plays`` and ``target_dates``.
+def run_kpi_models(
+    con: engine.duckdb.DuckDBPyConnection,
+    run_id: str,
+    catalogues: Mapping[dt.date, str],
+    plays: Mapping[dt.date, str],
+) -> pa.Table:
+    """The warehouse rows of the dates of ``catalogues``, from the table ``songs``.
 
-    ``songs`` holds one or more catalogues (column ``catalogue``); ``target_dates`` names
-    the catalogue of each date.
+    ``songs`` holds one or more catalogues (column ``catalogue``); ``catalogues`` names the
+    one of each date, and ``plays`` the relation (a table, ``read_parquet(...)``) that holds
+    each date's curated plays. Plays are de-duplicated a date at a time (stg_plays.sql)
+    into the small hourly tables every mart reads.
     """
+    if set(plays) != set(catalogues):
+        raise ValueError(f"plays and catalogues name different dates: {plays}, {catalogues}")
     con.execute("CREATE OR REPLACE TEMP TABLE run_context AS SELECT ? AS run_id", [run_id])
-    # Materialised once: every mart and the run statistics read the de-duplicated plays.
-    engine.create_table(con, "stg_plays", "staging/stg_plays.sql")
+    con.execute("CREATE OR REPLACE TEMP TABLE target_dates (kpi_date DATE, catalogue VARCHAR)")
+    con.executemany("INSERT INTO target_dates VALUES (?, ?)", list(catalogues.items()))
+    for number, kpi_date in enumerate(sorted(plays)):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW curated_plays AS SELECT * FROM {plays[kpi_date]}")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE kpi_day AS SELECT ?::DATE AS kpi_date", [kpi_date]
+        )
+        engine.create_table(con, "stg_plays", "staging/stg_plays.sql")
+        for table in ("int_hourly_track_plays", "int_hourly_listeners"):
+            model = f"intermediate/{table}.sql"
+            if number == 0:
+                engine.create_table(con, table, model)
+            else:
+                engine.append_to_table(con, table, model)
+    con.execute("DROP TABLE IF EXISTS stg_plays")
     engine.create_view(con, "genre_daily_kpis", "marts/genre_daily_kpis.sql")
     engine.create_view(con, "hourly_kpis", "marts/hourly_kpis.sql")
     engine.create_view(con, "music_kpi_metrics", "marts/music_kpi_metrics.sql")
@@ -179,7 +202,7 @@ def run_kpi_models(con: engine.duckdb.DuckDBPyConnection, run_id: str) -> pa.Tab
 def _run_models(
     con: engine.duckdb.DuckDBPyConnection,
     songs: dict[str, Path],
-    plays: list[Path],
+    plays: Mapping[dt.date, list[Path]],
     catalogues: dict[dt.date, str],
     run_id: str,
 ) -> tuple[pa.Table, dict[str, int]]:
@@ -188,21 +211,16 @@ def _run_models(
         for key, path in songs.items()
     )
     con.execute(f"CREATE TEMP TABLE songs AS {catalogues_sql}")
-    files = engine.parquet_list(plays)
-    con.execute(f"CREATE TEMP VIEW curated_plays AS SELECT * FROM read_parquet({files})")
-    con.execute("CREATE TEMP TABLE target_dates (kpi_date DATE, catalogue VARCHAR)")
-    con.executemany("INSERT INTO target_dates VALUES (?, ?)", list(catalogues.items()))
-    kpis = run_kpi_models(con, run_id)
+    relations = {d: f"read_parquet({engine.parquet_list(paths)})" for d, paths in plays.items()}
+    kpis = run_kpi_models(con, run_id, catalogues, relations)
+    every_file = engine.parquet_list([path for paths in plays.values() for path in paths])
     stats = {
-        "curated_rows": engine.scalar(
-            con,
-            "SELECT count(*) FROM curated_plays "
-            "WHERE CAST(listen_time AS DATE) IN (SELECT kpi_date FROM target_dates)",
-        ),
-        "plays_in_kpis": engine.scalar(con, "SELECT count(*) FROM stg_plays"),
+        # Each curated object holds the plays of one date: Parquet metadata counts them.
+        "curated_rows": engine.scalar(con, f"SELECT count(*) FROM read_parquet({every_file})"),
+        "plays_in_kpis": engine.scalar(con, "SELECT sum(plays) FROM int_hourly_track_plays"),
         "plays_without_song": engine.scalar(
             con,
-            "SELECT count(*) FROM stg_plays AS p WHERE NOT EXISTS ("
+            "SELECT sum(plays) FROM int_hourly_track_plays AS p WHERE NOT EXISTS ("
             "SELECT 1 FROM songs AS s WHERE s.track_id = p.track_id AND s.catalogue = p.catalogue)",
         ),
         "genre_rows": sum(1 for t in kpis.column("kpi_type").to_pylist() if t == "genre"),
@@ -223,19 +241,22 @@ def _download_catalogues(
 
 def _download_curated(
     storage: Storage, layout: Layout, contents_by_date: dict[dt.date, list[str]], into: Path
-) -> list[Path]:
+) -> dict[dt.date, list[Path]]:
     """Exactly the curated objects the ledger lists for each date (see kpi_pipeline.ledger)."""
-    keys = [
-        layout.curated_plays_key(kpi_date, content_key)
+    objects = [
+        (kpi_date, layout.curated_plays_key(kpi_date, content_key))
         for kpi_date, content_keys in sorted(contents_by_date.items())
         for content_key in content_keys
     ]
-    paths = [into / f"{i:06d}.parquet" for i in range(len(keys))]
+    paths = [into / f"{i:06d}.parquet" for i in range(len(objects))]
     done = parallel(
         lambda kp: storage.download_file(layout.data_bucket, kp[0], kp[1]),
-        zip(keys, paths, strict=True),
+        zip((key for _, key in objects), paths, strict=True),
     )
-    missing = [key for key, present in zip(keys, done, strict=True) if not present]
+    missing = [key for (_, key), present in zip(objects, done, strict=True) if not present]
     if missing:
         raise FileNotFoundError(f"curated plays the ledger lists are missing: {missing[:5]}")
-    return paths
+    by_date: dict[dt.date, list[Path]] = {}
+    for (kpi_date, _), path in zip(objects, paths, strict=True):
+        by_date.setdefault(kpi_date, []).append(path)
+    return by_date

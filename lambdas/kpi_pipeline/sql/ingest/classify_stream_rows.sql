@@ -8,9 +8,10 @@ SELECT
     parsed_rows.raw_user_id,
     parsed_rows.raw_track_id,
     parsed_rows.raw_listen_time,
-    TRY_CAST(parsed_rows.user_id AS BIGINT) AS user_id,
+    parsed_rows.user_id,
     parsed_rows.track_id_text AS track_id,
     parsed_rows.listen_time,
+    parsed_rows.kpi_date,
     CASE
         WHEN NOT parsed_rows.user_id_is_integer THEN 'invalid_user_id'
         WHEN parsed_rows.track_id_text = '' THEN 'missing_track_id'

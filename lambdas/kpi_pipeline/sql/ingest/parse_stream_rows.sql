@@ -1,55 +1,77 @@
 -- Every parsed row of one stream file, typed: what rules 1-3 of KPIS.md "Valid plays" need,
 -- and the row's kpi_date (whose snapshot checks rule 4, see classify_stream_rows.sql).
 -- Input: raw_rows(record_number, user_id, track_id, listen_time) as text.
-WITH cleaned AS (
+--
+-- Nearly every row spells its values the common way: a plain user id, nothing to trim, a
+-- timestamp in UTC. A cheap test recognises that spelling and a plain cast reads it
+-- (macros.sql, "fast path"); only the other rows go through each rule's full chain of
+-- trimming, signs, case and offsets. Both give the same value for any text both accept.
+-- listen_time is the UTC wall time (TIMESTAMP): cheaper to compare and to date than
+-- TIMESTAMPTZ, which is what the curated plays hold.
+--
+-- The text as written (raw_*) is kept only where the typed value does not spell it exactly
+-- (NULL otherwise): quarantined_rows.sql spells it out for a quarantined row.
+WITH spelled AS (
     SELECT
-        record_number,
-        user_id AS raw_user_id,
-        track_id AS raw_track_id,
-        listen_time AS raw_listen_time,
-        strip_ws(user_id) AS user_id_text,
-        strip_ws(track_id) AS track_id_text,
-        upper(strip_ws(listen_time)) AS listen_time_text
+        *,
+        is_plain_user_id(user_id) AS plain_user_id,
+        is_plain_track_id(track_id) AS plain_track_id,
+        is_plain_timestamp(listen_time) AS plain_listen_time
     FROM raw_rows
 ),
 
-parsed AS (
+typed AS (
     SELECT
-        *,
-        is_integer_text(user_id_text) AS user_id_is_integer,
-        -- HUGEINT: a 30-digit id is an integer (rule 1) that no user has (rule 4).
-        CASE WHEN is_integer_text(user_id_text) THEN TRY_CAST(user_id_text AS HUGEINT) END
-            AS user_id,
+        record_number,
+        CASE WHEN NOT plain_user_id THEN user_id END AS raw_user_id,
+        CASE WHEN NOT plain_track_id THEN track_id END AS raw_track_id,
+        listen_time AS raw_listen_time,
+        plain_listen_time,
         CASE
-            WHEN is_iso_timestamp_text(listen_time_text)
-                THEN TRY_CAST(listen_time_text AS TIMESTAMPTZ)
-        END AS any_listen_time
-    FROM cleaned
+            WHEN plain_user_id THEN true
+            ELSE is_integer_text(strip_ws(user_id))
+        END AS user_id_is_integer,
+        -- NULL for an integer beyond BIGINT: rule 1 holds, and no user has it (rule 4).
+        CASE
+            WHEN plain_user_id THEN CAST(user_id AS BIGINT)
+            WHEN is_integer_text(strip_ws(user_id)) THEN TRY_CAST(strip_ws(user_id) AS BIGINT)
+        END AS user_id,
+        CASE WHEN plain_track_id THEN track_id ELSE strip_ws(track_id) END AS track_id_text,
+        CASE
+            WHEN plain_listen_time THEN TRY_CAST(listen_time AS TIMESTAMP)
+            WHEN is_iso_timestamp_text(upper(strip_ws(listen_time)))
+                THEN CAST(TRY_CAST(upper(strip_ws(listen_time)) AS TIMESTAMPTZ) AS TIMESTAMP)
+        END AS utc_listen_time
+    FROM spelled
 ),
 
 in_range AS (
     SELECT
-        *,
+        * EXCLUDE (utc_listen_time, raw_listen_time, plain_listen_time),
         -- An offset can carry a time written in year 0001 or 9999 out of years 1-9999 in
         -- UTC (0001-01-01 00:30:00+01:00 is in 1 BC): that instant has no YYYY-MM-DD
         -- kpi_date (and Python cannot hold it, so writing the plays failed). Invalid, like
         -- a year 0000 written out.
         CASE
-            WHEN any_listen_time >= TIMESTAMPTZ '0001-01-01 00:00:00+00'
-                AND any_listen_time < TIMESTAMPTZ '10000-01-01 00:00:00+00'
-                THEN any_listen_time
-        END AS listen_time
-    FROM parsed
+            WHEN utc_listen_time >= TIMESTAMP '0001-01-01 00:00:00'
+                AND utc_listen_time < TIMESTAMP '10000-01-01 00:00:00'
+                THEN utc_listen_time
+        END AS listen_time,
+        raw_listen_time,
+        plain_listen_time
+    FROM typed
 )
 
 SELECT
-    record_number,
-    raw_user_id,
-    raw_track_id,
-    raw_listen_time,
-    user_id_is_integer,
-    user_id,
-    track_id_text,
-    listen_time,
-    CAST(listen_time AS DATE) AS kpi_date  -- the session computes in UTC
+    * EXCLUDE (raw_listen_time, plain_listen_time),
+    -- 'YYYY-MM-DD HH:MM:SS' is how a valid listen_time without fraction prints
+    CASE
+        WHEN NOT (
+            plain_listen_time
+            AND listen_time IS NOT NULL
+            AND length(raw_listen_time) = 19
+            AND raw_listen_time[11] = ' '
+        ) THEN raw_listen_time
+    END AS raw_listen_time,
+    CAST(listen_time AS DATE) AS kpi_date
 FROM in_range

@@ -1,6 +1,7 @@
 -- Hourly KPIs (KPIS.md): one row per (kpi_date, stream_hour) with at least one play.
 -- Each play counts once here, whatever the number of genres of its track.
--- Inputs: stg_plays, songs (per catalogue: one row per track and genre).
+-- Inputs: int_hourly_track_plays, int_hourly_listeners, songs (per catalogue: one row per
+-- track and genre).
 WITH track_artists AS (
     -- every artist credited on any row of the track, once per track (and catalogue)
     SELECT DISTINCT
@@ -17,8 +18,8 @@ artist_plays AS (
         plays.kpi_date,
         plays.stream_hour,
         artists.artist,
-        count(*) AS plays
-    FROM stg_plays AS plays
+        sum(plays.plays) AS plays
+    FROM int_hourly_track_plays AS plays
     INNER JOIN track_artists AS artists
         ON plays.catalogue = artists.catalogue AND plays.track_id = artists.track_id
     GROUP BY ALL
@@ -26,21 +27,21 @@ artist_plays AS (
 
 top_artists AS (
     -- most plays; ties to the alphabetically smallest name
-    SELECT kpi_date, stream_hour, artist
+    SELECT
+        kpi_date,
+        stream_hour,
+        arg_min(artist, {'fewer_plays': -plays, 'artist': artist}) AS artist
     FROM artist_plays
-    QUALIFY row_number() OVER (
-        PARTITION BY kpi_date, stream_hour ORDER BY plays DESC, artist ASC
-    ) = 1
+    GROUP BY kpi_date, stream_hour
 ),
 
 hours AS (
     SELECT
         kpi_date,
         stream_hour,
-        count(*) AS listen_count,
-        count(DISTINCT user_id) AS unique_listeners,
-        count(DISTINCT track_id) AS distinct_tracks
-    FROM stg_plays
+        sum(plays) AS listen_count,
+        count(*) AS distinct_tracks
+    FROM int_hourly_track_plays
     GROUP BY kpi_date, stream_hour
 )
 
@@ -48,9 +49,11 @@ SELECT
     hours.kpi_date,
     hours.stream_hour,
     hours.listen_count,
-    hours.unique_listeners,
+    listeners.unique_listeners,
     top.artist AS top_artists,
     hours.distinct_tracks / hours.listen_count AS track_diversity_index
 FROM hours
+INNER JOIN int_hourly_listeners AS listeners
+    ON hours.kpi_date = listeners.kpi_date AND hours.stream_hour = listeners.stream_hour
 LEFT JOIN top_artists AS top
     ON hours.kpi_date = top.kpi_date AND hours.stream_hour = top.stream_hour

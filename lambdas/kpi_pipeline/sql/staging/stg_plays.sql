@@ -1,19 +1,22 @@
--- Every valid play ever accepted for the dates being computed, once: the same play
--- delivered in two files (or twice in one) is one play (KPIS.md "Valid plays").
--- Each play carries the songs catalogue its date is computed with.
--- Inputs: curated_plays (curated Parquet of those dates), target_dates(kpi_date, catalogue).
+-- The valid plays of one date, each once: the same play delivered in two files (or twice
+-- in one) is one play (KPIS.md "Valid plays"). A play's time fixes its date, so no
+-- duplicate spans two dates: computing a date at a time gives the same plays and holds
+-- one date's plays in memory, never a whole backlog's.
+-- Inputs: curated_plays (the curated Parquet of the date), kpi_day(kpi_date).
 WITH plays AS (
-    SELECT DISTINCT
-        user_id,
-        track_id,
-        listen_time,
-        CAST(listen_time AS DATE) AS kpi_date,  -- the session runs in UTC
-        CAST(hour(listen_time) AS INTEGER) AS stream_hour
+    SELECT DISTINCT user_id, track_id, listen_time
     FROM curated_plays
+),
+
+hours AS (
+    SELECT user_id, track_id, utc_hour_number(listen_time) AS hour_number
+    FROM plays
 )
 
 SELECT
-    plays.*,
-    target_dates.catalogue
-FROM plays
-INNER JOIN target_dates ON plays.kpi_date = target_dates.kpi_date
+    user_id,
+    track_id,
+    date_of_hour_number(hour_number) AS kpi_date,
+    hour_of_hour_number(hour_number) AS stream_hour
+FROM hours
+WHERE date_of_hour_number(hour_number) = (SELECT kpi_date FROM kpi_day)

@@ -1,0 +1,97 @@
+"""The bench's input: a users table, a songs table and stream files, generated once and kept.
+
+Generating 10 million rows takes longer than ingesting them, so each data set is written
+under ``.bench/<name>/`` (git-ignored) and reused while its definition is unchanged. The
+files come from the sample-data generator, with its dirt: malformed rows of every
+quarantine class, duplicates, late rows and timestamps in several ISO 8601 spellings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from local_runner.sample_data import SampleConfig, generate, write_stream_file
+
+CACHE = Path(__file__).resolve().parent.parent / ".bench"
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """``plays`` stream rows in ``files`` files spread over ``days`` days."""
+
+    name: str
+    plays: int
+    files: int
+    days: int
+    users: int = 50_000
+    tracks: int = 83_400  # about 100,000 song rows: a track is listed under 1-3 genres
+    seed: int = 1
+
+    def day_of(self, file_number: int) -> dt.date:
+        return dt.date(2024, 6, 25) + dt.timedelta(days=file_number * self.days // self.files)
+
+    def rows_of(self, file_number: int) -> int:
+        return (self.plays * (file_number + 1)) // self.files - (self.plays * file_number) // (
+            self.files
+        )
+
+
+DEFAULT = DataSet("10M", plays=10_000_000, files=3, days=2)
+BIG = DataSet("100M", plays=100_000_000, files=10, days=5)
+
+
+@dataclass(frozen=True)
+class BenchFiles:
+    users_csv: Path
+    songs_csv: Path
+    streams: list[Path]
+
+    def describe(self, data: DataSet) -> str:
+        songs = sum(1 for _ in self.songs_csv.open(encoding="utf-8")) - 1
+        size = sum(p.stat().st_size for p in self.streams) / 1e6
+        return (
+            f"{data.plays:,} plays in {data.files} files ({size:,.0f} MB) over {data.days} days, "
+            f"{data.users:,} users, {songs:,} song rows"
+        )
+
+
+def materialise(data: DataSet) -> BenchFiles:
+    """The data set's files, generated on first use (and whenever its definition changes)."""
+    folder = CACHE / data.name
+    definition = json.dumps(asdict(data), sort_keys=True)
+    stamp = folder / "definition.json"
+    files = BenchFiles(
+        folder / "users.csv",
+        folder / "songs.csv",
+        [folder / f"streams{i:02d}.csv" for i in range(data.files)],
+    )
+    if stamp.exists() and stamp.read_text(encoding="utf-8") == definition:
+        return files
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    config = SampleConfig(
+        seed=data.seed,
+        users=data.users,
+        tracks=data.tracks,
+        days=1,
+        plays_per_day=10,
+        include_bad_file=False,
+    )
+    sample = generate(folder / "sample", config)
+    sample.users_csv.rename(files.users_csv)
+    sample.songs_csv.rename(files.songs_csv)
+    shutil.rmtree(folder / "sample")
+    for number, path in enumerate(files.streams):
+        write_stream_file(
+            path,
+            config=config,
+            day=data.day_of(number),
+            plays=data.rows_of(number),
+            seed=number,
+        )
+    stamp.write_text(definition, encoding="utf-8")
+    return files

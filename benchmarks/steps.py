@@ -1,0 +1,108 @@
+"""What `make bench` measures, each run in a fresh process (see ``benchmarks.__main__``).
+
+Every step calls the production code of its Lambda on local files, with the DuckDB memory
+limit that Lambda's memory size gives it; only S3 is left out. The pandas baseline is the
+seed's approach (``benchmarks.pandas_seed``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from infra.config import DEFAULT_FUNCTIONS
+from kpi_pipeline import engine
+from kpi_pipeline.settings import EngineSettings
+
+SNAPSHOT_KEY = "bench-songs"
+_HASH_CHUNK = 8 * 1024 * 1024
+
+
+def lambda_engine(step: str) -> EngineSettings:
+    """The engine settings a Lambda of ``step`` gets from its default memory size."""
+    return EngineSettings(aws_lambda_function_memory_size=DEFAULT_FUNCTIONS[step].memory_mb)
+
+
+def pandas_seed(users_csv: str, songs_csv: str, streams: list[str]) -> dict[str, Any]:
+    from benchmarks.pandas_seed import seed_kpis
+
+    return seed_kpis(users_csv, songs_csv, streams)
+
+
+def snapshot(users_csv: str, songs_csv: str, out: str) -> dict[str, Any]:
+    """ExtractRds's cleaning and Parquet snapshot, reading the tables from CSV."""
+    from kpi_pipeline.extract import stage_source_tables
+
+    folder = Path(out)
+    con = engine.connect(lambda_engine("extract_rds"), folder)
+    options = "all_varchar = true, quote = '\"', escape = '\"', header = true"
+    for table, path in (("users", users_csv), ("songs", songs_csv)):
+        con.execute(
+            f"CREATE TEMP VIEW raw_{table} AS "
+            f"SELECT * FROM read_csv({engine.literal(path)}, {options})"
+        )
+    stage_source_tables(con)
+    for table, query in (
+        ("users", "SELECT user_id FROM stg_users"),
+        ("songs", "SELECT * FROM stg_songs"),
+    ):
+        target = engine.literal(folder / f"{table}.parquet")
+        con.execute(f"COPY ({query}) TO {target} (FORMAT parquet, COMPRESSION zstd)")
+    rows = engine.scalar(
+        con, "SELECT (SELECT count(*) FROM stg_users) + (SELECT count(*) FROM stg_songs)"
+    )
+    return {"rows": rows}
+
+
+def ingest(csv_path: str, snapshot_dir: str, work: str) -> dict[str, Any]:
+    """IngestFile on one file: its SHA-256 (the content key), then validation and output."""
+    from kpi_pipeline.ingest import AcceptedFile, Lineage, Snapshot, validate_stream_file
+
+    digest = hashlib.sha256()
+    with Path(csv_path).open("rb") as raw:
+        while chunk := raw.read(_HASH_CHUNK):
+            digest.update(chunk)
+    folder = Path(snapshot_dir)
+    con = engine.connect(lambda_engine("ingest_file"), Path(work))
+    outcome = validate_stream_file(
+        Path(csv_path),
+        snapshots=Snapshot(folder / "users.parquet", folder / "songs.parquet"),
+        lineage=Lineage(Path(csv_path).name, digest.hexdigest(), "bench"),
+        out_dir=Path(work) / "out",
+        con=con,
+    )
+    assert isinstance(outcome, AcceptedFile), outcome
+    quarantined = sum(outcome.rows_quarantined.values())
+    return {
+        "rows": outcome.plays_valid + outcome.duplicates + quarantined,
+        "plays": outcome.plays_valid,
+        "quarantined": quarantined,
+    }
+
+
+def transform(snapshot_dir: str, plays: list[str], work: str) -> dict[str, Any]:
+    """Transform's models on the curated plays of every date, as one batch."""
+    import pyarrow.parquet as pq
+
+    from kpi_pipeline.kpis import _run_models
+    from kpi_pipeline.warehouse.arrow import fit_to_schema
+
+    by_date: dict[dt.date, list[Path]] = {}
+    for path in map(Path, plays):
+        by_date.setdefault(dt.date.fromisoformat(path.stem.removeprefix("plays_")), []).append(path)
+    con = engine.connect(lambda_engine("transform"), Path(work))
+    kpis, stats = _run_models(
+        con,
+        {SNAPSHOT_KEY: Path(snapshot_dir) / "songs.parquet"},
+        by_date,
+        dict.fromkeys(by_date, SNAPSHOT_KEY),
+        "bench",
+    )
+    pq.write_table(fit_to_schema(kpis), Path(work) / "music_kpi_metrics.parquet")
+    return {
+        "rows": stats["curated_rows"],
+        "plays": stats["plays_in_kpis"],
+        "kpi_rows": kpis.num_rows,
+    }

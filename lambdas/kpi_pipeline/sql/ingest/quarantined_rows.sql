@@ -1,0 +1,19 @@
+-- The quarantined rows of one stream file, each with its reason and its values as written
+-- (KPIS.md: quarantined with its reason, never silently dropped).
+-- Inputs: classified_rows (classify_stream_rows.sql), malformed_rows(raw_record): the rows
+-- whose field count is not the header's, as read.
+SELECT
+    record_number,
+    -- parse_stream_rows.sql keeps a raw value only where the typed one does not spell it
+    coalesce(raw_user_id, CAST(user_id AS VARCHAR)) AS user_id,
+    coalesce(raw_track_id, track_id) AS track_id,
+    coalesce(raw_listen_time, CAST(listen_time AS VARCHAR)) AS listen_time,
+    CAST(NULL AS VARCHAR) AS raw_record,
+    reason
+FROM classified_rows
+WHERE reason IS NOT NULL
+
+UNION ALL
+
+SELECT NULL, NULL, NULL, NULL, raw_record, 'malformed_row'
+FROM malformed_rows

@@ -1,0 +1,134 @@
+"""The fast macros of ``sql/macros.sql`` give exactly what the slow, obvious SQL gives."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from kpi_pipeline import engine
+from kpi_pipeline.settings import EngineSettings
+
+# Valid plays are dated in years 1-9999 (KPIS.md rule 3), microseconds included.
+INSTANTS = st.datetimes(
+    min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+)
+
+
+@pytest.fixture(scope="module")
+def con(tmp_path_factory: pytest.TempPathFactory) -> Iterator[duckdb.DuckDBPyConnection]:
+    connection = engine.connect(EngineSettings(), Path(tmp_path_factory.mktemp("macros")))
+    yield connection
+    connection.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(moment=INSTANTS)
+@example(moment=dt.datetime(1, 1, 1))
+@example(moment=dt.datetime(9999, 12, 31, 23, 59, 59, 999999))
+@example(moment=dt.datetime(1969, 12, 31, 23, 59, 59, 999999))
+@example(moment=dt.datetime(1970, 1, 1))
+@example(moment=dt.datetime(2024, 2, 29, 23, 0))
+@example(moment=dt.datetime(1600, 2, 29, 0, 59, 59, 999999))
+def test_the_hour_number_gives_the_utc_date_and_hour_of_any_valid_instant(
+    con: duckdb.DuckDBPyConnection, moment: dt.datetime
+) -> None:
+    instant = moment.replace(tzinfo=dt.UTC)
+    row = con.execute(
+        "SELECT date_of_hour_number(utc_hour_number(?::TIMESTAMPTZ)), "
+        "hour_of_hour_number(utc_hour_number(?::TIMESTAMPTZ))",
+        [instant, instant],
+    ).fetchone()
+    assert row == (moment.date(), moment.hour)
+
+
+@settings(max_examples=300, deadline=None)
+@given(moment=INSTANTS)
+@example(moment=dt.datetime(1, 1, 1))
+@example(moment=dt.datetime(1969, 12, 31, 23, 59, 59, 999999))
+@example(moment=dt.datetime(9999, 12, 31, 23, 59, 59, 999999))
+def test_utc_instant_is_the_cast_to_timestamptz_in_utc(
+    con: duckdb.DuckDBPyConnection, moment: dt.datetime
+) -> None:
+    fast, cast = con.execute(
+        "SELECT utc_instant(?::TIMESTAMP), CAST(?::TIMESTAMP AS TIMESTAMPTZ)", [moment, moment]
+    ).fetchone() or (None, None)
+    assert fast == cast == moment.replace(tzinfo=dt.UTC)
+
+
+USER_ID_TEXT = st.one_of(
+    st.integers(min_value=-(10**20), max_value=10**20).map(str),
+    st.from_regex(r"\A[ +\-0]{0,2}[0-9]{1,20}[ ]?\Z"),
+    st.text(alphabet="0123456789 +-.e\t", max_size=22),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=USER_ID_TEXT)
+@example(text="0")
+@example(text="00")
+@example(text="999999999999999999")
+@example(text="9223372036854775807")
+def test_a_plain_user_id_is_an_integer_text_whose_bigint_prints_as_written(
+    con: duckdb.DuckDBPyConnection, text: str
+) -> None:
+    plain, integer, value = con.execute(
+        "SELECT is_plain_user_id(?), is_integer_text(?), TRY_CAST(? AS BIGINT)", [text, text, text]
+    ).fetchone() or (None, None, None)
+    if plain:
+        assert integer
+        assert str(value) == text
+
+
+TRACK_ID_TEXT = st.text(
+    alphabet=st.sampled_from([*'aZ09_-;"é', " ", "\t", "\r", "\n", "\x0c", "\x0b", "\x01"]),
+    max_size=8,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=TRACK_ID_TEXT)
+@example(text="")
+@example(text=" a")
+@example(text="a\t")
+def test_a_plain_track_id_has_nothing_to_strip(con: duckdb.DuckDBPyConnection, text: str) -> None:
+    plain, stripped = con.execute(
+        "SELECT is_plain_track_id(?), strip_ws(?)", [text, text]
+    ).fetchone() or (
+        None,
+        None,
+    )
+    if plain:
+        assert stripped == text != ""
+
+
+TIMESTAMP_TEXT = st.one_of(
+    INSTANTS.map(lambda m: m.isoformat(sep="T")),
+    INSTANTS.map(lambda m: m.isoformat(sep=" ") + "Z"),
+    st.from_regex(
+        r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,7})?"
+        r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)?\Z"
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=TIMESTAMP_TEXT)
+@example(text="2024-06-25T23:59:59.999999Z")
+@example(text="2024-06-25 00:00:00+01:00")
+def test_a_plain_timestamp_reads_as_a_timestamp_exactly_as_the_full_rule_reads_it(
+    con: duckdb.DuckDBPyConnection, text: str
+) -> None:
+    plain, full, fast, slow = con.execute(
+        "SELECT is_plain_timestamp(?), is_iso_timestamp_text(upper(?)), "
+        "utc_instant(TRY_CAST(? AS TIMESTAMP)), TRY_CAST(upper(?) AS TIMESTAMPTZ)",
+        [text, text, text, text],
+    ).fetchone() or (None, None, None, None)
+    if plain:
+        assert full
+        assert fast == slow
