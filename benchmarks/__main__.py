@@ -206,7 +206,7 @@ def _lambda_terms(figures: dict[str, list[Figure]]) -> None:
     from infra.config import DEFAULT_FUNCTIONS
 
     print(
-        f"\nOn Lambda (x86_64, ${LAMBDA_USD_PER_GB_SECOND} per GB-s, 1 vCPU per "
+        f"\nOn Lambda (x86_64, ${LAMBDA_USD_PER_GB_SECOND:.10f} per GB-s, 1 vCPU per "
         f"{LAMBDA_MB_PER_VCPU:,} MB; time = CPU s / vCPUs):"
     )
     print(

@@ -209,34 +209,37 @@ def _write_outputs(
 def _write_plays(
     con: duckdb.DuckDBPyConnection, lineage: Lineage, out_dir: Path
 ) -> tuple[dict[dt.date, Path], int]:
-    """One Parquet file of de-duplicated valid plays per kpi_date."""
+    """One Parquet file of de-duplicated valid plays per kpi_date; and how many plays."""
     # Every row the quarantine does not hold is valid (no second classification), and rows
     # repeating (user_id, track_id, listen_time) are one play (KPIS.md).
     con.execute(
         """
-        CREATE TEMP TABLE valid_plays AS
-        SELECT DISTINCT user_id, track_id_text AS track_id, listen_time, kpi_date
+        CREATE TEMP VIEW valid_rows AS
+        SELECT user_id, track_id_text AS track_id, listen_time, kpi_date
         FROM parsed_rows
         ANTI JOIN quarantined ON parsed_rows.record_number = quarantined.record_number
         """
     )
     plays_by_date: dict[dt.date, Path] = {}
-    dates = [row[0] for row in con.execute("SELECT DISTINCT kpi_date FROM valid_plays").fetchall()]
+    plays = 0
+    dates = [row[0] for row in con.execute("SELECT DISTINCT kpi_date FROM valid_rows").fetchall()]
     for kpi_date in sorted(dates):
         path = out_dir / f"plays_{kpi_date.isoformat()}.parquet"
-        con.execute(
+        # COPY de-duplicates as it writes (a date's plays are never materialised twice),
+        # and answers with the number of rows written.
+        written = con.execute(
             f"""
             COPY (
-                SELECT
-                    user_id, track_id, utc_instant(listen_time) AS listen_time,
-                    kpi_date, ? AS content_key
-                FROM valid_plays WHERE kpi_date = ?
+                SELECT user_id, track_id, utc_instant(listen_time) AS listen_time, kpi_date,
+                    ? AS content_key
+                FROM (SELECT DISTINCT * FROM valid_rows WHERE kpi_date = ?)
             ) TO {literal(path)} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)
             """,
             [lineage.content_key, kpi_date],
-        )
+        ).fetchone()
+        plays += int(written[0]) if written else 0
         plays_by_date[kpi_date] = path
-    return plays_by_date, scalar(con, "SELECT count(*) FROM valid_plays")
+    return plays_by_date, plays
 
 
 def _inspect_bytes(path: Path) -> RejectedFile | None:
