@@ -221,7 +221,7 @@ def _lambda_terms(figures: dict[str, list[Figure]]) -> None:
         per_million = seconds / millions
         usd = per_million * memory_mb / 1024 * LAMBDA_USD_PER_GB_SECOND
         largest = LAMBDA_TIMEOUT_SECONDS / per_million
-        unit = "rows in one file" if function == "ingest_file" else "plays of a batch of dates"
+        unit = "rows in one file" if function == "ingest_file" else "plays of a date"
         print(
             f"{function:<14}{memory_mb:>7,} MB{per_million:>10.2f}{usd:>12.7f}"
             f"{largest:>9,.0f}M {unit}"

@@ -25,6 +25,7 @@ STEPS = (
     "extract_rds",
     "list_files",
     "ingest_file",
+    "plan_transform",
     "transform",
     "load",
     "archive",
@@ -209,6 +210,7 @@ DEFAULT_FUNCTIONS: dict[str, FunctionConfig] = {
     "extract_rds": FunctionConfig(memory_mb=3008, timeout_seconds=900, ephemeral_storage_mb=2048),
     "list_files": FunctionConfig(memory_mb=512, timeout_seconds=120, ephemeral_storage_mb=512),
     "ingest_file": FunctionConfig(memory_mb=2048, timeout_seconds=900, ephemeral_storage_mb=4096),
+    "plan_transform": FunctionConfig(memory_mb=1024, timeout_seconds=300, ephemeral_storage_mb=512),
     "transform": FunctionConfig(memory_mb=3008, timeout_seconds=900, ephemeral_storage_mb=6144),
     "load": FunctionConfig(memory_mb=1024, timeout_seconds=900, ephemeral_storage_mb=512),
     "archive": FunctionConfig(memory_mb=512, timeout_seconds=600, ephemeral_storage_mb=512),
@@ -234,6 +236,7 @@ class PipelineConfig(_Model):
     extract_batch_size: int = Field(default=50_000, ge=100, le=5_000_000)
     max_files_per_run: int = Field(default=1000, ge=1, le=10_000)
     ingest_concurrency: int = Field(default=10, ge=1, le=40)
+    transform_concurrency: int = Field(default=10, ge=1, le=1000)
     local: bool = False  # the laptop environment: no VPC, PostgreSQL warehouse
 
     @model_validator(mode="after")

@@ -242,11 +242,17 @@ class PipelineFunctions(Construct):
         )
         _list(ingest, data)
 
-        transform = roles["transform"]
-        _objects(transform, data, READ, "runs/", "curated/", "snapshots/", "ledger/", "catalogue/")
-        _objects(transform, data, WRITE, "runs/", "kpis/", "catalogue/")
+        plan = roles["plan_transform"]
+        # catalogue/: a date accepted before pins existed is pinned to today's snapshot.
+        _objects(plan, data, READ, "runs/", "ledger/", "snapshots/", "catalogue/")
+        _objects(plan, data, WRITE, "runs/", "catalogue/")
         # Markers no load can ever clear (no ledger entry, or no valid play) are removed.
-        _objects(transform, data, ("s3:DeleteObject",), "ledger/pending/")
+        _objects(plan, data, ("s3:DeleteObject",), "ledger/pending/")
+        _list(plan, data)
+
+        transform = roles["transform"]
+        _objects(transform, data, READ, "runs/", "curated/", "ledger/", "catalogue/")
+        _objects(transform, data, WRITE, "runs/", "kpis/")
         _list(transform, data)
 
         load = roles["load"]

@@ -101,7 +101,13 @@ def acknowledge_findings(stack: PipelineStack) -> None:
     # The Map's Catch records a failed file's result under the run's prefix; the
     # Distributed Map reads the file list there and writes its result manifests.
     acknowledge_prefixes(
-        machine_role, stack.storage.data_bucket.bucket_arn, ("runs/", Layout.map_results_prefix())
+        machine_role,
+        stack.storage.data_bucket.bucket_arn,
+        (
+            "runs/",
+            Layout.map_results_prefix(),
+            Layout.transform_map_results_prefix(),
+        ),
     )
     # The Distributed Map's child executions (CDK's DistributedMapPolicy).
     machine_name = json.dumps(

@@ -61,8 +61,10 @@ class PipelineStack(Stack):
             alert_topic=self.alert_topic,
             lock_table=self.storage.lock_table,
             map_results_prefix=Layout.map_results_prefix(),
+            transform_map_results_prefix=Layout.transform_map_results_prefix(),
             pipeline_name=name,
             ingest_concurrency=config.ingest_concurrency,
+            transform_concurrency=config.transform_concurrency,
         )
         self.state_machine = sfn.StateMachine(
             self,

@@ -54,11 +54,19 @@ INGEST_FILE = Step(
     frozenset({"storage", "engine"}),
     frozenset({"base", "duckdb", "aws_sdk_pandas"}),
 )
+PLAN_TRANSFORM = Step(
+    "plan_transform",
+    "PlanTransform",
+    "transform.plan.handler",
+    "Plans the dates to recompute from the ledger and pins their catalogue",
+    frozenset({"storage"}),
+    frozenset({"base"}),
+)
 TRANSFORM = Step(
     "transform",
     "Transform",
     "transform.handler.handler",
-    "Computes the KPIs of every touched date with DuckDB",
+    "Computes the KPIs of one date with DuckDB",
     frozenset({"storage", "engine"}),
     frozenset({"base", "duckdb", "aws_sdk_pandas"}),
 )
@@ -84,6 +92,7 @@ ALL_STEPS: tuple[Step, ...] = (
     EXTRACT_RDS,
     LIST_FILES,
     INGEST_FILE,
+    PLAN_TRANSFORM,
     TRANSFORM,
     LOAD,
     ARCHIVE,

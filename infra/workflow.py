@@ -24,6 +24,7 @@ from infra.steps import (
     INGEST_FILE,
     LIST_FILES,
     LOAD,
+    PLAN_TRANSFORM,
     TRANSFORM,
     Step,
 )
@@ -64,8 +65,10 @@ class PipelineDefinition(Construct):
         alert_topic: sns.ITopic,
         lock_table: dynamodb.ITable,
         map_results_prefix: str,
+        transform_map_results_prefix: str,
         pipeline_name: str,
         ingest_concurrency: int,
+        transform_concurrency: int,
     ) -> None:
         super().__init__(scope, construct_id)
         self._functions = functions
@@ -283,7 +286,43 @@ class PipelineDefinition(Construct):
         ingest.item_processor(ingest_file)
         self._catch(ingest, "IngestStreams")
 
-        transform = self._task(TRANSFORM, {"run_id.$": RUN_ID, "snapshot": SNAPSHOT}, "$.transform")
+        plan = self._task(PLAN_TRANSFORM, {"run_id.$": RUN_ID, "snapshot": SNAPSHOT}, "$.transform")
+        # One date per child execution, each within one function's limits: a backlog of any
+        # length is read from S3 and computed in parallel. Any date that fails fails the Map
+        # (no failure is tolerated), so the load never replaces a date it has no KPIs for.
+        transform = sfn.DistributedMap(
+            self,
+            "TransformDates",
+            comment="One child execution per planned date: its KPIs, one part each",
+            item_reader=_RunsItemReader(
+                bucket=data_bucket, key=sfn.JsonPath.string_at("$.transform.dates_key")
+            ),
+            item_selector={
+                "run_id.$": RUN_ID,
+                "kpi_date.$": "$$.Map.Item.Value.kpi_date",
+                "plan_version.$": "$.transform.plan_version",
+                "attempt.$": "$.transform.attempt",
+            },
+            max_concurrency=transform_concurrency,
+            map_execution_type=sfn.StateMachineType.STANDARD,  # a date may take 15 minutes
+            result_writer_v2=_RunsResultWriter(
+                bucket=data_bucket, prefix=transform_map_results_prefix
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        transform.item_processor(
+            self._invoke(
+                TRANSFORM,
+                {
+                    "run_id.$": "$.run_id",
+                    "kpi_date.$": "$.kpi_date",
+                    "plan_version.$": "$.plan_version",
+                    "attempt.$": "$.attempt",
+                },
+                result_path="$",
+            )
+        )
+        self._catch(transform, "TransformDates")
         load = self._invoke(
             LOAD,
             {
@@ -295,7 +334,7 @@ class PipelineDefinition(Construct):
         )
         # Content was accepted for a planned date after the plan was made: plan again (Load
         # never commits such a plan; Transform bounds how often this can happen).
-        load.add_catch(transform, errors=[PlanOutdated.__name__], result_path="$.replan")
+        load.add_catch(plan, errors=[PlanOutdated.__name__], result_path="$.replan")
         self._catch(load, LOAD.state)
         skip_load = sfn.Pass(
             self,
@@ -323,7 +362,7 @@ class PipelineDefinition(Construct):
         load_and_archive = (
             sfn.Choice(self, "HasDatesToLoad?", comment="a date needs recomputing")
             .when(sfn.Condition.number_equals("$.transform.kpi_date_count", 0), skip_load)
-            .otherwise(load)
+            .otherwise(transform.next(load))
             .afterwards()
             .next(archive)
             .next(self._release)
@@ -337,7 +376,7 @@ class PipelineDefinition(Construct):
                 ),
                 no_new_files,
             )
-            .otherwise(ingest.next(transform).next(load_and_archive))
+            .otherwise(ingest.next(plan).next(load_and_archive))
         )
         source_data = (
             sfn.Choice(self, "HasSourceData?", comment="users and songs both have rows")

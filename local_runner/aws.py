@@ -34,7 +34,7 @@ from moto.awslambda_simple.models import LambdaSimpleBackend
 
 from local_runner.faults import LambdaKilled, SideEffects, observed
 from local_runner.iam import STATE_MACHINE_ACCESS_KEY, IamCheck, Principal, enforced
-from local_runner.limits import PayloadCheck, measured_payloads
+from local_runner.limits import PayloadCheck, measured_payloads, tolerated_failures_enforced
 from local_runner.template import ACCOUNT, REGION, REPO, LocalFunction, LocalPipeline
 
 LAMBDAS = REPO / "lambdas"
@@ -140,6 +140,7 @@ class LocalAws:
         self._stack.enter_context(_credentials_per_principal(self.iam))
         self._stack.enter_context(enforced(self.iam))
         self._stack.enter_context(measured_payloads(self.payloads))
+        self._stack.enter_context(tolerated_failures_enforced())
         self._stack.enter_context(observed(self.side_effects, self._step_of))
         self._reset_pipeline_caches()
         self._route_logs()

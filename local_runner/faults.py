@@ -26,6 +26,8 @@ KINDS: tuple[tuple[str, str], ...] = (
     (r"^runs/[^/]+/manifest_files\.json$", "manifest file list"),
     (r"^runs/[^/]+/ingest/", "ingest result"),
     (r"^runs/[^/]+/load_plan\.json$", "load plan"),
+    (r"^runs/[^/]+/transform/[^/]+/dates\.json$", "date list"),
+    (r"^runs/[^/]+/transform/[^/]+/results/", "date result"),
     (r"^runs/[^/]+/summary\.json$", "run summary"),
     (r"^catalogue/dates/", "date pin"),
     (r"^catalogue/(songs|users)/", "pinned snapshot"),

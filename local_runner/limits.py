@@ -86,3 +86,64 @@ def measured_payloads(check: PayloadCheck) -> Iterator[None]:
         yield
     finally:
         EventManager.add_event = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def tolerated_failures_enforced() -> Iterator[None]:
+    """A Distributed Map fails when more of its items failed than it tolerates.
+
+    AWS fails the Map run with ``States.ExceedToleratedFailureThreshold`` (a Catch can handle
+    it) once its failed items exceed ``ToleratedFailureCount`` or ``ToleratedFailurePercentage``,
+    both zero unless set. moto counts the failed items and lets the Map succeed, so a run
+    would go on without them. Here the Map fails after its items ran, as in AWS for a
+    threshold of zero (AWS may stop earlier: no item's outcome depends on that)."""
+    from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import (
+        StatesErrorName,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
+        distributed_iteration_component as distributed,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    component = distributed.DistributedIterationComponent
+    original = component._map_run
+
+    def _map_run(self: Any, env: Any, eval_input: Any) -> None:
+        original(self, env, eval_input)
+        items = eval_input.map_run_record.item_counter
+        failed = items.failed.get() + items.timed_out.get() + items.aborted.get()
+        total = max(1, items.total.get())
+        # Both thresholds default to zero; this project sets neither.
+        if (
+            failed > eval_input.tolerated_failure_count
+            and 100 * failed / total > eval_input.tolerated_failure_percentage
+        ):
+            error = StatesErrorNameType.StatesExceedToleratedFailureThreshold
+            raise FailureEventException(
+                failure_event=FailureEvent(
+                    env=env,
+                    error_name=StatesErrorName(typ=error),
+                    event_type=HistoryEventType.ExecutionFailed,
+                    event_details=EventDetails(  # type: ignore[typeddict-item]
+                        executionFailedEventDetails=ExecutionFailedEventDetails(
+                            error=error.to_name(),
+                            cause=f"The specified tolerated failure threshold was exceeded: "
+                            f"{failed} of {items.total.get()} items failed",
+                        )
+                    ),
+                )
+            )
+
+    component._map_run = _map_run  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        component._map_run = original  # type: ignore[method-assign]

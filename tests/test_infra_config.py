@@ -249,6 +249,7 @@ DEFAULTS = {  # per step: (memory_mb, timeout_seconds, ephemeral_storage_mb)
     "extract_rds": (3008, 900, 2048),
     "list_files": (512, 120, 512),
     "ingest_file": (2048, 900, 4096),
+    "plan_transform": (1024, 300, 512),
     "transform": (3008, 900, 6144),
     "load": (1024, 900, 512),
     "archive": (512, 600, 512),

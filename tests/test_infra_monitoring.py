@@ -423,6 +423,7 @@ def test_prod_sizing_is_the_documented_default():
         "extract_rds": (3008, 900),
         "list_files": (512, 120),
         "ingest_file": (2048, 900),
+        "plan_transform": (1024, 300),
         "transform": (3008, 900),
         "load": (1024, 900),
         "archive": (512, 600),

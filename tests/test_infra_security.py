@@ -162,9 +162,12 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         | objects(READ, data, "snapshots/", "ledger/", "catalogue/")
         | objects(WRITE, data, "curated/", "quarantine/rows/", "ledger/", "runs/", "catalogue/")
         | data_list,
-        "transform": objects(READ, data, "runs/", "curated/", "snapshots/", "ledger/", "catalogue/")
-        | objects(WRITE, data, "runs/", "kpis/", "catalogue/")
+        "plan_transform": objects(READ, data, "runs/", "ledger/", "snapshots/", "catalogue/")
+        | objects(WRITE, data, "runs/", "catalogue/")
         | objects(("s3:DeleteObject",), data, "ledger/pending/")
+        | data_list,
+        "transform": objects(READ, data, "runs/", "curated/", "ledger/", "catalogue/")
+        | objects(WRITE, data, "runs/", "kpis/")
         | data_list,
         "load": objects(READ, data, "runs/", "ledger/", "kpis/")
         | objects(WRITE, data, "ledger/")
@@ -250,9 +253,9 @@ def test_each_function_has_its_own_lambda_role_without_managed_policies(prod, st
     assert len(policies_of(template, {"Ref": role_id})) == 1
 
 
-def test_seven_function_roles_one_per_step(prod):
+def test_eight_function_roles_one_per_step(prod):
     stack, template = prod
-    assert len({logical_id(stack, role) for role in stack.functions.roles.values()}) == 7
+    assert len({logical_id(stack, role) for role in stack.functions.roles.values()}) == 8
     lambda_roles = template.find_resources(
         "AWS::IAM::Role",
         {
@@ -268,7 +271,7 @@ def test_seven_function_roles_one_per_step(prod):
     assert set(lambda_roles) == {logical_id(stack, role) for role in stack.functions.roles.values()}
 
 
-def test_only_archive_deletes_landing_files_and_only_load_and_transform_pending_markers():
+def test_only_archive_deletes_landing_files_and_only_load_and_plan_pending_markers():
     deletes = {
         step.state: sorted(
             resource
@@ -282,7 +285,7 @@ def test_only_archive_deletes_landing_files_and_only_load_and_transform_pending_
     expected = {step.state: [] for step in ALL_STEPS}
     expected["Archive"] = [f"{PROD_LANDING}/{PROD_PREFIX}*"]
     expected["Load"] = [pending]
-    expected["Transform"] = [pending]  # markers no load can ever clear
+    expected["PlanTransform"] = [pending]  # markers no load can ever clear
     assert deletes == expected
 
 
@@ -456,8 +459,9 @@ def test_the_state_machine_role_holds_the_lock_alerts_invokes_and_records_failur
         | allow(("lambda:InvokeFunction",), *functions, *(f"{fn}:*" for fn in functions))
         # the Map's Catch writes a failed file's result under the run's prefix
         | allow(("s3:PutObject",), f"{data}/runs/*")
-        # the Distributed Map reads the run's file list, writes its result manifests under
-        # its own prefix (CDK would grant the whole bucket), and runs its child executions
+        # the Distributed Maps read the run's file and date lists, write their result
+        # manifests under their own prefixes (CDK would grant the whole bucket), and run
+        # their child executions
         | allow(("s3:GetObject",), f"{data}/runs/*")
         | allow(
             (
@@ -467,12 +471,13 @@ def test_the_state_machine_role_holds_the_lock_alerts_invokes_and_records_failur
                 "s3:AbortMultipartUpload",
             ),
             f"{data}/runs/ingest-map-results/*",
+            f"{data}/runs/transform-map-results/*",
         )
         | allow(("states:StartExecution",), f"<{machine_id}>")
         | allow(("states:DescribeExecution", "states:StopExecution"), f"{own_executions}:*")
         | allow(("states:RedriveExecution",), f"{own_executions}/*:*")  # redrive a map run
     )
-    assert len(functions) == 7
+    assert len(functions) == 8
     # The name the executions' ARN is built from is the state machine's real name.
     machine_resource = template.to_json()["Resources"][logical_id(stack, stack.state_machine)]
     assert machine_resource["Properties"]["StateMachineName"] == "music-kpi-prod"

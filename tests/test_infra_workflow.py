@@ -10,7 +10,7 @@ from tests.cdk_apps import definition, template_of
 
 pytestmark = pytest.mark.cdk
 
-TASKS = ["CheckSourceData", "ExtractRds", "ListNewFiles", "Transform", "Load", "Archive"]
+TASKS = ["CheckSourceData", "ExtractRds", "ListNewFiles", "PlanTransform", "Load", "Archive"]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,9 @@ def test_the_happy_path_runs_the_steps_in_the_specified_order(states):
         "ListNewFiles",
         "HasNewFiles?",
         "IngestStreams",
-        "Transform",
+        "PlanTransform",
         "HasDatesToLoad?",
+        "TransformDates",
         "Load",
         "Archive",
         "RecordRunOutcome",
@@ -113,6 +114,38 @@ def test_ingest_is_a_distributed_map_reading_the_file_list_from_s3(states):
     assert inner["Type"] == "Task"
 
 
+def test_each_planned_date_is_transformed_by_a_child_of_a_distributed_map(states):
+    """A backlog of N dates is N units, read from S3 (never through the state), at most
+    transform_concurrency at once; any date that fails fails the Map, so Load never replaces
+    a date it has no KPIs for."""
+    dates = states["TransformDates"]
+    assert dates["Type"] == "Map"
+    assert "ItemsPath" not in dates
+    assert dates["ItemReader"]["Parameters"] == {
+        "Bucket": "<StorageDataBucketB1B922FA>",
+        "Key.$": "$.transform.dates_key",
+    }
+    assert dates["ItemSelector"] == {
+        "run_id.$": "$.run.run_id",
+        "kpi_date.$": "$$.Map.Item.Value.kpi_date",
+        "plan_version.$": "$.transform.plan_version",
+        "attempt.$": "$.transform.attempt",
+    }
+    assert dates["ItemProcessor"]["ProcessorConfig"] == {
+        "Mode": "DISTRIBUTED",
+        "ExecutionType": "STANDARD",
+    }
+    assert dates.get("ToleratedFailurePercentage", 0) == 0
+    assert "ToleratedFailureCount" not in dates
+    assert dates["MaxConcurrency"] == 10  # transform_concurrency's default
+    assert dates["ResultWriter"]["Parameters"]["Prefix"] == "runs/transform-map-results/"
+    assert dates["ResultPath"] is None
+    (inner,) = dates["ItemProcessor"]["States"].values()
+    assert "Catch" not in inner  # a date that fails fails the run
+    assert dates["Next"] == "Load"
+    assert states["HasDatesToLoad?"]["Default"] == "TransformDates"
+
+
 def test_a_file_failing_after_its_retries_is_recorded_and_the_map_goes_on(states):
     processor = ingest_states = states["IngestStreams"]["ItemProcessor"]["States"]
     (catch,) = ingest_states["IngestFile"]["Catch"]
@@ -136,7 +169,9 @@ def test_a_file_failing_after_its_retries_is_recorded_and_the_map_goes_on(states
 def test_every_task_retries_transient_errors_only_with_backoff_and_jitter(states):
     retryable = {error.__name__ for error in RETRYABLE_ERRORS}
     inner = states["IngestStreams"]["ItemProcessor"]["States"]["IngestFile"]
-    for name, state in [(n, states[n]) for n in TASKS] + [("IngestFile", inner)]:
+    per_date = states["TransformDates"]["ItemProcessor"]["States"]["Transform"]
+    inner_tasks = [("IngestFile", inner), ("Transform", per_date)]
+    for name, state in [(n, states[n]) for n in TASKS] + inner_tasks:
         retry, timed_out = state["Retry"]
         assert timed_out["ErrorEquals"] == ["Sandbox.Timedout"]  # a function that timed out
         assert timed_out["MaxAttempts"] == 1  # is tried once more: every step is idempotent
@@ -150,7 +185,7 @@ def test_every_task_retries_transient_errors_only_with_backoff_and_jitter(states
 
 
 def test_every_step_is_caught_and_its_name_reaches_the_alert(states):
-    for name in [*TASKS, "IngestStreams"]:
+    for name in [*TASKS, "IngestStreams", "TransformDates"]:
         catch = states[name]["Catch"][-1]
         assert catch["ErrorEquals"] == ["States.ALL"]
         record = states[catch["Next"]]
@@ -200,12 +235,12 @@ def test_one_run_at_a_time_by_a_conditional_write_of_the_lock(states):
         assert [c["ErrorEquals"] for c in states[release]["Catch"]] == [["States.ALL"]]
 
 
-def test_a_load_whose_plan_is_outdated_goes_back_to_transform(states):
+def test_a_load_whose_plan_is_outdated_goes_back_to_plan_transform(states):
     replan, fail = states["Load"]["Catch"]
     assert replan == {
         "ErrorEquals": ["PlanOutdated"],
         "ResultPath": "$.replan",
-        "Next": "Transform",
+        "Next": "PlanTransform",
     }
     assert fail["ErrorEquals"] == ["States.ALL"]
     assert "PlanOutdated" not in states["Load"]["Retry"][0]["ErrorEquals"]

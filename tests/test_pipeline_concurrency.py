@@ -154,7 +154,7 @@ def test_content_accepted_between_transform_and_load_is_replanned_not_lost(
     harness, sample, two_files
 ):
     """Defence in depth behind the lock: if content of a planned date is accepted after the
-    plan (a writer outside the lock), Load refuses the plan and Transform plans again."""
+    plan (a writer outside the lock), Load refuses the plan and PlanTransform plans again."""
     f1, f2 = two_files
     harness.load_source(sample.users_csv, sample.songs_csv)
     harness.put_streams(f1)
@@ -193,7 +193,8 @@ def test_content_accepted_between_transform_and_load_is_replanned_not_lost(
 
     assert execution.output["status"] == "loaded"
     entered = execution.states_entered()
-    assert entered.count("Transform") == 2 and entered.count("Load") == 2
+    assert entered.count("PlanTransform") == entered.count("TransformDates") == 2
+    assert entered.count("Load") == 2
     reference = compute_reference(sample.users_csv, sample.songs_csv, [f1, f2])
     assert_matches_reference(harness.warehouse(), reference)
     finish(harness, sample, [f1, f2])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from local_runner.limits import PAYLOAD_LIMIT_BYTES
-from tests.harness import assert_matches_reference
+from tests.harness import SAMPLE_CONFIG, assert_matches_reference
 from tests.reference_kpis import compute_reference
 
 pytestmark = pytest.mark.e2e
@@ -74,3 +74,43 @@ def test_each_function_runs_with_its_own_configured_tmp_size_and_memory(harness,
         assert tmp_mb == int(function.environment["EPHEMERAL_STORAGE_MB"]) > 512
         assert duckdb_mb == int(function.memory_mb * 0.6)
         assert name in work_dir  # a /tmp of its own
+
+
+def test_a_date_whose_transform_fails_fails_the_distributed_map_and_loads_nothing(harness, sample):
+    """AWS fails a Distributed Map whose failed children exceed its tolerated failures
+    (zero unless set): States.ExceedToleratedFailureThreshold. moto counts the failed child
+    and carries on, so the run went on to load the other dates and to replace the failed
+    date's rows with nothing. The local run enforces AWS's rule: the run fails in
+    TransformDates, nothing is loaded, and the next run loads every date."""
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(*sample.stream_files)
+    failing = SAMPLE_CONFIG.start_date.isoformat()
+    broken = [True]
+
+    def fail_one_date(handler):
+        def transform(event, context):
+            if broken[0] and event["kpi_date"] == failing:
+                raise OSError("disk on fire")  # not retryable: the child fails
+            return handler(event, context)
+
+        return transform
+
+    harness.wrap_handler("transform.handler.handler", fail_one_date)
+
+    failed = harness.run("first")
+
+    assert failed.status == "FAILED"
+    assert failed.failed_state == "TransformDates"
+    (alert,) = harness.local.alerts()
+    assert (alert["failed_state"], alert["error"]) == (
+        "TransformDates",
+        "States.ExceedToleratedFailureThreshold",
+    )
+    assert harness.warehouse() == []
+    assert harness.keys(harness.data_bucket, "ledger/pending/") != []
+
+    broken[0] = False
+    assert harness.run("second").output["status"] == "loaded"
+    reference = compute_reference(sample.users_csv, sample.songs_csv, sample.stream_files)
+    assert_matches_reference(harness.warehouse(), reference)
+    assert harness.keys(harness.data_bucket, "ledger/pending/") == []

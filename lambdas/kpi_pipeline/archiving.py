@@ -19,6 +19,7 @@ from kpi_pipeline.observability import logger
 from kpi_pipeline.parallel import parallel
 from kpi_pipeline.records import read_ingest_results
 from kpi_pipeline.storage import Storage
+from kpi_pipeline.transform_plan import transform_totals
 
 
 def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) -> RunSummary:
@@ -51,7 +52,12 @@ def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) ->
         return True
 
     archived = sum(parallel(archive, manifest.files))  # thousands of files: in parallel
-    summary = summarise(request, list(results.values()), files_archived=archived)
+    totals = transform_totals(request.transform, request.run_id, storage=storage, layout=layout)
+    summary = summarise(
+        request.model_copy(update={"transform": totals}),
+        list(results.values()),
+        files_archived=archived,
+    )
     storage.put_json(
         layout.data_bucket, layout.summary_key(request.run_id), summary.model_dump(mode="json")
     )

@@ -127,15 +127,38 @@ class TransformRequest(Contract):
 
 
 class TransformResult(Contract):
+    """PlanTransform's plan (the figures are 0), or the run's totals (Archive adds up each
+    date's :class:`TransformDateResult`)."""
+
     kpi_prefix: str | None  # the KPI parts of this run, in the warehouse schema
     kpi_dates: list[dt.date]
     kpi_date_count: int
-    kpi_batches: int = 0  # dates are transformed in batches that fit the scratch space
+    plan_version: int | None = None
+    attempt: str | None = None  # each plan's parts and results have their own prefix
+    dates_key: str | None = None  # the dates, one item each, that TransformDates reads
     genre_rows: int = 0
     hourly_rows: int = 0
     plays_in_kpis: int = 0
     duplicates_across_files: int = 0
     plays_without_song: int = 0
+
+
+class TransformDateRequest(Contract):
+    """One item of the TransformDates Map: compute one date of the plan."""
+
+    run_id: RunId
+    kpi_date: dt.date
+    plan_version: int
+    attempt: str
+
+
+class TransformDateResult(Contract):
+    kpi_date: dt.date
+    genre_rows: int
+    hourly_rows: int
+    curated_rows: int  # the rows of the date's curated objects, duplicates across files too
+    plays_in_kpis: int
+    plays_without_song: int
 
 
 class LoadRequest(Contract):

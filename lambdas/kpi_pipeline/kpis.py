@@ -1,20 +1,18 @@
-"""Transform: the KPIs of every date the warehouse lacks, from all plays ever accepted for it.
+"""Transform: the KPIs of one date of the plan, from every play ever accepted for it.
 
-The dates come from the *pending* markers of accepted content (written at ingest, removed
-by Load), not from this run's manifest: content accepted by a run that failed before its
-load is picked up by the next run whatever files that run sees. Each date is recomputed
-from exactly the curated objects the ledger lists for it (see :mod:`kpi_pipeline.ledger`),
-with the songs catalogue the date was first computed with, so a late file gives exactly
-the KPIs an on-time file would have. The KPI logic is SQL (``sql/staging``, ``sql/marts``); this
-module only moves data.
+PlanTransform (:mod:`kpi_pipeline.transform_plan`) chooses the dates and writes them for
+the TransformDates Map; each date is then computed here, in a call of its own, from
+exactly the curated objects the plan lists for it, with the songs catalogue the date is
+pinned to, so a late file gives exactly the KPIs an on-time file would have. Each call
+writes one KPI part (what Load's COPY reads) and its figures (what Archive adds up). The KPI
+logic is SQL (``sql/staging``, ``sql/intermediate``, ``sql/marts``); this module only moves
+data.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import shutil
-import uuid
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,115 +20,94 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kpi_pipeline import engine
-from kpi_pipeline.catalogue import pin_dates
-from kpi_pipeline.contracts import TransformRequest, TransformResult
+from kpi_pipeline.catalogue import read_pins
+from kpi_pipeline.contracts import TransformDateRequest, TransformDateResult
 from kpi_pipeline.errors import DataGateError
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.ledger import Ledger
 from kpi_pipeline.observability import logger
 from kpi_pipeline.parallel import parallel
-from kpi_pipeline.planning import LoadPlan, make_plan, read_plan, write_plan
+from kpi_pipeline.planning import read_plan
 from kpi_pipeline.scratch import ScratchSpace, open_scratch
 from kpi_pipeline.settings import EngineSettings, ScratchSettings
 from kpi_pipeline.storage import Storage
 from kpi_pipeline.warehouse.arrow import fit_to_schema
 
 
-def compute_kpis(
-    request: TransformRequest,
+def compute_date(
+    request: TransformDateRequest,
     *,
     storage: Storage,
     layout: Layout,
     engine_settings: EngineSettings,
     scratch: ScratchSettings,
-) -> TransformResult:
-    ledger = Ledger(storage, layout)
-    previous = read_plan(storage, layout, request.run_id)
-    planned = make_plan(ledger, version=previous.version + 1 if previous else 1)
-    if planned.unloadable:
-        logger.warning(
-            "pending markers no load can clear were removed (an ingest that died before "
-            "accepting its file, or content without a valid play)",
-            extra={"contents": planned.unloadable},
+) -> TransformDateResult:
+    kpi_date = request.kpi_date
+    plan = read_plan(storage, layout, request.run_id)
+    if plan is None or plan.version != request.plan_version:
+        found = "no plan" if plan is None else f"plan {plan.version}"
+        raise DataGateError(
+            f"run {request.run_id} has {found}, not plan {request.plan_version}: the dates to "
+            "transform come from PlanTransform of the same run"
         )
-        ledger.remove_pending(planned.unloadable)
-    plan = planned.plan
-    write_plan(storage, layout, request.run_id, plan)
-    if not plan.kpi_dates:
-        logger.info("no date to recompute: nothing accepted is waiting for the warehouse")
-        return TransformResult(kpi_prefix=None, kpi_dates=[], kpi_date_count=0)
+    contents = plan.contents_by_date.get(kpi_date)
+    if not contents:
+        raise DataGateError(f"{kpi_date} is not in plan {plan.version} of run {request.run_id}")
+    pin = read_pins(storage, layout, [kpi_date]).get(kpi_date)
+    if pin is None:
+        raise DataGateError(f"{kpi_date} has no catalogue pin: PlanTransform pins every date")
 
-    # Normally pinned at ingest; a date accepted before pins existed is pinned now.
-    pins = pin_dates(storage, layout, plan.kpi_dates, request.run_id, request.snapshot)
-    catalogues = {kpi_date: pin.songs_key for kpi_date, pin in pins.items()}
-    # Each attempt writes its own parts: a retry never mixes with a dead attempt's.
-    kpi_prefix = layout.kpi_prefix(request.run_id, uuid.uuid4().hex[:12])
-    totals: Counter[str] = Counter()
+    kpi_prefix = layout.kpi_prefix(request.run_id, request.attempt)
     with open_scratch(scratch, "transform") as space:
-        batches = date_batches(plan, ledger, space)
-        for number, dates in enumerate(batches):
-            stats = _transform_batch(
-                dates,
-                plan.contents_by_date,
-                {d: catalogues[d] for d in dates},
-                kpi_key=f"{kpi_prefix}part-{number:05d}.parquet",
-                run_id=request.run_id,
-                work=space.path / f"batch-{number:05d}",
-                space=space,
-                storage=storage,
-                layout=layout,
-                engine_settings=engine_settings,
-            )
-            totals.update(stats)
-    logger.info("KPIs computed", extra={"dates": len(plan.kpi_dates), "batches": len(batches)})
-
-    result = TransformResult(
-        kpi_prefix=kpi_prefix,
-        kpi_dates=plan.kpi_dates,
-        kpi_date_count=len(plan.kpi_dates),
-        kpi_batches=len(batches),
-        genre_rows=totals["genre_rows"],
-        hourly_rows=totals["hourly_rows"],
-        plays_in_kpis=totals["plays_in_kpis"],
-        duplicates_across_files=totals["curated_rows"] - totals["plays_in_kpis"],
-        plays_without_song=totals["plays_without_song"],
+        _check_fits(kpi_date, contents, Ledger(storage, layout), space)
+        stats = _transform_date(
+            kpi_date,
+            contents,
+            pin.songs_key,
+            kpi_key=layout.kpi_part_key(kpi_prefix, kpi_date),
+            run_id=request.run_id,
+            work=space.path / f"date-{kpi_date.isoformat()}",
+            space=space,
+            storage=storage,
+            layout=layout,
+            engine_settings=engine_settings,
+        )
+    result = TransformDateResult(kpi_date=kpi_date, **stats)
+    storage.put_json(
+        layout.data_bucket,
+        layout.transform_result_key(request.run_id, request.attempt, kpi_date),
+        result.model_dump(mode="json"),
     )
+    logger.info("KPIs computed", extra=result.model_dump(mode="json"))
     if result.plays_without_song:
         logger.warning(
             "plays whose track is not in the date's catalogue: counted hourly, in no genre",
-            extra={"plays": result.plays_without_song},
+            extra={"kpi_date": kpi_date.isoformat(), "plays": result.plays_without_song},
         )
     return result
 
 
-def date_batches(plan: LoadPlan, ledger: Ledger, space: ScratchSpace) -> list[list[dt.date]]:
-    """The plan's dates in batches whose curated plays fit a third of the free scratch space
-    (the rest is for DuckDB's spill and the outputs): a week of backlog never fills /tmp."""
+def _check_fits(
+    kpi_date: dt.date, contents: list[str], ledger: Ledger, space: ScratchSpace
+) -> None:
+    """The date's curated plays must fit a third of the free scratch space (the rest is for
+    DuckDB's spill and the outputs): a date that cannot fails at once, naming the setting."""
     free = space.free_bytes()
     if free is None:
-        return [plan.kpi_dates]
-    budget = free // 3
-    batches: list[list[dt.date]] = []
-    used = budget + 1
-    for kpi_date in plan.kpi_dates:
-        size = sum(ledger.curated_size(kpi_date, c) for c in plan.contents_by_date[kpi_date])
-        if size > budget:
-            raise space.exhausted(
-                f"the curated plays of {kpi_date} ({size:,} bytes) need more than a third of "
-                f"the {free:,} bytes free"
-            )
-        if used + size > budget:
-            batches.append([])
-            used = 0
-        batches[-1].append(kpi_date)
-        used += size
-    return batches
+        return
+    ledger.accepted_by_date([kpi_date])  # lists the date's curated objects, with their sizes
+    size = sum(ledger.curated_size(kpi_date, content) for content in contents)
+    if size > free // 3:
+        raise space.exhausted(
+            f"the curated plays of {kpi_date} ({size:,} bytes) need more than a third of "
+            f"the {free:,} bytes free"
+        )
 
 
-def _transform_batch(
-    dates: list[dt.date],
-    contents_by_date: dict[dt.date, list[str]],
-    catalogues: dict[dt.date, str],
+def _transform_date(
+    kpi_date: dt.date,
+    contents: list[str],
+    songs_key: str,
     *,
     kpi_key: str,
     run_id: str,
@@ -140,16 +117,16 @@ def _transform_batch(
     layout: Layout,
     engine_settings: EngineSettings,
 ) -> dict[str, int]:
-    """Compute the KPIs of some dates, upload them as one part, free the scratch space."""
-    songs = _download_catalogues(storage, layout, set(catalogues.values()), work / "songs")
-    plays = _download_curated(
-        storage, layout, {d: contents_by_date[d] for d in dates}, work / "plays"
-    )
-    if without := [d.isoformat() for d in dates if d not in plays]:
-        raise DataGateError(f"no curated plays found for {without}")
+    """Compute the KPIs of one date, upload them as one part, free the scratch space."""
+    songs = work / "songs.parquet"
+    if not storage.download_file(layout.data_bucket, songs_key, songs):
+        raise FileNotFoundError(f"songs catalogue s3://{layout.data_bucket}/{songs_key} is missing")
+    plays = _download_curated(storage, layout, kpi_date, contents, work / "plays")
     con = engine.connect(engine_settings, work, spill_limit_mb=space.spill_limit_mb())
     try:
-        kpis, stats = _run_models(con, songs, plays, catalogues, run_id)
+        kpis, stats = _run_models(
+            con, {songs_key: songs}, {kpi_date: plays}, {kpi_date: songs_key}, run_id
+        )
     finally:
         con.close()
     out = work / "music_kpi_metrics.parquet"
@@ -229,34 +206,17 @@ def _run_models(
     return kpis, stats
 
 
-def _download_catalogues(
-    storage: Storage, layout: Layout, keys: set[str], into: Path
-) -> dict[str, Path]:
-    paths = {key: into / f"{i:03d}.parquet" for i, key in enumerate(sorted(keys))}
-    for key, path in paths.items():
-        if not storage.download_file(layout.data_bucket, key, path):
-            raise FileNotFoundError(f"songs catalogue s3://{layout.data_bucket}/{key} is missing")
-    return paths
-
-
 def _download_curated(
-    storage: Storage, layout: Layout, contents_by_date: dict[dt.date, list[str]], into: Path
-) -> dict[dt.date, list[Path]]:
-    """Exactly the curated objects the ledger lists for each date (see kpi_pipeline.ledger)."""
-    objects = [
-        (kpi_date, layout.curated_plays_key(kpi_date, content_key))
-        for kpi_date, content_keys in sorted(contents_by_date.items())
-        for content_key in content_keys
-    ]
-    paths = [into / f"{i:06d}.parquet" for i in range(len(objects))]
+    storage: Storage, layout: Layout, kpi_date: dt.date, contents: list[str], into: Path
+) -> list[Path]:
+    """Exactly the curated objects the plan lists for the date (see kpi_pipeline.ledger)."""
+    keys = [layout.curated_plays_key(kpi_date, content) for content in contents]
+    paths = [into / f"{i:06d}.parquet" for i in range(len(keys))]
     done = parallel(
         lambda kp: storage.download_file(layout.data_bucket, kp[0], kp[1]),
-        zip((key for _, key in objects), paths, strict=True),
+        zip(keys, paths, strict=True),
     )
-    missing = [key for (_, key), present in zip(objects, done, strict=True) if not present]
+    missing = [key for key, present in zip(keys, done, strict=True) if not present]
     if missing:
         raise FileNotFoundError(f"curated plays the ledger lists are missing: {missing[:5]}")
-    by_date: dict[dt.date, list[Path]] = {}
-    for (kpi_date, _), path in zip(objects, paths, strict=True):
-        by_date.setdefault(kpi_date, []).append(path)
-    return by_date
+    return paths

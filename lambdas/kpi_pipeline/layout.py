@@ -66,6 +66,23 @@ class Layout:
         # Unpadded: the Map's Catch writes failed results with States.Format, which cannot pad.
         return f"{self.ingest_results_prefix(run_id)}{index}.json"
 
+    @staticmethod
+    def transform_map_results_prefix() -> str:
+        """Where the TransformDates Distributed Map writes its result manifests."""
+        return "runs/transform-map-results/"
+
+    def transform_prefix(self, run_id: str, attempt: str) -> str:
+        return f"runs/{run_key(run_id)}/transform/attempt={attempt}/"
+
+    def transform_dates_key(self, run_id: str, attempt: str) -> str:
+        """The plan's dates, a JSON array of items: what the TransformDates Map reads."""
+        return f"{self.transform_prefix(run_id, attempt)}dates.json"
+
+    def transform_result_key(self, run_id: str, attempt: str, kpi_date: dt.date) -> str:
+        return (
+            f"{self.transform_prefix(run_id, attempt)}results/kpi_date={kpi_date.isoformat()}.json"
+        )
+
     def load_plan_key(self, run_id: str) -> str:
         return f"runs/{run_key(run_id)}/load_plan.json"
 
@@ -104,6 +121,11 @@ class Layout:
         """Where one Transform attempt writes its KPI parts: what Load's COPY reads (a key
         prefix: COPY lists it and reads every object under it)."""
         return f"kpis/run_id={run_key(run_id)}/attempt={attempt}/"
+
+    @staticmethod
+    def kpi_part_key(kpi_prefix: str, kpi_date: dt.date) -> str:
+        """The KPI part of one date: Transform writes one per date of the plan."""
+        return f"{kpi_prefix}part-{kpi_date.isoformat()}.parquet"
 
     # --- rejected data and processed files -----------------------------------------------
     def quarantine_rows_key(self, content_key: str) -> str:

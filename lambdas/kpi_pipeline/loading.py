@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 
 from kpi_pipeline.contracts import LoadRequest, LoadResult
+from kpi_pipeline.errors import DataGateError
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.ledger import Ledger
 from kpi_pipeline.observability import KPI_ROWS_LOADED, count, logger
@@ -29,6 +30,7 @@ def load_kpis(
         raise FileNotFoundError(f"the load plan of run {request.run_id} is missing")
     ledger = Ledger(storage, layout)
     check_still_covers(plan, ledger)
+    _check_parts(storage, layout, request)
     loaded_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     batch = KpiBatch(layout.data_bucket, request.kpi_prefix, request.kpi_dates)
     rows = warehouse.replace_dates(batch, loaded_at)
@@ -36,6 +38,22 @@ def load_kpis(
     logger.info("KPIs loaded", extra={"rows": rows, "kpi_dates": len(request.kpi_dates)})
     _mark_loaded(ledger, plan, request.run_id)
     return LoadResult(rows_loaded=rows, kpi_dates=request.kpi_dates, loaded_at=loaded_at)
+
+
+def _check_parts(storage: Storage, layout: Layout, request: LoadRequest) -> None:
+    """Every date to replace has its KPI part: the load deletes each date's rows, so a date
+    whose part were missing would lose its KPIs instead of getting new ones."""
+    found = {o.key for o in storage.list_objects(layout.data_bucket, request.kpi_prefix)}
+    missing = [
+        d.isoformat()
+        for d in request.kpi_dates
+        if layout.kpi_part_key(request.kpi_prefix, d) not in found
+    ]
+    if missing:
+        raise DataGateError(
+            f"no KPI part under s3://{layout.data_bucket}/{request.kpi_prefix} for {missing[:5]}"
+            f" ({len(missing)} of {len(request.kpi_dates)} dates): nothing was replaced"
+        )
 
 
 def _mark_loaded(ledger: Ledger, plan: LoadPlan, run_id: str) -> None:

@@ -1,18 +1,18 @@
-"""Transform: KPIs of every touched date, computed by DuckDB from all curated plays."""
+"""Transform: the KPIs of one date of the plan, computed by DuckDB (a TransformDates item)."""
 
 from __future__ import annotations
 
 from kpi_pipeline import kpis
-from kpi_pipeline.contracts import TransformRequest, TransformResult
+from kpi_pipeline.contracts import TransformDateRequest, TransformDateResult
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import step_handler
 from kpi_pipeline.settings import EngineSettings, ScratchSettings, StorageSettings, load
 from kpi_pipeline.storage import Storage
 
 
-@step_handler("Transform", TransformRequest)
-def handler(request: TransformRequest) -> TransformResult:
-    return kpis.compute_kpis(
+@step_handler("Transform", TransformDateRequest)
+def handler(request: TransformDateRequest) -> TransformDateResult:
+    return kpis.compute_date(
         request,
         storage=Storage(),
         layout=Layout.from_settings(load(StorageSettings)),

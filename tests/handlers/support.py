@@ -30,10 +30,17 @@ import pyarrow.parquet as pq
 
 from archive.handler import handler as archive_handler
 from extract_s3.handler import ingest_file
+from kpi_pipeline.contracts import TransformResult
+from kpi_pipeline.layout import Layout
+from kpi_pipeline.settings import StorageSettings
+from kpi_pipeline.settings import load as load_settings
+from kpi_pipeline.storage import Storage
+from kpi_pipeline.transform_plan import transform_totals
 from load.handler import handler as load_handler
 from local_runner.databases import replace_source_tables
 from local_runner.sample_data import SONGS_HEADER, USERS_HEADER
 from transform.handler import handler as transform_handler
+from transform.plan import handler as plan_transform_handler
 
 RUN = "handler-test-run"  # the run id of the sample events
 
@@ -283,8 +290,31 @@ def ingest_manifest(
 
 
 def transform(run_id: str, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """PlanTransform, then Transform once per date it wrote for the TransformDates Map; the
+    plan with the totals Archive would add up."""
+    plan = plan_transform(run_id, snapshot)
+    if plan["dates_key"]:
+        s3 = boto3.client("s3", region_name="us-east-1")
+        for item in json.loads(read_bytes(s3, DATA_BUCKET, plan["dates_key"])):
+            transform_date(run_id, plan, item["kpi_date"])
+    layout = Layout.from_settings(load_settings(StorageSettings))
+    totals = transform_totals(
+        TransformResult.model_validate(plan), run_id, storage=Storage(), layout=layout
+    )
+    return totals.model_dump(mode="json")
+
+
+def plan_transform(run_id: str, snapshot: dict[str, Any]) -> dict[str, Any]:
+    return plan_transform_handler(
+        event("plan_transform", run_id=run_id, snapshot=snapshot_ref(snapshot)), CONTEXT
+    )
+
+
+def transform_date(run_id: str, plan: dict[str, Any], kpi_date: str) -> dict[str, Any]:
+    """One item of the TransformDates Map."""
+    request = {"plan_version": plan["plan_version"], "attempt": plan["attempt"]}
     return transform_handler(
-        event("transform", run_id=run_id, snapshot=snapshot_ref(snapshot)), CONTEXT
+        event("transform", run_id=run_id, kpi_date=kpi_date, **request), CONTEXT
     )
 
 

@@ -16,6 +16,7 @@ from kpi_pipeline.contracts import (
     IngestRequest,
     LoadRequest,
     RunRequest,
+    TransformDateRequest,
     TransformRequest,
 )
 from kpi_pipeline.errors import ConfigurationError
@@ -23,6 +24,7 @@ from kpi_pipeline.layout import run_key
 from load.handler import handler as load_handler
 from tests.handlers.support import CONTEXT, EVENTS, LANDING_BUCKET, RUN, event, keys
 from transform.handler import handler as transform_handler
+from transform.plan import handler as plan_transform_handler
 
 # A handler rejecting its event never reaches its metrics: Powertools then warns.
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -33,6 +35,7 @@ HANDLERS = {
     "extract_rds": extract_tables,
     "list_new_files": list_new_files,
     "ingest_file": ingest_file,
+    "plan_transform": plan_transform_handler,
     "transform": transform_handler,
     "load": load_handler,
     "archive": archive_handler,
@@ -45,7 +48,8 @@ def test_sample_events_are_valid_requests_of_their_step() -> None:
         "extract_rds": RunRequest,
         "list_new_files": RunRequest,
         "ingest_file": IngestRequest,
-        "transform": TransformRequest,
+        "plan_transform": TransformRequest,
+        "transform": TransformDateRequest,
         "load": LoadRequest,
         "archive": ArchiveRequest,
     }

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from extract_s3.handler import list_new_files
-from kpi_pipeline.errors import PlanOutdated
+from kpi_pipeline.errors import DataGateError, PlanOutdated
 from tests.handlers.support import (
     CONTEXT,
     DATA_BUCKET,
@@ -87,3 +87,30 @@ def test_load_refuses_a_plan_that_no_longer_covers_every_content_accepted_for_it
     pop = next(r for r in warehouse_rows(warehouse_dsn) if r["track_genre"] == "pop")
     assert pop["listen_count"] == 4
     assert keys(cloud.s3, DATA_BUCKET, "ledger/pending/") == []
+
+
+def test_load_refuses_a_plan_with_a_date_whose_kpi_part_is_missing(
+    snapshot: dict[str, Any], cloud: Any, warehouse_dsn: str
+) -> None:
+    """Load deletes each planned date's rows before inserting the KPI parts: a date without
+    its part would lose its KPIs. Every date must have its part, or nothing is replaced."""
+    put_landing(cloud.s3, "day.csv", STREAMS_DAY)
+    put_landing(cloud.s3, "next_day.csv", STREAMS_NEXT_DAY)
+    ingest_manifest(RUN, list_new_files(event("list_new_files"), CONTEXT), snapshot)
+    load(RUN, transform(RUN, snapshot))
+    before = warehouse_rows(warehouse_dsn)
+    late = "user_id,track_id,listen_time\n2,B,2024-06-25 09:00:00\n2,B,2024-06-26 09:00:00\n"
+    put_landing(cloud.s3, "late.csv", late)
+    ingest_manifest(
+        "run-b", list_new_files(event("list_new_files", run_id="run-b"), CONTEXT), snapshot
+    )
+    planned = transform("run-b", snapshot)
+    assert planned["kpi_dates"] == ["2024-06-25", "2024-06-26"]
+    part = f"{planned['kpi_prefix']}part-2024-06-26.parquet"
+    cloud.s3.delete_object(Bucket=DATA_BUCKET, Key=part)
+
+    with pytest.raises(DataGateError, match=r"no KPI part .* \['2024-06-26'\]"):
+        load("run-b", planned)
+
+    assert warehouse_rows(warehouse_dsn) == before
+    assert len(keys(cloud.s3, DATA_BUCKET, "ledger/pending/")) == 1  # recomputed next run

@@ -12,7 +12,7 @@ import pytest
 
 from extract_s3.handler import list_new_files
 from kpi_pipeline import settings as pipeline_settings
-from kpi_pipeline.errors import ScratchSpaceExhausted
+from kpi_pipeline.errors import DataGateError, ScratchSpaceExhausted
 from kpi_pipeline.warehouse.arrow import KPI_SCHEMA
 from tests.handlers.support import (
     CONTEXT,
@@ -30,11 +30,13 @@ from tests.handlers.support import (
     ingest_manifest,
     keys,
     load,
+    plan_transform,
     put_landing,
     read_json,
     read_kpis,
     sha256,
     transform,
+    transform_date,
 )
 
 # A handler rejecting its event never reaches its metrics: Powertools then warns.
@@ -55,7 +57,15 @@ def test_transform_computes_the_kpis_of_the_dates_this_run_ingested(
     assert result["kpi_dates"] == ["2024-06-25", "2024-06-26"]
     assert result["kpi_date_count"] == 2
     assert re.fullmatch(rf"kpis/run_id={RUN}/attempt=[0-9a-f]{{12}}/", result["kpi_prefix"])
-    assert result["kpi_batches"] == 1
+    # One unit of work a date: the dates the Map reads, one KPI part each.
+    assert read_json(cloud.s3, result["dates_key"]) == [
+        {"kpi_date": "2024-06-25"},
+        {"kpi_date": "2024-06-26"},
+    ]
+    assert keys(cloud.s3, DATA_BUCKET, result["kpi_prefix"]) == [
+        f"{result['kpi_prefix']}part-2024-06-25.parquet",
+        f"{result['kpi_prefix']}part-2024-06-26.parquet",
+    ]
     assert (result["genre_rows"], result["hourly_rows"], result["plays_in_kpis"]) == (3, 2, 4)
     plan = read_json(cloud.s3, f"runs/{RUN}/load_plan.json")
     assert plan["contents_by_date"] == {
@@ -225,12 +235,13 @@ def ingest_days(cloud: Any, snapshot: dict[str, Any], days: int) -> None:
     ingest_manifest(RUN, list_new_files(event("list_new_files"), CONTEXT), snapshot)
 
 
-def test_a_backlog_is_transformed_in_batches_of_dates_that_fit_the_functions_tmp(
+def test_a_backlog_is_transformed_a_date_at_a_time_within_the_functions_tmp(
     snapshot: dict[str, Any], cloud: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Transform used to download every curated file of every pending date at once: a
-    backlog of a couple of weeks filled /tmp. Dates now go in batches whose plays fit a third
-    of what is free, each batch one KPI part; the KPIs are the same."""
+    backlog of a couple of weeks filled /tmp. Each date is now a call of its own that needs
+    room for that date only (a third of what is free), one KPI part each; the KPIs are the
+    same."""
     ingest_days(cloud, snapshot, days=4)
     unbounded = read_kpis(cloud.s3, transform(RUN, snapshot)["kpi_prefix"])
     one_day = max(
@@ -244,7 +255,7 @@ def test_a_backlog_is_transformed_in_batches_of_dates_that_fit_the_functions_tmp
 
     result = transform(RUN, snapshot)
 
-    assert result["kpi_batches"] == 4
+    assert result["kpi_date_count"] == 4
     assert len(keys(cloud.s3, DATA_BUCKET, result["kpi_prefix"])) == 4
     batched = read_kpis(cloud.s3, result["kpi_prefix"])
     drop = ["run_id"]
@@ -264,3 +275,18 @@ def test_a_date_too_large_for_the_functions_tmp_fails_naming_the_setting(
 
     with pytest.raises(ScratchSpaceExhausted, match=r"functions\.transform\.ephemeral_storage_mb"):
         transform(RUN, snapshot)
+
+
+def test_a_date_of_a_superseded_plan_is_refused(snapshot: dict[str, Any], cloud: Any) -> None:
+    """A TransformDates item names the plan it belongs to: once Load has asked for a new
+    plan, an item of the old one (a redriven child, say) must not compute from a plan that
+    no longer holds."""
+    put_landing(cloud.s3, "day.csv", STREAMS_DAY)
+    ingest_manifest(RUN, list_new_files(event("list_new_files"), CONTEXT), snapshot)
+    first = plan_transform(RUN, snapshot)
+    plan_transform(RUN, snapshot)  # the plan made again after PlanOutdated
+
+    with pytest.raises(DataGateError, match="has plan 2, not plan 1"):
+        transform_date(RUN, first, "2024-06-25")
+
+    assert keys(cloud.s3, DATA_BUCKET, first["kpi_prefix"]) == []

@@ -1,0 +1,96 @@
+"""PlanTransform: which dates this run recomputes, one unit of work each.
+
+The dates come from the *pending* markers of accepted content (written at ingest, removed
+by Load), not from this run's manifest: content accepted by a run that failed before its
+load is picked up by the next run whatever files that run sees. The plan lists, for each
+date, exactly the curated objects the ledger lists for it (see :mod:`kpi_pipeline.ledger`);
+each date is pinned to its songs catalogue; and the dates are written to S3 as the items of
+the TransformDates Distributed Map, so a backlog of any length never passes through a
+state's payload. Each date is then computed by its own Transform call
+(:func:`kpi_pipeline.kpis.compute_date`), which writes one KPI part and its figures;
+Archive adds the figures up (:func:`transform_totals`).
+
+No DuckDB here: this module runs in a small function.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from kpi_pipeline.catalogue import pin_dates
+from kpi_pipeline.contracts import TransformDateResult, TransformRequest, TransformResult
+from kpi_pipeline.layout import Layout
+from kpi_pipeline.ledger import Ledger
+from kpi_pipeline.observability import logger
+from kpi_pipeline.parallel import parallel
+from kpi_pipeline.planning import make_plan, read_plan, write_plan
+from kpi_pipeline.storage import Storage
+
+
+def plan_transform(
+    request: TransformRequest, *, storage: Storage, layout: Layout
+) -> TransformResult:
+    ledger = Ledger(storage, layout)
+    previous = read_plan(storage, layout, request.run_id)
+    planned = make_plan(ledger, version=previous.version + 1 if previous else 1)
+    if planned.unloadable:
+        logger.warning(
+            "pending markers no load can clear were removed (an ingest that died before "
+            "accepting its file, or content without a valid play)",
+            extra={"contents": planned.unloadable},
+        )
+        ledger.remove_pending(planned.unloadable)
+    plan = planned.plan
+    write_plan(storage, layout, request.run_id, plan)
+    if not plan.kpi_dates:
+        logger.info("no date to recompute: nothing accepted is waiting for the warehouse")
+        return TransformResult(kpi_prefix=None, kpi_dates=[], kpi_date_count=0)
+
+    # Normally pinned at ingest; a date accepted before pins existed is pinned now.
+    pin_dates(storage, layout, plan.kpi_dates, request.run_id, request.snapshot)
+    # Each attempt writes its own parts: a retry never mixes with a dead attempt's.
+    attempt = uuid.uuid4().hex[:12]
+    dates_key = layout.transform_dates_key(request.run_id, attempt)
+    storage.put_json(
+        layout.data_bucket, dates_key, [{"kpi_date": d.isoformat()} for d in plan.kpi_dates]
+    )
+    logger.info("dates planned", extra={"dates": len(plan.kpi_dates), "plan": plan.version})
+    return TransformResult(
+        kpi_prefix=layout.kpi_prefix(request.run_id, attempt),
+        kpi_dates=plan.kpi_dates,
+        kpi_date_count=len(plan.kpi_dates),
+        plan_version=plan.version,
+        attempt=attempt,
+        dates_key=dates_key,
+    )
+
+
+def transform_totals(
+    planned: TransformResult, run_id: str, *, storage: Storage, layout: Layout
+) -> TransformResult:
+    """The plan with the figures of every date it computed added up (the run summary's)."""
+    if planned.attempt is None:
+        return planned
+    attempt = planned.attempt
+    documents = parallel(
+        lambda d: storage.get_json(
+            layout.data_bucket, layout.transform_result_key(run_id, attempt, d)
+        ),
+        planned.kpi_dates,
+    )
+    missing = [
+        d.isoformat() for d, doc in zip(planned.kpi_dates, documents, strict=True) if not doc
+    ]
+    if missing:
+        raise FileNotFoundError(f"no Transform result for {missing[:5]} (attempt {attempt})")
+    results = [TransformDateResult.model_validate(doc) for doc in documents]
+    plays = sum(r.plays_in_kpis for r in results)
+    return planned.model_copy(
+        update={
+            "genre_rows": sum(r.genre_rows for r in results),
+            "hourly_rows": sum(r.hourly_rows for r in results),
+            "plays_in_kpis": plays,
+            "duplicates_across_files": sum(r.curated_rows for r in results) - plays,
+            "plays_without_song": sum(r.plays_without_song for r in results),
+        }
+    )
