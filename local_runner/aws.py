@@ -35,9 +35,8 @@ from moto.awslambda_simple.models import LambdaSimpleBackend
 from local_runner.faults import LambdaKilled, SideEffects, observed
 from local_runner.iam import STATE_MACHINE_ACCESS_KEY, IamCheck, Principal, enforced
 from local_runner.limits import PayloadCheck, measured_payloads, tolerated_failures_enforced
-from local_runner.template import ACCOUNT, REGION, REPO, LocalFunction, LocalPipeline
+from local_runner.template import ACCOUNT, REGION, LocalFunction, LocalPipeline
 
-LAMBDAS = REPO / "lambdas"
 MOTO_CONFIG = {
     "stepfunctions": {"execute_state_machine": True},
     "lambda": {"use_docker": False},
@@ -129,8 +128,6 @@ class LocalAws:
     # --- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> LocalAws:
         self._stack.enter_context(_patched_environ(self._environment()))
-        if str(LAMBDAS) not in sys.path:
-            sys.path.insert(0, str(LAMBDAS))
         self._stack.enter_context(mock_aws(config=MOTO_CONFIG))  # type: ignore[call-overload]
         self._stack.enter_context(_quicker_moto())
         self._stack.enter_context(_patched_invoke(self._invoke))

@@ -274,27 +274,31 @@ class _Progress:
     def __init__(self, say: Callable[[str], None]) -> None:
         self._say = say
         self._entered: dict[str, dt.datetime] = {}
-        self._iterations = 0
+        self._items: dict[str, str] = {}  # each Map's item count, from the state before it
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["type"]
-        if kind.endswith("StateExited") and event["stateExitedEventDetails"]["name"] == (
-            "ListNewFiles"
-        ):
-            output = json.loads(event["stateExitedEventDetails"].get("output") or "{}")
-            self._iterations = int(output.get("manifest", {}).get("file_count", 0))
+        if kind.endswith("StateExited"):
+            self._count_items(event["stateExitedEventDetails"])
         if kind.endswith("StateEntered"):
             self._entered.setdefault(event["stateEnteredEventDetails"]["name"], event["timestamp"])
         elif kind.endswith("StateExited"):
             name = event["stateExitedEventDetails"]["name"]
-            if name == "IngestFile":
+            if name in {"IngestFile", "Transform"}:  # a Map's child, counted by its Map
                 return
             started = self._entered.pop(name, event["timestamp"])
             seconds = (event["timestamp"] - started).total_seconds()
-            extra = f" ({self._iterations} files)" if kind == "MapStateExited" else ""
+            extra = f" ({self._items.get(name, '?')})" if kind == "MapStateExited" else ""
             self._say(f"  {name:<24} {seconds:6.2f} s{extra}")
         elif kind == "ExecutionFailed":
             self._say("  execution FAILED")
+
+    def _count_items(self, details: dict[str, Any]) -> None:
+        output = json.loads(details.get("output") or "{}")
+        if details["name"] == "ListNewFiles":
+            self._items["IngestStreams"] = f"{output['manifest']['file_count']} files"
+        elif details["name"] == "PlanTransform":
+            self._items["TransformDates"] = f"{output['transform']['kpi_date_count']} dates"
 
 
 def _report(

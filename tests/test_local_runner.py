@@ -186,3 +186,20 @@ def test_an_embedded_postgresql_left_by_a_killed_run_is_reused_then_stopped(
     assert code == EXIT_OK, console
     assert "the embedded PostgreSQL a killed run left running is reused" in console
     assert not postgres_running(state / "postgres")
+
+
+def test_python_m_local_runner_can_import_the_lambda_code_by_itself():
+    """`make run` starts `python -m local_runner` without PYTHONPATH. Its lazy import of the
+    Lambda code (`kpi_pipeline`) failed while every in-process test passed: pytest puts
+    `lambdas/` on the path itself. The local runner must do it, as Lambda does."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = "import local_runner.run; import kpi_pipeline.layout, transform.handler, load.handler"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
