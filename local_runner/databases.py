@@ -177,7 +177,13 @@ def _create_database(admin_dsn: str, name: str) -> None:
         with conn.cursor() as cur:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             if cur.fetchone() is None:
-                cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+                # Strings compare byte by byte, as in Redshift and DuckDB, whatever the locale.
+                cur.execute(
+                    pgsql.SQL(
+                        "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' "
+                        "LC_COLLATE 'C' LC_CTYPE 'C'"
+                    ).format(pgsql.Identifier(name))
+                )
     finally:
         conn.close()
 

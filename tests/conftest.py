@@ -46,7 +46,10 @@ def create_database(admin_dsn: str, prefix: str = "db") -> str:
     conn = psycopg2.connect(admin_dsn)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
+        # Strings compare byte by byte, as in Redshift and DuckDB, whatever the locale.
+        cur.execute(
+            f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
     conn.close()
     return admin_dsn.replace("/postgres?", f"/{name}?")
 

@@ -7,10 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg2
+import psycopg2.extras
 
 from kpi_pipeline import engine
+from kpi_pipeline.engine import sql
 from kpi_pipeline.kpis import run_kpi_models
 from kpi_pipeline.settings import EngineSettings
+from kpi_pipeline.warehouse.kpi_sql import INPUT_TABLES, OUTPUT_TABLE, date_kpi_statements
 
 CATALOGUE = "catalogue/songs/run_id=test.parquet"
 SONG_DEFAULTS: dict[str, Any] = {
@@ -65,6 +69,65 @@ def kpi_rows(
         "genre": [r for r in table if r["kpi_type"] == "genre"],
         "hourly": [r for r in table if r["kpi_type"] == "hourly"],
     }
+
+
+def warehouse_kpi_rows(
+    tmp_path: Path,
+    dsn: str,
+    songs: list[dict[str, Any]],
+    plays: list[dict[str, Any]],
+    dates: list[str],
+) -> dict[str, list[dict[str, Any]]]:
+    """Run the warehouse engine's statements on PostgreSQL, one date at a time, on the same
+    songs and plays; the song artists come from the extract's model, as in production."""
+    con = engine.connect(EngineSettings(), tmp_path)
+    try:
+        _table(
+            con,
+            "songs",
+            "track_id VARCHAR, artists VARCHAR, catalogue VARCHAR",
+            [{"catalogue": CATALOGUE, **row} for row in songs],
+        )
+        artists = con.sql(f"SELECT track_id, artist FROM ({sql('staging/stg_song_artists.sql')})")
+        song_artists = [
+            dict(zip(("track_id", "artist"), r, strict=True)) for r in artists.fetchall()
+        ]
+    finally:
+        con.close()
+    rows: list[dict[str, Any]] = []
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            for day in dates:
+                for table, columns in INPUT_TABLES.items():
+                    cur.execute(f"CREATE TEMP TABLE {table} ({columns}) ON COMMIT DROP")
+                _insert(cur, "wh_songs", songs, INPUT_TABLES["wh_songs"])
+                _insert(cur, "wh_song_artists", song_artists, INPUT_TABLES["wh_song_artists"])
+                utc = [{**p, "listen_time": p["listen_time"].replace(tzinfo=None)} for p in plays]
+                _insert(cur, "wh_curated_plays", utc, INPUT_TABLES["wh_curated_plays"])
+                for statement in date_kpi_statements(dt.date.fromisoformat(day), "test-run"):
+                    cur.execute(statement)
+                cur.execute(f"SELECT * FROM {OUTPUT_TABLE}")
+                rows += [dict(r) for r in cur.fetchall()]
+                conn.rollback()
+    finally:
+        conn.close()
+    rows.sort(
+        key=lambda r: (r["kpi_date"], r["kpi_type"], r["track_genre"] or "", r["stream_hour"] or -1)
+    )
+    return {
+        "genre": [r for r in rows if r["kpi_type"] == "genre"],
+        "hourly": [r for r in rows if r["kpi_type"] == "hourly"],
+    }
+
+
+def _insert(cur: Any, table: str, rows: list[dict[str, Any]], columns: str) -> None:
+    names = [c.strip().split()[0] for c in columns.split(",")]
+    for row in rows:
+        cur.execute(
+            f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('%s' for _ in names)})",
+            [row.get(n) for n in names],
+        )
 
 
 def _table(

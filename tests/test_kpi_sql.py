@@ -9,10 +9,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import reference_kpis as reference
+from tests.conftest import create_database
 from tests.harness import assert_matches_reference
-from tests.kpi_sql import kpi_rows, play, song
+from tests.kpi_sql import kpi_rows, play, song, warehouse_kpi_rows
 
 DAY = "2024-06-25"
+
+
+@pytest.fixture(scope="module", params=["lambda", "warehouse"])
+def kpis(request, tmp_path_factory, postgres):
+    """The KPIs of given songs and plays from either engine: DuckDB's models (the lambda
+    engine) or the warehouse engine's SQL on PostgreSQL. Every test runs on both, so the two
+    implementations of KPIS.md cannot drift."""
+    folder = tmp_path_factory.mktemp(request.param)
+    if request.param == "lambda":
+        return lambda songs, plays, dates: kpi_rows(folder, songs, plays, dates)
+    dsn = create_database(postgres, "kpis")
+    return lambda songs, plays, dates: warehouse_kpi_rows(folder, dsn, songs, plays, dates)
 
 
 def by_genre(rows: list[dict]) -> dict[str, dict]:
@@ -31,7 +44,7 @@ def worked_example_songs() -> list[dict]:
     ]
 
 
-def test_worked_example_of_the_spec(tmp_path):
+def test_worked_example_of_the_spec(kpis):
     # The duplicate (1, B, 10:40) is removed by de-duplication; user 3 never reaches curated.
     plays = [
         play(1, "A", f"{DAY} 10:05:00"),
@@ -39,7 +52,7 @@ def test_worked_example_of_the_spec(tmp_path):
         play(1, "B", f"{DAY} 10:40:00"),
         play(1, "B", f"{DAY} 10:40:00"),
     ]
-    rows = kpi_rows(tmp_path, worked_example_songs(), plays, [DAY])
+    rows = kpis(worked_example_songs(), plays, [DAY])
 
     genres = by_genre(rows["genre"])
     assert set(genres) == {"pop", "dance"}
@@ -64,8 +77,8 @@ def test_worked_example_of_the_spec(tmp_path):
         assert row["run_id"] == "test-run"
 
 
-def test_genre_rows_have_no_hourly_columns_and_vice_versa(tmp_path):
-    rows = kpi_rows(tmp_path, worked_example_songs(), [play(1, "A", f"{DAY} 10:05:00")], [DAY])
+def test_genre_rows_have_no_hourly_columns_and_vice_versa(kpis):
+    rows = kpis(worked_example_songs(), [play(1, "A", f"{DAY} 10:05:00")], [DAY])
     for row in rows["genre"]:
         assert row["stream_hour"] is None and row["unique_listeners"] is None
         assert row["top_artists"] is None and row["track_diversity_index"] is None
@@ -75,7 +88,7 @@ def test_genre_rows_have_no_hourly_columns_and_vice_versa(tmp_path):
         assert row["most_popular_track_id"] is None
 
 
-def test_average_duration_is_over_distinct_tracks_not_plays(tmp_path):
+def test_average_duration_is_over_distinct_tracks_not_plays(kpis):
     songs = [
         song("A", "rock", duration_ms=100_000),
         song("B", "rock", duration_ms=300_000),
@@ -83,12 +96,12 @@ def test_average_duration_is_over_distinct_tracks_not_plays(tmp_path):
     plays = [play(u, "A", f"{DAY} 09:0{u}:00") for u in range(1, 6)] + [
         play(1, "B", f"{DAY} 09:30:00")
     ]
-    genre = by_genre(kpi_rows(tmp_path, songs, plays, [DAY])["genre"])["rock"]
+    genre = by_genre(kpis(songs, plays, [DAY])["genre"])["rock"]
     assert genre["avg_track_duration_sec"] == pytest.approx(200.0)  # not (5*100+300)/6
     assert genre["listen_count"] == 6
 
 
-def test_popularity_mean_is_play_weighted_and_leader_is_per_date(tmp_path):
+def test_popularity_mean_is_play_weighted_and_leader_is_per_date(kpis):
     songs = [
         song("A", "jazz", popularity=90),
         song("B", "jazz", popularity=30),
@@ -102,7 +115,7 @@ def test_popularity_mean_is_play_weighted_and_leader_is_per_date(tmp_path):
         # the next day: pop is that day's only (so leading) genre
         play(1, "C", "2024-06-26 08:00:00"),
     ]
-    rows = kpi_rows(tmp_path, songs, plays, [DAY, "2024-06-26"])["genre"]
+    rows = kpis(songs, plays, [DAY, "2024-06-26"])["genre"]
     jazz = next(r for r in rows if r["track_genre"] == "jazz")
     pop = next(r for r in rows if r["track_genre"] == "pop")
     # P = (90 + 30*3) / 4 = 45 ; L = 4 on the 25th
@@ -112,7 +125,7 @@ def test_popularity_mean_is_play_weighted_and_leader_is_per_date(tmp_path):
     assert pop["kpi_date"] == dt.date(2024, 6, 26)
 
 
-def test_most_popular_track_ties_go_to_popularity_then_smaller_track_id(tmp_path):
+def test_most_popular_track_ties_go_to_popularity_then_smaller_track_id(kpis):
     songs = [
         song("T2", "folk", popularity=70, track_name="Two"),
         song("T1", "folk", popularity=60, track_name="One"),
@@ -125,32 +138,29 @@ def test_most_popular_track_ties_go_to_popularity_then_smaller_track_id(tmp_path
         play(1, "T9", f"{DAY} 07:02:00"),
         play(1, "T10", f"{DAY} 07:03:00"),
     ]
-    genres = by_genre(kpi_rows(tmp_path, songs, plays, [DAY])["genre"])
+    genres = by_genre(kpis(songs, plays, [DAY])["genre"])
     assert genres["folk"]["most_popular_track_id"] == "T2"  # same plays, higher popularity
     assert genres["folk"]["most_popular_track"] == "Two"
     assert genres["indie"]["most_popular_track_id"] == "T10"  # "T10" < "T9" as strings
 
 
-def test_more_plays_beat_popularity(tmp_path):
+def test_more_plays_beat_popularity(kpis):
     songs = [song("A", "soul", popularity=99), song("B", "soul", popularity=1)]
     plays = [
         play(1, "A", f"{DAY} 07:00:00"),
         play(1, "B", f"{DAY} 07:01:00"),
         play(2, "B", f"{DAY} 07:02:00"),
     ]
-    assert (
-        by_genre(kpi_rows(tmp_path, songs, plays, [DAY])["genre"])["soul"]["most_popular_track_id"]
-        == "B"
-    )
+    assert by_genre(kpis(songs, plays, [DAY])["genre"])["soul"]["most_popular_track_id"] == "B"
 
 
-def test_multi_genre_track_takes_each_value_from_that_genres_row(tmp_path):
+def test_multi_genre_track_takes_each_value_from_that_genres_row(kpis):
     songs = [
         song("A", "pop", popularity=80, duration_ms=100_000, track_name="A (pop cut)"),
         song("A", "edm", popularity=20, duration_ms=300_000, track_name="A (edm cut)"),
     ]
     plays = [play(1, "A", f"{DAY} 12:00:00"), play(2, "A", f"{DAY} 12:30:00")]
-    rows = kpi_rows(tmp_path, songs, plays, [DAY])
+    rows = kpis(songs, plays, [DAY])
     genres = by_genre(rows["genre"])
     assert genres["pop"]["listen_count"] == genres["edm"]["listen_count"] == 2
     assert genres["pop"]["avg_track_duration_sec"] == pytest.approx(100.0)
@@ -163,7 +173,7 @@ def test_multi_genre_track_takes_each_value_from_that_genres_row(tmp_path):
     assert by_hour(rows["hourly"])[12]["listen_count"] == 2
 
 
-def test_artists_split_trimmed_credited_once_per_play_across_rows(tmp_path):
+def test_artists_split_trimmed_credited_once_per_play_across_rows(kpis):
     songs = [
         song("A", "pop", artists=" Zed ; Amy;Zed"),  # Zed twice on one row: credited once
         song("A", "rock", artists="Bob"),  # another row of A credits Bob too
@@ -174,19 +184,19 @@ def test_artists_split_trimmed_credited_once_per_play_across_rows(tmp_path):
         play(2, "A", f"{DAY} 18:10:00"),
         play(3, "B", f"{DAY} 18:20:00"),
     ]
-    hour = by_hour(kpi_rows(tmp_path, songs, plays, [DAY])["hourly"])[18]
+    hour = by_hour(kpis(songs, plays, [DAY])["hourly"])[18]
     # Amy: 3 plays (2 via A, 1 via B); Zed and Bob: 2 each
     assert hour["top_artists"] == "Amy"
     assert hour["listen_count"] == 3
 
 
-def test_top_artist_tie_goes_to_alphabetically_smallest(tmp_path):
+def test_top_artist_tie_goes_to_alphabetically_smallest(kpis):
     songs = [song("A", "pop", artists="bea"), song("B", "pop", artists="Adam")]
     plays = [play(1, "A", f"{DAY} 05:00:00"), play(2, "B", f"{DAY} 05:01:00")]
-    assert by_hour(kpi_rows(tmp_path, songs, plays, [DAY])["hourly"])[5]["top_artists"] == "Adam"
+    assert by_hour(kpis(songs, plays, [DAY])["hourly"])[5]["top_artists"] == "Adam"
 
 
-def test_hourly_unique_listeners_and_diversity(tmp_path):
+def test_hourly_unique_listeners_and_diversity(kpis):
     songs = [song("A", "pop"), song("B", "pop"), song("C", "pop")]
     plays = [
         play(1, "A", f"{DAY} 23:00:00"),
@@ -195,7 +205,7 @@ def test_hourly_unique_listeners_and_diversity(tmp_path):
         play(2, "C", f"{DAY} 23:59:59"),
         play(3, "C", "2024-06-26 00:00:00"),  # next date, hour 0
     ]
-    rows = kpi_rows(tmp_path, songs, plays, [DAY])
+    rows = kpis(songs, plays, [DAY])
     hours = by_hour(rows["hourly"])
     assert set(hours) == {23}  # the 26th is not a target date
     assert hours[23]["listen_count"] == 4
@@ -203,17 +213,17 @@ def test_hourly_unique_listeners_and_diversity(tmp_path):
     assert hours[23]["track_diversity_index"] == pytest.approx(3 / 4)
 
 
-def test_no_row_for_a_genre_or_hour_without_plays(tmp_path):
+def test_no_row_for_a_genre_or_hour_without_plays(kpis):
     songs = [song("A", "pop"), song("B", "metal")]
-    rows = kpi_rows(tmp_path, songs, [play(1, "A", f"{DAY} 03:00:00")], [DAY])
+    rows = kpis(songs, [play(1, "A", f"{DAY} 03:00:00")], [DAY])
     assert [r["track_genre"] for r in rows["genre"]] == ["pop"]
     assert [r["stream_hour"] for r in rows["hourly"]] == [3]
 
 
-def test_the_same_play_in_two_files_counts_once(tmp_path):
+def test_the_same_play_in_two_files_counts_once(kpis):
     songs = [song("A", "pop")]
     plays = [play(1, "A", f"{DAY} 03:00:00")] * 3 + [play(1, "A", f"{DAY} 03:00:01")]
-    rows = kpi_rows(tmp_path, songs, plays, [DAY])
+    rows = kpis(songs, plays, [DAY])
     assert rows["genre"][0]["listen_count"] == 2
     assert rows["hourly"][0]["listen_count"] == 2
 
@@ -267,9 +277,9 @@ def catalogue_and_plays(draw: st.DrawFn) -> tuple[list[dict], list[dict]]:
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(catalogue_and_plays())
-def test_kpi_sql_matches_the_reference_on_random_inputs(tmp_path, inputs):
+def test_kpi_sql_matches_the_reference_on_random_inputs(kpis, inputs):
     songs, plays = inputs
-    rows = kpi_rows(tmp_path, songs, plays, [DAY, "2024-06-26"])
+    rows = kpis(songs, plays, [DAY, "2024-06-26"])
 
     distinct = {reference.Play(p["user_id"], p["track_id"], p["listen_time"]) for p in plays}
     expected = reference.Reference(

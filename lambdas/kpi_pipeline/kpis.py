@@ -167,6 +167,7 @@ def run_kpi_models(
             else:
                 engine.append_to_table(con, table, model)
     con.execute("DROP TABLE IF EXISTS stg_plays")
+    engine.create_table(con, "song_artists", "staging/stg_song_artists.sql")
     engine.create_view(con, "genre_daily_kpis", "marts/genre_daily_kpis.sql")
     engine.create_view(con, "hourly_kpis", "marts/hourly_kpis.sql")
     engine.create_view(con, "music_kpi_metrics", "marts/music_kpi_metrics.sql")

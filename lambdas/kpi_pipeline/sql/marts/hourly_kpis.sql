@@ -1,18 +1,7 @@
 -- Hourly KPIs (KPIS.md): one row per (kpi_date, stream_hour) with at least one play.
 -- Each play counts once here, whatever the number of genres of its track.
--- Inputs: int_hourly_track_plays, int_hourly_listeners, songs (per catalogue: one row per
--- track and genre).
-WITH track_artists AS (
-    -- every artist credited on any row of the track, once per track (and catalogue)
-    SELECT DISTINCT
-        songs.catalogue,
-        songs.track_id,
-        strip_ws(credit.artist) AS artist
-    FROM songs, unnest(string_split(songs.artists, ';')) AS credit (artist)
-    WHERE strip_ws(credit.artist) <> ''
-),
-
-artist_plays AS (
+-- Inputs: int_hourly_track_plays, int_hourly_listeners, song_artists.
+WITH artist_plays AS (
     -- a play credits each of its track's artists once
     SELECT
         plays.kpi_date,
@@ -20,7 +9,7 @@ artist_plays AS (
         artists.artist,
         sum(plays.plays) AS plays
     FROM int_hourly_track_plays AS plays
-    INNER JOIN track_artists AS artists
+    INNER JOIN song_artists AS artists
         ON plays.catalogue = artists.catalogue AND plays.track_id = artists.track_id
     GROUP BY ALL
 ),
