@@ -44,9 +44,12 @@ def snapshot(users_csv: str, songs_csv: str, out: str) -> dict[str, Any]:
             f"SELECT * FROM read_csv({engine.literal(path)}, {options})"
         )
     stage_source_tables(con)
+    con.execute("CREATE TEMP VIEW songs AS SELECT *, NULL AS catalogue FROM stg_songs")
+    engine.create_view(con, "song_artists", "staging/stg_song_artists.sql")
     for table, query in (
         ("users", "SELECT user_id FROM stg_users"),
         ("songs", "SELECT * FROM stg_songs"),
+        ("song_artists", "SELECT track_id, artist FROM song_artists ORDER BY ALL"),
     ):
         target = engine.literal(folder / f"{table}.parquet")
         con.execute(f"COPY ({query}) TO {target} (FORMAT parquet, COMPRESSION zstd)")
@@ -99,6 +102,7 @@ def transform(snapshot_dir: str, plays: list[str], work: str) -> dict[str, Any]:
         by_date,
         dict.fromkeys(by_date, SNAPSHOT_KEY),
         "bench",
+        song_artists={SNAPSHOT_KEY: Path(snapshot_dir) / "song_artists.parquet"},
     )
     pq.write_table(fit_to_schema(kpis), Path(work) / "music_kpi_metrics.parquet")
     return {

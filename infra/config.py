@@ -236,7 +236,7 @@ class PipelineConfig(_Model):
     extract_batch_size: int = Field(default=50_000, ge=100, le=5_000_000)
     max_files_per_run: int = Field(default=1000, ge=1, le=10_000)
     ingest_concurrency: int = Field(default=10, ge=1, le=40)
-    transform_concurrency: int = Field(default=10, ge=1, le=1000)
+    transform_concurrency: int = Field(default=10, ge=1, le=40)
     local: bool = False  # the laptop environment: no VPC, PostgreSQL warehouse
 
     @model_validator(mode="after")

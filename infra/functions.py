@@ -251,8 +251,9 @@ class PipelineFunctions(Construct):
         _list(plan, data)
 
         transform = roles["transform"]
-        _objects(transform, data, READ, "runs/", "curated/", "ledger/", "catalogue/")
-        _objects(transform, data, WRITE, "runs/", "kpis/")
+        _objects(transform, data, READ, "runs/", "curated/", "catalogue/")
+        # its own figures only: never a plan, a manifest or another run's record
+        _objects(transform, data, WRITE, "runs/*/transform/", "kpis/")
         _list(transform, data)
 
         load = roles["load"]

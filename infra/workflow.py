@@ -221,13 +221,12 @@ class PipelineDefinition(Construct):
         # A Distributed Map: the file list is read from S3 (a thousand long keys would not
         # fit a state's 256 KiB), each file is a child execution, and the per-file results
         # never come back into the state (IngestFile writes them to S3 itself).
-        ingest = sfn.DistributedMap(
+        ingest = _distributed_map(
             self,
             "IngestStreams",
-            comment="One child execution per manifest file: validate, de-duplicate, quarantine",
-            item_reader=_RunsItemReader(
-                bucket=data_bucket, key=sfn.JsonPath.string_at("$.manifest.files_key")
-            ),
+            "One child execution per manifest file: validate, de-duplicate, quarantine",
+            data_bucket=data_bucket,
+            items_key="$.manifest.files_key",
             item_selector={
                 "run_id.$": RUN_ID,
                 "file.$": "$$.Map.Item.Value",
@@ -236,9 +235,7 @@ class PipelineDefinition(Construct):
                 "results_prefix.$": "$.manifest.results_prefix",
             },
             max_concurrency=ingest_concurrency,
-            map_execution_type=sfn.StateMachineType.STANDARD,  # an ingest may take 15 minutes
-            result_writer_v2=_RunsResultWriter(bucket=data_bucket, prefix=map_results_prefix),
-            result_path=sfn.JsonPath.DISCARD,
+            results_prefix=map_results_prefix,
         )
         ingest_file = self._invoke(
             INGEST_FILE,
@@ -290,13 +287,12 @@ class PipelineDefinition(Construct):
         # One date per child execution, each within one function's limits: a backlog of any
         # length is read from S3 and computed in parallel. Any date that fails fails the Map
         # (no failure is tolerated), so the load never replaces a date it has no KPIs for.
-        transform = sfn.DistributedMap(
+        transform = _distributed_map(
             self,
             "TransformDates",
-            comment="One child execution per planned date: its KPIs, one part each",
-            item_reader=_RunsItemReader(
-                bucket=data_bucket, key=sfn.JsonPath.string_at("$.transform.dates_key")
-            ),
+            "One child execution per planned date: its KPIs, one part each",
+            data_bucket=data_bucket,
+            items_key="$.transform.dates_key",
             item_selector={
                 "run_id.$": RUN_ID,
                 "kpi_date.$": "$$.Map.Item.Value.kpi_date",
@@ -304,11 +300,7 @@ class PipelineDefinition(Construct):
                 "attempt.$": "$.transform.attempt",
             },
             max_concurrency=transform_concurrency,
-            map_execution_type=sfn.StateMachineType.STANDARD,  # a date may take 15 minutes
-            result_writer_v2=_RunsResultWriter(
-                bucket=data_bucket, prefix=transform_map_results_prefix
-            ),
-            result_path=sfn.JsonPath.DISCARD,
+            results_prefix=transform_map_results_prefix,
         )
         transform.item_processor(
             self._invoke(
@@ -329,11 +321,12 @@ class PipelineDefinition(Construct):
                 "run_id.$": RUN_ID,
                 "kpi_prefix.$": "$.transform.kpi_prefix",
                 "kpi_dates.$": "$.transform.kpi_dates",
+                "plan_version.$": "$.transform.plan_version",
             },
             "$.load",
         )
         # Content was accepted for a planned date after the plan was made: plan again (Load
-        # never commits such a plan; Transform bounds how often this can happen).
+        # never commits such a plan, and fails a run that had to plan MAX_PLANS times).
         load.add_catch(plan, errors=[PlanOutdated.__name__], result_path="$.replan")
         self._catch(load, LOAD.state)
         skip_load = sfn.Pass(
@@ -572,6 +565,33 @@ class _RunsResultWriter(sfn.ResultWriterV2):
                 resources=[self.bucket.arn_for_objects(f"{self.prefix}*")],
             )
         ]
+
+
+def _distributed_map(
+    scope: Construct,
+    name: str,
+    comment: str,
+    *,
+    data_bucket: s3.IBucket,
+    items_key: str,
+    item_selector: dict[str, object],
+    max_concurrency: int,
+    results_prefix: str,
+) -> sfn.DistributedMap:
+    """A Distributed Map over a JSON list the run wrote under ``runs/`` (never through the
+    state), one Standard child execution per item (a child may take 15 minutes), results
+    written under ``results_prefix``, none tolerated to fail (AWS's default)."""
+    return sfn.DistributedMap(
+        scope,
+        name,
+        comment=comment,
+        item_reader=_RunsItemReader(bucket=data_bucket, key=sfn.JsonPath.string_at(items_key)),
+        item_selector=item_selector,
+        max_concurrency=max_concurrency,
+        map_execution_type=sfn.StateMachineType.STANDARD,
+        result_writer_v2=_RunsResultWriter(bucket=data_bucket, prefix=results_prefix),
+        result_path=sfn.JsonPath.DISCARD,
+    )
 
 
 def _retry_transient(state: sfn.TaskStateBase, errors: list[str]) -> None:

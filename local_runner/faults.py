@@ -30,7 +30,7 @@ KINDS: tuple[tuple[str, str], ...] = (
     (r"^runs/[^/]+/transform/[^/]+/results/", "date result"),
     (r"^runs/[^/]+/summary\.json$", "run summary"),
     (r"^catalogue/dates/", "date pin"),
-    (r"^catalogue/(songs|users)/", "pinned snapshot"),
+    (r"^catalogue/(songs|users|song_artists)/", "pinned snapshot"),
     (r"^curated/", "curated plays"),
     (r"^quarantine/rows/", "quarantined rows"),
     (r"^ledger/pending/", "pending marker"),

@@ -166,8 +166,8 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         | objects(WRITE, data, "runs/", "catalogue/")
         | objects(("s3:DeleteObject",), data, "ledger/pending/")
         | data_list,
-        "transform": objects(READ, data, "runs/", "curated/", "ledger/", "catalogue/")
-        | objects(WRITE, data, "runs/", "kpis/")
+        "transform": objects(READ, data, "runs/", "curated/", "catalogue/")
+        | objects(WRITE, data, "runs/*/transform/", "kpis/")
         | data_list,
         "load": objects(READ, data, "runs/", "ledger/", "kpis/")
         | objects(WRITE, data, "ledger/")

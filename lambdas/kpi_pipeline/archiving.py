@@ -23,6 +23,8 @@ from kpi_pipeline.transform_plan import transform_totals
 
 
 def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) -> RunSummary:
+    # First: a missing figure fails the step before any file is moved.
+    totals = transform_totals(request.transform, request.run_id, storage=storage, layout=layout)
     manifest = read_manifest(storage, layout, request.manifest_key)
     results = {r.index: r for r in read_ingest_results(storage, layout, request.run_id)}
 
@@ -52,7 +54,6 @@ def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) ->
         return True
 
     archived = sum(parallel(archive, manifest.files))  # thousands of files: in parallel
-    totals = transform_totals(request.transform, request.run_id, storage=storage, layout=layout)
     summary = summarise(
         request.model_copy(update={"transform": totals}),
         list(results.values()),

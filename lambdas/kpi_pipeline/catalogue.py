@@ -87,10 +87,12 @@ def pin_dates(
             users_key=layout.catalogue_users_key(run_id),
             pinned_by_run=run_id,
         )
-        for source, target in (
+        copies = [
             (today.songs_key, kept.songs_key),
             (today.users_key, kept.users_key or ""),
-        ):
+            (layout.song_artists_key(today.songs_key), layout.song_artists_key(kept.songs_key)),
+        ]
+        for source, target in copies:
             if not storage.exists(layout.data_bucket, target):
                 storage.copy(layout.data_bucket, source, layout.data_bucket, target)
         document = {

@@ -165,6 +165,7 @@ class LoadRequest(Contract):
     run_id: RunId
     kpi_prefix: str
     kpi_dates: list[dt.date]
+    plan_version: int | None = None  # the plan the KPI parts were computed from
 
 
 class LoadResult(Contract):

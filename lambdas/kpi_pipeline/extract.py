@@ -61,9 +61,16 @@ def extract_snapshot(
         stage_source_tables(con)
 
         # The pipeline needs no personal data: of users, it keeps the ids only.
+        # Artists are split and trimmed once, here: both KPI engines read this table.
+        con.execute("CREATE TEMP VIEW songs AS SELECT *, NULL AS catalogue FROM stg_songs")
+        engine.create_view(con, "song_artists", "staging/stg_song_artists.sql")
         outputs = {
             "users": ("SELECT user_id FROM stg_users", tmp / "users.parquet"),
             "songs": ("SELECT * FROM stg_songs", tmp / "songs.parquet"),
+            "song_artists": (
+                "SELECT track_id, artist FROM song_artists ORDER BY ALL",
+                tmp / "song_artists.parquet",
+            ),
         }
         for query, path in outputs.values():
             con.execute(
@@ -72,6 +79,7 @@ def extract_snapshot(
         counts = {
             table: engine.scalar(con, f"SELECT count(*) FROM read_parquet({engine.literal(path)})")
             for table, (_, path) in outputs.items()
+            if table != "song_artists"
         }
 
         rejected = tmp / "rejected_source_rows.parquet"
@@ -116,6 +124,11 @@ def extract_snapshot(
         )
         storage.upload_file(outputs["users"][1], layout.data_bucket, snapshot.users_key)
         storage.upload_file(outputs["songs"][1], layout.data_bucket, snapshot.songs_key)
+        storage.upload_file(
+            outputs["song_artists"][1],
+            layout.data_bucket,
+            layout.song_artists_key(snapshot.songs_key),
+        )
         if quarantined:
             storage.upload_file(
                 rejected, layout.data_bucket, layout.source_quarantine_key(run_id, "rows")

@@ -24,7 +24,6 @@ from kpi_pipeline.catalogue import read_pins
 from kpi_pipeline.contracts import TransformDateRequest, TransformDateResult
 from kpi_pipeline.errors import DataGateError
 from kpi_pipeline.layout import Layout
-from kpi_pipeline.ledger import Ledger
 from kpi_pipeline.observability import logger
 from kpi_pipeline.parallel import parallel
 from kpi_pipeline.planning import read_plan
@@ -59,7 +58,7 @@ def compute_date(
 
     kpi_prefix = layout.kpi_prefix(request.run_id, request.attempt)
     with open_scratch(scratch, "transform") as space:
-        _check_fits(kpi_date, contents, Ledger(storage, layout), space)
+        _check_fits(kpi_date, contents, storage, layout, space)
         stats = _transform_date(
             kpi_date,
             contents,
@@ -88,15 +87,16 @@ def compute_date(
 
 
 def _check_fits(
-    kpi_date: dt.date, contents: list[str], ledger: Ledger, space: ScratchSpace
+    kpi_date: dt.date, contents: list[str], storage: Storage, layout: Layout, space: ScratchSpace
 ) -> None:
     """The date's curated plays must fit a third of the free scratch space (the rest is for
     DuckDB's spill and the outputs): a date that cannot fails at once, naming the setting."""
     free = space.free_bytes()
     if free is None:
         return
-    ledger.accepted_by_date([kpi_date])  # lists the date's curated objects, with their sizes
-    size = sum(ledger.curated_size(kpi_date, content) for content in contents)
+    wanted = {layout.curated_plays_key(kpi_date, content) for content in contents}
+    listed = storage.list_objects(layout.data_bucket, layout.curated_date_prefix(kpi_date))
+    size = sum(o.size for o in listed if o.key in wanted)
     if size > free // 3:
         raise space.exhausted(
             f"the curated plays of {kpi_date} ({size:,} bytes) need more than a third of "
@@ -121,11 +121,21 @@ def _transform_date(
     songs = work / "songs.parquet"
     if not storage.download_file(layout.data_bucket, songs_key, songs):
         raise FileNotFoundError(f"songs catalogue s3://{layout.data_bucket}/{songs_key} is missing")
+    artists = work / "song_artists.parquet"
+    # Split at extract; a catalogue pinned before that has none, and is split here.
+    has_artists = storage.download_file(
+        layout.data_bucket, layout.song_artists_key(songs_key), artists
+    )
     plays = _download_curated(storage, layout, kpi_date, contents, work / "plays")
     con = engine.connect(engine_settings, work, spill_limit_mb=space.spill_limit_mb())
     try:
         kpis, stats = _run_models(
-            con, {songs_key: songs}, {kpi_date: plays}, {kpi_date: songs_key}, run_id
+            con,
+            {songs_key: songs},
+            {kpi_date: plays},
+            {kpi_date: songs_key},
+            run_id,
+            song_artists={songs_key: artists} if has_artists else None,
         )
     finally:
         con.close()
@@ -167,7 +177,11 @@ def run_kpi_models(
             else:
                 engine.append_to_table(con, table, model)
     con.execute("DROP TABLE IF EXISTS stg_plays")
-    engine.create_table(con, "song_artists", "staging/stg_song_artists.sql")
+    # Given by the caller when the extract split them; otherwise split here, the same way.
+    con.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS song_artists AS "
+        + engine.sql("staging/stg_song_artists.sql")
+    )
     engine.create_view(con, "genre_daily_kpis", "marts/genre_daily_kpis.sql")
     engine.create_view(con, "hourly_kpis", "marts/hourly_kpis.sql")
     engine.create_view(con, "music_kpi_metrics", "marts/music_kpi_metrics.sql")
@@ -183,12 +197,12 @@ def _run_models(
     plays: Mapping[dt.date, list[Path]],
     catalogues: dict[dt.date, str],
     run_id: str,
+    *,
+    song_artists: dict[str, Path] | None = None,
 ) -> tuple[pa.Table, dict[str, int]]:
-    catalogues_sql = " UNION ALL BY NAME ".join(
-        f"SELECT *, {engine.literal(key)} AS catalogue FROM read_parquet({engine.literal(path)})"
-        for key, path in songs.items()
-    )
-    con.execute(f"CREATE TEMP TABLE songs AS {catalogues_sql}")
+    con.execute(f"CREATE TEMP TABLE songs AS {_per_catalogue(songs)}")
+    if song_artists:
+        con.execute(f"CREATE TEMP TABLE song_artists AS {_per_catalogue(song_artists)}")
     relations = {d: f"read_parquet({engine.parquet_list(paths)})" for d, paths in plays.items()}
     kpis = run_kpi_models(con, run_id, catalogues, relations)
     every_file = engine.parquet_list([path for paths in plays.values() for path in paths])
@@ -205,6 +219,14 @@ def _run_models(
     }
     stats["hourly_rows"] = kpis.num_rows - stats["genre_rows"]
     return kpis, stats
+
+
+def _per_catalogue(paths: dict[str, Path]) -> str:
+    """The rows of each catalogue's Parquet, with its key as column ``catalogue``."""
+    return " UNION ALL BY NAME ".join(
+        f"SELECT *, {engine.literal(key)} AS catalogue FROM read_parquet({engine.literal(path)})"
+        for key, path in paths.items()
+    )
 
 
 def _download_curated(

@@ -43,6 +43,14 @@ class Layout:
     def snapshot_key(self, run_id: str, table: str) -> str:
         return f"snapshots/run_id={run_key(run_id)}/{table}.parquet"
 
+    @staticmethod
+    def song_artists_key(songs_key: str) -> str:
+        """The songs' artists, split and trimmed at extract, kept beside the songs (in the
+        run's snapshot, and in the catalogue a date is pinned to)."""
+        if songs_key.startswith("catalogue/songs/"):
+            return "catalogue/song_artists/" + songs_key.removeprefix("catalogue/songs/")
+        return songs_key.removesuffix("songs.parquet") + "song_artists.parquet"
+
     def source_quarantine_key(self, run_id: str, table: str) -> str:
         return f"quarantine/source/run_id={run_key(run_id)}/{table}.parquet"
 

@@ -28,6 +28,12 @@ def load_kpis(
     plan = read_plan(storage, layout, request.run_id)
     if plan is None:
         raise FileNotFoundError(f"the load plan of run {request.run_id} is missing")
+    if request.plan_version is not None and plan.version != request.plan_version:
+        # The markers cleared after the commit are the plan's: they must be the parts'.
+        raise DataGateError(
+            f"the KPI parts come from plan {request.plan_version} of run {request.run_id}, "
+            f"but its plan is now {plan.version}: nothing was replaced"
+        )
     ledger = Ledger(storage, layout)
     check_still_covers(plan, ledger)
     _check_parts(storage, layout, request)

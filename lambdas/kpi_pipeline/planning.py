@@ -1,11 +1,11 @@
 """The load plan: which dates a run recomputes, and from exactly which accepted contents.
 
-Transform makes the plan from the pending markers (accepted content the warehouse lacks)
+PlanTransform makes the plan from the pending markers (accepted content the warehouse lacks)
 and writes it to ``runs/<run>/load_plan.json``; Load checks, right before its commit, that
 the plan still covers every content accepted for its dates. A plan that does not (content
 was accepted for one of its dates after it was made) would replace the date with fewer
-plays than were accepted, and leave no marker to repair it: Load refuses it, Transform makes
-a new one (a bounded number of times).
+plays than were accepted, and leave no marker to repair it: Load refuses it, PlanTransform
+makes a new one (a bounded number of times).
 """
 
 from __future__ import annotations

@@ -325,6 +325,7 @@ def load(run_id: str, transformed: dict[str, Any]) -> dict[str, Any]:
             run_id=run_id,
             kpi_prefix=transformed["kpi_prefix"],
             kpi_dates=transformed["kpi_dates"],
+            plan_version=transformed.get("plan_version"),
         ),
         CONTEXT,
     )

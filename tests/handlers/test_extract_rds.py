@@ -183,6 +183,13 @@ def test_extract_writes_the_cleaned_snapshots_at_the_layout_keys(
         },
         {"id": 2, "track_id": "B", "track_genre": "pop", "popularity": 40, "duration_ms": 240_000},
     ]
+    # Artists split on ';' once, here, for both KPI engines: each (track, artist) once.
+    artists = read_parquet(cloud.s3, f"snapshots/run_id={RUN}/song_artists.parquet")
+    assert artists.to_pylist() == [
+        {"track_id": "A", "artist": "X"},
+        {"track_id": "A", "artist": "Y"},
+        {"track_id": "B", "artist": "Y"},
+    ]
     assert keys(cloud.s3, DATA_BUCKET, "quarantine/") == []  # nothing was rejected
 
 

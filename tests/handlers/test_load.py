@@ -114,3 +114,19 @@ def test_load_refuses_a_plan_with_a_date_whose_kpi_part_is_missing(
 
     assert warehouse_rows(warehouse_dsn) == before
     assert len(keys(cloud.s3, DATA_BUCKET, "ledger/pending/")) == 1  # recomputed next run
+
+
+def test_load_refuses_parts_of_a_plan_that_is_no_longer_the_runs(
+    snapshot: dict[str, Any], cloud: Any, warehouse_dsn: str
+) -> None:
+    """Load clears the pending markers of the run's current plan: the parts it loads must
+    come from that plan, or markers of content the parts never saw would be cleared."""
+    put_landing(cloud.s3, "day.csv", STREAMS_DAY)
+    ingest_manifest(RUN, list_new_files(event("list_new_files"), CONTEXT), snapshot)
+    first = transform(RUN, snapshot)
+    transform(RUN, snapshot)  # plan 2
+
+    with pytest.raises(DataGateError, match=r"from plan 1 .* now 2"):
+        load(RUN, first)
+
+    assert len(keys(cloud.s3, DATA_BUCKET, "ledger/pending/")) == 1

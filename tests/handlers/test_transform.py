@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from extract_s3.handler import list_new_files
@@ -34,6 +36,7 @@ from tests.handlers.support import (
     put_landing,
     read_json,
     read_kpis,
+    read_parquet,
     sha256,
     transform,
     transform_date,
@@ -290,3 +293,24 @@ def test_a_date_of_a_superseded_plan_is_refused(snapshot: dict[str, Any], cloud:
         transform_date(RUN, first, "2024-06-25")
 
     assert keys(cloud.s3, DATA_BUCKET, first["kpi_prefix"]) == []
+
+
+def test_each_date_is_credited_to_the_artists_split_at_extract_and_pinned_with_its_catalogue(
+    snapshot: dict[str, Any], cloud: Any
+) -> None:
+    """The artists are split once, at extract, kept beside the songs in the date's pinned
+    catalogue, and read from there: the split is never redone (and never differs) per run."""
+    put_landing(cloud.s3, "day.csv", STREAMS_DAY)
+    ingest_manifest(RUN, list_new_files(event("list_new_files"), CONTEXT), snapshot)
+    pin = read_json(cloud.s3, "catalogue/dates/kpi_date=2024-06-25.json")
+    pinned = pin["songs_key"].replace("catalogue/songs/", "catalogue/song_artists/")
+    assert read_parquet(cloud.s3, pinned).num_rows == 3  # (A, X), (A, Y), (B, Y)
+    only_zed = pa.table({"track_id": ["A", "B"], "artist": ["Zed", "Zed"]})
+    sink = pa.BufferOutputStream()
+    pq.write_table(only_zed, sink)
+    cloud.s3.put_object(Bucket=DATA_BUCKET, Key=pinned, Body=sink.getvalue().to_pybytes())
+
+    kpis = read_kpis(cloud.s3, transform(RUN, snapshot)["kpi_prefix"])
+
+    hourly = [r for r in kpis.to_pylist() if r["kpi_type"] == "hourly"]
+    assert {r["top_artists"] for r in hourly} == {"Zed"}
