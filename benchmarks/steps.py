@@ -33,7 +33,7 @@ def pandas_seed(users_csv: str, songs_csv: str, streams: list[str]) -> dict[str,
 
 def snapshot(users_csv: str, songs_csv: str, out: str) -> dict[str, Any]:
     """ExtractRds's cleaning and Parquet snapshot, reading the tables from CSV."""
-    from kpi_pipeline.extract import stage_source_tables
+    from kpi_pipeline.extract import SNAPSHOT_QUERIES, stage_source_tables
 
     folder = Path(out)
     con = engine.connect(lambda_engine("extract_rds"), folder)
@@ -44,13 +44,7 @@ def snapshot(users_csv: str, songs_csv: str, out: str) -> dict[str, Any]:
             f"SELECT * FROM read_csv({engine.literal(path)}, {options})"
         )
     stage_source_tables(con)
-    con.execute("CREATE TEMP VIEW songs AS SELECT *, NULL AS catalogue FROM stg_songs")
-    engine.create_view(con, "song_artists", "staging/stg_song_artists.sql")
-    for table, query in (
-        ("users", "SELECT user_id FROM stg_users"),
-        ("songs", "SELECT * FROM stg_songs"),
-        ("song_artists", "SELECT track_id, artist FROM song_artists ORDER BY ALL"),
-    ):
+    for table, query in SNAPSHOT_QUERIES.items():
         target = engine.literal(folder / f"{table}.parquet")
         con.execute(f"COPY ({query}) TO {target} (FORMAT parquet, COMPRESSION zstd)")
     rows = engine.scalar(

@@ -134,9 +134,7 @@ def warehouse_loads(dsn: str, table: str) -> list[list[str]]:
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass(%s)", (table,))
-            row = cur.fetchone()
-            if row is None or row[0] is None:
+            if not _table_exists(cur, table):
                 return []
             cur.execute(
                 pgsql.SQL("SELECT DISTINCT run_id, loaded_at::text FROM {} ORDER BY 1, 2").format(
@@ -230,9 +228,7 @@ def export_table(dsn: str, table: str, columns: list[str], out: Path) -> int:
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass(%s)", (table,))
-            row = cur.fetchone()
-            if row is None or row[0] is None:
+            if not _table_exists(cur, table):
                 out.write_text(",".join(columns) + "\n")
                 return 0
             order = "kpi_date, kpi_type, track_genre NULLS FIRST, stream_hour NULLS FIRST"
@@ -265,3 +261,9 @@ def dsn_to_secret(dsn: str) -> dict[str, object]:
         "username": params.get("user", "postgres"),
         "password": params.get("password", ""),
     }
+
+
+def _table_exists(cur: psycopg2.extensions.cursor, table: str) -> bool:
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+    row = cur.fetchone()
+    return bool(row and row[0])

@@ -27,10 +27,23 @@ STAGING_MODELS = (
 )
 
 
+# What the snapshot keeps of each staged table. The pipeline needs no personal data: of
+# users, it keeps the ids only. Artists are split and trimmed once, here: both KPI engines
+# read that table.
+SNAPSHOT_QUERIES = {
+    "users": "SELECT user_id FROM stg_users",
+    "songs": "SELECT * FROM stg_songs",
+    "song_artists": "SELECT track_id, artist FROM song_artists ORDER BY ALL",
+}
+
+
 def stage_source_tables(con: engine.duckdb.DuckDBPyConnection) -> None:
-    """The staging views over ``raw_users`` and ``raw_songs`` (text), in dependency order."""
+    """The staging views over ``raw_users`` and ``raw_songs`` (text), in dependency order,
+    and ``song_artists``."""
     for view, model in STAGING_MODELS:
         engine.create_view(con, view, model)
+    con.execute("CREATE TEMP VIEW songs AS SELECT *, NULL AS catalogue FROM stg_songs")
+    engine.create_view(con, "song_artists", "staging/stg_song_artists.sql")
 
 
 def extract_snapshot(
@@ -60,26 +73,15 @@ def extract_snapshot(
             )
         stage_source_tables(con)
 
-        # The pipeline needs no personal data: of users, it keeps the ids only.
-        # Artists are split and trimmed once, here: both KPI engines read this table.
-        con.execute("CREATE TEMP VIEW songs AS SELECT *, NULL AS catalogue FROM stg_songs")
-        engine.create_view(con, "song_artists", "staging/stg_song_artists.sql")
-        outputs = {
-            "users": ("SELECT user_id FROM stg_users", tmp / "users.parquet"),
-            "songs": ("SELECT * FROM stg_songs", tmp / "songs.parquet"),
-            "song_artists": (
-                "SELECT track_id, artist FROM song_artists ORDER BY ALL",
-                tmp / "song_artists.parquet",
-            ),
-        }
-        for query, path in outputs.values():
-            con.execute(
-                f"COPY ({query}) TO {engine.literal(path)} (FORMAT parquet, COMPRESSION zstd)"
-            )
+        outputs = {table: tmp / f"{table}.parquet" for table in SNAPSHOT_QUERIES}
+        for table, query in SNAPSHOT_QUERIES.items():
+            target = engine.literal(outputs[table])
+            con.execute(f"COPY ({query}) TO {target} (FORMAT parquet, COMPRESSION zstd)")
         counts = {
-            table: engine.scalar(con, f"SELECT count(*) FROM read_parquet({engine.literal(path)})")
-            for table, (_, path) in outputs.items()
-            if table != "song_artists"
+            table: engine.scalar(
+                con, f"SELECT count(*) FROM read_parquet({engine.literal(outputs[table])})"
+            )
+            for table in ("users", "songs")
         }
 
         rejected = tmp / "rejected_source_rows.parquet"
@@ -122,10 +124,10 @@ def extract_snapshot(
             source_rows_quarantined=quarantined,
             song_duplicate_pairs=duplicate_pairs,
         )
-        storage.upload_file(outputs["users"][1], layout.data_bucket, snapshot.users_key)
-        storage.upload_file(outputs["songs"][1], layout.data_bucket, snapshot.songs_key)
+        storage.upload_file(outputs["users"], layout.data_bucket, snapshot.users_key)
+        storage.upload_file(outputs["songs"], layout.data_bucket, snapshot.songs_key)
         storage.upload_file(
-            outputs["song_artists"][1],
+            outputs["song_artists"],
             layout.data_bucket,
             layout.song_artists_key(snapshot.songs_key),
         )

@@ -24,6 +24,7 @@ from kpi_pipeline.catalogue import read_pins
 from kpi_pipeline.contracts import TransformDateRequest, TransformDateResult
 from kpi_pipeline.errors import DataGateError
 from kpi_pipeline.layout import Layout
+from kpi_pipeline.ledger import Ledger
 from kpi_pipeline.observability import logger
 from kpi_pipeline.parallel import parallel
 from kpi_pipeline.planning import read_plan
@@ -58,7 +59,7 @@ def compute_date(
 
     kpi_prefix = layout.kpi_prefix(request.run_id, request.attempt)
     with open_scratch(scratch, "transform") as space:
-        _check_fits(kpi_date, contents, storage, layout, space)
+        _check_fits(kpi_date, contents, Ledger(storage, layout), space)
         stats = _transform_date(
             kpi_date,
             contents,
@@ -87,16 +88,15 @@ def compute_date(
 
 
 def _check_fits(
-    kpi_date: dt.date, contents: list[str], storage: Storage, layout: Layout, space: ScratchSpace
+    kpi_date: dt.date, contents: list[str], ledger: Ledger, space: ScratchSpace
 ) -> None:
     """The date's curated plays must fit a third of the free scratch space (the rest is for
     DuckDB's spill and the outputs): a date that cannot fails at once, naming the setting."""
     free = space.free_bytes()
     if free is None:
         return
-    wanted = {layout.curated_plays_key(kpi_date, content) for content in contents}
-    listed = storage.list_objects(layout.data_bucket, layout.curated_date_prefix(kpi_date))
-    size = sum(o.size for o in listed if o.key in wanted)
+    sizes = ledger.curated_sizes(kpi_date)
+    size = sum(sizes.get(content, 0) for content in contents)  # a missing one fails download
     if size > free // 3:
         raise space.exhausted(
             f"the curated plays of {kpi_date} ({size:,} bytes) need more than a third of "

@@ -31,7 +31,6 @@ class Ledger:
     storage: Storage
     layout: Layout
     _entries: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    _sizes: dict[tuple[dt.date, str], int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def entry(self, content_key: str) -> dict[str, Any] | None:
@@ -58,7 +57,7 @@ class Ledger:
     def accepted_by_date(self, kpi_dates: Iterable[dt.date]) -> dict[dt.date, list[str]]:
         """For each date, the contents whose accepted plays include that date."""
         dates = sorted(set(kpi_dates))
-        candidates = parallel(self._curated_contents, dates)
+        candidates = parallel(lambda d: list(self.curated_sizes(d)), dates)
         entries = self.entries(key for keys in candidates for key in keys)
         return {
             kpi_date: sorted(
@@ -75,21 +74,15 @@ class Ledger:
             lambda key: self.storage.delete(bucket, self.layout.pending_key(key)), content_keys
         )
 
-    def curated_size(self, kpi_date: dt.date, content_key: str) -> int:
-        """The size of a curated object seen by :meth:`accepted_by_date`."""
-        with self._lock:
-            return self._sizes[(kpi_date, content_key)]
-
-    def _curated_contents(self, kpi_date: dt.date) -> list[str]:
+    def curated_sizes(self, kpi_date: dt.date) -> dict[str, int]:
+        """The size of each curated object of the date, by content: one listing, no entry
+        read (accepted or not is :meth:`accepted_by_date`'s question)."""
         prefix = self.layout.curated_date_prefix(kpi_date)
-        objects = [
-            o
+        return {
+            _stem(o.key): o.size
             for o in self.storage.list_objects(self.layout.data_bucket, prefix)
             if o.key.endswith(".parquet")
-        ]
-        with self._lock:
-            self._sizes.update({(kpi_date, _stem(o.key)): o.size for o in objects})
-        return [_stem(o.key) for o in objects]
+        }
 
 
 def _stem(key: str) -> str:

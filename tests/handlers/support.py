@@ -197,23 +197,7 @@ def load_text_source(
     dsn: str, users: list[dict[str, object]], songs: list[dict[str, object]]
 ) -> None:
     """Source tables whose every column is TEXT, so they can hold values RDS types forbid."""
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("DROP TABLE IF EXISTS users, songs")
-            for table, header, rows in (
-                ("users", USERS_HEADER, users),
-                ("songs", SONGS_HEADER, songs),
-            ):
-                names = ", ".join(f'"{c}"' for c in header)
-                cur.execute(f"CREATE TABLE {table} ({names.replace(',', ' TEXT,')} TEXT)")
-                psycopg2.extras.execute_values(
-                    cur,
-                    f"INSERT INTO {table} ({names}) VALUES %s",
-                    [tuple(None if r[c] is None else str(r[c]) for c in header) for r in rows],
-                )
-    finally:
-        conn.close()
+    load_source_with_types(dsn, "TEXT", users, songs)
 
 
 def execute(dsn: str, statement: str) -> None:
