@@ -165,6 +165,9 @@ class PipelineFunctions(Construct):
                 env["SOURCE_HOST"] = c.source.host
             if c.source.database:
                 env["SOURCE_DATABASE"] = c.source.database
+        if "transform_engine" in step.settings:
+            env["TRANSFORM_ENGINE"] = c.transform.engine
+            env["WAREHOUSE_ENGINE_MIN_PLAYS"] = str(c.transform.warehouse_min_plays)
         if "ingest" in step.settings:
             env["MAX_FILES_PER_RUN"] = str(c.max_files_per_run)
         if "warehouse" in step.settings:
@@ -256,6 +259,14 @@ class PipelineFunctions(Construct):
         _objects(transform, data, WRITE, "runs/*/transform/", "kpis/")
         _list(transform, data)
 
+        in_warehouse = roles["transform_in_warehouse"]
+        # the plan and pins, the catalogue's sizes; the curated objects' sizes by listing
+        _objects(in_warehouse, data, READ, "runs/", "catalogue/")
+        # its manifests and figures only
+        _objects(in_warehouse, data, WRITE, "runs/*/transform/")
+        _list(in_warehouse, data)
+        self._grant_warehouse(in_warehouse)
+
         load = roles["load"]
         _objects(load, data, READ, "runs/", "ledger/", "kpis/")
         _objects(load, data, WRITE, "ledger/")
@@ -345,17 +356,19 @@ class PipelineFunctions(Construct):
             role.add_to_policy(iam.PolicyStatement(actions=[action], resources=resources))
 
     def _grant_copy_role(self) -> None:
-        """Redshift's COPY reads the run's KPI files with this role: let it, and only that.
+        """Redshift's COPY reads with this role: let it read what it COPYs, and only that.
 
-        ``COPY ... FROM 's3://bucket/kpis/...'`` treats the path as a key prefix: Redshift
-        lists it (s3:ListBucket, limited to that prefix), then gets each object.
+        The load's ``COPY ... FROM 's3://bucket/kpis/...'`` treats the path as a key prefix:
+        Redshift lists it (s3:ListBucket, limited to that prefix), then gets each object. The
+        warehouse engine's ``COPY ... MANIFEST`` gets its manifest, then each object it lists:
+        a date's curated plays and its pinned catalogue.
         """
         copy_role_arn = self._config.warehouse.copy_role_arn
         if not copy_role_arn:
             return
         copy_role = iam.Role.from_role_arn(self, "RedshiftCopyRole", copy_role_arn)
         data = self._storage.data_bucket
-        _objects(copy_role, data, READ, "kpis/")
+        _objects(copy_role, data, READ, "kpis/", "curated/", "catalogue/", "runs/*/transform/")
         _list(copy_role, data, "kpis/")
         if self._storage.data_key:
             _use_key(copy_role, self._storage.data_key.key_arn, ("kms:Decrypt",))

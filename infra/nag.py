@@ -79,7 +79,8 @@ def acknowledge_findings(stack: PipelineStack) -> None:
                 "; the ENI actions Lambda needs to run in the VPC (ec2:CreateNetworkInterface, "
                 "DescribeNetworkInterfaces, DeleteNetworkInterface...) accept no narrower resource"
             )
-        if step_key == "load" and stack.config.warehouse.kind == "redshift":
+        talks_to_redshift = step_key in {"load", "transform_in_warehouse"}
+        if talks_to_redshift and stack.config.warehouse.kind == "redshift":
             reason += (
                 "; Redshift Data API statement ids are not ARNs: DescribeStatement and "
                 "CancelStatement are limited to the caller's own statements by the "

@@ -59,7 +59,7 @@ PLAN_TRANSFORM = Step(
     "PlanTransform",
     "transform.plan.handler",
     "Plans the dates to recompute from the ledger and pins their catalogue",
-    frozenset({"storage"}),
+    frozenset({"storage", "transform_engine"}),
     frozenset({"base"}),
 )
 TRANSFORM = Step(
@@ -69,6 +69,14 @@ TRANSFORM = Step(
     "Computes the KPIs of one date with DuckDB",
     frozenset({"storage", "engine"}),
     frozenset({"base", "duckdb", "aws_sdk_pandas"}),
+)
+TRANSFORM_IN_WAREHOUSE = Step(
+    "transform_in_warehouse",
+    "TransformInWarehouse",
+    "transform.warehouse.handler",
+    "Computes the KPIs of one date inside the warehouse (COPY manifests, SQL)",
+    frozenset({"storage", "warehouse"}),
+    frozenset({"base"}),
 )
 LOAD = Step(
     "load",
@@ -94,6 +102,7 @@ ALL_STEPS: tuple[Step, ...] = (
     INGEST_FILE,
     PLAN_TRANSFORM,
     TRANSFORM,
+    TRANSFORM_IN_WAREHOUSE,
     LOAD,
     ARCHIVE,
 )

@@ -26,6 +26,7 @@ from infra.steps import (
     LOAD,
     PLAN_TRANSFORM,
     TRANSFORM,
+    TRANSFORM_IN_WAREHOUSE,
     Step,
 )
 from kpi_pipeline.errors import RETRYABLE_ERRORS, PlanOutdated
@@ -298,21 +299,26 @@ class PipelineDefinition(Construct):
                 "kpi_date.$": "$$.Map.Item.Value.kpi_date",
                 "plan_version.$": "$.transform.plan_version",
                 "attempt.$": "$.transform.attempt",
+                "engine.$": "$$.Map.Item.Value.engine",
             },
             max_concurrency=transform_concurrency,
             results_prefix=transform_map_results_prefix,
         )
+        # Each date goes to the engine PlanTransform chose for it (transform.engine): DuckDB
+        # in a Lambda, or SQL inside the warehouse for a day too big for one function.
+        date_request: dict[str, object] = {
+            "run_id.$": "$.run_id",
+            "kpi_date.$": "$.kpi_date",
+            "plan_version.$": "$.plan_version",
+            "attempt.$": "$.attempt",
+        }
         transform.item_processor(
-            self._invoke(
-                TRANSFORM,
-                {
-                    "run_id.$": "$.run_id",
-                    "kpi_date.$": "$.kpi_date",
-                    "plan_version.$": "$.plan_version",
-                    "attempt.$": "$.attempt",
-                },
-                result_path="$",
+            sfn.Choice(self, "WhichEngine?", comment="PlanTransform's engine for the date")
+            .when(
+                sfn.Condition.string_equals("$.engine", "warehouse"),
+                self._invoke(TRANSFORM_IN_WAREHOUSE, date_request, result_path="$"),
             )
+            .otherwise(self._invoke(TRANSFORM, date_request, result_path="$"))
         )
         self._catch(transform, "TransformDates")
         load = self._invoke(
@@ -322,6 +328,7 @@ class PipelineDefinition(Construct):
                 "kpi_prefix.$": "$.transform.kpi_prefix",
                 "kpi_dates.$": "$.transform.kpi_dates",
                 "plan_version.$": "$.transform.plan_version",
+                "attempt.$": "$.transform.attempt",
             },
             "$.load",
         )

@@ -43,6 +43,7 @@ SETTINGS_MODELS = {
     "ingest": step_settings.IngestSettings,
     "engine": step_settings.EngineSettings,
     "warehouse": step_settings.WarehouseSettings,
+    "transform_engine": step_settings.TransformEngineSettings,
 }
 EVERY_FUNCTION_ENV = {
     "POWERTOOLS_SERVICE_NAME",
@@ -143,6 +144,22 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
     region_account = f"{PROD['region']}:{PROD['account']}"
     cluster = PROD["warehouse"]["cluster_id"]
     redshift = f"arn:<AWS::Partition>:redshift:{region_account}"
+    # Load's batch and the warehouse engine's: on the cluster, as its database user.
+    data_api = (
+        allow(("redshift-data:BatchExecuteStatement",), f"{redshift}:cluster:{cluster}")
+        | allow(
+            ("redshift-data:DescribeStatement", "redshift-data:CancelStatement"),
+            "*",
+            condition={
+                "StringEquals": {"redshift-data:statement-owner-iam-userid": "${aws:userid}"}
+            },
+        )
+        | allow(
+            ("redshift:GetClusterCredentials",),
+            f"{redshift}:dbuser:{cluster}/{PROD['warehouse']['db_user']}",
+            f"{redshift}:dbname:{cluster}/{PROD['warehouse']['database']}",
+        )
+    )
     by_step = {
         "check_source": secret,
         "extract_rds": secret | objects(WRITE, data, "snapshots/", "quarantine/source/"),
@@ -169,23 +186,15 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         "transform": objects(READ, data, "runs/", "curated/", "catalogue/")
         | objects(WRITE, data, "runs/*/transform/", "kpis/")
         | data_list,
+        "transform_in_warehouse": objects(READ, data, "runs/", "catalogue/")
+        | objects(WRITE, data, "runs/*/transform/")
+        | data_list
+        | data_api,
         "load": objects(READ, data, "runs/", "ledger/", "kpis/")
         | objects(WRITE, data, "ledger/")
         | objects(("s3:DeleteObject",), data, "ledger/pending/")
         | data_list
-        | allow(("redshift-data:BatchExecuteStatement",), f"{redshift}:cluster:{cluster}")
-        | allow(
-            ("redshift-data:DescribeStatement", "redshift-data:CancelStatement"),
-            "*",
-            condition={
-                "StringEquals": {"redshift-data:statement-owner-iam-userid": "${aws:userid}"}
-            },
-        )
-        | allow(
-            ("redshift:GetClusterCredentials",),
-            f"{redshift}:dbuser:{cluster}/{PROD['warehouse']['db_user']}",
-            f"{redshift}:dbname:{cluster}/{PROD['warehouse']['database']}",
-        ),
+        | data_api,
         "archive": objects((*READ, "s3:DeleteObject"), PROD_LANDING, PROD_PREFIX)
         | landing_list
         | objects(READ, data, "runs/", "archive/", "quarantine/files/")
@@ -253,9 +262,9 @@ def test_each_function_has_its_own_lambda_role_without_managed_policies(prod, st
     assert len(policies_of(template, {"Ref": role_id})) == 1
 
 
-def test_eight_function_roles_one_per_step(prod):
+def test_nine_function_roles_one_per_step(prod):
     stack, template = prod
-    assert len({logical_id(stack, role) for role in stack.functions.roles.values()}) == 8
+    assert len({logical_id(stack, role) for role in stack.functions.roles.values()}) == 9
     lambda_roles = template.find_resources(
         "AWS::IAM::Role",
         {
@@ -395,15 +404,18 @@ def test_load_uses_a_serverless_workgroup_in_dev():
 
 
 @pytest.mark.parametrize("env_name", ["prod", "dev", "local"])
-def test_the_redshift_copy_role_may_list_and_read_the_kpi_prefix_only(env_name):
+def test_the_redshift_copy_role_may_list_the_kpi_prefix_and_read_what_copy_reads(env_name):
     """COPY FROM 's3://bucket/kpis/...' treats the path as a key prefix: Redshift lists it,
     then reads each object. With s3:GetObject alone every Load in AWS failed (Access Denied).
-    The local environment grants its stand-in COPY role the same, so local runs enforce it."""
+    The warehouse engine's COPY ... MANIFEST reads its manifest, then each object listed: a
+    date's curated plays and its pinned catalogue. The local environment grants its
+    stand-in COPY role the same, so local runs enforce it."""
     stack, template = template_of(env_name)
     copy_role_name = stack.config.warehouse.copy_role_arn.rsplit("/", 1)[1]
     data = f"<{logical_id(stack, stack.storage.data_bucket)}.Arn>"
+    read = ("kpis/", "curated/", "catalogue/", "runs/*/transform/")
     assert grants(statements_of(template, copy_role_name)) == allow(
-        ("s3:GetObject",), f"{data}/kpis/*"
+        ("s3:GetObject",), *(f"{data}/{prefix}*" for prefix in read)
     ) | allow(("s3:ListBucket",), data, condition={"StringLike": {"s3:prefix": ["kpis/*"]}})
 
 
@@ -477,7 +489,7 @@ def test_the_state_machine_role_holds_the_lock_alerts_invokes_and_records_failur
         | allow(("states:DescribeExecution", "states:StopExecution"), f"{own_executions}:*")
         | allow(("states:RedriveExecution",), f"{own_executions}/*:*")  # redrive a map run
     )
-    assert len(functions) == 8
+    assert len(functions) == 9
     # The name the executions' ARN is built from is the state machine's real name.
     machine_resource = template.to_json()["Resources"][logical_id(stack, stack.state_machine)]
     assert machine_resource["Properties"]["StateMachineName"] == "music-kpi-prod"

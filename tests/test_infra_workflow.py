@@ -130,6 +130,7 @@ def test_each_planned_date_is_transformed_by_a_child_of_a_distributed_map(states
         "kpi_date.$": "$$.Map.Item.Value.kpi_date",
         "plan_version.$": "$.transform.plan_version",
         "attempt.$": "$.transform.attempt",
+        "engine.$": "$$.Map.Item.Value.engine",
     }
     assert dates["ItemProcessor"]["ProcessorConfig"] == {
         "Mode": "DISTRIBUTED",
@@ -140,8 +141,23 @@ def test_each_planned_date_is_transformed_by_a_child_of_a_distributed_map(states
     assert dates["MaxConcurrency"] == 10  # transform_concurrency's default
     assert dates["ResultWriter"]["Parameters"]["Prefix"] == "runs/transform-map-results/"
     assert dates["ResultPath"] is None
-    (inner,) = dates["ItemProcessor"]["States"].values()
-    assert "Catch" not in inner  # a date that fails fails the run
+    inner = dates["ItemProcessor"]["States"]
+    assert set(inner) == {"WhichEngine?", "Transform", "TransformInWarehouse"}
+    assert dates["ItemProcessor"]["StartAt"] == "WhichEngine?"
+    # PlanTransform's engine for the date routes it: the warehouse, or DuckDB by default.
+    assert inner["WhichEngine?"]["Choices"] == [
+        {"Variable": "$.engine", "StringEquals": "warehouse", "Next": "TransformInWarehouse"}
+    ]
+    assert inner["WhichEngine?"]["Default"] == "Transform"
+    for name in ("Transform", "TransformInWarehouse"):
+        assert "Catch" not in inner[name]  # a date that fails fails the run
+        assert inner[name]["End"] is True
+        assert inner[name]["Parameters"] == {
+            "run_id.$": "$.run_id",
+            "kpi_date.$": "$.kpi_date",
+            "plan_version.$": "$.plan_version",
+            "attempt.$": "$.attempt",
+        }
     assert dates["Next"] == "Load"
     assert states["HasDatesToLoad?"]["Default"] == "TransformDates"
 

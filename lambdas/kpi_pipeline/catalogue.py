@@ -19,7 +19,7 @@ from typing import Any
 
 from kpi_pipeline.contracts import SnapshotRef
 from kpi_pipeline.errors import PinConflict
-from kpi_pipeline.layout import Layout
+from kpi_pipeline.layout import SONG_TABLES, Layout
 from kpi_pipeline.parallel import parallel
 from kpi_pipeline.storage import Storage
 
@@ -90,7 +90,13 @@ def pin_dates(
         copies = [
             (today.songs_key, kept.songs_key),
             (today.users_key, kept.users_key or ""),
-            (layout.song_artists_key(today.songs_key), layout.song_artists_key(kept.songs_key)),
+            *(
+                (
+                    layout.songs_sibling_key(today.songs_key, table),
+                    layout.songs_sibling_key(kept.songs_key, table),
+                )
+                for table in SONG_TABLES
+            ),
         ]
         for source, target in copies:
             if not storage.exists(layout.data_bucket, target):

@@ -136,6 +136,7 @@ class TransformResult(Contract):
     plan_version: int | None = None
     attempt: str | None = None  # each plan's parts and results have their own prefix
     dates_key: str | None = None  # the dates, one item each, that TransformDates reads
+    dates_in_warehouse: int = 0  # of kpi_dates, those the warehouse engine computes
     genre_rows: int = 0
     hourly_rows: int = 0
     plays_in_kpis: int = 0
@@ -152,8 +153,13 @@ class TransformDateRequest(Contract):
     attempt: str
 
 
+Engine = Literal["lambda", "warehouse"]
+
+
 class TransformDateResult(Contract):
     kpi_date: dt.date
+    engine: Engine = "lambda"
+    stage_table: str | None = None  # warehouse engine: the table Load takes the rows from
     genre_rows: int
     hourly_rows: int
     curated_rows: int  # the rows of the date's curated objects, duplicates across files too
@@ -166,6 +172,7 @@ class LoadRequest(Contract):
     kpi_prefix: str
     kpi_dates: list[dt.date]
     plan_version: int | None = None  # the plan the KPI parts were computed from
+    attempt: str | None = None  # the plan's attempt: its dates, their engines, their results
 
 
 class LoadResult(Contract):

@@ -12,7 +12,7 @@ from pathlib import Path
 from kpi_pipeline import engine
 from kpi_pipeline.contracts import SourceSnapshot
 from kpi_pipeline.errors import DataGateError
-from kpi_pipeline.layout import Layout
+from kpi_pipeline.layout import SONG_TABLES, Layout
 from kpi_pipeline.observability import SOURCE_ROWS_EXTRACTED, count, logger
 from kpi_pipeline.scratch import open_scratch
 from kpi_pipeline.settings import EngineSettings, ScratchSettings
@@ -34,6 +34,12 @@ SNAPSHOT_QUERIES = {
     "users": "SELECT user_id FROM stg_users",
     "songs": "SELECT * FROM stg_songs",
     "song_artists": "SELECT track_id, artist FROM song_artists ORDER BY ALL",
+    # The columns of the warehouse engine's wh_songs, in its order: COPY reads Parquet by
+    # position (kpi_pipeline.warehouse.kpi_sql.INPUT_TABLES).
+    "song_tracks": (
+        "SELECT track_id, track_genre, track_name, popularity, duration_ms FROM stg_songs "
+        "ORDER BY ALL"
+    ),
 }
 
 
@@ -126,11 +132,12 @@ def extract_snapshot(
         )
         storage.upload_file(outputs["users"], layout.data_bucket, snapshot.users_key)
         storage.upload_file(outputs["songs"], layout.data_bucket, snapshot.songs_key)
-        storage.upload_file(
-            outputs["song_artists"],
-            layout.data_bucket,
-            layout.song_artists_key(snapshot.songs_key),
-        )
+        for table in SONG_TABLES:
+            storage.upload_file(
+                outputs[table],
+                layout.data_bucket,
+                layout.songs_sibling_key(snapshot.songs_key, table),
+            )
         if quarantined:
             storage.upload_file(
                 rejected, layout.data_bucket, layout.source_quarantine_key(run_id, "rows")

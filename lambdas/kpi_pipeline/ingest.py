@@ -67,6 +67,7 @@ class AcceptedFile:
     duplicates: int
     rows_quarantined: dict[str, int] = field(default_factory=dict)
     quarantine_path: Path | None = None
+    plays_per_date: dict[dt.date, int] = field(default_factory=dict)
 
     @property
     def kpi_dates(self) -> list[dt.date]:
@@ -183,7 +184,8 @@ def _write_outputs(
         - sum(counts.values())
         + counts.get(RowReason.MALFORMED_ROW, 0)
     )
-    plays_by_date, plays_valid = _write_plays(con, lineage, out_dir)
+    plays_by_date, plays_per_date = _write_plays(con, lineage, out_dir)
+    plays_valid = sum(plays_per_date.values())
 
     quarantine_path = None
     if counts:
@@ -203,13 +205,14 @@ def _write_outputs(
         duplicates=valid_rows - plays_valid,
         rows_quarantined={str(k): int(v) for k, v in sorted(counts.items())},
         quarantine_path=quarantine_path,
+        plays_per_date=plays_per_date,
     )
 
 
 def _write_plays(
     con: duckdb.DuckDBPyConnection, lineage: Lineage, out_dir: Path
-) -> tuple[dict[dt.date, Path], int]:
-    """One Parquet file of de-duplicated valid plays per kpi_date; and how many plays."""
+) -> tuple[dict[dt.date, Path], dict[dt.date, int]]:
+    """One Parquet file of de-duplicated valid plays per kpi_date; and how many each holds."""
     # Every row the quarantine does not hold is valid (no second classification), and rows
     # repeating (user_id, track_id, listen_time) are one play (KPIS.md).
     con.execute(
@@ -221,7 +224,7 @@ def _write_plays(
         """
     )
     plays_by_date: dict[dt.date, Path] = {}
-    plays = 0
+    plays: dict[dt.date, int] = {}
     dates = [row[0] for row in con.execute("SELECT DISTINCT kpi_date FROM valid_rows").fetchall()]
     for kpi_date in sorted(dates):
         path = out_dir / f"plays_{kpi_date.isoformat()}.parquet"
@@ -237,7 +240,7 @@ def _write_plays(
             """,
             [lineage.content_key, kpi_date],
         ).fetchone()
-        plays += int(written[0]) if written else 0
+        plays[kpi_date] = int(written[0]) if written else 0
         plays_by_date[kpi_date] = path
     return plays_by_date, plays
 

@@ -20,17 +20,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kpi_pipeline import engine
-from kpi_pipeline.catalogue import read_pins
 from kpi_pipeline.contracts import TransformDateRequest, TransformDateResult
-from kpi_pipeline.errors import DataGateError
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.ledger import Ledger
 from kpi_pipeline.observability import logger
 from kpi_pipeline.parallel import parallel
-from kpi_pipeline.planning import read_plan
 from kpi_pipeline.scratch import ScratchSpace, open_scratch
 from kpi_pipeline.settings import EngineSettings, ScratchSettings
 from kpi_pipeline.storage import Storage
+from kpi_pipeline.transform_plan import planned_date
 from kpi_pipeline.warehouse.arrow import fit_to_schema
 
 
@@ -42,20 +40,8 @@ def compute_date(
     engine_settings: EngineSettings,
     scratch: ScratchSettings,
 ) -> TransformDateResult:
-    kpi_date = request.kpi_date
-    plan = read_plan(storage, layout, request.run_id)
-    if plan is None or plan.version != request.plan_version:
-        found = "no plan" if plan is None else f"plan {plan.version}"
-        raise DataGateError(
-            f"run {request.run_id} has {found}, not plan {request.plan_version}: the dates to "
-            "transform come from PlanTransform of the same run"
-        )
-    contents = plan.contents_by_date.get(kpi_date)
-    if not contents:
-        raise DataGateError(f"{kpi_date} is not in plan {plan.version} of run {request.run_id}")
-    pin = read_pins(storage, layout, [kpi_date]).get(kpi_date)
-    if pin is None:
-        raise DataGateError(f"{kpi_date} has no catalogue pin: PlanTransform pins every date")
+    planned = planned_date(request, storage=storage, layout=layout)
+    kpi_date, contents = planned.kpi_date, planned.contents
 
     kpi_prefix = layout.kpi_prefix(request.run_id, request.attempt)
     with open_scratch(scratch, "transform") as space:
@@ -63,7 +49,7 @@ def compute_date(
         stats = _transform_date(
             kpi_date,
             contents,
-            pin.songs_key,
+            planned.songs_key,
             kpi_key=layout.kpi_part_key(kpi_prefix, kpi_date),
             run_id=request.run_id,
             work=space.path / f"date-{kpi_date.isoformat()}",
@@ -72,7 +58,7 @@ def compute_date(
             layout=layout,
             engine_settings=engine_settings,
         )
-    result = TransformDateResult(kpi_date=kpi_date, **stats)
+    result = TransformDateResult.model_validate({"kpi_date": kpi_date, **stats})
     storage.put_json(
         layout.data_bucket,
         layout.transform_result_key(request.run_id, request.attempt, kpi_date),

@@ -18,6 +18,10 @@ from kpi_pipeline.settings import StorageSettings
 _SAFE_RUN_KEY = re.compile(r"[A-Za-z0-9._-]+")
 
 
+# Tables derived from the songs at extract and kept beside them (see songs_sibling_key).
+SONG_TABLES = ("song_artists", "song_tracks")
+
+
 def run_key(run_id: str) -> str:
     """The run id as it appears in S3 keys: itself when it has only letters, digits, '.',
     '_' and '-'; else those characters, the rest replaced by '_', and a short hash of the
@@ -44,12 +48,22 @@ class Layout:
         return f"snapshots/run_id={run_key(run_id)}/{table}.parquet"
 
     @staticmethod
-    def song_artists_key(songs_key: str) -> str:
-        """The songs' artists, split and trimmed at extract, kept beside the songs (in the
-        run's snapshot, and in the catalogue a date is pinned to)."""
+    def songs_sibling_key(songs_key: str, table: str) -> str:
+        """A table derived from the songs at extract (``SONG_TABLES``), kept beside them (in
+        the run's snapshot, and in the catalogue a date is pinned to)."""
         if songs_key.startswith("catalogue/songs/"):
-            return "catalogue/song_artists/" + songs_key.removeprefix("catalogue/songs/")
-        return songs_key.removesuffix("songs.parquet") + "song_artists.parquet"
+            return f"catalogue/{table}/" + songs_key.removeprefix("catalogue/songs/")
+        return songs_key.removesuffix("songs.parquet") + f"{table}.parquet"
+
+    @classmethod
+    def song_artists_key(cls, songs_key: str) -> str:
+        """The songs' artists, split and trimmed at extract."""
+        return cls.songs_sibling_key(songs_key, "song_artists")
+
+    @classmethod
+    def song_tracks_key(cls, songs_key: str) -> str:
+        """The songs' columns the KPIs read, in the warehouse engine's COPY order."""
+        return cls.songs_sibling_key(songs_key, "song_tracks")
 
     def source_quarantine_key(self, run_id: str, table: str) -> str:
         return f"quarantine/source/run_id={run_key(run_id)}/{table}.parquet"
@@ -89,6 +103,15 @@ class Layout:
     def transform_result_key(self, run_id: str, attempt: str, kpi_date: dt.date) -> str:
         return (
             f"{self.transform_prefix(run_id, attempt)}results/kpi_date={kpi_date.isoformat()}.json"
+        )
+
+    def warehouse_manifest_key(
+        self, run_id: str, attempt: str, kpi_date: dt.date, table: str
+    ) -> str:
+        """The COPY manifest of one input table of a date the warehouse engine computes."""
+        return (
+            f"{self.transform_prefix(run_id, attempt)}manifests/"
+            f"kpi_date={kpi_date.isoformat()}/{table}.manifest"
         )
 
     def load_plan_key(self, run_id: str) -> str:

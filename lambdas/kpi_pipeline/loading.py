@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from kpi_pipeline.contracts import LoadRequest, LoadResult
+from kpi_pipeline.contracts import LoadRequest, LoadResult, TransformDateResult
 from kpi_pipeline.errors import DataGateError
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.ledger import Ledger
@@ -36,9 +36,18 @@ def load_kpis(
         )
     ledger = Ledger(storage, layout)
     check_still_covers(plan, ledger)
-    _check_parts(storage, layout, request)
+    in_warehouse = _warehouse_dates(storage, layout, request)
+    in_lambda = [d for d in request.kpi_dates if d not in in_warehouse]
+    _check_parts(storage, layout, request.kpi_prefix, in_lambda, len(request.kpi_dates))
+    stages = _stage_tables(storage, layout, request, sorted(in_warehouse))
     loaded_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    batch = KpiBatch(layout.data_bucket, request.kpi_prefix, request.kpi_dates)
+    batch = KpiBatch(
+        layout.data_bucket,
+        request.kpi_prefix,
+        request.kpi_dates,
+        has_parts=bool(in_lambda),
+        stage_tables=tuple(stages),
+    )
     rows = warehouse.replace_dates(batch, loaded_at)
     count(KPI_ROWS_LOADED, rows)
     logger.info("KPIs loaded", extra={"rows": rows, "kpi_dates": len(request.kpi_dates)})
@@ -46,20 +55,62 @@ def load_kpis(
     return LoadResult(rows_loaded=rows, kpi_dates=request.kpi_dates, loaded_at=loaded_at)
 
 
-def _check_parts(storage: Storage, layout: Layout, request: LoadRequest) -> None:
-    """Every date to replace has its KPI part: the load deletes each date's rows, so a date
-    whose part were missing would lose its KPIs instead of getting new ones."""
-    found = {o.key for o in storage.list_objects(layout.data_bucket, request.kpi_prefix)}
-    missing = [
-        d.isoformat()
-        for d in request.kpi_dates
-        if layout.kpi_part_key(request.kpi_prefix, d) not in found
-    ]
+def _warehouse_dates(storage: Storage, layout: Layout, request: LoadRequest) -> set[dt.date]:
+    """The dates PlanTransform sent to the warehouse engine (its TransformDates items)."""
+    if request.attempt is None:
+        return set()
+    key = layout.transform_dates_key(request.run_id, request.attempt)
+    items = storage.get_json(layout.data_bucket, key)
+    if not isinstance(items, list):
+        raise DataGateError(f"the planned dates s3://{layout.data_bucket}/{key} are missing")
+    return {
+        dt.date.fromisoformat(item["kpi_date"])
+        for item in items
+        if item.get("engine") == "warehouse"
+    }
+
+
+def _check_parts(
+    storage: Storage, layout: Layout, kpi_prefix: str, kpi_dates: list[dt.date], total: int
+) -> None:
+    """Every date computed in a Lambda has its KPI part: the load deletes each date's rows,
+    so a date whose part were missing would lose its KPIs instead of getting new ones."""
+    if not kpi_dates:
+        return
+    found = {o.key for o in storage.list_objects(layout.data_bucket, kpi_prefix)}
+    missing = [d.isoformat() for d in kpi_dates if layout.kpi_part_key(kpi_prefix, d) not in found]
     if missing:
         raise DataGateError(
-            f"no KPI part under s3://{layout.data_bucket}/{request.kpi_prefix} for {missing[:5]}"
-            f" ({len(missing)} of {len(request.kpi_dates)} dates): nothing was replaced"
+            f"no KPI part under s3://{layout.data_bucket}/{kpi_prefix} for {missing[:5]}"
+            f" ({len(missing)} of {total} dates): nothing was replaced"
         )
+
+
+def _stage_tables(
+    storage: Storage, layout: Layout, request: LoadRequest, kpi_dates: list[dt.date]
+) -> list[str]:
+    """The stage table of every date computed in the warehouse, from the result each wrote
+    once its table was committed (a date without one would lose its KPIs)."""
+    attempt = request.attempt or ""
+    documents = parallel(
+        lambda d: storage.get_json(
+            layout.data_bucket, layout.transform_result_key(request.run_id, attempt, d)
+        ),
+        kpi_dates,
+    )
+    stages, missing = [], []
+    for kpi_date, document in zip(kpi_dates, documents, strict=True):
+        result = TransformDateResult.model_validate(document) if document else None
+        if result is None or result.stage_table is None:
+            missing.append(kpi_date.isoformat())
+        else:
+            stages.append(result.stage_table)
+    if missing:
+        raise DataGateError(
+            f"no KPIs computed in the warehouse for {missing[:5]} ({len(missing)} of "
+            f"{len(request.kpi_dates)} dates): nothing was replaced"
+        )
+    return stages
 
 
 def _mark_loaded(ledger: Ledger, plan: LoadPlan, run_id: str) -> None:

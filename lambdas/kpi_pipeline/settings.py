@@ -141,6 +141,30 @@ class EngineSettings(_EnvModel):
         return None
 
 
+TransformEngine = Literal["lambda", "warehouse", "auto"]
+
+
+class TransformEngineSettings(_EnvModel):
+    """Where PlanTransform sends each date: DuckDB in a Lambda, or SQL inside the warehouse."""
+
+    transform_engine: TransformEngine = Field(
+        default="lambda",
+        description="'lambda' (DuckDB), 'warehouse' (SQL in Redshift) or 'auto' (the "
+        "warehouse for a date with more accepted plays than WAREHOUSE_ENGINE_MIN_PLAYS)",
+    )
+    warehouse_engine_min_plays: int = Field(
+        default=100_000_000,
+        ge=0,
+        description="with TRANSFORM_ENGINE=auto, a date with more accepted plays than this "
+        "is computed in the warehouse",
+    )
+
+    def engine_for(self, plays: int) -> Literal["lambda", "warehouse"]:
+        if self.transform_engine == "auto":
+            return "warehouse" if plays > self.warehouse_engine_min_plays else "lambda"
+        return self.transform_engine
+
+
 class WarehouseSettings(_EnvModel):
     """The KPI warehouse: Redshift through the Data API, or PostgreSQL for local runs."""
 

@@ -162,15 +162,19 @@ class Storage:
             raise _translate(exc, f"listing s3://{bucket}/{prefix}") from exc
 
     def exists(self, bucket: str, key: str) -> bool:
+        return self.size(bucket, key) is not None
+
+    def size(self, bucket: str, key: str) -> int | None:
+        """The object's size in bytes (None: no such object)."""
         try:
-            self._s3.head_object(Bucket=bucket, Key=key)
+            head = self._s3.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
             if _code(exc) in _NOT_FOUND:
-                return False
+                return None
             raise _translate(exc, f"checking s3://{bucket}/{key}") from exc
         except BotoCoreError as exc:
             raise _translate(exc, f"checking s3://{bucket}/{key}") from exc
-        return True
+        return int(head["ContentLength"])
 
     def delete(self, bucket: str, key: str) -> None:
         self._call("deleting", bucket, key, self._s3.delete_object)

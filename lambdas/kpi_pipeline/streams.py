@@ -160,6 +160,8 @@ def _ingest_new(
         "ingested_at": dt.datetime.now(dt.UTC).isoformat(),
         "kpi_dates": dates,
         "plays_valid": outcome.plays_valid,
+        # what PlanTransform's engine choice weighs (transform.engine "auto")
+        "plays_by_date": {d.isoformat(): n for d, n in sorted(outcome.plays_per_date.items())},
         "duplicates": outcome.duplicates,
         "rows_quarantined": outcome.rows_quarantined,
     }

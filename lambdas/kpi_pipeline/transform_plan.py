@@ -15,20 +15,33 @@ No DuckDB here: this module runs in a small function.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from dataclasses import dataclass
 
-from kpi_pipeline.catalogue import pin_dates
-from kpi_pipeline.contracts import TransformDateResult, TransformRequest, TransformResult
+from kpi_pipeline.catalogue import pin_dates, read_pins
+from kpi_pipeline.contracts import (
+    TransformDateRequest,
+    TransformDateResult,
+    TransformRequest,
+    TransformResult,
+)
+from kpi_pipeline.errors import DataGateError
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.ledger import Ledger
 from kpi_pipeline.observability import logger
 from kpi_pipeline.parallel import parallel
-from kpi_pipeline.planning import make_plan, read_plan, write_plan
+from kpi_pipeline.planning import LoadPlan, make_plan, read_plan, write_plan
+from kpi_pipeline.settings import TransformEngineSettings
 from kpi_pipeline.storage import Storage
 
 
 def plan_transform(
-    request: TransformRequest, *, storage: Storage, layout: Layout
+    request: TransformRequest,
+    *,
+    storage: Storage,
+    layout: Layout,
+    engines: TransformEngineSettings,
 ) -> TransformResult:
     ledger = Ledger(storage, layout)
     previous = read_plan(storage, layout, request.run_id)
@@ -51,10 +64,22 @@ def plan_transform(
     # Each attempt writes its own parts: a retry never mixes with a dead attempt's.
     attempt = uuid.uuid4().hex[:12]
     dates_key = layout.transform_dates_key(request.run_id, attempt)
-    storage.put_json(
-        layout.data_bucket, dates_key, [{"kpi_date": d.isoformat()} for d in plan.kpi_dates]
+    plays = plays_by_date(ledger, plan)
+    items = [
+        {"kpi_date": d.isoformat(), "engine": engines.engine_for(plays[d]), "plays": plays[d]}
+        for d in plan.kpi_dates
+    ]
+    storage.put_json(layout.data_bucket, dates_key, items)
+    in_warehouse = sum(1 for item in items if item["engine"] == "warehouse")
+    logger.info(
+        "dates planned",
+        extra={
+            "dates": len(items),
+            "dates_in_warehouse": in_warehouse,
+            "engine": engines.transform_engine,
+            "plan": plan.version,
+        },
     )
-    logger.info("dates planned", extra={"dates": len(plan.kpi_dates), "plan": plan.version})
     return TransformResult(
         kpi_prefix=layout.kpi_prefix(request.run_id, attempt),
         kpi_dates=plan.kpi_dates,
@@ -62,7 +87,52 @@ def plan_transform(
         plan_version=plan.version,
         attempt=attempt,
         dates_key=dates_key,
+        dates_in_warehouse=in_warehouse,
     )
+
+
+def plays_by_date(ledger: Ledger, plan: LoadPlan) -> dict[dt.date, int]:
+    """Each date's accepted plays, added up from the ledger entries the plan lists (an
+    entry written before per-date counts existed counts all its plays for each date: the
+    larger figure, so a big day is never sent to the smaller engine)."""
+    entries = ledger.entries(k for keys in plan.contents_by_date.values() for k in keys)
+    totals = {}
+    for kpi_date, contents in plan.contents_by_date.items():
+        day = kpi_date.isoformat()
+        totals[kpi_date] = sum(
+            int(entries[c].get("plays_by_date", {}).get(day, entries[c].get("plays_valid", 0)))
+            for c in contents
+            if c in entries
+        )
+    return totals
+
+
+@dataclass(frozen=True)
+class PlannedDate:
+    """One date of a plan, as a TransformDates item computes it."""
+
+    kpi_date: dt.date
+    contents: list[str]  # exactly the curated objects the plan lists for it
+    songs_key: str  # the catalogue it is pinned to
+
+
+def planned_date(request: TransformDateRequest, *, storage: Storage, layout: Layout) -> PlannedDate:
+    """The date of ``request`` in its run's plan, which must be the plan it was made from."""
+    kpi_date = request.kpi_date
+    plan = read_plan(storage, layout, request.run_id)
+    if plan is None or plan.version != request.plan_version:
+        found = "no plan" if plan is None else f"plan {plan.version}"
+        raise DataGateError(
+            f"run {request.run_id} has {found}, not plan {request.plan_version}: the dates to "
+            "transform come from PlanTransform of the same run"
+        )
+    contents = plan.contents_by_date.get(kpi_date)
+    if not contents:
+        raise DataGateError(f"{kpi_date} is not in plan {plan.version} of run {request.run_id}")
+    pin = read_pins(storage, layout, [kpi_date]).get(kpi_date)
+    if pin is None:
+        raise DataGateError(f"{kpi_date} has no catalogue pin: PlanTransform pins every date")
+    return PlannedDate(kpi_date, contents, pin.songs_key)
 
 
 def transform_totals(

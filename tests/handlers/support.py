@@ -41,6 +41,7 @@ from local_runner.databases import replace_source_tables
 from local_runner.sample_data import SONGS_HEADER, USERS_HEADER
 from transform.handler import handler as transform_handler
 from transform.plan import handler as plan_transform_handler
+from transform.warehouse import handler as transform_in_warehouse_handler
 
 RUN = "handler-test-run"  # the run id of the sample events
 
@@ -280,7 +281,7 @@ def transform(run_id: str, snapshot: dict[str, Any]) -> dict[str, Any]:
     if plan["dates_key"]:
         s3 = boto3.client("s3", region_name="us-east-1")
         for item in json.loads(read_bytes(s3, DATA_BUCKET, plan["dates_key"])):
-            transform_date(run_id, plan, item["kpi_date"])
+            transform_date(run_id, plan, item["kpi_date"], item["engine"])
     layout = Layout.from_settings(load_settings(StorageSettings))
     totals = transform_totals(
         TransformResult.model_validate(plan), run_id, storage=Storage(), layout=layout
@@ -294,12 +295,13 @@ def plan_transform(run_id: str, snapshot: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def transform_date(run_id: str, plan: dict[str, Any], kpi_date: str) -> dict[str, Any]:
-    """One item of the TransformDates Map."""
+def transform_date(
+    run_id: str, plan: dict[str, Any], kpi_date: str, engine: str = "lambda"
+) -> dict[str, Any]:
+    """One item of the TransformDates Map, sent to the engine PlanTransform chose."""
     request = {"plan_version": plan["plan_version"], "attempt": plan["attempt"]}
-    return transform_handler(
-        event("transform", run_id=run_id, kpi_date=kpi_date, **request), CONTEXT
-    )
+    handler = transform_in_warehouse_handler if engine == "warehouse" else transform_handler
+    return handler(event("transform", run_id=run_id, kpi_date=kpi_date, **request), CONTEXT)
 
 
 def load(run_id: str, transformed: dict[str, Any]) -> dict[str, Any]:
@@ -310,6 +312,7 @@ def load(run_id: str, transformed: dict[str, Any]) -> dict[str, Any]:
             kpi_prefix=transformed["kpi_prefix"],
             kpi_dates=transformed["kpi_dates"],
             plan_version=transformed.get("plan_version"),
+            attempt=transformed.get("attempt"),
         ),
         CONTEXT,
     )

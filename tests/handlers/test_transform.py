@@ -60,11 +60,13 @@ def test_transform_computes_the_kpis_of_the_dates_this_run_ingested(
     assert result["kpi_dates"] == ["2024-06-25", "2024-06-26"]
     assert result["kpi_date_count"] == 2
     assert re.fullmatch(rf"kpis/run_id={RUN}/attempt=[0-9a-f]{{12}}/", result["kpi_prefix"])
-    # One unit of work a date: the dates the Map reads, one KPI part each.
+    # One unit of work a date: the dates the Map reads, each with its engine and its
+    # accepted plays (from the ledger), one KPI part each.
     assert read_json(cloud.s3, result["dates_key"]) == [
-        {"kpi_date": "2024-06-25"},
-        {"kpi_date": "2024-06-26"},
+        {"kpi_date": "2024-06-25", "engine": "lambda", "plays": 3},
+        {"kpi_date": "2024-06-26", "engine": "lambda", "plays": 1},
     ]
+    assert result["dates_in_warehouse"] == 0
     assert keys(cloud.s3, DATA_BUCKET, result["kpi_prefix"]) == [
         f"{result['kpi_prefix']}part-2024-06-25.parquet",
         f"{result['kpi_prefix']}part-2024-06-26.parquet",

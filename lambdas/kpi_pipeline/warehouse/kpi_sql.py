@@ -12,14 +12,26 @@ import datetime as dt
 import re
 from importlib import resources
 
-# The temporary tables the statements read, with the columns each must hold.
+from kpi_pipeline.warehouse.schema import (
+    create_date_stage_sql,
+    drop_tables_sql,
+    insert_into_stage_sql,
+)
+
+# The temporary tables the statements read, with their columns. COPY reads Parquet by
+# position and needs as many columns as the file has: each table is exactly the Parquet it
+# is filled from (curated plays; the catalogue's song_tracks and song_artists, written at
+# extract). Strings are as wide as Redshift allows: COPY from Parquet cannot truncate.
+TEXT = "VARCHAR(65535)"
 INPUT_TABLES: dict[str, str] = {
-    "wh_curated_plays": "user_id BIGINT, track_id VARCHAR(256), listen_time TIMESTAMP",
-    "wh_songs": (
-        "track_id VARCHAR(256), track_genre VARCHAR(256), track_name VARCHAR(1024), "
-        "popularity INTEGER, duration_ms BIGINT"
+    "wh_curated_plays": (
+        f"user_id BIGINT, track_id {TEXT}, listen_time TIMESTAMP, kpi_date DATE, content_key {TEXT}"
     ),
-    "wh_song_artists": "track_id VARCHAR(256), artist VARCHAR(1024)",
+    "wh_songs": (
+        f"track_id {TEXT}, track_genre {TEXT}, track_name {TEXT}, popularity INTEGER, "
+        "duration_ms BIGINT"
+    ),
+    "wh_song_artists": f"track_id {TEXT}, artist {TEXT}",
 }
 OUTPUT_TABLE = "wh_kpis"
 
@@ -39,3 +51,37 @@ def date_kpi_statements(kpi_date: dt.date, run_id: str) -> list[str]:
         if code.strip():
             statements.append(code.strip().rstrip(";"))
     return statements
+
+
+# The figures of a date (TransformDateResult's), read back after the statements ran.
+FIGURES_SQL = """SELECT curated.curated_rows, plays.plays_in_kpis, orphans.plays_without_song,
+    kpis.genre_rows, kpis.hourly_rows
+FROM (SELECT COUNT(*) AS curated_rows FROM wh_curated_plays) AS curated
+CROSS JOIN (SELECT COUNT(*) AS plays_in_kpis FROM wh_plays) AS plays
+CROSS JOIN (
+    SELECT COALESCE(SUM(plays), 0) AS plays_without_song
+    FROM wh_hourly_track_plays AS hourly
+    WHERE NOT EXISTS (SELECT 1 FROM wh_songs AS songs WHERE songs.track_id = hourly.track_id)
+) AS orphans
+CROSS JOIN (
+    SELECT
+        COALESCE(SUM(CASE WHEN kpi_type = 'genre' THEN 1 ELSE 0 END), 0) AS genre_rows,
+        COALESCE(SUM(CASE WHEN kpi_type = 'hourly' THEN 1 ELSE 0 END), 0) AS hourly_rows
+    FROM wh_kpis
+) AS kpis"""
+FIGURES = ("curated_rows", "plays_in_kpis", "plays_without_song", "genre_rows", "hourly_rows")
+
+
+def create_input_sql(table: str) -> str:
+    return f"CREATE TEMP TABLE {table} ({INPUT_TABLES[table]})"
+
+
+def compute_into_stage(kpi_date: dt.date, run_id: str, stage: str) -> list[str]:
+    """Once the input tables hold the date's rows: compute its KPIs and keep them in the
+    date's stage table (made anew: a retried date replaces its own earlier rows)."""
+    return [
+        *date_kpi_statements(kpi_date, run_id),
+        drop_tables_sql([stage]),
+        create_date_stage_sql(stage),
+        insert_into_stage_sql(stage, OUTPUT_TABLE),
+    ]

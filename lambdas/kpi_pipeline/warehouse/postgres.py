@@ -1,18 +1,25 @@
 """PostgreSQL warehouse adapter (psycopg2): local runs and tests.
 
-It runs the same statements as the Redshift adapter, with one difference: rows reach the
-stage table through ``COPY FROM STDIN`` instead of ``COPY FROM s3://``. They are read from
-S3 the way Redshift's COPY reads them: the batch's S3 path is a key prefix, listed, then
-every object under it is read, with the rights of the COPY role (when one is configured),
-so a grant COPY would lack fails here too.
+It runs the same statements as the Redshift adapter, with one difference: rows reach
+tables through ``COPY FROM STDIN`` instead of ``COPY FROM s3://``. They are read from S3 the
+way Redshift's COPY reads them, with the rights of the COPY role (when one is configured),
+so a grant COPY would lack fails here too:
+
+- a bare S3 path is a key prefix: listed, then every object under it is read;
+- a manifest is read, then exactly the objects it lists; each entry must be mandatory and
+  carry the object's exact ``meta.content_length`` (Redshift needs it for Parquet);
+- Parquet columns go to the table's columns by position, and their numbers must match.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pyarrow as pa
@@ -23,17 +30,16 @@ from kpi_pipeline import aws
 from kpi_pipeline.errors import ConfigurationError, WarehouseStatementFailed, WarehouseUnavailable
 from kpi_pipeline.settings import WarehouseSettings
 from kpi_pipeline.storage import Storage
-from kpi_pipeline.warehouse import KpiBatch
+from kpi_pipeline.warehouse import DateJob, KpiBatch
 from kpi_pipeline.warehouse.arrow import fit_to_schema
-from kpi_pipeline.warehouse.schema import (
-    KPI_COLUMNS,
-    STAGE,
-    create_stage_sql,
-    create_table_sql,
-    delete_dates_sql,
-    insert_from_stage_sql,
-    lock_table_sql,
+from kpi_pipeline.warehouse.kpi_sql import (
+    FIGURES,
+    FIGURES_SQL,
+    INPUT_TABLES,
+    compute_into_stage,
+    create_input_sql,
 )
+from kpi_pipeline.warehouse.schema import KPI_COLUMNS, STAGE, check_batch, load_statements
 
 
 class PostgresWarehouse:
@@ -46,7 +52,49 @@ class PostgresWarehouse:
         self._storage = storage
 
     def replace_dates(self, batch: KpiBatch, loaded_at: dt.datetime) -> int:
-        rows = self._read_batch(batch)
+        rows = self._read_batch(batch) if batch.has_parts else None
+        before, after = load_statements(self._table, batch, loaded_at, redshift=False)
+        inserted = 0
+        with self._transaction("the load") as cur:
+            for statement in before:
+                cur.execute(statement)
+            if rows is not None:
+                cur.copy_expert(
+                    f"COPY {STAGE} ({', '.join(c.name for c in KPI_COLUMNS)}) "
+                    "FROM STDIN WITH (FORMAT csv, HEADER true)",
+                    _as_csv(rows),
+                )
+            for statement in after:
+                cur.execute(statement)
+                if statement.startswith(f"INSERT INTO {self._table} "):
+                    inserted += int(cur.rowcount)
+        return inserted
+
+    def compute_date(self, job: DateJob) -> dict[str, int]:
+        storage = self._copy_storage()
+        inputs = {
+            table: self._read_manifest(storage, job.bucket, job.manifests[table], table)
+            for table in INPUT_TABLES
+        }
+        statements = compute_into_stage(job.kpi_date, job.run_id, job.stage_table)
+        # What the Redshift batch holds: the same limits apply.
+        check_batch([*(create_input_sql(t) for t in INPUT_TABLES), *statements, FIGURES_SQL])
+        with self._transaction(f"the KPIs of {job.kpi_date}") as cur:
+            for table, rows in inputs.items():
+                cur.execute(create_input_sql(table) + " ON COMMIT DROP")
+                names = [c.split()[0] for c in INPUT_TABLES[table].split(", ")]
+                cur.copy_expert(
+                    f"COPY {table} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv, HEADER true)",
+                    _as_csv(rows.rename_columns(names)),
+                )
+            for statement in statements:
+                cur.execute(statement)
+            cur.execute(FIGURES_SQL)
+            record = cur.fetchone()
+        return {name: int(value or 0) for name, value in zip(FIGURES, record or (), strict=True)}
+
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[Any]:
         try:
             conn = psycopg2.connect(self._dsn)
         except psycopg2.OperationalError as exc:
@@ -61,31 +109,59 @@ class PostgresWarehouse:
             ) from None
         try:
             with conn, conn.cursor() as cur:  # one transaction: commit on success
-                cur.execute(create_table_sql(self._table, redshift=False))
-                # Two loads at once would each delete only the rows they can see, then both
-                # insert: taking the lock first makes the second wait and replace the first.
-                cur.execute(lock_table_sql(self._table))
-                cur.execute(create_stage_sql(STAGE))
-                cur.copy_expert(
-                    f"COPY {STAGE} ({', '.join(c.name for c in KPI_COLUMNS)}) "
-                    "FROM STDIN WITH (FORMAT csv, HEADER true)",
-                    _as_csv(rows),
-                )
-                cur.execute(delete_dates_sql(self._table, batch.kpi_dates))
-                cur.execute(insert_from_stage_sql(self._table, STAGE, loaded_at))
-                inserted = int(cur.rowcount)
+                yield cur
         except psycopg2.OperationalError as exc:
             raise WarehouseUnavailable(f"warehouse connection lost: {exc}") from None
         except psycopg2.Error as exc:
-            raise WarehouseStatementFailed(f"warehouse rejected the load: {exc}") from None
+            raise WarehouseStatementFailed(f"warehouse rejected {what}: {exc}") from None
         finally:
             conn.close()
-        return inserted
+
+    def _copy_storage(self) -> Storage:
+        return self._storage or Storage(aws.client("s3", role_arn=self._copy_role_arn))
+
+    def _read_manifest(self, storage: Storage, bucket: str, key: str, table: str) -> pa.Table:
+        """What ``COPY table FROM 's3://bucket/key' FORMAT AS PARQUET MANIFEST`` reads."""
+        manifest = storage.get_json(bucket, key)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("entries"), list):
+            raise WarehouseStatementFailed(f"s3://{bucket}/{key} is not a COPY manifest")
+        columns = len(INPUT_TABLES[table].split(", "))
+        tables = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, entry in enumerate(manifest["entries"]):
+                url = str(entry.get("url", ""))
+                length = (entry.get("meta") or {}).get("content_length")
+                if not url.startswith("s3://") or not entry.get("mandatory"):
+                    raise WarehouseStatementFailed(
+                        f"manifest {key}: entry {i} must be a mandatory s3:// URL"
+                    )
+                if not isinstance(length, int):
+                    raise WarehouseStatementFailed(
+                        f"manifest {key}: {url} has no meta.content_length (needed for Parquet)"
+                    )
+                object_bucket, object_key = url.removeprefix("s3://").split("/", 1)
+                path = Path(tmp) / f"{i:06d}.parquet"
+                if not storage.download_file(object_bucket, object_key, path):
+                    raise WarehouseStatementFailed(f"{url} is listed in {key} but missing")
+                if path.stat().st_size != length:
+                    raise WarehouseStatementFailed(
+                        f"{url} is {path.stat().st_size:,} bytes, its manifest says {length:,}"
+                    )
+                part = pq.read_table(path)
+                if part.num_columns != columns:
+                    raise WarehouseStatementFailed(
+                        f"{url} has {part.num_columns} columns, {table} has {columns}: COPY "
+                        "reads Parquet by position"
+                    )
+                tables.append(part.rename_columns([f"c{n}" for n in range(columns)]))
+        if not tables:
+            raise WarehouseStatementFailed(f"manifest {key} lists no object")
+        return pa.concat_tables(tables, promote_options="permissive")
 
     def _read_batch(self, batch: KpiBatch) -> pa.Table:
         """What ``COPY ... FROM 's3://bucket/key' FORMAT AS PARQUET`` reads: every object
         whose key starts with the batch's path, listed first, as the COPY role."""
-        storage = self._storage or Storage(aws.client("s3", role_arn=self._copy_role_arn))
+        storage = self._copy_storage()
         objects = [o for o in storage.list_objects(batch.bucket, batch.prefix) if o.size > 0]
         if not objects:
             raise WarehouseStatementFailed(

@@ -1,9 +1,16 @@
 """Redshift warehouse adapter, through the Redshift Data API.
 
-The whole load is one ``BatchExecuteStatement``, which Redshift runs as a single
-transaction: create the table if needed, stage the run's Parquet with ``COPY``, delete the
-dates being replaced, insert. Readers never see a half-loaded date. The statement is then
-polled until it reaches a terminal state (FINISHED, FAILED or ABORTED), with a poll cap.
+Each call is one ``BatchExecuteStatement``, which Redshift runs as a single transaction:
+
+- the load: create the table if needed, stage the run's Parquet parts with ``COPY``, delete
+  the dates being replaced, insert the parts' rows and the stage tables' rows, drop the
+  stage tables. Readers never see a half-loaded date.
+- a date of the warehouse engine: ``COPY`` exactly the objects its manifests list (never a
+  prefix) into temporary tables, compute its KPIs (``sql/warehouse/date_kpis.sql``) into
+  its stage table, and read back its figures.
+
+Each batch is polled until it reaches a terminal state (FINISHED, FAILED or ABORTED), with
+a poll cap; a batch still running at the cap is cancelled.
 """
 
 from __future__ import annotations
@@ -19,14 +26,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from kpi_pipeline import aws
 from kpi_pipeline.errors import ConfigurationError, WarehouseStatementFailed, WarehouseUnavailable
 from kpi_pipeline.settings import WarehouseSettings
-from kpi_pipeline.warehouse import KpiBatch
-from kpi_pipeline.warehouse.schema import (
-    STAGE,
-    create_stage_sql,
-    create_table_sql,
-    delete_dates_sql,
-    insert_from_stage_sql,
+from kpi_pipeline.warehouse import DateJob, KpiBatch
+from kpi_pipeline.warehouse.kpi_sql import (
+    FIGURES,
+    FIGURES_SQL,
+    INPUT_TABLES,
+    compute_into_stage,
+    create_input_sql,
 )
+from kpi_pipeline.warehouse.schema import STAGE, check_batch, load_statements
 
 TERMINAL_OK = "FINISHED"
 TERMINAL_FAILED = frozenset({"FAILED", "ABORTED"})
@@ -59,25 +67,54 @@ class RedshiftDataApiWarehouse:
 
     def replace_dates(self, batch: KpiBatch, loaded_at: dt.datetime) -> int:
         table = self._settings.warehouse_table
-        statements = [
-            create_table_sql(table, redshift=True),
-            create_stage_sql(STAGE),
-            self._copy_sql(batch),
-            delete_dates_sql(table, batch.kpi_dates),
-            insert_from_stage_sql(table, STAGE, loaded_at),
-        ]
-        statement_id = self._submit(statements)
-        description = self._wait(statement_id)
+        before, after = load_statements(table, batch, loaded_at, redshift=True)
+        copy = [self._copy_sql(STAGE, f"s3://{batch.bucket}/{batch.prefix}")]
+        statements = before + (copy if batch.has_parts else []) + after
+        description = self._run(statements, "music-kpi-load")
+        inserts = [i for i, sql in enumerate(statements) if sql.startswith(f"INSERT INTO {table} ")]
         sub_statements = description.get("SubStatements") or []
         if len(sub_statements) == len(statements):
-            return int(sub_statements[-1].get("ResultRows", 0))
+            return sum(int(sub_statements[i].get("ResultRows", 0)) for i in inserts)
         return int(description.get("ResultRows", 0))
 
-    def _copy_sql(self, batch: KpiBatch) -> str:
+    def compute_date(self, job: DateJob) -> dict[str, int]:
+        statements = [
+            *(create_input_sql(table) for table in INPUT_TABLES),
+            *(
+                self._copy_sql(table, f"s3://{job.bucket}/{job.manifests[table]}", manifest=True)
+                for table in INPUT_TABLES
+            ),
+            *compute_into_stage(job.kpi_date, job.run_id, job.stage_table),
+            FIGURES_SQL,
+        ]
+        description = self._run(statements, f"music-kpi-transform-{job.kpi_date.isoformat()}")
+        sub_statements = description.get("SubStatements") or []
+        if len(sub_statements) != len(statements):
+            raise WarehouseStatementFailed(
+                f"Redshift ran {len(sub_statements)} of the {len(statements)} statements"
+            )
+        try:
+            result = self._client.get_statement_result(Id=sub_statements[-1]["Id"])
+        except ClientError as exc:
+            raise self._translate(exc, "reading the figures") from exc
+        except BotoCoreError as exc:
+            raise WarehouseUnavailable(f"Redshift Data API unreachable: {exc}") from exc
+        (record,) = result["Records"]
+        return {
+            name: int(field.get("longValue", 0))
+            for name, field in zip(FIGURES, record, strict=True)
+        }
+
+    def _run(self, statements: list[str], name: str) -> dict[str, Any]:
+        check_batch(statements)
+        return self._wait(self._submit(statements, name))
+
+    def _copy_sql(self, table: str, url: str, *, manifest: bool = False) -> str:
+        """COPY of Parquet: columns by position; a manifest lists each object to read (its
+        ``meta.content_length`` included), a bare path is a key prefix COPY lists."""
         role = self._settings.redshift_copy_role_arn or ""
-        return (
-            f"COPY {STAGE} FROM 's3://{batch.bucket}/{batch.prefix}' "
-            f"IAM_ROLE '{role}' FORMAT AS PARQUET"
+        return f"COPY {table} FROM '{url}' IAM_ROLE '{role}' FORMAT AS PARQUET" + (
+            " MANIFEST" if manifest else ""
         )
 
     def _target(self) -> dict[str, str]:
@@ -93,13 +130,13 @@ class RedshiftDataApiWarehouse:
             target["DbUser"] = s.redshift_db_user
         return target
 
-    def _submit(self, statements: list[str]) -> str:
+    def _submit(self, statements: list[str], name: str) -> str:
         try:
             response = self._client.batch_execute_statement(
-                Sqls=statements, StatementName="music-kpi-load", **self._target()
+                Sqls=statements, StatementName=name, **self._target()
             )
         except ClientError as exc:
-            raise self._translate(exc, "submitting the load") from exc
+            raise self._translate(exc, "submitting a batch") from exc
         except BotoCoreError as exc:
             raise WarehouseUnavailable(f"Redshift Data API unreachable: {exc}") from exc
         return str(response["Id"])
@@ -110,10 +147,10 @@ class RedshiftDataApiWarehouse:
             try:
                 description: dict[str, Any] = self._client.describe_statement(Id=statement_id)
             except (ClientError, BotoCoreError) as exc:
-                # We lose sight of the load: cancel it, so a retry never runs beside it.
+                # We lose sight of the batch: cancel it, so a retry never runs beside it.
                 self._cancel(statement_id)
                 if isinstance(exc, ClientError):
-                    raise self._translate(exc, "polling the load") from exc
+                    raise self._translate(exc, "polling a batch") from exc
                 raise WarehouseUnavailable(f"Redshift Data API unreachable: {exc}") from exc
             status = description.get("Status", "")
             if status == TERMINAL_OK:
@@ -122,15 +159,16 @@ class RedshiftDataApiWarehouse:
                 error = str(description.get("Error", "no error message"))
                 if "serializable isolation violation" in error.lower():
                     # Another transaction touched the table at the same time: a retry succeeds.
-                    raise WarehouseUnavailable(f"Redshift load {status}: {error}")
-                raise WarehouseStatementFailed(f"Redshift load {status}: {error}")
+                    raise WarehouseUnavailable(f"Redshift batch {status}: {error}")
+                raise WarehouseStatementFailed(f"Redshift batch {status}: {error}")
             if poll < polls - 1:
                 self._sleep(self._settings.redshift_poll_seconds)
         # Still running at the cap: cancel it, so the retry Step Functions makes does not run
-        # beside it (the load replaces whole dates, so running it again is safe).
+        # beside it (a load replaces whole dates, a date remakes its stage table: running
+        # either again is safe).
         self._cancel(statement_id)
         raise WarehouseUnavailable(
-            f"Redshift load {statement_id} not finished after {polls} polls; cancelled"
+            f"Redshift batch {statement_id} not finished after {polls} polls; cancelled"
         )
 
     def _cancel(self, statement_id: str) -> None:

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kpi_pipeline.warehouse import KpiBatch
 
 
 @dataclass(frozen=True)
@@ -88,3 +92,93 @@ def insert_from_stage_sql(table: str, stage: str, loaded_at: dt.datetime) -> str
         f"INSERT INTO {table} ({names}, {LOADED_AT.name}) "
         f"SELECT {names}, TIMESTAMP '{stamp}' FROM {stage}"
     )
+
+
+def date_stage_table(table: str, attempt: str, kpi_date: dt.date) -> str:
+    """The table the warehouse engine leaves a date's KPI rows in, beside ``table`` (same
+    schema), until Load moves them: one per date, so dates computed at the same time never
+    write the same table (Redshift would abort all but one as serializable violations)."""
+    schema = f"{table.rsplit('.', 1)[0]}." if "." in table else ""
+    return f"{schema}music_kpi_stage_{attempt}_{kpi_date:%Y%m%d}".lower()
+
+
+def create_date_stage_sql(stage: str) -> str:
+    columns = ", ".join(f"{c.name} {c.sql_type}" for c in KPI_COLUMNS)
+    return f"CREATE TABLE {stage} ({columns})"
+
+
+def insert_into_stage_sql(stage: str, source: str) -> str:
+    """The rows of ``source`` cast to the table's types: strings cut to the column widths."""
+    names = ", ".join(c.name for c in KPI_COLUMNS)
+    values = ", ".join(f"CAST({c.name} AS {c.sql_type})" for c in KPI_COLUMNS)
+    return f"INSERT INTO {stage} ({names}) SELECT {values} FROM {source}"
+
+
+# What the Redshift Data API accepts in one BatchExecuteStatement.
+MAX_BATCH_STATEMENTS = 40
+MAX_STATEMENT_CHARS = 100_000
+_STAGES_PER_STATEMENT = 500  # keeps an INSERT or a DROP of stage tables under 100,000 chars
+
+
+def insert_from_stages_sql(table: str, stages: list[str], loaded_at: dt.datetime) -> list[str]:
+    """INSERTs of every warehouse-computed date: a few statements for any number of dates
+    (a Data API batch holds 40). A stage table has the columns of KPI_COLUMNS, in order."""
+    names = ", ".join(c.name for c in KPI_COLUMNS)
+    stamp = loaded_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
+    statements = []
+    for chunk in _chunks(stages):
+        rows = " UNION ALL ".join(f"SELECT * FROM {stage}" for stage in chunk)
+        statements.append(
+            f"INSERT INTO {table} ({names}, {LOADED_AT.name}) "
+            f"SELECT {names}, TIMESTAMP '{stamp}' FROM ({rows}) AS computed"
+        )
+    return statements
+
+
+def drop_tables_sql(tables: list[str]) -> str:
+    return f"DROP TABLE IF EXISTS {', '.join(tables)}"
+
+
+def load_statements(
+    table: str, batch: KpiBatch, loaded_at: dt.datetime, *, redshift: bool
+) -> tuple[list[str], list[str]]:
+    """The load, as the statements before and after the KPI parts are copied into STAGE
+    (Redshift: ``COPY ... FROM s3``; PostgreSQL: ``COPY FROM STDIN``). With no parts (every
+    date computed in the warehouse) nothing is copied."""
+    before = [create_table_sql(table, redshift=redshift)]
+    if not redshift:
+        # Two loads at once would each delete only the rows they can see, then both insert:
+        # taking the lock first makes the second wait and replace the first.
+        before.append(lock_table_sql(table))
+    after = [delete_dates_sql(table, batch.kpi_dates)]
+    if batch.has_parts:
+        before.append(create_stage_sql(STAGE))
+        after.append(insert_from_stage_sql(table, STAGE, loaded_at))
+    stages = list(batch.stage_tables)
+    if stages:
+        after += insert_from_stages_sql(table, stages, loaded_at)
+        after += [drop_tables_sql(chunk) for chunk in _chunks(stages)]
+    check_batch(before + after)
+    return before, after
+
+
+def check_batch(statements: list[str]) -> None:
+    """Refuse what the Data API would: more than 40 statements, or one over 100,000 chars.
+    Both adapters check, so a local run fails where AWS would."""
+    if len(statements) > MAX_BATCH_STATEMENTS:
+        raise ValueError(
+            f"{len(statements)} statements in one batch: the Data API takes at most "
+            f"{MAX_BATCH_STATEMENTS}"
+        )
+    longest = max((len(s) for s in statements), default=0)
+    if longest > MAX_STATEMENT_CHARS:
+        raise ValueError(
+            f"a statement of {longest:,} characters: the Data API takes at most "
+            f"{MAX_STATEMENT_CHARS:,}"
+        )
+
+
+def _chunks(items: list[str]) -> list[list[str]]:
+    return [
+        items[i : i + _STAGES_PER_STATEMENT] for i in range(0, len(items), _STAGES_PER_STATEMENT)
+    ]
