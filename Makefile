@@ -27,8 +27,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)  ## create the virtual environment with every package
 
-run: $(STAMP)  ## run the pipeline locally: make run [DATA=dir] [OUT=dir] [STATE=dir]
-	$(PY) -m local_runner $(if $(DATA),--data "$(DATA)") --out "$(OUT)" --state "$(STATE)"
+run: $(STAMP)  ## run the pipeline locally: make run [DATA=dir] [OUT=dir] [STATE=dir] [ENGINE=lambda|warehouse|auto]
+	$(PY) -m local_runner $(if $(DATA),--data "$(DATA)") --out "$(OUT)" --state "$(STATE)" $(if $(ENGINE),--engine "$(ENGINE)")
 
 test: lint  ## lint, type-check and run every test
 	$(PY) -m pytest -n auto --maxprocesses 4

@@ -1,4 +1,5 @@
-"""``python -m local_runner [--data DIR] [--out DIR] [--state DIR]`` (what ``make run`` calls)."""
+"""``python -m local_runner [--data DIR] [--out DIR] [--state DIR] [--engine E]`` (what
+``make run`` calls)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("out"), help="where results go")
     parser.add_argument("--state", type=Path, default=Path(".state"), help="kept between runs")
+    parser.add_argument(
+        "--engine",
+        choices=["lambda", "warehouse", "auto"],
+        default=None,
+        help="transform.engine: DuckDB in Lambda, SQL in the warehouse, or auto by plays "
+        "(default: cdk.json's local environment)",
+    )
     args = parser.parse_args(argv)
     try:
         return run_local(
-            args.data.resolve() if args.data else None, args.out.resolve(), args.state.resolve()
+            args.data.resolve() if args.data else None,
+            args.out.resolve(),
+            args.state.resolve(),
+            engine=args.engine,
         )
     except (UsageError, DataError, TemplateError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -87,8 +87,10 @@ def run_local(
     *,
     console: TextIO = sys.stdout,
     template: Path | None = None,
+    engine: str | None = None,
 ) -> int:
-    """One local run; ``template`` reuses an already synthesized template (tests)."""
+    """One local run; ``template`` reuses an already synthesized template (tests);
+    ``engine`` sets the environment's ``transform.engine`` (cdk.json's, unless given)."""
 
     def say(text: str) -> None:
         print(text, file=console, flush=True)
@@ -96,7 +98,7 @@ def run_local(
     folder = StateFolder(state)
     try:
         with folder.in_use():
-            return _run_locked(data, out, folder, say, template)
+            return _run_locked(data, out, folder, say, template, engine)
     except StateInUse as exc:
         say(f"error: {exc}")
         return EXIT_USAGE
@@ -108,6 +110,7 @@ def _run_locked(
     folder: StateFolder,
     say: Callable[[str], None],
     template: Path | None,
+    engine: str | None,
 ) -> int:
     state = folder.path
     run_id = new_run_id()
@@ -118,7 +121,7 @@ def _run_locked(
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         synthesis = pool.submit(
-            lambda: (template, True) if template else synthesize_cached(state / "cdk.out")
+            lambda: (template, True) if template else _synthesize(state, engine)
         )
         with local_databases(state) as databases:
             if databases.left_running:
@@ -131,6 +134,7 @@ def _run_locked(
             pipeline = load_pipeline(template_path)
             how = "unchanged since the last synth" if cached else "just synthesized"
             say(f"  state machine {pipeline.state_machine_name} (cdk synth -c env=local, {how})")
+            say(f"  engine {pipeline.transform_engine} (transform.engine: each date's KPIs)")
             execution, alerts, written, checks = _execute(
                 pipeline, databases, inputs, folder, run_id, say
             )
@@ -164,6 +168,16 @@ def _warehouse_in_step(
     say(
         f"  (the warehouse was ahead of STATE's last save, a run died after its load: "
         f"{rows:,} rows put back as saved)"
+    )
+
+
+def _synthesize(state: Path, engine: str | None) -> tuple[Path, bool]:
+    """The local environment's template; with ``engine``, its transform.engine changed
+    (each engine's template is cached in a folder of its own)."""
+    if engine is None:
+        return synthesize_cached(state / "cdk.out")
+    return synthesize_cached(
+        state / f"cdk.out-{engine}", changes={"transform": {"engine": engine}}
     )
 
 
@@ -330,6 +344,11 @@ def _report(
         dates = summary["kpi_dates"]
         span = f"{dates[0]} .. {dates[-1]} ({len(dates)})" if dates else "none"
         say(f"  KPI dates     {span}, {summary['kpi_rows_loaded']:,} rows loaded")
+        in_warehouse = summary.get("kpi_dates_in_warehouse", 0)
+        say(
+            f"  computed by   {len(dates) - in_warehouse} dates in Lambda (DuckDB), "
+            f"{in_warehouse} in the warehouse (SQL)"
+        )
     say(f"  warehouse     {out / 'music_kpi_metrics.csv'} ({rows:,} rows)")
     say(f"  summary       {out / 'run_summary.json'}")
     say(f"  logs          {state / 'logs' / (run_id + '.jsonl')}")

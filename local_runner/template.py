@@ -58,6 +58,14 @@ class LocalPipeline:
     # Each role's IAM statements, by the role's logical id (or name, for an imported role).
     policies: dict[str, tuple[dict[str, Any], ...]]
 
+    @property
+    def transform_engine(self) -> str:
+        """PlanTransform's transform.engine, as synthesized."""
+        for function in self.functions:
+            if "TRANSFORM_ENGINE" in function.environment:
+                return function.environment["TRANSFORM_ENGINE"]
+        return "lambda"
+
     def environment(self) -> dict[str, str]:
         """The variables of the functions' environments on which they all agree (buckets,
         secrets...); each invocation also gets its own function's whole environment."""
@@ -108,23 +116,26 @@ def synthesize(
 SYNTH_INPUTS = ("app.py", "cdk.json", "requirements.txt", "infra", "lambdas")
 
 
-def synthesize_cached(out_dir: Path, env_name: str = "local") -> tuple[Path, bool]:
+def synthesize_cached(
+    out_dir: Path, env_name: str = "local", changes: dict[str, Any] | None = None
+) -> tuple[Path, bool]:
     """:func:`synthesize`, reusing the last template when none of its inputs changed.
 
     Returns the template and whether it came from the cache.
     """
-    fingerprint = _fingerprint(env_name)
+    fingerprint = _fingerprint(env_name, changes)
     stamp = out_dir / "local-runner.fingerprint"
     templates = sorted(out_dir.glob("*.template.json"))
     if stamp.is_file() and stamp.read_text() == fingerprint and len(templates) == 1:
         return templates[0], True
-    template = synthesize(out_dir, env_name)
+    template = synthesize(out_dir, env_name, changes)
     stamp.write_text(fingerprint)
     return template, False
 
 
-def _fingerprint(env_name: str) -> str:
+def _fingerprint(env_name: str, changes: dict[str, Any] | None) -> str:
     digest = hashlib.sha256(env_name.encode())
+    digest.update(json.dumps(changes or {}, sort_keys=True).encode())
     for name in SYNTH_INPUTS:
         root = REPO / name
         files = [root] if root.is_file() else sorted(root.rglob("*"))

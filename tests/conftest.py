@@ -110,6 +110,18 @@ def pipeline(synthesized_template: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
+def warehouse_engine_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The local environment synthesized with transform.engine "auto" and a threshold the
+    sample's busiest dates pass (``tests.harness.WAREHOUSE_MIN_PLAYS``): both engines, one
+    run, as ``make run ENGINE=auto`` would synthesize it."""
+    from local_runner.template import load_pipeline, synthesize
+    from tests.harness import WAREHOUSE_MIN_PLAYS
+
+    changes = {"transform": {"engine": "auto", "warehouse_min_plays": WAREHOUSE_MIN_PLAYS}}
+    return load_pipeline(synthesize(tmp_path_factory.mktemp("cdk.out-auto"), changes=changes))
+
+
+@pytest.fixture(scope="session")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Sample users, songs and stream files (tests.harness.SAMPLE_CONFIG)."""
     from local_runner.sample_data import generate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import uuid
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import pytest
 from kpi_pipeline.errors import ConfigurationError, WarehouseStatementFailed, WarehouseUnavailable
 from kpi_pipeline.settings import WarehouseSettings
 from kpi_pipeline.storage import Storage
-from kpi_pipeline.warehouse import KpiBatch, open_warehouse
+from kpi_pipeline.warehouse import DateJob, KpiBatch, open_warehouse
 from kpi_pipeline.warehouse.arrow import KPI_SCHEMA
 from kpi_pipeline.warehouse.postgres import PostgresWarehouse
 from kpi_pipeline.warehouse.schema import KPI_COLUMNS
@@ -466,3 +467,136 @@ def test_two_loads_of_the_same_date_at_once_leave_one_copy(
 
     assert errors == []
     assert len(db.rows()) == len(rows)
+
+
+# --- the warehouse engine: COPY ... FORMAT AS PARQUET MANIFEST, as Redshift reads it ---------
+
+CURATED = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("track_id", pa.string()),
+        ("listen_time", pa.timestamp("us", tz="UTC")),
+        ("kpi_date", pa.date32()),
+        ("content_key", pa.string()),
+    ]
+)
+
+
+def put_parquet(s3: Any, tmp_path: Path, key: str, table: pa.Table) -> int:
+    path = tmp_path / key.replace("/", "_")
+    pq.write_table(table, path)
+    s3.upload_file(str(path), BUCKET, key)
+    return path.stat().st_size
+
+
+def date_job(
+    s3: Any, tmp_path: Path, *, plays: pa.Table | None = None, lengths: dict[str, int] | None = None
+) -> DateJob:
+    """A job for D2: two plays of one song, its artists; manifests as TransformInWarehouse
+    writes them (``lengths`` overrides a manifest's content_length)."""
+    at = dt.datetime(2024, 6, 25, 10, 5, tzinfo=dt.UTC)
+    inputs = {
+        "wh_curated_plays": plays
+        if plays is not None
+        else pa.Table.from_pylist(
+            [
+                {
+                    "user_id": 1,
+                    "track_id": "A",
+                    "listen_time": at,
+                    "kpi_date": D2,
+                    "content_key": "c1",
+                },
+                {
+                    "user_id": 2,
+                    "track_id": "A",
+                    "listen_time": at,
+                    "kpi_date": D2,
+                    "content_key": "c1",
+                },
+            ],
+            schema=CURATED,
+        ),
+        "wh_songs": pa.table(
+            {
+                "track_id": ["A"],
+                "track_genre": ["pop"],
+                "track_name": ["Song A"],
+                "popularity": pa.array([60], pa.int32()),
+                "duration_ms": [200_000],
+            }
+        ),
+        "wh_song_artists": pa.table({"track_id": ["A"], "artist": ["Y"]}),
+    }
+    manifests = {}
+    for table, rows in inputs.items():
+        key = f"inputs/{table}.parquet"
+        size = put_parquet(s3, tmp_path, key, rows)
+        length = (lengths or {}).get(table, size)
+        manifest = {
+            "entries": [
+                {
+                    "url": f"s3://{BUCKET}/{key}",
+                    "mandatory": True,
+                    "meta": {"content_length": length},
+                }
+            ]
+        }
+        s3.put_object(Bucket=BUCKET, Key=f"manifests/{table}.manifest", Body=json.dumps(manifest))
+        manifests[table] = f"manifests/{table}.manifest"
+    return DateJob(
+        D2, "run-w", BUCKET, manifests, f"music_kpi_stage_{uuid.uuid4().hex[:12]}_20240625"
+    )
+
+
+def test_a_date_is_computed_from_its_manifests_into_its_stage_table(
+    s3: Any, warehouse: PostgresWarehouse, db: Db, tmp_path: Path
+) -> None:
+    job = date_job(s3, tmp_path)
+
+    figures = warehouse.compute_date(job)
+
+    assert figures == {
+        "curated_rows": 2,
+        "plays_in_kpis": 2,
+        "plays_without_song": 0,
+        "genre_rows": 1,
+        "hourly_rows": 1,
+    }
+    rows = db.fetch(f"SELECT kpi_type, listen_count, top_artists FROM {job.stage_table} ORDER BY 1")
+    assert rows == [("genre", 2, None), ("hourly", 2, "Y")]
+    # Load takes the stage table's rows in its one transaction, then drops it.
+    batch = KpiBatch(BUCKET, "unused/", [D2], has_parts=False, stage_tables=(job.stage_table,))
+    assert warehouse.replace_dates(batch, T1) == 2
+    assert len(db.rows()) == 2
+    assert fetch(db.dsn, f"SELECT to_regclass('{job.stage_table}')") == [(None,)]
+
+
+def test_a_manifest_entry_whose_content_length_is_wrong_fails_the_copy(
+    s3: Any, warehouse: PostgresWarehouse, tmp_path: Path
+) -> None:
+    """Redshift needs each Parquet object's exact size in the manifest; moto checks nothing."""
+    job = date_job(s3, tmp_path, lengths={"wh_songs": 10})
+
+    with pytest.raises(WarehouseStatementFailed, match="its manifest says 10"):
+        warehouse.compute_date(job)
+
+
+def test_parquet_with_another_number_of_columns_than_its_table_fails_the_copy(
+    s3: Any, warehouse: PostgresWarehouse, tmp_path: Path
+) -> None:
+    """COPY maps Parquet columns to the table's by position and needs as many."""
+    plays = pa.table({"user_id": [1], "track_id": ["A"], "listen_time": [T1]})
+
+    with pytest.raises(WarehouseStatementFailed, match="3 columns, wh_curated_plays has 5"):
+        warehouse.compute_date(date_job(s3, tmp_path, plays=plays))
+
+
+def test_a_manifest_listing_a_missing_object_fails_the_copy(
+    s3: Any, warehouse: PostgresWarehouse, tmp_path: Path
+) -> None:
+    job = date_job(s3, tmp_path)
+    s3.delete_object(Bucket=BUCKET, Key="inputs/wh_song_artists.parquet")
+
+    with pytest.raises(WarehouseStatementFailed, match=r"listed in .* but missing"):
+        warehouse.compute_date(job)

@@ -22,9 +22,16 @@ from kpi_pipeline.errors import (
     WarehouseUnavailable,
 )
 from kpi_pipeline.settings import WarehouseSettings
-from kpi_pipeline.warehouse import KpiBatch, open_warehouse
+from kpi_pipeline.warehouse import DateJob, KpiBatch, open_warehouse
+from kpi_pipeline.warehouse.kpi_sql import FIGURES_SQL, INPUT_TABLES, date_kpi_statements
 from kpi_pipeline.warehouse.redshift import RedshiftDataApiWarehouse
-from kpi_pipeline.warehouse.schema import create_stage_sql, create_table_sql
+from kpi_pipeline.warehouse.schema import (
+    check_batch,
+    create_date_stage_sql,
+    create_stage_sql,
+    create_table_sql,
+    insert_into_stage_sql,
+)
 
 REGION = "us-east-1"
 ROLE_ARN = "arn:aws:iam::123456789012:role/redshift-copy"
@@ -202,6 +209,185 @@ def test_custom_table_is_used_in_every_statement(
     expect_status(stub, "FINISHED", **finished(1))
 
     adapter(client, sleeps, WAREHOUSE_TABLE=table).replace_dates(BATCH, LOADED_AT)
+
+
+# --- the warehouse engine: one date computed inside Redshift -------------------------------------
+
+JOB = DateJob(
+    kpi_date=dt.date(2024, 6, 25),
+    run_id="run-7",
+    bucket="kpi-data",
+    manifests={
+        table: f"runs/run-7/transform/attempt=0a1b2c3d4e5f/manifests/kpi_date=2024-06-25/{table}"
+        ".manifest"
+        for table in INPUT_TABLES
+    },
+    stage_table="music_kpi_stage_0a1b2c3d4e5f_20240625",
+)
+
+
+def test_a_date_is_one_batch_copying_each_manifest_then_computing_into_its_stage_table(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    copies = [
+        f"COPY {table} FROM 's3://kpi-data/{JOB.manifests[table]}' IAM_ROLE '{ROLE_ARN}' "
+        "FORMAT AS PARQUET MANIFEST"
+        for table in ("wh_curated_plays", "wh_songs", "wh_song_artists")
+    ]
+    sqls = [
+        *(f"CREATE TEMP TABLE {table} ({columns})" for table, columns in INPUT_TABLES.items()),
+        *copies,
+        *date_kpi_statements(JOB.kpi_date, "run-7"),
+        "DROP TABLE IF EXISTS music_kpi_stage_0a1b2c3d4e5f_20240625",
+        create_date_stage_sql("music_kpi_stage_0a1b2c3d4e5f_20240625"),
+        insert_into_stage_sql("music_kpi_stage_0a1b2c3d4e5f_20240625", "wh_kpis"),
+        FIGURES_SQL,
+    ]
+    assert len(sqls) <= 40  # what one BatchExecuteStatement takes
+    stub.add_response(
+        "batch_execute_statement",
+        {"Id": STATEMENT_ID},
+        {"Sqls": sqls, "StatementName": "music-kpi-transform-2024-06-25", **PROVISIONED_TARGET},
+    )
+    expect_status(stub, "STARTED")
+    sub = [{"Id": f"{STATEMENT_ID}:{n}", "Status": "FINISHED"} for n in range(1, len(sqls) + 1)]
+    expect_status(stub, "FINISHED", SubStatements=sub)
+    # The figures come from the batch's last statement, by its sub-statement id.
+    stub.add_response(
+        "get_statement_result",
+        {
+            "Records": [[{"longValue": n} for n in (1_000_000, 999_000, 12, 114, 24)]],
+            "TotalNumRows": 1,
+        },
+        {"Id": f"{STATEMENT_ID}:{len(sqls)}"},
+    )
+
+    figures = adapter(client, sleeps).compute_date(JOB)
+
+    assert figures == {
+        "curated_rows": 1_000_000,
+        "plays_in_kpis": 999_000,
+        "plays_without_song": 12,
+        "genre_rows": 114,
+        "hourly_rows": 24,
+    }
+    assert sleeps == [0.25]
+
+
+def test_a_date_still_computing_at_the_poll_cap_is_cancelled_and_retryable(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    stub.add_response("batch_execute_statement", {"Id": STATEMENT_ID})
+    expect_status(stub, "STARTED")
+    expect_status(stub, "STARTED")
+    stub.add_response("cancel_statement", {"Status": True}, {"Id": STATEMENT_ID})
+
+    with pytest.raises(WarehouseUnavailable, match="not finished after 2 polls"):
+        adapter(client, sleeps, REDSHIFT_MAX_POLLS="2").compute_date(JOB)
+
+
+def test_a_failed_copy_of_a_date_fails_with_redshifts_message(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    message = "Manifest file is not in correct json format"
+    stub.add_response("batch_execute_statement", {"Id": STATEMENT_ID})
+    expect_status(stub, "FAILED", Error=message)
+
+    with pytest.raises(WarehouseStatementFailed, match=message):
+        adapter(client, sleeps).compute_date(JOB)
+
+
+STAGES = ("music_kpi_stage_0a1b2c3d4e5f_20240624", "music_kpi_stage_0a1b2c3d4e5f_20240625")
+
+
+def test_a_load_of_warehouse_dates_only_copies_nothing_and_drops_their_stage_tables(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    batch = KpiBatch(
+        "kpi-data", BATCH.prefix, BATCH.kpi_dates, has_parts=False, stage_tables=STAGES
+    )
+    sqls = [
+        EXPECTED_SQLS[0],
+        EXPECTED_SQLS[3],
+        f"INSERT INTO music_kpi_metrics ({KPI_NAMES}, loaded_at) "
+        f"SELECT {KPI_NAMES}, TIMESTAMP '2024-06-26 03:04:05' FROM ("
+        f"SELECT * FROM {STAGES[0]} UNION ALL SELECT * FROM {STAGES[1]}) AS computed",
+        f"DROP TABLE IF EXISTS {STAGES[0]}, {STAGES[1]}",
+    ]
+    stub.add_response(
+        "batch_execute_statement",
+        {"Id": STATEMENT_ID},
+        {"Sqls": sqls, "StatementName": "music-kpi-load", **PROVISIONED_TARGET},
+    )
+    rows = [0, 117, 40, 0]
+    sub = [
+        {"Id": f"{STATEMENT_ID}:{n}", "Status": "FINISHED", "ResultRows": count}
+        for n, count in enumerate(rows, start=1)
+    ]
+    expect_status(stub, "FINISHED", SubStatements=sub)
+
+    assert adapter(client, sleeps).replace_dates(batch, LOADED_AT) == 40
+
+
+def test_a_load_of_both_engines_counts_the_rows_of_both_inserts(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    batch = KpiBatch("kpi-data", BATCH.prefix, BATCH.kpi_dates, stage_tables=STAGES[1:])
+    sqls = [
+        *EXPECTED_SQLS,
+        f"INSERT INTO music_kpi_metrics ({KPI_NAMES}, loaded_at) "
+        f"SELECT {KPI_NAMES}, TIMESTAMP '2024-06-26 03:04:05' FROM ("
+        f"SELECT * FROM {STAGES[1]}) AS computed",
+        f"DROP TABLE IF EXISTS {STAGES[1]}",
+    ]
+    stub.add_response(
+        "batch_execute_statement",
+        {"Id": STATEMENT_ID},
+        {"Sqls": sqls, "StatementName": "music-kpi-load", **PROVISIONED_TARGET},
+    )
+    rows = [0, 0, 250, 117, 20, 30, 0]
+    sub = [
+        {"Id": f"{STATEMENT_ID}:{n}", "Status": "FINISHED", "ResultRows": count}
+        for n, count in enumerate(rows, start=1)
+    ]
+    expect_status(stub, "FINISHED", SubStatements=sub)
+
+    assert adapter(client, sleeps).replace_dates(batch, LOADED_AT) == 50
+
+
+def test_thousands_of_warehouse_dates_still_fit_one_data_api_batch(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    """The Data API takes 40 statements of at most 100,000 characters; moto checks neither.
+    An INSERT per stage table broke the first at 36 dates, one INSERT of all the second."""
+    days = [dt.date(2010, 1, 1) + dt.timedelta(days=n) for n in range(3_000)]
+    stages = tuple(f"analytics.music_kpi_stage_0a1b2c3d4e5f_{d:%Y%m%d}" for d in days)
+    batch = KpiBatch("kpi-data", BATCH.prefix, days, has_parts=False, stage_tables=stages)
+    sent: list[list[str]] = []
+    client.meta.events.register(
+        "provide-client-params.redshift-data.BatchExecuteStatement",
+        lambda params, **_: sent.append(params["Sqls"]),
+    )
+    stub.add_response("batch_execute_statement", {"Id": STATEMENT_ID})
+    expect_status(stub, "FINISHED")
+
+    adapter(client, sleeps, WAREHOUSE_TABLE="analytics.kpis").replace_dates(batch, LOADED_AT)
+
+    (sqls,) = sent
+    assert len(sqls) <= 40
+    assert max(len(sql) for sql in sqls) <= 100_000
+    inserts = " ".join(sql for sql in sqls if sql.startswith("INSERT INTO analytics.kpis "))
+    drops = " ".join(sql for sql in sqls if sql.startswith("DROP TABLE"))
+    assert all(f"SELECT * FROM {stage}" in inserts for stage in stages)
+    assert all(stage in drops for stage in stages)
+
+
+def test_a_batch_the_data_api_would_refuse_is_refused_before_it_is_sent() -> None:
+    with pytest.raises(ValueError, match="at most 40"):
+        check_batch(["SELECT 1"] * 41)
+    with pytest.raises(ValueError, match="at most 100,000"):
+        check_batch(["SELECT '" + "x" * 100_000 + "'"])
+    check_batch(["SELECT 1"] * 40)
 
 
 # --- polling ------------------------------------------------------------------------------------

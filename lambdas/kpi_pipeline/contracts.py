@@ -224,3 +224,4 @@ class RunSummary(Contract):
     plays_without_song: int = 0
     kpi_dates: list[dt.date] = Field(default_factory=list)
     kpi_rows_loaded: int = 0
+    kpi_dates_in_warehouse: int = 0  # of kpi_dates, those computed by the warehouse engine
