@@ -176,9 +176,7 @@ def _synthesize(state: Path, engine: str | None) -> tuple[Path, bool]:
     (each engine's template is cached in a folder of its own)."""
     if engine is None:
         return synthesize_cached(state / "cdk.out")
-    return synthesize_cached(
-        state / f"cdk.out-{engine}", changes={"transform": {"engine": engine}}
-    )
+    return synthesize_cached(state / f"cdk.out-{engine}", changes={"transform": {"engine": engine}})
 
 
 def _inputs(data: Path | None, state: Path, say: Callable[[str], None]) -> InputData:

@@ -116,7 +116,9 @@ def summarise(
         plays_without_song=request.transform.plays_without_song,
         kpi_dates=request.load.kpi_dates,
         kpi_rows_loaded=request.load.rows_loaded,
-        kpi_dates_in_warehouse=request.transform.dates_in_warehouse if not request.load.skipped else 0,
+        kpi_dates_in_warehouse=request.transform.dates_in_warehouse
+        if not request.load.skipped
+        else 0,
     )
 
 
