@@ -28,9 +28,10 @@ KINDS: tuple[tuple[str, str], ...] = (
     (r"^runs/[^/]+/load_plan\.json$", "load plan"),
     (r"^runs/[^/]+/transform/[^/]+/dates\.json$", "date list"),
     (r"^runs/[^/]+/transform/[^/]+/results/", "date result"),
+    (r"^runs/[^/]+/transform/[^/]+/manifests/", "COPY manifest"),
     (r"^runs/[^/]+/summary\.json$", "run summary"),
     (r"^catalogue/dates/", "date pin"),
-    (r"^catalogue/(songs|users|song_artists)/", "pinned snapshot"),
+    (r"^catalogue/(songs|users|song_artists|song_tracks)/", "pinned snapshot"),
     (r"^curated/", "curated plays"),
     (r"^quarantine/rows/", "quarantined rows"),
     (r"^ledger/pending/", "pending marker"),
@@ -112,6 +113,7 @@ def observed(
 
     make_api_call = BaseClient._make_api_call
     replace_dates = PostgresWarehouse.replace_dates
+    compute_date = PostgresWarehouse.compute_date
 
     def call(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
         result = make_api_call(self, operation, params)
@@ -126,10 +128,17 @@ def observed(
         effects.happened(SideEffect("Load", "commit", "warehouse dates"))
         return rows
 
+    def compute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        figures = compute_date(self, *args, **kwargs)
+        effects.happened(SideEffect("TransformInWarehouse", "commit", "date stage table"))
+        return figures
+
     BaseClient._make_api_call = call
     PostgresWarehouse.replace_dates = commit  # type: ignore[method-assign]
+    PostgresWarehouse.compute_date = compute  # type: ignore[method-assign]
     try:
         yield
     finally:
         BaseClient._make_api_call = make_api_call
         PostgresWarehouse.replace_dates = replace_dates  # type: ignore[method-assign]
+        PostgresWarehouse.compute_date = compute_date  # type: ignore[method-assign]

@@ -139,6 +139,17 @@ def harness(pipeline: Any, new_database: Any, tmp_path: Path, retry_sleeps: Any)
         yield h
 
 
+@pytest.fixture
+def auto_harness(
+    warehouse_engine_pipeline: Any, new_database: Any, tmp_path: Path, retry_sleeps: Any
+) -> Iterator[Any]:
+    """The harness, on the state machine synthesized with transform.engine "auto"."""
+    from tests.harness import running_harness
+
+    with running_harness(warehouse_engine_pipeline, new_database, tmp_path) as h:
+        yield h
+
+
 def env_of(**values: str) -> dict[str, str]:
     """Helper for tests that set pipeline settings through the environment."""
     return {**os.environ, **values}
@@ -173,7 +184,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The crash matrix, and how much the local IAM check verified (local_runner/iam.py)."""
     from tests.harness import IAM_VERIFIED, PAYLOADS
-    from tests.test_crash_matrix import CRASH_POINTS, MATRIX
+    from tests.test_crash_matrix import CRASH_POINTS, MATRIX, WAREHOUSE_CRASH_POINTS
 
     matrix, verified = dict(MATRIX), set(IAM_VERIFIED)
     measured, largest = PAYLOADS["measured"], PAYLOADS["largest"]
@@ -184,7 +195,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         measured += found["payloads"]["measured"]
         largest = max(largest, found["payloads"]["largest"])
     if matrix:
-        order = {str(point): i for i, point in enumerate(CRASH_POINTS)}
+        points = (*CRASH_POINTS, *WAREHOUSE_CRASH_POINTS)
+        order = {str(point): i for i, point in enumerate(points)}
         terminalreporter.write_line("crash matrix (point -> outcome):")
         for point, outcome in sorted(matrix.items(), key=lambda i: order[i[0].split(" [")[0]]):
             terminalreporter.write_line(f"  {point:<42} -> {outcome}")

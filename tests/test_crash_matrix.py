@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from local_runner.faults import SideEffect
@@ -46,6 +47,13 @@ CRASH_POINTS: tuple[SideEffect, ...] = (
     SideEffect("Archive", "copy", "quarantined file"),
     SideEffect("Archive", "put", "quarantine reason"),
     SideEffect("Archive", "put", "run summary"),
+)
+# What a run whose dates the warehouse engine computes writes besides (transform.engine
+# "auto": the scenario's full days go to the warehouse, its late play to DuckDB).
+WAREHOUSE_CRASH_POINTS: tuple[SideEffect, ...] = (
+    SideEffect("TransformInWarehouse", "put", "COPY manifest"),
+    SideEffect("TransformInWarehouse", "commit", "date stage table"),
+    SideEffect("TransformInWarehouse", "put", "date result"),
 )
 MATRIX: dict[str, str] = {}  # printed by conftest's terminal summary
 
@@ -94,6 +102,38 @@ def test_a_crash_right_after_a_side_effect_loses_and_invents_nothing(
 ):
     """Once: the retry of the step goes on. Every attempt: the run fails (or, in the ingest
     Map, the file is recorded as failed), and the next daily run catches up."""
+    crash_and_catch_up(harness, sample, files, point, every_time)
+
+
+def test_the_warehouse_engines_crash_points_are_what_it_writes_besides(auto_harness, sample, files):
+    execution = first_run(auto_harness, sample, files)
+    assert execution.output["status"] == "loaded"
+    assert execution.output["kpi_dates_in_warehouse"] == 1
+    seen = auto_harness.local.side_effects.distinct()
+    assert sorted(set(seen)) == sorted({*CRASH_POINTS, *WAREHOUSE_CRASH_POINTS})
+
+
+@pytest.mark.parametrize("every_time", [False, True], ids=["once", "every-attempt"])
+@pytest.mark.parametrize("point", WAREHOUSE_CRASH_POINTS, ids=str)
+def test_a_crash_in_the_warehouse_engine_loses_and_invents_nothing(
+    auto_harness, sample, files, point, every_time
+):
+    """A date computed again replaces its stage table; the load drops every one it took."""
+    crash_and_catch_up(auto_harness, sample, files, point, every_time)
+    assert stage_tables(auto_harness.warehouse_dsn) == []
+
+
+def stage_tables(dsn: str) -> list[str]:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'music_kpi_stage%'")
+            return [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def crash_and_catch_up(harness: Harness, sample, files, point: SideEffect, every_time: bool):
     effects = harness.local.side_effects
     effects.crash_after, effects.crash_every_time = point, every_time
     first = first_run(harness, sample, files)
@@ -115,9 +155,6 @@ def test_a_crash_right_after_a_side_effect_loses_and_invents_nothing(
         assert any(key.endswith("/" + path.name) for key in everywhere), path.name
     assert harness.keys(harness.data_bucket, "ledger/pending/") == [], "markers left"
     assert second.status == "SUCCEEDED", second.cause
-    if first.error == "IngestFailed" and point.step != "IngestFile":
-        with Path("/tmp/ingest_failed_causes.txt").open("a") as out:
-            out.write(f"{point}: {first.cause}\n{harness.local.failures}\n")
     first_outcome = (
         first.output["status"]
         if first.status == "SUCCEEDED"

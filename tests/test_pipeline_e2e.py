@@ -13,7 +13,7 @@ import pytest
 from kpi_pipeline.errors import StorageUnavailable
 from local_runner.sample_data import write_stream_file
 from tests.harness import SAMPLE_CONFIG as CONFIG
-from tests.harness import assert_matches_reference, running_harness
+from tests.harness import assert_matches_reference
 from tests.reference_kpis import compute_reference
 
 pytestmark = pytest.mark.e2e
@@ -78,38 +78,38 @@ def test_a_run_computes_exactly_the_reference_kpis(harness, sample):
 
 
 def test_the_warehouse_engine_computes_the_reference_kpis_beside_the_lambda_engine(
-    warehouse_engine_pipeline, new_database, tmp_path, retry_sleeps, sample
+    auto_harness, sample
 ):
     """transform.engine "auto": the two big days are computed inside the warehouse (COPY of
     their manifests, SQL), the small one by DuckDB; one load, the reference's every value."""
-    with running_harness(warehouse_engine_pipeline, new_database, tmp_path) as harness:
-        harness.load_source(sample.users_csv, sample.songs_csv)
-        harness.put_streams(*sample.stream_files)
+    harness = auto_harness
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(*sample.stream_files)
 
-        execution = harness.run("auto")
+    execution = harness.run("auto")
 
-        assert execution.status == "SUCCEEDED", execution.cause
-        summary = execution.output
-        assert summary["kpi_dates"] == ["2024-06-24", "2024-06-25", "2024-06-26"]
-        assert summary["kpi_dates_in_warehouse"] == 2
-        reference = compute_reference(sample.users_csv, sample.songs_csv, sample.stream_files)
-        rows = harness.warehouse()
-        assert summary["kpi_rows_loaded"] == len(rows)
-        assert_matches_reference(rows, reference)
-        assert summary["plays_without_song"] == 0
-        # A Parquet part for the small day only; the big days' manifests, one per input.
-        parts = harness.keys(harness.data_bucket, "kpis/run_id=auto/")
-        assert [p.rsplit("/", 1)[1] for p in parts] == ["part-2024-06-24.parquet"]
-        manifests = [
-            k.split("/manifests/")[1]
-            for k in harness.keys(harness.data_bucket, "runs/auto/transform/")
-            if "/manifests/" in k
-        ]
-        assert sorted(manifests) == [
-            f"kpi_date={day}/{table}.manifest"
-            for day in ("2024-06-25", "2024-06-26")
-            for table in ("wh_curated_plays", "wh_song_artists", "wh_songs")
-        ]
+    assert execution.status == "SUCCEEDED", execution.cause
+    summary = execution.output
+    assert summary["kpi_dates"] == ["2024-06-24", "2024-06-25", "2024-06-26"]
+    assert summary["kpi_dates_in_warehouse"] == 2
+    reference = compute_reference(sample.users_csv, sample.songs_csv, sample.stream_files)
+    rows = harness.warehouse()
+    assert summary["kpi_rows_loaded"] == len(rows)
+    assert_matches_reference(rows, reference)
+    assert summary["plays_without_song"] == 0
+    # A Parquet part for the small day only; the big days' manifests, one per input.
+    parts = harness.keys(harness.data_bucket, "kpis/run_id=auto/")
+    assert [p.rsplit("/", 1)[1] for p in parts] == ["part-2024-06-24.parquet"]
+    manifests = [
+        k.split("/manifests/")[1]
+        for k in harness.keys(harness.data_bucket, "runs/auto/transform/")
+        if "/manifests/" in k
+    ]
+    assert sorted(manifests) == [
+        f"kpi_date={day}/{table}.manifest"
+        for day in ("2024-06-25", "2024-06-26")
+        for table in ("wh_curated_plays", "wh_song_artists", "wh_songs")
+    ]
 
 
 def test_rerunning_the_same_files_changes_nothing(harness, sample):

@@ -22,7 +22,7 @@ from kpi_pipeline.storage import Storage
 from kpi_pipeline.warehouse import DateJob, KpiBatch, open_warehouse
 from kpi_pipeline.warehouse.arrow import KPI_SCHEMA
 from kpi_pipeline.warehouse.postgres import PostgresWarehouse
-from kpi_pipeline.warehouse.schema import KPI_COLUMNS
+from kpi_pipeline.warehouse.schema import KPI_COLUMNS, date_stage_table
 from tests.conftest import create_database
 
 BUCKET = "kpi-data"
@@ -490,7 +490,12 @@ def put_parquet(s3: Any, tmp_path: Path, key: str, table: pa.Table) -> int:
 
 
 def date_job(
-    s3: Any, tmp_path: Path, *, plays: pa.Table | None = None, lengths: dict[str, int] | None = None
+    s3: Any,
+    tmp_path: Path,
+    kpi_table: str,
+    *,
+    plays: pa.Table | None = None,
+    lengths: dict[str, int] | None = None,
 ) -> DateJob:
     """A job for D2: two plays of one song, its artists; manifests as TransformInWarehouse
     writes them (``lengths`` overrides a manifest's content_length)."""
@@ -544,15 +549,13 @@ def date_job(
         }
         s3.put_object(Bucket=BUCKET, Key=f"manifests/{table}.manifest", Body=json.dumps(manifest))
         manifests[table] = f"manifests/{table}.manifest"
-    return DateJob(
-        D2, "run-w", BUCKET, manifests, f"music_kpi_stage_{uuid.uuid4().hex[:12]}_20240625"
-    )
+    return DateJob(D2, "run-w", BUCKET, manifests, date_stage_table(kpi_table, D2))
 
 
 def test_a_date_is_computed_from_its_manifests_into_its_stage_table(
-    s3: Any, warehouse: PostgresWarehouse, db: Db, tmp_path: Path
+    s3: Any, warehouse: PostgresWarehouse, db: Db, tmp_path: Path, table: str
 ) -> None:
-    job = date_job(s3, tmp_path)
+    job = date_job(s3, tmp_path, table)
 
     figures = warehouse.compute_date(job)
 
@@ -573,29 +576,29 @@ def test_a_date_is_computed_from_its_manifests_into_its_stage_table(
 
 
 def test_a_manifest_entry_whose_content_length_is_wrong_fails_the_copy(
-    s3: Any, warehouse: PostgresWarehouse, tmp_path: Path
+    s3: Any, warehouse: PostgresWarehouse, tmp_path: Path, table: str
 ) -> None:
     """Redshift needs each Parquet object's exact size in the manifest; moto checks nothing."""
-    job = date_job(s3, tmp_path, lengths={"wh_songs": 10})
+    job = date_job(s3, tmp_path, table, lengths={"wh_songs": 10})
 
     with pytest.raises(WarehouseStatementFailed, match="its manifest says 10"):
         warehouse.compute_date(job)
 
 
 def test_parquet_with_another_number_of_columns_than_its_table_fails_the_copy(
-    s3: Any, warehouse: PostgresWarehouse, tmp_path: Path
+    s3: Any, warehouse: PostgresWarehouse, tmp_path: Path, table: str
 ) -> None:
     """COPY maps Parquet columns to the table's by position and needs as many."""
     plays = pa.table({"user_id": [1], "track_id": ["A"], "listen_time": [T1]})
 
     with pytest.raises(WarehouseStatementFailed, match="3 columns, wh_curated_plays has 5"):
-        warehouse.compute_date(date_job(s3, tmp_path, plays=plays))
+        warehouse.compute_date(date_job(s3, tmp_path, table, plays=plays))
 
 
 def test_a_manifest_listing_a_missing_object_fails_the_copy(
-    s3: Any, warehouse: PostgresWarehouse, tmp_path: Path
+    s3: Any, warehouse: PostgresWarehouse, tmp_path: Path, table: str
 ) -> None:
-    job = date_job(s3, tmp_path)
+    job = date_job(s3, tmp_path, table)
     s3.delete_object(Bucket=BUCKET, Key="inputs/wh_song_artists.parquet")
 
     with pytest.raises(WarehouseStatementFailed, match=r"listed in .* but missing"):

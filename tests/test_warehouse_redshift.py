@@ -56,6 +56,8 @@ EXPECTED_SQLS = [
     "DELETE FROM music_kpi_metrics WHERE kpi_date IN ('2024-06-24', '2024-06-25')",
     f"INSERT INTO music_kpi_metrics ({KPI_NAMES}, loaded_at) "
     f"SELECT {KPI_NAMES}, TIMESTAMP '2024-06-26 03:04:05' FROM music_kpi_metrics_stage",
+    # the stage tables of the replaced dates, should the warehouse engine have left any
+    "DROP TABLE IF EXISTS music_kpi_stage_20240624, music_kpi_stage_20240625",
 ]
 PROVISIONED = {
     "WAREHOUSE_KIND": "redshift",
@@ -122,8 +124,8 @@ def expect_status(stub: Stubber, status: str, **fields: Any) -> None:
 
 
 def finished(insert_rows: int) -> dict[str, Any]:
-    """A FINISHED description whose sub-statements are the five of the load."""
-    rows = [0, 0, 250, 117, insert_rows]  # create, stage, COPY, DELETE, INSERT
+    """A FINISHED description whose sub-statements are the six of the load."""
+    rows = [0, 0, 250, 117, insert_rows, 0]  # create, stage, COPY, DELETE, INSERT, DROP
     return {
         "SubStatements": [
             {"Id": f"{STATEMENT_ID}:{n}", "Status": "FINISHED", "ResultRows": count}
@@ -135,11 +137,12 @@ def finished(insert_rows: int) -> dict[str, Any]:
 # --- the request --------------------------------------------------------------------------------
 
 
-def test_load_is_one_batch_of_the_five_statements_in_order(
+def test_load_is_one_batch_of_the_six_statements_in_order(
     client: Any, stub: Stubber, sleeps: list[float]
 ) -> None:
     # EXPECTED_SQLS: create table, temp stage, COPY of the batch's file with the role,
-    # DELETE of the batch's dates (deduplicated, sorted), INSERT stamped with loaded_at.
+    # DELETE of the batch's dates (deduplicated, sorted), INSERT stamped with loaded_at,
+    # DROP of the dates' stage tables.
     # The stub refuses any other request: exact Sqls, StatementName and target.
     expect_submit(stub)
     expect_status(stub, "FINISHED", **finished(250))
@@ -196,8 +199,10 @@ def test_custom_table_is_used_in_every_statement(
     client: Any, stub: Stubber, sleeps: list[float]
 ) -> None:
     table = "analytics.music_kpis"
-    # The stage keeps its name (music_kpi_metrics_stage): only the target table changes.
+    # The stage keeps its name (music_kpi_metrics_stage): only the target table changes,
+    # and the dates' stage tables live in its schema.
     sqls = [sql.replace("music_kpi_metrics ", f"{table} ") for sql in EXPECTED_SQLS]
+    sqls[-1] = sqls[-1].replace("music_kpi_stage_", "analytics.music_kpi_stage_")
     assert sqls[0].startswith(f"CREATE TABLE IF NOT EXISTS {table} (")
     assert sqls[3].startswith(f"DELETE FROM {table} WHERE")
     assert sqls[4].startswith(f"INSERT INTO {table} (")
@@ -222,7 +227,7 @@ JOB = DateJob(
         ".manifest"
         for table in INPUT_TABLES
     },
-    stage_table="music_kpi_stage_0a1b2c3d4e5f_20240625",
+    stage_table="music_kpi_stage_20240625",
 )
 
 
@@ -238,9 +243,9 @@ def test_a_date_is_one_batch_copying_each_manifest_then_computing_into_its_stage
         *(f"CREATE TEMP TABLE {table} ({columns})" for table, columns in INPUT_TABLES.items()),
         *copies,
         *date_kpi_statements(JOB.kpi_date, "run-7"),
-        "DROP TABLE IF EXISTS music_kpi_stage_0a1b2c3d4e5f_20240625",
-        create_date_stage_sql("music_kpi_stage_0a1b2c3d4e5f_20240625"),
-        insert_into_stage_sql("music_kpi_stage_0a1b2c3d4e5f_20240625", "wh_kpis"),
+        "DROP TABLE IF EXISTS music_kpi_stage_20240625",
+        create_date_stage_sql("music_kpi_stage_20240625"),
+        insert_into_stage_sql("music_kpi_stage_20240625", "wh_kpis"),
         FIGURES_SQL,
     ]
     assert len(sqls) <= 40  # what one BatchExecuteStatement takes
@@ -297,7 +302,7 @@ def test_a_failed_copy_of_a_date_fails_with_redshifts_message(
         adapter(client, sleeps).compute_date(JOB)
 
 
-STAGES = ("music_kpi_stage_0a1b2c3d4e5f_20240624", "music_kpi_stage_0a1b2c3d4e5f_20240625")
+STAGES = ("music_kpi_stage_20240624", "music_kpi_stage_20240625")
 
 
 def test_a_load_of_warehouse_dates_only_copies_nothing_and_drops_their_stage_tables(
@@ -312,7 +317,7 @@ def test_a_load_of_warehouse_dates_only_copies_nothing_and_drops_their_stage_tab
         f"INSERT INTO music_kpi_metrics ({KPI_NAMES}, loaded_at) "
         f"SELECT {KPI_NAMES}, TIMESTAMP '2024-06-26 03:04:05' FROM ("
         f"SELECT * FROM {STAGES[0]} UNION ALL SELECT * FROM {STAGES[1]}) AS computed",
-        f"DROP TABLE IF EXISTS {STAGES[0]}, {STAGES[1]}",
+        EXPECTED_SQLS[-1],
     ]
     stub.add_response(
         "batch_execute_statement",
@@ -334,11 +339,11 @@ def test_a_load_of_both_engines_counts_the_rows_of_both_inserts(
 ) -> None:
     batch = KpiBatch("kpi-data", BATCH.prefix, BATCH.kpi_dates, stage_tables=STAGES[1:])
     sqls = [
-        *EXPECTED_SQLS,
+        *EXPECTED_SQLS[:-1],
         f"INSERT INTO music_kpi_metrics ({KPI_NAMES}, loaded_at) "
         f"SELECT {KPI_NAMES}, TIMESTAMP '2024-06-26 03:04:05' FROM ("
         f"SELECT * FROM {STAGES[1]}) AS computed",
-        f"DROP TABLE IF EXISTS {STAGES[1]}",
+        EXPECTED_SQLS[-1],
     ]
     stub.add_response(
         "batch_execute_statement",
@@ -361,7 +366,7 @@ def test_thousands_of_warehouse_dates_still_fit_one_data_api_batch(
     """The Data API takes 40 statements of at most 100,000 characters; moto checks neither.
     An INSERT per stage table broke the first at 36 dates, one INSERT of all the second."""
     days = [dt.date(2010, 1, 1) + dt.timedelta(days=n) for n in range(3_000)]
-    stages = tuple(f"analytics.music_kpi_stage_0a1b2c3d4e5f_{d:%Y%m%d}" for d in days)
+    stages = tuple(f"analytics.music_kpi_stage_{d:%Y%m%d}" for d in days)
     batch = KpiBatch("kpi-data", BATCH.prefix, days, has_parts=False, stage_tables=stages)
     sent: list[list[str]] = []
     client.meta.events.register(

@@ -45,7 +45,7 @@ def compute_date_in_warehouse(
         run_id=request.run_id,
         bucket=layout.data_bucket,
         manifests=manifests,
-        stage_table=date_stage_table(warehouse_table, request.attempt, planned.kpi_date),
+        stage_table=date_stage_table(warehouse_table, planned.kpi_date),
     )
     figures = warehouse.compute_date(job)
     result = TransformDateResult.model_validate(

@@ -153,7 +153,7 @@ def test_the_manifest_lists_exactly_the_ledger_accepted_objects_with_their_sizes
     }
     assert (result["curated_rows"], result["plays_in_kpis"]) == (3, 3)
     assert result["engine"] == "warehouse"
-    assert result["stage_table"] == f"music_kpi_stage_{plan['attempt']}_20240625"
+    assert result["stage_table"] == "music_kpi_stage_20240625"
 
 
 def test_a_date_pinned_to_a_catalogue_without_song_tracks_names_the_setting_to_use(
@@ -182,7 +182,7 @@ def test_load_refuses_a_warehouse_date_whose_kpis_were_never_computed(
         DataGateError, match=r"no KPIs computed in the warehouse for \['2024-06-26'\]"
     ):
         load(RUN, plan)
-    assert stage_tables(warehouse_dsn) == [f"music_kpi_stage_{plan['attempt']}_20240625"]
+    assert stage_tables(warehouse_dsn) == ["music_kpi_stage_20240625"]
 
 
 def stage_tables(dsn: str) -> list[str]:

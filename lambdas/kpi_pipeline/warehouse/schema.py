@@ -94,12 +94,15 @@ def insert_from_stage_sql(table: str, stage: str, loaded_at: dt.datetime) -> str
     )
 
 
-def date_stage_table(table: str, attempt: str, kpi_date: dt.date) -> str:
+def date_stage_table(table: str, kpi_date: dt.date) -> str:
     """The table the warehouse engine leaves a date's KPI rows in, beside ``table`` (same
-    schema), until Load moves them: one per date, so dates computed at the same time never
-    write the same table (Redshift would abort all but one as serializable violations)."""
+    schema), until Load moves them. One per date: dates computed at the same time never
+    write the same table (Redshift would abort all but one as serializable violations). A
+    date computed again (a retry, a later run) replaces it, and Load drops the stage table
+    of every date it replaces, so one left by a failed run never outlives the next load of
+    its date."""
     schema = f"{table.rsplit('.', 1)[0]}." if "." in table else ""
-    return f"{schema}music_kpi_stage_{attempt}_{kpi_date:%Y%m%d}".lower()
+    return f"{schema}music_kpi_stage_{kpi_date:%Y%m%d}"
 
 
 def create_date_stage_sql(stage: str) -> str:
@@ -154,10 +157,11 @@ def load_statements(
     if batch.has_parts:
         before.append(create_stage_sql(STAGE))
         after.append(insert_from_stage_sql(table, STAGE, loaded_at))
-    stages = list(batch.stage_tables)
-    if stages:
-        after += insert_from_stages_sql(table, stages, loaded_at)
-        after += [drop_tables_sql(chunk) for chunk in _chunks(stages)]
+    if batch.stage_tables:
+        after += insert_from_stages_sql(table, list(batch.stage_tables), loaded_at)
+    # Every replaced date's stage table, whichever engine computed it this time.
+    stale = [date_stage_table(table, d) for d in sorted(set(batch.kpi_dates))]
+    after += [drop_tables_sql(chunk) for chunk in _chunks(stale)]
     check_batch(before + after)
     return before, after
 
