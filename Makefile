@@ -13,7 +13,7 @@ ENV   ?= dev
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20,22
 
-.PHONY: help venv run test lint format bench wheels synth landing-policy bootstrap deploy clean
+.PHONY: help venv run test lint format bench bench-files wheels synth landing-policy bootstrap deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -44,6 +44,10 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 
 bench: $(STAMP)  ## speed and memory of ingest and transform: make bench [BENCH_ARGS="--big | --no-pandas"]
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+FILES ?= 2000
+bench-files: $(STAMP)  ## one local run of many small files through the Distributed Map: make bench-files [FILES=2000]
+	$(PY) -m benchmarks.many_files --files $(FILES)
 
 WHEELS := .cache/lambda-wheels/.complete-$(shell cat infra/layers/*/requirements.txt | cksum | cut -d' ' -f1)
 

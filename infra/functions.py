@@ -265,7 +265,8 @@ class PipelineFunctions(Construct):
         # its manifests and figures only
         _objects(in_warehouse, data, WRITE, "runs/*/transform/")
         _list(in_warehouse, data)
-        self._grant_warehouse(in_warehouse)
+        # it reads back the figures of its batch (GetStatementResult)
+        self._grant_warehouse(in_warehouse, read_results=True)
 
         load = roles["load"]
         _objects(load, data, READ, "runs/", "ledger/", "kpis/")
@@ -296,7 +297,7 @@ class PipelineFunctions(Construct):
     def _read_source_secret(self, role: iam.Role) -> None:
         _read_secret(role, self._config.source.secret)
 
-    def _grant_warehouse(self, role: iam.Role) -> None:
+    def _grant_warehouse(self, role: iam.Role, *, read_results: bool = False) -> None:
         w = self._config.warehouse
         if w.kind != "redshift":
             return
@@ -339,10 +340,12 @@ class PipelineFunctions(Construct):
                 "Redshift Serverless workgroup ARNs end with a generated id, not the workgroup "
                 "name the configuration holds",
             )
-        # Statement ids are not ARNs: scope describing and cancelling to our own statements.
+        # Statement ids are not ARNs: scope describing, cancelling (and reading results of)
+        # statements to our own.
+        own = ["redshift-data:DescribeStatement", "redshift-data:CancelStatement"]
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=["redshift-data:DescribeStatement", "redshift-data:CancelStatement"],
+                actions=[*own, "redshift-data:GetStatementResult"] if read_results else own,
                 resources=["*"],
                 conditions={
                     "StringEquals": {"redshift-data:statement-owner-iam-userid": "${aws:userid}"}

@@ -88,9 +88,13 @@ def run_local(
     console: TextIO = sys.stdout,
     template: Path | None = None,
     engine: str | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> int:
     """One local run; ``template`` reuses an already synthesized template (tests);
-    ``engine`` sets the environment's ``transform.engine`` (cdk.json's, unless given)."""
+    ``engine`` sets the environment's ``transform.engine`` (cdk.json's, unless given);
+    ``changes`` replace other settings of the local environment (benchmarks)."""
+    if engine is not None:
+        changes = {**(changes or {}), "transform": {"engine": engine}}
 
     def say(text: str) -> None:
         print(text, file=console, flush=True)
@@ -98,7 +102,7 @@ def run_local(
     folder = StateFolder(state)
     try:
         with folder.in_use():
-            return _run_locked(data, out, folder, say, template, engine)
+            return _run_locked(data, out, folder, say, template, changes)
     except StateInUse as exc:
         say(f"error: {exc}")
         return EXIT_USAGE
@@ -110,7 +114,7 @@ def _run_locked(
     folder: StateFolder,
     say: Callable[[str], None],
     template: Path | None,
-    engine: str | None,
+    changes: dict[str, Any] | None,
 ) -> int:
     state = folder.path
     run_id = new_run_id()
@@ -121,7 +125,7 @@ def _run_locked(
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         synthesis = pool.submit(
-            lambda: (template, True) if template else _synthesize(state, engine)
+            lambda: (template, True) if template else _synthesize(state, changes)
         )
         with local_databases(state) as databases:
             if databases.left_running:

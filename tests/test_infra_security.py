@@ -17,6 +17,7 @@ from aws_cdk.assertions import Match, Template
 from infra.stack import PipelineStack
 from infra.steps import ALL_STEPS, Step
 from kpi_pipeline import settings as step_settings
+from kpi_pipeline.warehouse.kpi_sql import INPUT_TABLES
 from tests.cdk_apps import CDK_CONTEXT, context_for, synth, template_of
 
 pytestmark = pytest.mark.cdk
@@ -189,7 +190,14 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         "transform_in_warehouse": objects(READ, data, "runs/", "catalogue/")
         | objects(WRITE, data, "runs/*/transform/")
         | data_list
-        | data_api,
+        | data_api
+        | allow(
+            ("redshift-data:GetStatementResult",),  # the figures of its own batch
+            "*",
+            condition={
+                "StringEquals": {"redshift-data:statement-owner-iam-userid": "${aws:userid}"}
+            },
+        ),
         "load": objects(READ, data, "runs/", "ledger/", "kpis/")
         | objects(WRITE, data, "ledger/")
         | objects(("s3:DeleteObject",), data, "ledger/pending/")
@@ -681,3 +689,73 @@ def test_roles_have_stable_names_that_a_bucket_owner_can_grant(with_kms):
     for step in ALL_STEPS:
         role = template.to_json()["Resources"][logical_id(stack, stack.functions.roles[step.key])]
         assert role["Properties"]["RoleName"] == f"music-kpi-prod-{step.key.replace('_', '-')}"
+
+
+# --- the Redshift Data API: what each step calls, granted -----------------------------------
+
+
+def data_api_calls(operation: Any) -> set[str]:
+    """The IAM actions of every Data API operation ``operation(adapter)`` makes, as the
+    Redshift adapter makes them (answered by botocore's Stubber, recorded as sent)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from kpi_pipeline.settings import WarehouseSettings
+    from kpi_pipeline.warehouse.redshift import RedshiftDataApiWarehouse
+
+    client = boto3.client("redshift-data", region_name="eu-west-1")
+    called: set[str] = set()
+    client.meta.events.register(
+        "provide-client-params.redshift-data",
+        lambda model, **_: called.add(f"redshift-data:{model.name}"),
+    )
+    settings = WarehouseSettings.from_env(
+        {
+            "WAREHOUSE_KIND": "redshift",
+            "REDSHIFT_DATABASE": PROD["warehouse"]["database"],
+            "REDSHIFT_CLUSTER_ID": PROD["warehouse"]["cluster_id"],
+            "REDSHIFT_DB_USER": PROD["warehouse"]["db_user"],
+            "REDSHIFT_COPY_ROLE_ARN": PROD["warehouse"]["copy_role_arn"],
+        }
+    )
+    with Stubber(client) as stub:
+
+        def answer(params: dict[str, Any], **_: Any) -> None:
+            # Redshift ran the batch: one finished sub-statement per statement sent.
+            sub = [
+                {"Id": f"s:{n}", "Status": "FINISHED"} for n in range(1, len(params["Sqls"]) + 1)
+            ]
+            stub.add_response(
+                "describe_statement", {"Id": "s", "Status": "FINISHED", "SubStatements": sub}
+            )
+            stub.add_response(
+                "get_statement_result", {"Records": [[{"longValue": 1}] * 5], "TotalNumRows": 1}
+            )
+
+        client.meta.events.register(
+            "provide-client-params.redshift-data.BatchExecuteStatement", answer
+        )
+        stub.add_response("batch_execute_statement", {"Id": "s"})
+        operation(RedshiftDataApiWarehouse(settings, client=client, sleep=lambda _: None))
+    return called
+
+
+def test_each_step_is_granted_every_data_api_call_its_adapter_makes(prod):
+    """moto runs no Redshift and the local warehouse is PostgreSQL: no local run can find a
+    Data API call the role lacks. GetStatementResult (the warehouse engine's figures) was
+    one: every date computed in the warehouse would have failed with AccessDenied."""
+    import datetime as dt
+
+    from kpi_pipeline.warehouse import DateJob, KpiBatch
+
+    day = dt.date(2024, 6, 25)
+    job = DateJob(day, "run", "bucket", dict.fromkeys(INPUT_TABLES, "m"), "stage")
+    batch = KpiBatch("bucket", "kpis/", [day])
+    for step_key, operation in (
+        ("transform_in_warehouse", lambda a: a.compute_date(job)),
+        ("load", lambda a: a.replace_dates(batch, dt.datetime.now(dt.UTC))),
+    ):
+        granted = {action for action, _, _ in role_grants("prod", STEP[step_key])}
+        called = data_api_calls(operation)
+        assert called >= {"redshift-data:BatchExecuteStatement"}
+        assert called <= granted, (step_key, sorted(called - granted))

@@ -74,6 +74,7 @@ def test_archive_moves_exactly_the_manifest_files_and_writes_the_summary(
         "plays_without_song": 0,
         "kpi_dates": ["2024-06-25"],
         "kpi_rows_loaded": 3,
+        "kpi_dates_in_warehouse": 0,
     }
     assert read_json(s3, f"runs/{RUN}/summary.json") == summary
     assert keys(s3, LANDING_BUCKET) == [
