@@ -175,12 +175,23 @@ def _warehouse_in_step(
     )
 
 
-def _synthesize(state: Path, engine: str | None) -> tuple[Path, bool]:
-    """The local environment's template; with ``engine``, its transform.engine changed
-    (each engine's template is cached in a folder of its own)."""
-    if engine is None:
+def _synthesize(state: Path, changes: dict[str, Any] | None) -> tuple[Path, bool]:
+    """The local environment's template, with ``changes`` to its settings (each set of
+    changes cached in a folder of its own, so switching back and forth synthesizes once)."""
+    if not changes:
         return synthesize_cached(state / "cdk.out")
-    return synthesize_cached(state / f"cdk.out-{engine}", changes={"transform": {"engine": engine}})
+    name = "-".join(f"{k}={v}" for k, v in _flat(changes).items())
+    return synthesize_cached(state / f"cdk.out-{name}", changes=changes)
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in sorted(values.items()):
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _inputs(data: Path | None, state: Path, say: Callable[[str], None]) -> InputData:
