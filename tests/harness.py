@@ -189,3 +189,16 @@ def assert_matches_reference(
                 assert got[column] == want[column], (kind, key, column)
             for column in APPROX[kind]:
                 assert got[column] == pytest.approx(want[column], rel=1e-9), (kind, key, column)
+
+
+def stage_tables(dsn: str) -> list[str]:
+    """The warehouse engine's stage tables (music_kpi_stage_<date>) left in a warehouse."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT tablename FROM pg_tables WHERE tablename LIKE 'music_kpi_stage%' ORDER BY 1"
+            )
+            return [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()

@@ -13,12 +13,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from local_runner.faults import SideEffect
 from local_runner.sample_data import write_stream_file
-from tests.harness import SAMPLE_CONFIG, Harness, assert_matches_reference
+from tests.harness import SAMPLE_CONFIG, Harness, assert_matches_reference, stage_tables
 from tests.reference_kpis import compute_reference
 
 pytestmark = pytest.mark.e2e
@@ -121,16 +120,6 @@ def test_a_crash_in_the_warehouse_engine_loses_and_invents_nothing(
     """A date computed again replaces its stage table; the load drops every one it took."""
     crash_and_catch_up(auto_harness, sample, files, point, every_time)
     assert stage_tables(auto_harness.warehouse_dsn) == []
-
-
-def stage_tables(dsn: str) -> list[str]:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'music_kpi_stage%'")
-            return [row[0] for row in cur.fetchall()]
-    finally:
-        conn.close()
 
 
 def crash_and_catch_up(harness: Harness, sample, files, point: SideEffect, every_time: bool):

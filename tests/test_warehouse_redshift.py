@@ -124,8 +124,13 @@ def expect_status(stub: Stubber, status: str, **fields: Any) -> None:
 
 
 def finished(insert_rows: int) -> dict[str, Any]:
-    """A FINISHED description whose sub-statements are the six of the load."""
-    rows = [0, 0, 250, 117, insert_rows, 0]  # create, stage, COPY, DELETE, INSERT, DROP
+    """A FINISHED description whose sub-statements are the six of the load: create, stage,
+    COPY, DELETE, INSERT, DROP."""
+    return sub_statements([0, 0, 250, 117, insert_rows, 0])
+
+
+def sub_statements(rows: list[int]) -> dict[str, Any]:
+    """A description's sub-statements, finished, with the rows each wrote."""
     return {
         "SubStatements": [
             {"Id": f"{STATEMENT_ID}:{n}", "Status": "FINISHED", "ResultRows": count}
@@ -324,12 +329,7 @@ def test_a_load_of_warehouse_dates_only_copies_nothing_and_drops_their_stage_tab
         {"Id": STATEMENT_ID},
         {"Sqls": sqls, "StatementName": "music-kpi-load", **PROVISIONED_TARGET},
     )
-    rows = [0, 117, 40, 0]
-    sub = [
-        {"Id": f"{STATEMENT_ID}:{n}", "Status": "FINISHED", "ResultRows": count}
-        for n, count in enumerate(rows, start=1)
-    ]
-    expect_status(stub, "FINISHED", SubStatements=sub)
+    expect_status(stub, "FINISHED", **sub_statements([0, 117, 40, 0]))
 
     assert adapter(client, sleeps).replace_dates(batch, LOADED_AT) == 40
 
@@ -350,12 +350,7 @@ def test_a_load_of_both_engines_counts_the_rows_of_both_inserts(
         {"Id": STATEMENT_ID},
         {"Sqls": sqls, "StatementName": "music-kpi-load", **PROVISIONED_TARGET},
     )
-    rows = [0, 0, 250, 117, 20, 30, 0]
-    sub = [
-        {"Id": f"{STATEMENT_ID}:{n}", "Status": "FINISHED", "ResultRows": count}
-        for n, count in enumerate(rows, start=1)
-    ]
-    expect_status(stub, "FINISHED", SubStatements=sub)
+    expect_status(stub, "FINISHED", **sub_statements([0, 0, 250, 117, 20, 30, 0]))
 
     assert adapter(client, sleeps).replace_dates(batch, LOADED_AT) == 50
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg2
 import pytest
 
 from extract_s3.handler import list_new_files
 from kpi_pipeline import settings as pipeline_settings
 from kpi_pipeline.errors import DataGateError
+from kpi_pipeline.warehouse.schema import KPI_COLUMNS
 from tests.handlers.support import (
     CONTEXT,
     DATA_BUCKET,
@@ -30,22 +30,10 @@ from tests.handlers.support import (
     transform_date,
     warehouse_rows,
 )
+from tests.harness import stage_tables
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
-COMPARED = (
-    "kpi_type",
-    "kpi_date",
-    "track_genre",
-    "listen_count",
-    "avg_track_duration_sec",
-    "popularity_index",
-    "most_popular_track",
-    "most_popular_track_id",
-    "stream_hour",
-    "unique_listeners",
-    "top_artists",
-    "track_diversity_index",
-)
+COMPARED = tuple(c.name for c in KPI_COLUMNS if c.name != "run_id")  # run ids differ
 
 
 def use_engine(monkeypatch: pytest.MonkeyPatch, engine: str, min_plays: int | None = None) -> None:
@@ -183,16 +171,3 @@ def test_load_refuses_a_warehouse_date_whose_kpis_were_never_computed(
     ):
         load(RUN, plan)
     assert stage_tables(warehouse_dsn) == ["music_kpi_stage_20240625"]
-
-
-def stage_tables(dsn: str) -> list[str]:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT table_name FROM information_schema.tables "
-                "WHERE table_name LIKE 'music_kpi_stage_%'"
-            )
-            return [row[0] for row in cur.fetchall()]
-    finally:
-        conn.close()
