@@ -71,6 +71,12 @@ class DataBucketConfig(_Model):
     encryption: Literal["s3_managed", "kms"] = "s3_managed"
 
 
+class SourceTableConfig(_Model):
+    # A timestamp (or date) column the source updates on every insert and update of a row:
+    # the table is then read incrementally, from its watermark on.
+    changed_column: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+
+
 class SourceConfig(_Model):
     """The RDS PostgreSQL holding users and songs; credentials stay in Secrets Manager."""
 
@@ -86,6 +92,13 @@ class SourceConfig(_Model):
     ssl_root_cert: str | None = None
     statement_timeout_seconds: int = Field(default=900, ge=1, le=3600)
     lock_timeout_seconds: int = Field(default=30, ge=1, le=3600)
+    users: SourceTableConfig = SourceTableConfig()
+    songs: SourceTableConfig = SourceTableConfig()
+    # An incremental read starts this long before the watermark: a row committed late with
+    # an earlier change time (a long transaction, clock skew) is still read.
+    overlap_seconds: int = Field(default=3600, ge=0, le=7 * 86400)
+    # Every table is read whole at least this often: the reconciliation that finds deletes.
+    full_extract_every_days: int = Field(default=7, ge=1, le=365)
 
     @model_validator(mode="after")
     def _tls(self) -> Self:
@@ -251,7 +264,6 @@ class PipelineConfig(_Model):
     layers: LayersConfig = LayersConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     functions: dict[str, FunctionOverride] = {}
-    extract_batch_size: int = Field(default=50_000, ge=100, le=5_000_000)
     max_files_per_run: int = Field(default=1000, ge=1, le=10_000)
     ingest_concurrency: int = Field(default=10, ge=1, le=40)
     transform_concurrency: int = Field(default=10, ge=1, le=40)

@@ -153,7 +153,12 @@ class PipelineFunctions(Construct):
             }
         if "source" in step.settings:
             env["SOURCE_SECRET_ARN"] = c.source.secret
-            env["EXTRACT_BATCH_SIZE"] = str(c.extract_batch_size)
+            env["SOURCE_OVERLAP_SECONDS"] = str(c.source.overlap_seconds)
+            env["SOURCE_FULL_EXTRACT_EVERY_DAYS"] = str(c.source.full_extract_every_days)
+            for table in ("users", "songs"):
+                column = getattr(c.source, table).changed_column
+                if column:
+                    env[f"SOURCE_{table.upper()}_CHANGED_COLUMN"] = column
             env["SOURCE_SSLMODE"] = c.source.sslmode
             env["SOURCE_STATEMENT_TIMEOUT_SECONDS"] = str(c.source.statement_timeout_seconds)
             env["SOURCE_LOCK_TIMEOUT_SECONDS"] = str(c.source.lock_timeout_seconds)
@@ -226,7 +231,11 @@ class PipelineFunctions(Construct):
 
         for key in ("check_source", "extract_rds"):
             self._read_source_secret(roles[key])
-        _objects(roles["extract_rds"], data, WRITE, "snapshots/", "quarantine/source/")
+        extract = roles["extract_rds"]
+        _objects(extract, data, WRITE, "snapshots/", "quarantine/source/")
+        # the tables' marks, and the raw snapshot an incremental read merges into
+        _objects(extract, data, READ, "source/", "snapshots/")
+        _list(extract, data)
 
         for step_key, access in LANDING_ACCESS.items():  # the same list a bucket owner grants
             if access.object_actions:
@@ -278,7 +287,8 @@ class PipelineFunctions(Construct):
 
         archive = roles["archive"]
         _objects(archive, data, READ, "runs/", "archive/", "quarantine/files/")
-        _objects(archive, data, WRITE, "archive/", "quarantine/files/", "runs/")
+        # source/: what the run read of the source is marked processed
+        _objects(archive, data, WRITE, "archive/", "quarantine/files/", "runs/", "source/")
         _list(archive, data)
 
         # Encrypted buckets: reading needs the key's Decrypt, writing its GenerateDataKey

@@ -206,7 +206,12 @@ class PipelineDefinition(Construct):
             "no_rds_data",
             {"source_users.$": "$.source_check.users", "source_songs.$": "$.source_check.songs"},
         )
-        extract = self._task(EXTRACT_RDS, {"run_id.$": RUN_ID}, "$.snapshot")
+        # The execution's input rides along: {"full_extract": true} reads every table whole.
+        extract = self._task(
+            EXTRACT_RDS,
+            {"run_id.$": RUN_ID, "execution_input.$": "$$.Execution.Input"},
+            "$.snapshot",
+        )
         list_files = self._task(LIST_FILES, {"run_id.$": RUN_ID}, "$.manifest")
         no_new_files = self._outcome(
             "NoNewFiles",

@@ -388,8 +388,8 @@ class LocalAws:
         status = self.client("stepfunctions").describe_execution(executionArn=execution_arn)
         return status["status"] in TERMINAL
 
-    def run(self, run_id: str, **kwargs: Any) -> Execution:
-        return self.wait(self.start(run_id), **kwargs)
+    def run(self, run_id: str, run_input: dict[str, Any] | None = None, **kwargs: Any) -> Execution:
+        return self.wait(self.start(run_id, run_input), **kwargs)
 
     def _history(self, execution_arn: str) -> list[dict[str, Any]]:
         sfn = self.client("stepfunctions")

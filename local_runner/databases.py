@@ -30,7 +30,9 @@ CREATE TABLE users (
     user_name TEXT,
     user_age INT,
     user_country TEXT,
-    created_at TIMESTAMP
+    created_at TIMESTAMP,
+    -- as an operational schema keeps it: the incremental extract's change column
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 )"""
 SONGS_DDL = """
 CREATE TABLE songs (
@@ -54,7 +56,8 @@ CREATE TABLE songs (
     valence DOUBLE PRECISION,
     tempo DOUBLE PRECISION,
     time_signature INT,
-    track_genre TEXT
+    track_genre TEXT,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 )"""
 
 

@@ -21,6 +21,7 @@ from botocore.client import BaseClient
 # What each data-bucket prefix holds, first match wins (see kpi_pipeline.layout).
 KINDS: tuple[tuple[str, str], ...] = (
     (r"^snapshots/", "source snapshot"),
+    (r"^source/", "source mark"),
     (r"^quarantine/source/", "quarantined source rows"),
     (r"^runs/[^/]+/manifest\.json$", "manifest"),
     (r"^runs/[^/]+/manifest_files\.json$", "manifest file list"),

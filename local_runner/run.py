@@ -352,6 +352,12 @@ def _report(
             f"already processed, {s['files_quarantined']} quarantined {why}"
         )
         say(f"  plays         {s['plays_valid']:,} valid, {s['duplicates']:,} duplicates")
+        for table, read in s.get("source_tables", {}).items():
+            say(
+                f"  source {table:<6} {read['mode']} extract: {read['rows_read']:,} rows read, "
+                f"{read['rows_changed']:,} changed, {read['rows_deleted']:,} deleted"
+                + (f", watermark {read['watermark']}" if read.get("watermark") else "")
+            )
         quarantined = summary["rows_quarantined"]
         say(f"  quarantined   {sum(quarantined.values()):,} rows {quarantined or ''}")
         dates = summary["kpi_dates"]

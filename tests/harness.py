@@ -98,9 +98,9 @@ class Harness:
             assert time.monotonic() < deadline, "timed out waiting"
             time.sleep(0.05)
 
-    def run(self, run_id: str | None = None) -> Execution:
+    def run(self, run_id: str | None = None, run_input: dict[str, Any] | None = None) -> Execution:
         self.runs += 1
-        return self.local.run(run_id or f"test-run-{self.runs}")
+        return self.local.run(run_id or f"test-run-{self.runs}", run_input)
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         s3 = self.local.client("s3")

@@ -45,6 +45,7 @@ CRASH_POINTS: tuple[SideEffect, ...] = (
     SideEffect("Archive", "delete", "landing file"),
     SideEffect("Archive", "copy", "quarantined file"),
     SideEffect("Archive", "put", "quarantine reason"),
+    SideEffect("Archive", "put", "source mark"),
     SideEffect("Archive", "put", "run summary"),
 )
 # What a run whose dates the warehouse engine computes writes besides (transform.engine

@@ -163,7 +163,10 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
     )
     by_step = {
         "check_source": secret,
-        "extract_rds": secret | objects(WRITE, data, "snapshots/", "quarantine/source/"),
+        "extract_rds": secret
+        | objects(WRITE, data, "snapshots/", "quarantine/source/")
+        | objects(READ, data, "source/", "snapshots/")  # marks, and the increments' base
+        | data_list,
         "list_files": allow(
             ("s3:ListBucket",),
             PROD_LANDING,
@@ -206,7 +209,7 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         "archive": objects((*READ, "s3:DeleteObject"), PROD_LANDING, PROD_PREFIX)
         | landing_list
         | objects(READ, data, "runs/", "archive/", "quarantine/files/")
-        | objects(WRITE, data, "archive/", "quarantine/files/", "runs/")
+        | objects(WRITE, data, "archive/", "quarantine/files/", "runs/", "source/")
         | data_list,
     }
     return base | by_step[step.key]

@@ -112,6 +112,49 @@ def test_the_warehouse_engine_computes_the_reference_kpis_beside_the_lambda_engi
     ]
 
 
+def test_the_kpis_are_the_same_whatever_the_extract_mode(harness, sample, tmp_path):
+    """The local environment reads users and songs incrementally (updated_at): a first run
+    reads them whole, the next from their watermarks, one started with
+    {"full_extract": true} whole again; the KPIs are the reference's every time."""
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(*sample.stream_files)
+    first = harness.run("full")
+    (tmp_path / "more").mkdir()
+    later = [
+        write_stream_file(
+            tmp_path / "more" / f"streams_{n}.csv",
+            config=CONFIG,
+            day=CONFIG.start_date + dt.timedelta(days=1 + n),
+            plays=300,
+            seed=70 + n,
+        )
+        for n in (1, 2)
+    ]
+    harness.put_streams(later[0])
+    second = harness.run("incremental")
+    harness.put_streams(later[1])
+    third = harness.run("reconciliation", {"full_extract": True})
+
+    modes = [
+        {t: r["mode"] for t, r in run.output["source_tables"].items()}
+        for run in (first, second, third)
+    ]
+    assert modes == [
+        {"users": "full", "songs": "full"},
+        {"users": "incremental", "songs": "incremental"},
+        {"users": "full", "songs": "full"},
+    ]
+    # Nothing changed in the source: nothing counted as changed, nothing deleted.
+    for run in (second, third):
+        for read in run.output["source_tables"].values():
+            assert (read["rows_changed"], read["rows_deleted"]) == (0, 0)
+    assert all(run.output["status"] == "loaded" for run in (first, second, third))
+    reference = compute_reference(
+        sample.users_csv, sample.songs_csv, [*sample.stream_files, *later]
+    )
+    assert_matches_reference(harness.warehouse(), reference)
+
+
 def test_rerunning_the_same_files_changes_nothing(harness, sample):
     harness.load_source(sample.users_csv, sample.songs_csv)
     harness.put_streams(*sample.stream_files)

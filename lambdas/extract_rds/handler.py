@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kpi_pipeline import source
-from kpi_pipeline.contracts import RunRequest, SourceCheck, SourceSnapshot
+from kpi_pipeline.contracts import ExtractRequest, RunRequest, SourceCheck, SourceSnapshot
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import step_handler
 from kpi_pipeline.settings import (
@@ -26,15 +26,16 @@ def check_source(request: RunRequest) -> SourceCheck:
     return source.check_source(_source_database())
 
 
-@step_handler("ExtractRds", RunRequest)
-def extract_tables(request: RunRequest) -> SourceSnapshot:
+@step_handler("ExtractRds", ExtractRequest)
+def extract_tables(request: ExtractRequest) -> SourceSnapshot:
     # Imported here: DuckDB is in this step's layers only, not in CheckSourceData's.
     from kpi_pipeline import extract
 
     return extract.extract_snapshot(
         request.run_id,
         db=_source_database(),
-        batch_size=load(SourceSettings).extract_batch_size,
+        source=load(SourceSettings),
+        full_extract=request.full_extract,
         storage=Storage(),
         layout=Layout.from_settings(load(StorageSettings)),
         engine_settings=load(EngineSettings),

@@ -1,7 +1,8 @@
 """Archive: move exactly the manifest's files out of the landing area, then summarise.
 
 Accepted files (new or already processed) go to the archive prefix, files quarantined
-whole go to the quarantine prefix with their reason beside them. Only objects in the
+whole go to the quarantine prefix with their reason beside them; what the run read of the
+source is marked processed (:mod:`kpi_pipeline.source_state`). Only objects in the
 manifest are touched, and only in the version the manifest froze; a file that changed
 since then stays in landing for the next run.
 """
@@ -18,6 +19,7 @@ from kpi_pipeline.listing import read_manifest
 from kpi_pipeline.observability import logger
 from kpi_pipeline.parallel import parallel
 from kpi_pipeline.records import read_ingest_results
+from kpi_pipeline.source_state import mark_processed
 from kpi_pipeline.storage import Storage
 from kpi_pipeline.transform_plan import transform_totals
 
@@ -59,6 +61,9 @@ def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) ->
         list(results.values()),
         files_archived=archived,
     )
+    # The run is through (its load committed, or nothing was left to load): what it read of
+    # the source is processed, and the next run reads from its watermarks.
+    mark_processed(storage, layout, request.source, request.run_id)
     storage.put_json(
         layout.data_bucket, layout.summary_key(request.run_id), summary.model_dump(mode="json")
     )
@@ -113,6 +118,7 @@ def summarise(
         source_songs=request.source.songs,
         source_rows_quarantined=request.source.source_rows_quarantined,
         source_song_duplicate_pairs=request.source.song_duplicate_pairs,
+        source_tables=request.source.tables,
         plays_without_song=request.transform.plays_without_song,
         kpi_dates=request.load.kpi_dates,
         kpi_rows_loaded=request.load.rows_loaded,

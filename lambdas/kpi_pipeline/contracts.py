@@ -7,7 +7,7 @@ limited to 256 KiB. Field names here are the state machine's JSON paths.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +32,17 @@ class RunRequest(Contract):
     run_id: RunId
 
 
+class ExtractRequest(RunRequest):
+    """ExtractRds: the run, and the execution's input (``{"full_extract": true}`` asks for
+    every table to be read whole, the reconciliation that finds deleted rows)."""
+
+    execution_input: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def full_extract(self) -> bool:
+        return self.execution_input.get("full_extract") is True
+
+
 # --- CheckSourceData / ExtractRds -------------------------------------------------------------
 
 
@@ -48,11 +59,29 @@ class SnapshotRef(Contract):
     songs_key: str
 
 
+ExtractMode = Literal["full", "incremental"]
+
+
+class SourceTableExtract(Contract):
+    """How one source table was read, and the state that becomes the table's mark once the
+    run is through (Archive writes it: see kpi_pipeline.source_state)."""
+
+    mode: ExtractMode
+    rows_read: int  # rows that crossed the wire from the source
+    rows_changed: int  # rows new or different from the previous snapshot
+    rows_deleted: int = 0  # a full extract: rows of the previous snapshot no longer there
+    watermark: str | None = None  # the change column's largest value when it was read
+    changed_column: str | None = None
+    raw_key: str  # the table's rows as read and merged: the next increment's base
+    full_at: str  # when the table was last read whole (ISO 8601, UTC)
+
+
 class SourceSnapshot(SnapshotRef):
     users: int
     songs: int
     source_rows_quarantined: dict[str, int] = Field(default_factory=dict)
     song_duplicate_pairs: int = 0
+    tables: dict[str, SourceTableExtract] = Field(default_factory=dict)
 
 
 # --- ListNewFiles / IngestStreams ----------------------------------------------------------------
@@ -221,6 +250,7 @@ class RunSummary(Contract):
     source_songs: int = 0
     source_rows_quarantined: dict[str, int] = Field(default_factory=dict)
     source_song_duplicate_pairs: int = 0
+    source_tables: dict[str, SourceTableExtract] = Field(default_factory=dict)
     plays_without_song: int = 0
     kpi_dates: list[dt.date] = Field(default_factory=list)
     kpi_rows_loaded: int = 0

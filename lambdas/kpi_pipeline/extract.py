@@ -1,22 +1,38 @@
 """ExtractRds: the source tables, snapshotted to S3.
 
-The snapshot is taken batch by batch (memory bounded by the batch), cleaned in SQL
-(``sql/staging``) and written as Parquet under the run's prefix. Song rows the KPIs cannot
-use are quarantined with their reason and counted; they are never silently dropped.
+Each table is read with COPY (see :mod:`kpi_pipeline.source`), whole or incrementally: a
+table with a change column (``source.<table>.changed_column``) is read from its watermark
+on (less an overlap) and the changed rows replace, by key, those of the previous raw
+snapshot the pipeline keeps; it is read whole on the first run, every
+``source.full_extract_every_days`` (the reconciliation that finds deleted rows), and when
+the execution's input asks (``{"full_extract": true}``). The raw rows are then cleaned in
+SQL (``sql/staging``) and written as Parquet under the run's prefix. Song rows the KPIs
+cannot use are quarantined with their reason and counted; they are never silently dropped.
+The watermark is not advanced here: Archive marks the snapshot processed once the run is
+through (:mod:`kpi_pipeline.source_state`), so a run that fails reads the same changes again.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from kpi_pipeline import engine
-from kpi_pipeline.contracts import SourceSnapshot
-from kpi_pipeline.errors import DataGateError
+from kpi_pipeline.contracts import SourceSnapshot, SourceTableExtract
+from kpi_pipeline.errors import DataGateError, SourceUnavailable
 from kpi_pipeline.layout import SONG_TABLES, Layout
 from kpi_pipeline.observability import SOURCE_ROWS_EXTRACTED, count, logger
+from kpi_pipeline.parallel import parallel
 from kpi_pipeline.scratch import open_scratch
-from kpi_pipeline.settings import EngineSettings, ScratchSettings
-from kpi_pipeline.source import SOURCE_COLUMNS, SourceDatabase
+from kpi_pipeline.settings import EngineSettings, ScratchSettings, SourceSettings
+from kpi_pipeline.source import (
+    EXTRACTED_COLUMNS,
+    KEY_COLUMNS,
+    SOURCE_COLUMNS,
+    SourceDatabase,
+    TableRead,
+)
+from kpi_pipeline.source_state import TableMark, read_marks
 from kpi_pipeline.storage import Storage
 
 STAGING_MODELS = (
@@ -33,21 +49,21 @@ STAGING_MODELS = (
 SNAPSHOT_QUERIES = {
     "users": "SELECT user_id FROM stg_users",
     "songs": "SELECT * FROM stg_songs",
-    "song_artists": "SELECT track_id, artist FROM song_artists ORDER BY ALL",
+    "song_artists": "SELECT track_id, artist FROM song_artists",
     # The columns of the warehouse engine's wh_songs, in its order: COPY reads Parquet by
     # position (kpi_pipeline.warehouse.kpi_sql.INPUT_TABLES).
     "song_tracks": (
-        "SELECT track_id, track_genre, track_name, popularity, duration_ms FROM stg_songs "
-        "ORDER BY ALL"
+        "SELECT track_id, track_genre, track_name, popularity, duration_ms FROM stg_songs"
     ),
 }
 
 
 def stage_source_tables(con: engine.duckdb.DuckDBPyConnection) -> None:
-    """The staging views over ``raw_users`` and ``raw_songs`` (text), in dependency order,
-    and ``song_artists``."""
-    for view, model in STAGING_MODELS:
-        engine.create_view(con, view, model)
+    """The staging tables over ``raw_users`` and ``raw_songs`` (text), in dependency order,
+    and ``song_artists``. Materialised: the snapshot, its counts and the quarantine each
+    read them, and a view would type and de-duplicate every row again each time."""
+    for table, model in STAGING_MODELS:
+        engine.create_table(con, table, model)
     con.execute("CREATE TEMP VIEW songs AS SELECT *, NULL AS catalogue FROM stg_songs")
     engine.create_view(con, "song_artists", "staging/stg_song_artists.sql")
 
@@ -56,33 +72,64 @@ def extract_snapshot(
     run_id: str,
     *,
     db: SourceDatabase,
-    batch_size: int,
+    source: SourceSettings,
+    full_extract: bool,
     storage: Storage,
     layout: Layout,
     engine_settings: EngineSettings,
     scratch: ScratchSettings,
 ) -> SourceSnapshot:
+    now = dt.datetime.now(dt.UTC)
     with open_scratch(scratch, "extract") as space:
         tmp = space.path
-        for table in SOURCE_COLUMNS:
-            rows = _write_raw(db, table, batch_size, tmp / f"raw_{table}.json")
-            count(SOURCE_ROWS_EXTRACTED, rows, table=table)
-            logger.info("source table read", extra={"table": table, "rows": rows})
-
+        marks = read_marks(storage, layout)
+        reads = {
+            table: _plan_read(table, source, marks.get(table), full_extract, now, storage, layout)
+            for table in SOURCE_COLUMNS
+        }
         con = engine.connect(engine_settings, tmp, spill_limit_mb=space.spill_limit_mb())
-        for table in SOURCE_COLUMNS:
-            raw = engine.literal(tmp / f"raw_{table}.json")
-            columns = ", ".join(f"'{name}': 'VARCHAR'" for name in SOURCE_COLUMNS[table])
-            con.execute(
-                f"CREATE TEMP VIEW raw_{table} AS SELECT * FROM read_json({raw}, "
-                f"format = 'newline_delimited', columns = {{{columns}}})"
+        previous = {
+            table: _download(marks.get(table), tmp / f"previous_{table}.parquet", storage, layout)
+            for table in reads
+        }
+        files = {table: tmp / f"{table}.csv" for table in reads}
+        copies = db.read_tables(reads, lambda table: files[table].open("wb"))
+        counts_by_table = {
+            table: _merge(
+                con, table, files[table], previous[table], incremental=read.since is not None
             )
+            for table, read in reads.items()
+        }
+        tables = {}
+        for table, read in reads.items():
+            rows_read, changed, deleted = counts_by_table[table]
+            if rows_read != copies[table].rows:
+                raise SourceUnavailable(
+                    f"{table}: COPY sent {copies[table].rows:,} rows, {rows_read:,} arrived"
+                )
+            mark = marks.get(table)
+            incremental = read.since is not None
+            tables[table] = SourceTableExtract(
+                mode="incremental" if incremental else "full",
+                rows_read=rows_read,
+                rows_changed=changed,
+                rows_deleted=deleted,
+                watermark=copies[table].watermark,
+                changed_column=read.changed_column,
+                raw_key=layout.snapshot_key(run_id, f"raw_{table}"),
+                full_at=mark.full_at if incremental and mark else now.isoformat(),
+            )
+            count(SOURCE_ROWS_EXTRACTED, rows_read, table=table)
+            logger.info("source table read", extra={"table": table, **tables[table].model_dump()})
         stage_source_tables(con)
 
         outputs = {table: tmp / f"{table}.parquet" for table in SNAPSHOT_QUERIES}
         for table, query in SNAPSHOT_QUERIES.items():
             target = engine.literal(outputs[table])
-            con.execute(f"COPY ({query}) TO {target} (FORMAT parquet, COMPRESSION zstd)")
+            con.execute(
+                f"COPY ({query}) TO {target} "
+                "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
+            )
         counts = {
             table: engine.scalar(
                 con, f"SELECT count(*) FROM read_parquet({engine.literal(outputs[table])})"
@@ -129,28 +176,130 @@ def extract_snapshot(
             songs=counts["songs"],
             source_rows_quarantined=quarantined,
             song_duplicate_pairs=duplicate_pairs,
+            tables=tables,
         )
-        storage.upload_file(outputs["users"], layout.data_bucket, snapshot.users_key)
-        storage.upload_file(outputs["songs"], layout.data_bucket, snapshot.songs_key)
-        for table in SONG_TABLES:
-            storage.upload_file(
-                outputs[table],
-                layout.data_bucket,
-                layout.songs_sibling_key(snapshot.songs_key, table),
-            )
+        uploads = [
+            (outputs["users"], snapshot.users_key),
+            (outputs["songs"], snapshot.songs_key),
+            *(
+                (outputs[table], layout.songs_sibling_key(snapshot.songs_key, table))
+                for table in SONG_TABLES
+            ),
+            *((tmp / f"raw_{table}.parquet", read.raw_key) for table, read in tables.items()),
+        ]
         if quarantined:
-            storage.upload_file(
-                rejected, layout.data_bucket, layout.source_quarantine_key(run_id, "rows")
-            )
+            uploads.append((rejected, layout.source_quarantine_key(run_id, "rows")))
+        parallel(
+            lambda upload: storage.upload_file(upload[0], layout.data_bucket, upload[1]), uploads
+        )
         return snapshot
 
 
-def _write_raw(db: SourceDatabase, table: str, batch_size: int, path: Path) -> int:
-    """Append the table's batches to one newline-delimited JSON file; return the row count."""
-    rows = 0
-    with path.open("w", encoding="utf-8") as out:
-        for batch in db.read_batches(table, batch_size):
-            out.write("\n".join(batch))
-            out.write("\n")
-            rows += len(batch)
-    return rows
+def _plan_read(
+    table: str,
+    source: SourceSettings,
+    mark: TableMark | None,
+    full_extract: bool,
+    now: dt.datetime,
+    storage: Storage,
+    layout: Layout,
+) -> TableRead:
+    """Incremental when the table has a change column and a usable mark (same column, a
+    watermark, a raw snapshot still in S3, a full read recent enough); else whole."""
+    column = source.changed_column(table)
+    if column is None:
+        return TableRead()
+    due = dt.timedelta(days=source.source_full_extract_every_days)
+    if (
+        full_extract
+        or mark is None
+        or mark.changed_column != column
+        or mark.watermark is None
+        or now - dt.datetime.fromisoformat(mark.full_at) >= due
+        or not storage.exists(layout.data_bucket, mark.raw_key)
+    ):
+        return TableRead(changed_column=column)
+    return TableRead(column, since=mark.watermark, overlap_seconds=source.source_overlap_seconds)
+
+
+def _download(mark: TableMark | None, path: Path, storage: Storage, layout: Layout) -> Path | None:
+    """The table's previous raw snapshot (None: no mark, or its snapshot expired)."""
+    if mark and storage.download_file(layout.data_bucket, mark.raw_key, path):
+        return path
+    return None
+
+
+def _merge(
+    con: engine.duckdb.DuckDBPyConnection,
+    table: str,
+    read: Path,
+    previous: Path | None,
+    *,
+    incremental: bool,
+) -> tuple[int, int, int]:
+    """``raw_<table>``: the rows read, merged by key into the previous raw snapshot when
+    the read was incremental, written to ``raw_<table>.parquet`` (the next increment's
+    base). Returns the rows read, changed and (a full read) deleted since ``previous``."""
+    names = EXTRACTED_COLUMNS[table]
+    columns = ", ".join(f"'{name}': 'VARCHAR'" for name in names)
+    con.execute(
+        f"CREATE TEMP TABLE read_{table} AS SELECT * FROM read_csv({engine.literal(read)}, "
+        f"header = true, columns = {{{columns}}}, allow_quoted_nulls = false, quote = '\"', "
+        "escape = '\"', auto_detect = false)"
+    )
+    rows_read = engine.scalar(con, f"SELECT count(*) FROM read_{table}")
+    key = KEY_COLUMNS[table]
+    before = f"read_parquet({engine.literal(previous)})" if previous else None
+    if incremental and not before:
+        raise FileNotFoundError(f"the raw snapshot of {table} vanished since the read was planned")
+    if incremental and before:
+        # The changed rows replace the base's rows of the same key; rows without a key
+        # cannot be matched, so they are kept once each.
+        con.execute(
+            f"""
+            CREATE TEMP TABLE merged_{table} AS
+            SELECT * FROM {before} AS kept
+            WHERE kept.{key} IS NULL
+                OR NOT EXISTS (SELECT 1 FROM read_{table} AS r WHERE r.{key} = kept.{key})
+            UNION ALL
+            SELECT * FROM read_{table} WHERE {key} IS NOT NULL
+            UNION ALL
+            (SELECT * FROM read_{table} WHERE {key} IS NULL
+             EXCEPT SELECT * FROM {before} WHERE {key} IS NULL)
+            """
+        )
+    else:
+        con.execute(f"CREATE TEMP VIEW merged_{table} AS SELECT * FROM read_{table}")
+    # Changed: rows read that the previous snapshot did not hold as they are now (compared
+    # with the previous rows of the keys read only, not the whole table).
+    changed = engine.scalar(
+        con,
+        f"SELECT count(*) FROM (SELECT * FROM read_{table} EXCEPT ALL "
+        f"SELECT b.* FROM {before} AS b WHERE b.{key} IS NULL OR b.{key} IN "
+        f"(SELECT {key} FROM read_{table}))"
+        if before
+        else f"SELECT count(*) FROM read_{table}",
+    )
+    deleted = (
+        engine.scalar(
+            con,
+            f"SELECT count(*) FROM (SELECT {key} FROM {before} WHERE {key} IS NOT NULL "
+            f"EXCEPT SELECT {key} FROM merged_{table})",
+        )
+        if before and not incremental
+        else 0
+    )
+    read.unlink()  # parsed: its space is the snapshot's
+    # Uploaded with the snapshot, once the data gate passed.
+    raw = engine.literal(read.with_name(f"raw_{table}.parquet"))
+    con.execute(
+        f"COPY merged_{table} TO {raw} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
+    )
+    # The staging models read every spec column: those that never leave the source are NULL.
+    missing = [c for c in SOURCE_COLUMNS[table] if c not in names]
+    con.execute(
+        f"CREATE TEMP VIEW raw_{table} AS SELECT *"
+        + "".join(f", CAST(NULL AS VARCHAR) AS {c}" for c in missing)
+        + f" FROM merged_{table}"
+    )
+    return rows_read, changed, deleted

@@ -65,6 +65,9 @@ class Layout:
         """The songs' columns the KPIs read, in the warehouse engine's COPY order."""
         return cls.songs_sibling_key(songs_key, "song_tracks")
 
+    # What of the source was processed: each table's watermark and raw snapshot.
+    source_state_key = "source/state.json"
+
     def source_quarantine_key(self, run_id: str, table: str) -> str:
         return f"quarantine/source/run_id={run_key(run_id)}/{table}.parquet"
 

@@ -101,9 +101,35 @@ class SourceSettings(_EnvModel):
     source_statement_timeout_seconds: int = Field(default=900, ge=1, le=3600)
     source_lock_timeout_seconds: int = Field(default=30, ge=1, le=3600)
 
-    extract_batch_size: int = Field(
-        default=50_000, ge=100, le=5_000_000, description="rows fetched per round trip"
+    source_users_changed_column: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="a timestamp column of users updated on every change: incremental extract",
     )
+    source_songs_changed_column: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="a timestamp column of songs updated on every change: incremental extract",
+    )
+    source_overlap_seconds: int = Field(
+        default=3600,
+        ge=0,
+        le=7 * 86400,
+        description="an incremental extract re-reads this much before the watermark (rows "
+        "committed late with an earlier change time, clock skew)",
+    )
+    source_full_extract_every_days: int = Field(
+        default=7,
+        ge=1,
+        le=365,
+        description="read a table whole at least this often: it finds deleted rows",
+    )
+
+    def changed_column(self, table: str) -> str | None:
+        return {
+            "users": self.source_users_changed_column,
+            "songs": self.source_songs_changed_column,
+        }[table]
 
     @model_validator(mode="after")
     def _verified_needs_a_ca(self) -> Self:

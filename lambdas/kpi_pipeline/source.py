@@ -2,16 +2,21 @@
 
 Credentials come from Secrets Manager at run time (the standard RDS secret JSON:
 ``username``, ``password``, ``host``, ``port``, ``dbname``), never from the environment,
-and never reach a log line. Tables are read in batches through a server-side cursor, so
-memory is bounded by the batch size, not the table.
+and never reach a log line. Tables are read with ``COPY (SELECT ...) TO STDOUT`` as CSV,
+streamed to a file: memory is bounded by psycopg2's copy buffer, not the table, and no row
+becomes a Python object. Both tables are read in one read-only REPEATABLE READ
+transaction, so they are one consistent moment of the database; a table with a change
+column can be read from a point in time on (the incremental extract).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import IO, Any
 
 import psycopg2
 from botocore.exceptions import BotoCoreError, ClientError
@@ -21,6 +26,10 @@ from kpi_pipeline import aws
 from kpi_pipeline.contracts import SourceCheck
 from kpi_pipeline.errors import ConfigurationError, SourceSchemaError, SourceUnavailable
 from kpi_pipeline.settings import SourceSettings
+
+# The types a change column may have: a point in time, compared as timestamptz in UTC.
+CHANGE_COLUMN_TYPES = frozenset({"timestamp without time zone", "timestamp with time zone", "date"})
+COPY_BUFFER_BYTES = 1 << 20
 
 # The source columns KPIS.md names, in its order. They are read as text and typed later
 # in SQL (staging), so a column that is TEXT in one database and INT in another reads alike.
@@ -50,6 +59,26 @@ SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
         "track_genre",
     ),
 }
+
+
+# What leaves the source: what the cleaning and the KPIs read. Of users, the ids only (the
+# KPIs need no personal data, so none crosses the wire); of songs, neither the album nor the
+# audio features. The other spec columns are checked to exist and read as NULL.
+EXTRACTED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": ("user_id",),
+    "songs": (
+        "id",
+        "track_id",
+        "artists",
+        "track_name",
+        "popularity",
+        "duration_ms",
+        "track_genre",
+    ),
+}
+# Each table's key: an incremental extract replaces a changed row by it. It must be unique
+# in the source (the primary key).
+KEY_COLUMNS = {"users": "user_id", "songs": "id"}
 
 
 def connection_params(
@@ -103,6 +132,21 @@ def connection_params(
     return params
 
 
+@dataclass(frozen=True)
+class TableRead:
+    """How to read one table: whole, or the rows changed since a moment."""
+
+    changed_column: str | None = None
+    since: str | None = None  # a timestamptz literal; None: every row
+    overlap_seconds: int = 0  # read from this long before ``since``
+
+
+@dataclass(frozen=True)
+class TableCopy:
+    rows: int  # the rows COPY sent
+    watermark: str | None  # the change column's largest value when it was read
+
+
 class SourceDatabase:
     """Read-only access to the users and songs tables."""
 
@@ -135,48 +179,83 @@ class SourceDatabase:
                 counts[table] = int(cur.fetchone()[0])
         return counts
 
-    def read_batches(self, table: str, batch_size: int) -> Iterator[list[str]]:
-        """The table's spec columns as text, ``batch_size`` rows at a time.
+    def read_tables(
+        self, reads: Mapping[str, TableRead], sink: Callable[[str], ContextManager[IO[bytes]]]
+    ) -> dict[str, TableCopy]:
+        """Each table's extracted columns as text, written to ``sink(table)`` as CSV with a
+        header (NULL unquoted and empty, an empty string quoted), all at one moment.
 
-        Each row arrives as one JSON object built by PostgreSQL (``row_to_json``): NULL stays
-        null, text stays text, and writing a batch out is a single string join.
+        A read with a change column also returns the column's largest value (the next
+        watermark); one with ``since`` reads only the rows changed at or after it less the
+        overlap.
         """
-        columns = SOURCE_COLUMNS[table]
-        query = pgsql.SQL(
-            "SELECT row_to_json(source_row)::text FROM (SELECT {} FROM {}) AS source_row"
-        ).format(
-            pgsql.SQL(", ").join(
-                pgsql.SQL("{}::text AS {}").format(pgsql.Identifier(c), pgsql.Identifier(c))
-                for c in columns
-            ),
-            pgsql.Identifier(table),
-        )
+        copies = {}
         with self._connect() as conn:
-            # Checked here too, not only by row_counts: a table changed after CheckSourceData
-            # must fail ExtractRds as SourceSchemaError naming the column (the state machine's
-            # error contract), not as psycopg2's UndefinedColumn.
-            with conn.cursor() as check:
-                self._check_columns(check, table)
-            # A named cursor lives on the server: rows cross the wire batch by batch.
-            with conn.cursor(name=f"extract_{table}") as cur:
-                cur.itersize = batch_size
-                cur.execute(query)
-                while rows := cur.fetchmany(batch_size):
-                    yield [row[0] for row in rows]
+            conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
+            with conn.cursor() as cur:
+                # Timestamps become text and watermarks compare in UTC, whatever the server.
+                cur.execute("SET TIME ZONE 'UTC'")
+                for table, read in reads.items():
+                    # Checked here too, not only by row_counts: a table changed after
+                    # CheckSourceData must fail ExtractRds as SourceSchemaError naming the
+                    # column (the state machine's error contract), not as UndefinedColumn.
+                    self._check_columns(cur, table, read.changed_column)
+                    watermark = None
+                    if read.changed_column:
+                        cur.execute(
+                            pgsql.SQL("SELECT max({})::timestamptz::text FROM {}").format(
+                                pgsql.Identifier(read.changed_column), pgsql.Identifier(table)
+                            )
+                        )
+                        watermark = cur.fetchone()[0]
+                    with sink(table) as out:
+                        cur.copy_expert(self._copy_sql(cur, table, read), out, COPY_BUFFER_BYTES)
+                    copies[table] = TableCopy(rows=int(cur.rowcount), watermark=watermark)
+        return copies
 
     @staticmethod
-    def _check_columns(cur: Any, table: str) -> None:
+    def _copy_sql(cur: Any, table: str, read: TableRead) -> str:
+        columns = pgsql.SQL(", ").join(
+            pgsql.SQL("{}::text AS {}").format(pgsql.Identifier(c), pgsql.Identifier(c))
+            for c in EXTRACTED_COLUMNS[table]
+        )
+        query = pgsql.SQL("SELECT {} FROM {}").format(columns, pgsql.Identifier(table))
+        if read.since is not None and read.changed_column:
+            query = pgsql.SQL("{} WHERE {} >= {}::timestamptz - {} * interval '1 second'").format(
+                query,
+                pgsql.Identifier(read.changed_column),
+                pgsql.Literal(read.since),
+                pgsql.Literal(read.overlap_seconds),
+            )
+        copy = pgsql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(query)
+        return str(copy.as_string(cur))
+
+    @staticmethod
+    def _check_columns(cur: Any, table: str, changed_column: str | None = None) -> None:
         cur.execute(
-            "SELECT column_name FROM information_schema.columns "
+            "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_name = %s AND table_schema = ANY(current_schemas(false))",
             (table,),
         )
-        present = {row[0] for row in cur.fetchall()}
+        present = dict(cur.fetchall())
         if not present:
             raise SourceSchemaError(f"the source database has no table '{table}'")
         missing = [c for c in SOURCE_COLUMNS[table] if c not in present]
         if missing:
             raise SourceSchemaError(f"source table '{table}' lacks columns: {', '.join(missing)}")
+        if changed_column is None:
+            return
+        kind = present.get(changed_column)
+        if kind is None:
+            raise SourceSchemaError(
+                f"source table '{table}' has no column '{changed_column}' (its configured "
+                "change column)"
+            )
+        if kind not in CHANGE_COLUMN_TYPES:
+            raise SourceSchemaError(
+                f"the change column {table}.{changed_column} is {kind}: it must be a timestamp "
+                "or a date"
+            )
 
 
 def check_source(db: SourceDatabase) -> SourceCheck:

@@ -49,6 +49,12 @@ def test_archive_moves_exactly_the_manifest_files_and_writes_the_summary(
 
     summary = archive(RUN, manifest, snapshot, transformed, loaded)
 
+    assert summary.pop("source_tables") == snapshot["tables"]  # how each table was read
+    # ...and what was read is marked processed: the next run's extract starts from it.
+    marks = read_json(s3, "source/state.json")["tables"]
+    assert {table: (m["raw_key"], m["run_id"]) for table, m in marks.items()} == {
+        table: (read["raw_key"], RUN) for table, read in snapshot["tables"].items()
+    }
     assert summary == {
         "status": "loaded",
         "run_id": RUN,
@@ -76,7 +82,10 @@ def test_archive_moves_exactly_the_manifest_files_and_writes_the_summary(
         "kpi_rows_loaded": 3,
         "kpi_dates_in_warehouse": 0,
     }
-    assert read_json(s3, f"runs/{RUN}/summary.json") == summary
+    assert read_json(s3, f"runs/{RUN}/summary.json") == {
+        **summary,
+        "source_tables": snapshot["tables"],
+    }
     assert keys(s3, LANDING_BUCKET) == [
         "landing/arrived-late.csv",
         changed,

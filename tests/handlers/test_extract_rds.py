@@ -152,6 +152,7 @@ def test_source_password_never_reaches_an_error_or_a_log_line(
 def test_extract_writes_the_cleaned_snapshots_at_the_layout_keys(
     snapshot: dict[str, Any], cloud: Any
 ) -> None:
+    tables = snapshot.pop("tables")
     assert snapshot == {
         "users_key": f"snapshots/run_id={RUN}/users.parquet",
         "songs_key": f"snapshots/run_id={RUN}/songs.parquet",
@@ -162,6 +163,19 @@ def test_extract_writes_the_cleaned_snapshots_at_the_layout_keys(
     }
     # The sample events hand these keys to IngestFile and Transform.
     assert event("ingest_file")["snapshot"] == snapshot_ref(snapshot)
+    # No change column configured: both tables read whole, their raw rows kept beside.
+    for table, rows in (("users", 2), ("songs", 3)):
+        assert tables[table] == {
+            "mode": "full",
+            "rows_read": rows,
+            "rows_changed": rows,
+            "rows_deleted": 0,
+            "watermark": None,
+            "changed_column": None,
+            "raw_key": f"snapshots/run_id={RUN}/raw_{table}.parquet",
+            "full_at": tables[table]["full_at"],
+        }
+    assert read_parquet(cloud.s3, tables["users"]["raw_key"]).schema.names == ["user_id"]
 
     users = read_parquet(cloud.s3, snapshot["users_key"])
     songs = read_parquet(cloud.s3, snapshot["songs_key"])
@@ -185,7 +199,7 @@ def test_extract_writes_the_cleaned_snapshots_at_the_layout_keys(
     ]
     # Artists split on ';' once, here, for both KPI engines: each (track, artist) once.
     artists = read_parquet(cloud.s3, f"snapshots/run_id={RUN}/song_artists.parquet")
-    assert artists.to_pylist() == [
+    assert sorted(artists.to_pylist(), key=lambda r: (r["track_id"], r["artist"])) == [
         {"track_id": "A", "artist": "X"},
         {"track_id": "A", "artist": "Y"},
         {"track_id": "B", "artist": "Y"},
@@ -193,9 +207,11 @@ def test_extract_writes_the_cleaned_snapshots_at_the_layout_keys(
     assert keys(cloud.s3, DATA_BUCKET, "quarantine/") == []  # nothing was rejected
 
 
-def test_extract_fetches_the_source_in_batches_of_extract_batch_size(
+def test_extract_copies_each_table_once_and_of_users_only_their_ids(
     world: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """COPY ... TO STDOUT streams each table as CSV (no Python object per row); the KPIs need
+    no personal data, so of users only the ids leave the database."""
     extra_songs = 1_050
     execute(
         world,
@@ -207,23 +223,26 @@ def test_extract_fetches_the_source_in_batches_of_extract_batch_size(
         FROM generate_series(1, {extra_songs}) AS g
         """,
     )
-    monkeypatch.setenv("EXTRACT_BATCH_SIZE", "100")
-    fetched: dict[str, list[int]] = {"users": [], "songs": []}
-    real_read_batches = SourceDatabase.read_batches
+    copies: dict[str, list[str]] = {"users": [], "songs": []}
+    real_copy_sql = SourceDatabase._copy_sql
 
-    def spying_read_batches(self: SourceDatabase, table: str, batch_size: int) -> Any:
-        for batch in real_read_batches(self, table, batch_size):
-            fetched[table].append(len(batch))
-            yield batch
+    def spying_copy_sql(cur: Any, table: str, read: Any) -> str:
+        statement = real_copy_sql(cur, table, read)
+        copies[table].append(statement)
+        return statement
 
-    monkeypatch.setattr(SourceDatabase, "read_batches", spying_read_batches)
+    monkeypatch.setattr(SourceDatabase, "_copy_sql", staticmethod(spying_copy_sql))
 
     result = extract_tables(event("extract_rds"), CONTEXT)
 
-    total = len(SONGS) + extra_songs  # 1053 rows: ten full batches and one of 53
-    assert fetched["songs"] == [100] * 10 + [53]
-    assert fetched["users"] == [2]
-    assert result["songs"] == total
+    assert result["songs"] == len(SONGS) + extra_songs
+    assert result["tables"]["songs"]["rows_read"] == len(SONGS) + extra_songs
+    (users_copy,) = copies["users"]
+    (songs_copy,) = copies["songs"]
+    assert users_copy.startswith('COPY (SELECT "user_id"::text AS "user_id" FROM "users")')
+    assert "TO STDOUT WITH (FORMAT csv, HEADER true)" in users_copy
+    assert all(column not in users_copy for column in ("user_name", "user_age", "created_at"))
+    assert '"track_genre"::text' in songs_copy
 
 
 def test_extract_quarantines_unusable_song_rows_with_their_reason(
@@ -334,10 +353,12 @@ def test_integral_values_are_accepted_whatever_the_source_column_type(
     assert result["source_rows_quarantined"] == {}
     assert (result["users"], result["songs"]) == (2, 2)
     typed = read_parquet(cloud.s3, result["songs_key"]).to_pylist()
-    assert sorted((r["id"], r["popularity"], r["duration_ms"], r["key"]) for r in typed) == [
-        (1, 80, 180_000, 5),
-        (2, 40, 240_000, 5),
+    assert sorted((r["id"], r["popularity"], r["duration_ms"]) for r in typed) == [
+        (1, 80, 180_000),
+        (2, 40, 240_000),
     ]
+    # What the KPIs never read does not leave the source (the album, the audio features).
+    assert {r["key"] for r in typed} == {r["album_name"] for r in typed} == {None}
     ids = read_parquet(cloud.s3, result["users_key"]).column("user_id").to_pylist()
     assert sorted(ids) == [1, 2]
 

@@ -1,0 +1,62 @@
+"""What of the source was processed: each table's mark, in the pipeline's own state in S3
+(``source/state.json``), never in the operational database (the pipeline only reads RDS).
+
+A mark holds the table's watermark (its change column's largest value when it was read),
+the raw snapshot that read produced (the next incremental read's base), when the table was
+last read whole, and the run that used it. ExtractRds reads the marks; Archive writes them
+once the run is through (its load committed, or nothing was left to load), so a run that
+fails before reads the same changes again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from kpi_pipeline.contracts import SourceSnapshot
+from kpi_pipeline.layout import Layout
+from kpi_pipeline.storage import Storage
+
+
+@dataclass(frozen=True)
+class TableMark:
+    raw_key: str
+    full_at: str  # ISO 8601, UTC
+    watermark: str | None = None
+    changed_column: str | None = None
+    run_id: str = ""
+
+
+def read_marks(storage: Storage, layout: Layout) -> dict[str, TableMark]:
+    document = storage.get_json(layout.data_bucket, layout.source_state_key) or {}
+    return {
+        table: TableMark(
+            raw_key=str(mark["raw_key"]),
+            full_at=str(mark["full_at"]),
+            watermark=mark.get("watermark"),
+            changed_column=mark.get("changed_column"),
+            run_id=str(mark.get("run_id", "")),
+        )
+        for table, mark in document.get("tables", {}).items()
+    }
+
+
+def mark_processed(storage: Storage, layout: Layout, source: SourceSnapshot, run_id: str) -> None:
+    """Record the run's reads as the tables' marks (a retry writes the same document)."""
+    if not source.tables:
+        return
+    document = {
+        "tables": {
+            table: {
+                "raw_key": read.raw_key,
+                "full_at": read.full_at,
+                "watermark": read.watermark,
+                "changed_column": read.changed_column,
+                "mode": read.mode,
+                "run_id": run_id,
+            }
+            for table, read in sorted(source.tables.items())
+        },
+        "marked_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    storage.put_json(layout.data_bucket, layout.source_state_key, document)
