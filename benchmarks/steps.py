@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from infra.config import DEFAULT_FUNCTIONS
+from infra.config import DEFAULT_FUNCTIONS, EXTRACT_DUCKDB_MEMORY_MB
 from kpi_pipeline import engine
 from kpi_pipeline.settings import EngineSettings
 
@@ -21,8 +21,12 @@ _HASH_CHUNK = 8 * 1024 * 1024
 
 
 def lambda_engine(step: str) -> EngineSettings:
-    """The engine settings a Lambda of ``step`` gets from its default memory size."""
-    return EngineSettings(aws_lambda_function_memory_size=DEFAULT_FUNCTIONS[step].memory_mb)
+    """The engine settings a Lambda of ``step`` gets from its default memory size (and, for
+    ExtractRds, its DuckDB memory cap)."""
+    return EngineSettings(
+        aws_lambda_function_memory_size=DEFAULT_FUNCTIONS[step].memory_mb,
+        duckdb_memory_limit_mb=EXTRACT_DUCKDB_MEMORY_MB if step == "extract_rds" else None,
+    )
 
 
 def pandas_seed(users_csv: str, songs_csv: str, streams: list[str]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.config import FunctionConfig, PipelineConfig
+from infra.config import EXTRACT_DUCKDB_MEMORY_MB, FunctionConfig, PipelineConfig
 from infra.nag import acknowledge, acknowledge_prefixes, as_nag_text
 from infra.packaging import RUNTIME, PipelineLayers
 from infra.steps import ALL_STEPS, Step
@@ -173,6 +173,8 @@ class PipelineFunctions(Construct):
         if "transform_engine" in step.settings:
             env["TRANSFORM_ENGINE"] = c.transform.engine
             env["WAREHOUSE_ENGINE_MIN_PLAYS"] = str(c.transform.warehouse_min_plays)
+        if step.key == "extract_rds":
+            env["DUCKDB_MEMORY_LIMIT_MB"] = str(EXTRACT_DUCKDB_MEMORY_MB)
         if "ingest" in step.settings:
             env["MAX_FILES_PER_RUN"] = str(c.max_files_per_run)
         if "warehouse" in step.settings:

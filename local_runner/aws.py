@@ -158,7 +158,8 @@ class LocalAws:
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
             "POWERTOOLS_TRACE_DISABLED": "true",
-            **self.pipeline.environment(),
+            # Only what every function has: each invocation adds its own environment.
+            **self.pipeline.shared_environment(),
             **self._overrides,
         }
 

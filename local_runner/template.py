@@ -66,9 +66,22 @@ class LocalPipeline:
                 return function.environment["TRANSFORM_ENGINE"]
         return "lambda"
 
+    def shared_environment(self) -> dict[str, str]:
+        """The variables every function has, with the same value: all a process running
+        any of them may see (a variable one function has and another lacks would reach the
+        other through the process, which AWS never does)."""
+        common = dict(self.functions[0].environment) if self.functions else {}
+        for function in self.functions[1:]:
+            common = {
+                name: value
+                for name, value in common.items()
+                if function.environment.get(name) == value
+            }
+        return common
+
     def environment(self) -> dict[str, str]:
-        """The variables of the functions' environments on which they all agree (buckets,
-        secrets...); each invocation also gets its own function's whole environment."""
+        """The variables of the functions' environments that none disagree on (buckets,
+        secrets...), for the runner; each invocation gets its own function's environment."""
         merged: dict[str, str] = {}
         disagree: set[str] = set()
         for function in self.functions:

@@ -762,3 +762,18 @@ def test_each_step_is_granted_every_data_api_call_its_adapter_makes(prod):
         called = data_api_calls(operation)
         assert called >= {"redshift-data:BatchExecuteStatement"}
         assert called <= granted, (step_key, sorted(called - granted))
+
+
+def test_extract_rds_caps_duckdb_so_its_peak_stays_under_512_mb():
+    """The snapshot spills to /tmp past the cap: memory does not grow with the tables."""
+    variables = function_properties("prod", STEP["extract_rds"])["Environment"]["Variables"]
+    engine = step_settings.EngineSettings.from_env(
+        {**variables, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008"}
+    )
+    assert engine.memory_limit_mb == 256
+    for step in ALL_STEPS:
+        if step.key != "extract_rds":
+            assert (
+                "DUCKDB_MEMORY_LIMIT_MB"
+                not in (function_properties("prod", step)["Environment"]["Variables"])
+            )
