@@ -33,7 +33,7 @@ EXTRACT_RDS = Step(
     "extract_rds",
     "ExtractRds",
     "extract_rds.handler.extract_tables",
-    "Snapshots users and songs to Parquet in S3, in batches",
+    "Snapshots users and songs to Parquet in S3 (COPY, whole or incremental)",
     frozenset({"source", "storage", "engine"}),
     frozenset({"base", "psycopg2", "duckdb"}),
     in_vpc=True,
