@@ -74,6 +74,8 @@ class SourceTableExtract(Contract):
     changed_column: str | None = None
     raw_key: str  # the table's rows as read and merged: the next increment's base
     full_at: str  # when the table was last read whole (ISO 8601, UTC)
+    columns: list[str] = Field(default_factory=list)  # the raw snapshot's, in order
+    key_unique: bool = True  # every row has a key, none twice: increments can merge by it
 
 
 class SourceSnapshot(SnapshotRef):

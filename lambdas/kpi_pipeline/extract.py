@@ -89,7 +89,9 @@ def extract_snapshot(
         }
         con = engine.connect(engine_settings, tmp, spill_limit_mb=space.spill_limit_mb())
         previous = {
-            table: _download(marks.get(table), tmp / f"previous_{table}.parquet", storage, layout)
+            table: _download(
+                table, marks.get(table), tmp / f"previous_{table}.parquet", storage, layout
+            )
             for table in reads
         }
         files = {table: tmp / f"{table}.csv" for table in reads}
@@ -102,7 +104,7 @@ def extract_snapshot(
         }
         tables = {}
         for table, read in reads.items():
-            rows_read, changed, deleted = counts_by_table[table]
+            rows_read, changed, deleted, key_unique = counts_by_table[table]
             if rows_read != copies[table].rows:
                 raise SourceUnavailable(
                     f"{table}: COPY sent {copies[table].rows:,} rows, {rows_read:,} arrived"
@@ -118,7 +120,15 @@ def extract_snapshot(
                 changed_column=read.changed_column,
                 raw_key=layout.snapshot_key(run_id, f"raw_{table}"),
                 full_at=mark.full_at if incremental and mark else now.isoformat(),
+                columns=list(EXTRACTED_COLUMNS[table]),
+                key_unique=key_unique,
             )
+            if not key_unique:
+                logger.warning(
+                    "the source key is NULL or repeated in some rows: the table is read whole "
+                    "until it is unique again",
+                    extra={"table": table, "key": KEY_COLUMNS[table]},
+                )
             count(SOURCE_ROWS_EXTRACTED, rows_read, table=table)
             logger.info("source table read", extra={"table": table, **tables[table].model_dump()})
         stage_source_tables(con)
@@ -214,6 +224,8 @@ def _plan_read(
         full_extract
         or mark is None
         or mark.changed_column != column
+        or mark.columns != EXTRACTED_COLUMNS[table]
+        or not mark.key_unique
         or mark.watermark is None
         or now - dt.datetime.fromisoformat(mark.full_at) >= due
         or not storage.exists(layout.data_bucket, mark.raw_key)
@@ -222,11 +234,14 @@ def _plan_read(
     return TableRead(column, since=mark.watermark, overlap_seconds=source.source_overlap_seconds)
 
 
-def _download(mark: TableMark | None, path: Path, storage: Storage, layout: Layout) -> Path | None:
-    """The table's previous raw snapshot (None: no mark, or its snapshot expired)."""
-    if mark and storage.download_file(layout.data_bucket, mark.raw_key, path):
-        return path
-    return None
+def _download(
+    table: str, mark: TableMark | None, path: Path, storage: Storage, layout: Layout
+) -> Path | None:
+    """The table's previous raw snapshot (None: no mark, its snapshot expired, or it holds
+    other columns than are extracted now)."""
+    if mark is None or mark.columns != EXTRACTED_COLUMNS[table]:
+        return None
+    return path if storage.download_file(layout.data_bucket, mark.raw_key, path) else None
 
 
 def _merge(
@@ -236,10 +251,12 @@ def _merge(
     previous: Path | None,
     *,
     incremental: bool,
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, bool]:
     """``raw_<table>``: the rows read, merged by key into the previous raw snapshot when
     the read was incremental, written to ``raw_<table>.parquet`` (the next increment's
-    base). Returns the rows read, changed and (a full read) deleted since ``previous``."""
+    base). Returns the rows read, changed and (a full read) deleted since ``previous``, and
+    whether every row has a key, none twice (else the next read is whole: a merge by a
+    key that is NULL or repeated could keep a stale row or lose one)."""
     names = EXTRACTED_COLUMNS[table]
     columns = ", ".join(f"'{name}': 'VARCHAR'" for name in names)
     con.execute(
@@ -302,4 +319,11 @@ def _merge(
         + "".join(f", CAST(NULL AS VARCHAR) AS {c}" for c in missing)
         + f" FROM merged_{table}"
     )
-    return rows_read, changed, deleted
+    key_unique = bool(
+        engine.scalar(
+            con,
+            f"SELECT CAST(count({key}) = count(*) AND count(DISTINCT {key}) = count(*) "
+            f"AS INTEGER) FROM merged_{table}",
+        )
+    )
+    return rows_read, changed, deleted, key_unique

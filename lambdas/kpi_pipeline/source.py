@@ -110,6 +110,8 @@ def connection_params(
         "password": values.get("password"),
         "connect_timeout": settings.source_connect_timeout,
         "application_name": "music-kpi-pipeline",
+        # COPY sends bytes in the client encoding: DuckDB reads UTF-8, whatever the server's.
+        "client_encoding": "UTF8",
         "sslmode": settings.source_sslmode,
         # A failover drops the connection without a word: keepalives notice within a minute.
         "keepalives": 1,
@@ -202,10 +204,13 @@ class SourceDatabase:
                     self._check_columns(cur, table, read.changed_column)
                     watermark = None
                     if read.changed_column:
+                        # Never past now: one row stamped in the future would otherwise hide
+                        # every change made until then.
                         cur.execute(
-                            pgsql.SQL("SELECT max({})::timestamptz::text FROM {}").format(
-                                pgsql.Identifier(read.changed_column), pgsql.Identifier(table)
-                            )
+                            pgsql.SQL(
+                                "SELECT least(max({})::timestamptz, transaction_timestamp())::text "
+                                "FROM {}"
+                            ).format(pgsql.Identifier(read.changed_column), pgsql.Identifier(table))
                         )
                         watermark = cur.fetchone()[0]
                     with sink(table) as out:
@@ -221,11 +226,15 @@ class SourceDatabase:
         )
         query = pgsql.SQL("SELECT {} FROM {}").format(columns, pgsql.Identifier(table))
         if read.since is not None and read.changed_column:
-            query = pgsql.SQL("{} WHERE {} >= {}::timestamptz - {} * interval '1 second'").format(
+            # A row whose change time is NULL cannot be placed: it is read every time.
+            query = pgsql.SQL(
+                "{} WHERE {} >= {}::timestamptz - {} * interval '1 second' OR {} IS NULL"
+            ).format(
                 query,
                 pgsql.Identifier(read.changed_column),
                 pgsql.Literal(read.since),
                 pgsql.Literal(read.overlap_seconds),
+                pgsql.Identifier(read.changed_column),
             )
         copy = pgsql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(query)
         return str(copy.as_string(cur))

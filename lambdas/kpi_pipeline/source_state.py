@@ -25,6 +25,8 @@ class TableMark:
     watermark: str | None = None
     changed_column: str | None = None
     run_id: str = ""
+    columns: tuple[str, ...] = ()  # the raw snapshot's columns, in order
+    key_unique: bool = False
 
 
 def read_marks(storage: Storage, layout: Layout) -> dict[str, TableMark]:
@@ -36,6 +38,8 @@ def read_marks(storage: Storage, layout: Layout) -> dict[str, TableMark]:
             watermark=mark.get("watermark"),
             changed_column=mark.get("changed_column"),
             run_id=str(mark.get("run_id", "")),
+            columns=tuple(mark.get("columns", ())),
+            key_unique=bool(mark.get("key_unique", False)),
         )
         for table, mark in document.get("tables", {}).items()
     }
@@ -53,6 +57,8 @@ def mark_processed(storage: Storage, layout: Layout, source: SourceSnapshot, run
                 "watermark": read.watermark,
                 "changed_column": read.changed_column,
                 "mode": read.mode,
+                "columns": read.columns,
+                "key_unique": read.key_unique,
                 "run_id": run_id,
             }
             for table, read in sorted(source.tables.items())

@@ -182,3 +182,61 @@ def test_a_change_column_the_table_lacks_or_that_is_no_timestamp_is_named(
         SourceSchemaError, match=r"songs.track_name is text: it must be a timestamp"
     ):
         extract("run-1")
+
+
+def test_a_row_without_a_change_time_is_read_and_a_future_one_hides_nothing(
+    incremental: str, cloud: Any
+) -> None:
+    """A NULL change time cannot be placed: such a row is read every time. A row stamped in
+    the future would have set the watermark past every change to come: it is capped at the
+    read's own time."""
+    execute(incremental, "ALTER TABLE songs ALTER COLUMN updated_at DROP NOT NULL")
+    execute(
+        incremental,
+        "UPDATE songs SET updated_at = NULL WHERE id = 1; "
+        "UPDATE songs SET updated_at = TIMESTAMPTZ '2999-01-01' WHERE id = 2",
+    )
+    first = extract("run-1")
+    assert first["tables"]["songs"]["watermark"] < "2999"
+    execute(incremental, "UPDATE songs SET popularity = 1, updated_at = now() WHERE id = 0")
+
+    second = extract("run-2")
+
+    songs = {dict(r)["id"]: dict(r) for r in snapshot_rows(cloud, second)["songs"]}
+    assert songs[0]["popularity"] == 1  # the change after the future-stamped row is seen
+    assert second["tables"]["songs"]["rows_changed"] == 1
+    assert second["tables"]["songs"]["rows_read"] == 3  # id 0, the NULL one, the future one
+
+
+def test_a_key_repeated_in_the_source_makes_the_next_read_whole(
+    incremental: str, cloud: Any
+) -> None:
+    """Merging by a key two rows share could drop the one that did not change: once the
+    snapshot shows a repeated (or NULL) key, the table is read whole."""
+    execute(
+        incremental,
+        "INSERT INTO songs (id, track_id, artists, album_name, track_name, popularity, "
+        f"duration_ms, track_genre, updated_at) VALUES (2, 'D', 'Z', 'Album', 'Twin', 10, "
+        f"100000, 'rock', '{START}')",
+    )
+    first = extract("run-1")
+    assert first["tables"]["songs"]["key_unique"] is False
+    assert first["tables"]["users"]["key_unique"] is True
+
+    second = extract("run-2")
+
+    assert second["tables"]["songs"]["mode"] == "full"
+    assert second["tables"]["users"]["mode"] == "incremental"
+
+
+def test_a_raw_snapshot_of_other_columns_is_never_merged_into(incremental: str, cloud: Any) -> None:
+    """A deploy that extracts other columns than the kept snapshot holds: read whole."""
+    extract("run-1")
+    state = read_json(cloud.s3, "source/state.json")
+    state["tables"]["songs"]["columns"] = ["id", "track_id"]
+    cloud.s3.put_object(Bucket=DATA_BUCKET, Key="source/state.json", Body=json.dumps(state))
+
+    second = extract("run-2")
+
+    assert second["tables"]["songs"]["mode"] == "full"
+    assert second["tables"]["songs"]["rows_deleted"] == 0  # not compared with the old file

@@ -26,7 +26,7 @@ from kpi_pipeline.errors import (
     SourceUnavailable,
 )
 from kpi_pipeline.settings import SourceSettings
-from kpi_pipeline.source import SourceDatabase, connection_params
+from kpi_pipeline.source import EXTRACTED_COLUMNS, SourceDatabase, connection_params
 from local_runner.databases import dsn_to_secret
 from tests.handlers.support import (
     CONTEXT,
@@ -174,6 +174,8 @@ def test_extract_writes_the_cleaned_snapshots_at_the_layout_keys(
             "changed_column": None,
             "raw_key": f"snapshots/run_id={RUN}/raw_{table}.parquet",
             "full_at": tables[table]["full_at"],
+            "columns": list(EXTRACTED_COLUMNS[table]),
+            "key_unique": True,
         }
     assert read_parquet(cloud.s3, tables["users"]["raw_key"]).schema.names == ["user_id"]
 
