@@ -83,34 +83,32 @@ def extract_snapshot(
     with open_scratch(scratch, "extract") as space:
         tmp = space.path
         marks = read_marks(storage, layout)
-        reads = {
-            table: _plan_read(table, source, marks.get(table), full_extract, now, storage, layout)
-            for table in SOURCE_COLUMNS
-        }
-        con = engine.connect(engine_settings, tmp, spill_limit_mb=space.spill_limit_mb())
         previous = {
             table: _download(
                 table, marks.get(table), tmp / f"previous_{table}.parquet", storage, layout
             )
-            for table in reads
+            for table in SOURCE_COLUMNS
         }
+        reads = {
+            table: _plan_read(
+                table, source, marks.get(table), previous[table] is not None, full_extract, now
+            )
+            for table in SOURCE_COLUMNS
+        }
+        con = engine.connect(engine_settings, tmp, spill_limit_mb=space.spill_limit_mb())
         files = {table: tmp / f"{table}.csv" for table in reads}
         copies = db.read_tables(reads, lambda table: files[table].open("wb"))
-        counts_by_table = {
-            table: _merge(
-                con, table, files[table], previous[table], incremental=read.since is not None
-            )
-            for table, read in reads.items()
-        }
         tables = {}
         for table, read in reads.items():
-            rows_read, changed, deleted, key_unique = counts_by_table[table]
+            incremental = read.since is not None
+            rows_read, changed, deleted, key_unique = _merge(
+                con, table, files[table], previous[table], incremental=incremental
+            )
             if rows_read != copies[table].rows:
                 raise SourceUnavailable(
                     f"{table}: COPY sent {copies[table].rows:,} rows, {rows_read:,} arrived"
                 )
             mark = marks.get(table)
-            incremental = read.since is not None
             tables[table] = SourceTableExtract(
                 mode="incremental" if incremental else "full",
                 rows_read=rows_read,
@@ -209,13 +207,13 @@ def _plan_read(
     table: str,
     source: SourceSettings,
     mark: TableMark | None,
+    has_previous: bool,
     full_extract: bool,
     now: dt.datetime,
-    storage: Storage,
-    layout: Layout,
 ) -> TableRead:
     """Incremental when the table has a change column and a usable mark (same column, a
-    watermark, a raw snapshot still in S3, a full read recent enough); else whole."""
+    unique key, a watermark, its raw snapshot at hand, a full read recent enough); else
+    whole."""
     column = source.changed_column(table)
     if column is None:
         return TableRead()
@@ -223,12 +221,11 @@ def _plan_read(
     if (
         full_extract
         or mark is None
+        or not has_previous
         or mark.changed_column != column
-        or mark.columns != EXTRACTED_COLUMNS[table]
         or not mark.key_unique
         or mark.watermark is None
         or now - dt.datetime.fromisoformat(mark.full_at) >= due
-        or not storage.exists(layout.data_bucket, mark.raw_key)
     ):
         return TableRead(changed_column=column)
     return TableRead(column, since=mark.watermark, overlap_seconds=source.source_overlap_seconds)
@@ -267,9 +264,7 @@ def _merge(
     rows_read = engine.scalar(con, f"SELECT count(*) FROM read_{table}")
     key = KEY_COLUMNS[table]
     before = f"read_parquet({engine.literal(previous)})" if previous else None
-    if incremental and not before:
-        raise FileNotFoundError(f"the raw snapshot of {table} vanished since the read was planned")
-    if incremental and before:
+    if incremental and before:  # an incremental read is planned only with its base at hand
         # The changed rows replace the base's rows of the same key; rows without a key
         # cannot be matched, so they are kept once each.
         con.execute(

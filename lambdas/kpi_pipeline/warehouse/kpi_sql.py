@@ -72,6 +72,11 @@ CROSS JOIN (
 FIGURES = ("curated_rows", "plays_in_kpis", "plays_without_song", "genre_rows", "hourly_rows")
 
 
+def input_columns(table: str) -> list[str]:
+    """The column names of an input table, in order (COPY's order)."""
+    return [column.split()[0] for column in INPUT_TABLES[table].split(", ")]
+
+
 def create_input_sql(table: str) -> str:
     return f"CREATE TEMP TABLE {table} ({INPUT_TABLES[table]})"
 

@@ -38,6 +38,7 @@ from kpi_pipeline.warehouse.kpi_sql import (
     INPUT_TABLES,
     compute_into_stage,
     create_input_sql,
+    input_columns,
 )
 from kpi_pipeline.warehouse.schema import KPI_COLUMNS, STAGE, check_batch, load_statements
 
@@ -82,10 +83,10 @@ class PostgresWarehouse:
         with self._transaction(f"the KPIs of {job.kpi_date}") as cur:
             for table, rows in inputs.items():
                 cur.execute(create_input_sql(table) + " ON COMMIT DROP")
-                names = [c.split()[0] for c in INPUT_TABLES[table].split(", ")]
                 cur.copy_expert(
-                    f"COPY {table} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv, HEADER true)",
-                    _as_csv(rows.rename_columns(names)),
+                    f"COPY {table} ({', '.join(rows.column_names)}) "
+                    "FROM STDIN WITH (FORMAT csv, HEADER true)",
+                    _as_csv(rows),
                 )
             for statement in statements:
                 cur.execute(statement)
@@ -121,11 +122,13 @@ class PostgresWarehouse:
         return self._storage or Storage(aws.client("s3", role_arn=self._copy_role_arn))
 
     def _read_manifest(self, storage: Storage, bucket: str, key: str, table: str) -> pa.Table:
-        """What ``COPY table FROM 's3://bucket/key' FORMAT AS PARQUET MANIFEST`` reads."""
+        """What ``COPY table FROM 's3://bucket/key' FORMAT AS PARQUET MANIFEST`` reads, under
+        the table's column names (by position)."""
         manifest = storage.get_json(bucket, key)
         if not isinstance(manifest, dict) or not isinstance(manifest.get("entries"), list):
             raise WarehouseStatementFailed(f"s3://{bucket}/{key} is not a COPY manifest")
-        columns = len(INPUT_TABLES[table].split(", "))
+        names = input_columns(table)
+        columns = len(names)
         tables = []
         with tempfile.TemporaryDirectory() as tmp:
             for i, entry in enumerate(manifest["entries"]):
@@ -153,7 +156,7 @@ class PostgresWarehouse:
                         f"{url} has {part.num_columns} columns, {table} has {columns}: COPY "
                         "reads Parquet by position"
                     )
-                tables.append(part.rename_columns([f"c{n}" for n in range(columns)]))
+                tables.append(part.rename_columns(names))
         if not tables:
             raise WarehouseStatementFailed(f"manifest {key} lists no object")
         return pa.concat_tables(tables, promote_options="permissive")

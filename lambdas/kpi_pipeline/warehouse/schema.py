@@ -74,8 +74,11 @@ def lock_table_sql(table: str) -> str:
 
 
 def create_stage_sql(stage: str) -> str:
-    columns = ", ".join(f"{c.name} {c.sql_type}" for c in KPI_COLUMNS)
-    return f"CREATE TEMP TABLE {stage} ({columns})"
+    return f"CREATE TEMP TABLE {stage} ({_kpi_columns_ddl()})"
+
+
+def _kpi_columns_ddl() -> str:
+    return ", ".join(f"{c.name} {c.sql_type}" for c in KPI_COLUMNS)
 
 
 def delete_dates_sql(table: str, kpi_dates: list[dt.date]) -> str:
@@ -86,6 +89,8 @@ def delete_dates_sql(table: str, kpi_dates: list[dt.date]) -> str:
 
 
 def insert_from_stage_sql(table: str, stage: str, loaded_at: dt.datetime) -> str:
+    """Every row of ``stage`` (a table, or a parenthesised subquery with an alias), stamped
+    with ``loaded_at``."""
     names = ", ".join(c.name for c in KPI_COLUMNS)
     stamp = loaded_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
     return (
@@ -106,8 +111,7 @@ def date_stage_table(table: str, kpi_date: dt.date) -> str:
 
 
 def create_date_stage_sql(stage: str) -> str:
-    columns = ", ".join(f"{c.name} {c.sql_type}" for c in KPI_COLUMNS)
-    return f"CREATE TABLE {stage} ({columns})"
+    return f"CREATE TABLE {stage} ({_kpi_columns_ddl()})"
 
 
 def insert_into_stage_sql(stage: str, source: str) -> str:
@@ -126,16 +130,14 @@ _STAGES_PER_STATEMENT = 500  # keeps an INSERT or a DROP of stage tables under 1
 def insert_from_stages_sql(table: str, stages: list[str], loaded_at: dt.datetime) -> list[str]:
     """INSERTs of every warehouse-computed date: a few statements for any number of dates
     (a Data API batch holds 40). A stage table has the columns of KPI_COLUMNS, in order."""
-    names = ", ".join(c.name for c in KPI_COLUMNS)
-    stamp = loaded_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
-    statements = []
-    for chunk in _chunks(stages):
-        rows = " UNION ALL ".join(f"SELECT * FROM {stage}" for stage in chunk)
-        statements.append(
-            f"INSERT INTO {table} ({names}, {LOADED_AT.name}) "
-            f"SELECT {names}, TIMESTAMP '{stamp}' FROM ({rows}) AS computed"
+    return [
+        insert_from_stage_sql(
+            table,
+            "(" + " UNION ALL ".join(f"SELECT * FROM {stage}" for stage in chunk) + ") AS computed",
+            loaded_at,
         )
-    return statements
+        for chunk in _chunks(stages)
+    ]
 
 
 def drop_tables_sql(tables: list[str]) -> str:
