@@ -27,8 +27,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)  ## create the virtual environment with every package
 
-run: $(STAMP)  ## run the pipeline locally: make run [DATA=dir] [OUT=dir] [STATE=dir] [ENGINE=lambda|warehouse|auto]
-	$(PY) -m local_runner $(if $(DATA),--data "$(DATA)") --out "$(OUT)" --state "$(STATE)" $(if $(ENGINE),--engine "$(ENGINE)")
+run: $(STAMP)  ## run the pipeline locally: make run [DATA=dir] [OUT=dir] [STATE=dir] [ENGINE=lambda|warehouse|auto] [RECOMPUTE=FROM..TO [CATALOGUE=current] | REPLAY=reason,... [DATES=FROM..TO]]
+	$(PY) -m local_runner $(if $(DATA),--data "$(DATA)") --out "$(OUT)" --state "$(STATE)" $(if $(ENGINE),--engine "$(ENGINE)") \
+		$(if $(RECOMPUTE),--recompute "$(RECOMPUTE)") $(if $(CATALOGUE),--catalogue "$(CATALOGUE)") \
+		$(if $(REPLAY),--replay "$(REPLAY)") $(if $(DATES),--dates "$(DATES)")
 
 test: lint  ## lint, type-check and run every test
 	$(PY) -m pytest -n auto --maxprocesses 4

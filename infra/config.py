@@ -21,10 +21,12 @@ SM_NAME_OR_ARN = (  # a pattern for Secrets Manager names or ARNs
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 KMS_KEY_ARN = r"^arn:aws[a-z\-]*:kms:[a-z0-9\-]+:\d{12}:key/[A-Za-z0-9\-]+$"
 STEPS = (
+    "check_request",
     "check_source",
     "extract_rds",
     "list_files",
     "ingest_file",
+    "replay_quarantine",
     "plan_transform",
     "transform",
     "transform_in_warehouse",
@@ -237,10 +239,16 @@ EXTRACT_DUCKDB_MEMORY_MB = 256
 
 # Sized from `make bench` with headroom: a 10M-play day, files of ~400 MB.
 DEFAULT_FUNCTIONS: dict[str, FunctionConfig] = {
+    "check_request": FunctionConfig(memory_mb=256, timeout_seconds=30, ephemeral_storage_mb=512),
     "check_source": FunctionConfig(memory_mb=512, timeout_seconds=60, ephemeral_storage_mb=512),
     "extract_rds": FunctionConfig(memory_mb=3008, timeout_seconds=900, ephemeral_storage_mb=2048),
     "list_files": FunctionConfig(memory_mb=512, timeout_seconds=120, ephemeral_storage_mb=512),
     "ingest_file": FunctionConfig(memory_mb=2048, timeout_seconds=900, ephemeral_storage_mb=4096),
+    # Reads every quarantined-row object of accepted files: kept small by design (rows, not
+    # files), with the ingest's memory and /tmp.
+    "replay_quarantine": FunctionConfig(
+        memory_mb=2048, timeout_seconds=900, ephemeral_storage_mb=4096
+    ),
     "plan_transform": FunctionConfig(memory_mb=1024, timeout_seconds=300, ephemeral_storage_mb=512),
     "transform": FunctionConfig(memory_mb=3008, timeout_seconds=900, ephemeral_storage_mb=6144),
     # Writes three manifests and waits for one Data API batch: the warehouse does the work.
@@ -272,6 +280,8 @@ class PipelineConfig(_Model):
     max_files_per_run: int = Field(default=1000, ge=1, le=10_000)
     ingest_concurrency: int = Field(default=10, ge=1, le=40)
     transform_concurrency: int = Field(default=10, ge=1, le=40)
+    # The most dates one {"recompute": ...} execution may replace (a bigger range: split it).
+    max_recompute_days: int = Field(default=366, ge=1, le=3660)
     local: bool = False  # the laptop environment: no VPC, PostgreSQL warehouse
 
     @model_validator(mode="after")

@@ -177,6 +177,8 @@ class PipelineFunctions(Construct):
             env["DUCKDB_MEMORY_LIMIT_MB"] = str(EXTRACT_DUCKDB_MEMORY_MB)
         if "ingest" in step.settings:
             env["MAX_FILES_PER_RUN"] = str(c.max_files_per_run)
+        if "requests" in step.settings:
+            env["MAX_RECOMPUTE_DAYS"] = str(c.max_recompute_days)
         if "warehouse" in step.settings:
             w = c.warehouse
             env["WAREHOUSE_KIND"] = w.kind
@@ -256,8 +258,16 @@ class PipelineFunctions(Construct):
         )
         _list(ingest, data)
 
+        replay = roles["replay_quarantine"]
+        # the quarantined rows, earlier replays' entries, each date's pin and today's snapshot
+        _objects(replay, data, READ, "quarantine/rows/", "ledger/", "catalogue/", "snapshots/")
+        # a new content per file (curated plays, pending marker, ledger entry); its result
+        _objects(replay, data, WRITE, "curated/", "ledger/", "catalogue/", "runs/")
+        _list(replay, data)
+
         plan = roles["plan_transform"]
-        # catalogue/: a date accepted before pins existed is pinned to today's snapshot.
+        # catalogue/: a date accepted before pins existed is pinned to today's snapshot, and
+        # a recompute with catalogue "current" re-pins its dates.
         _objects(plan, data, READ, "runs/", "ledger/", "snapshots/", "catalogue/")
         _objects(plan, data, WRITE, "runs/", "catalogue/")
         # Markers no load can ever clear (no ledger entry, or no valid play) are removed.

@@ -20,6 +20,14 @@ class Step:
     in_vpc: bool = False  # talks to the RDS database
 
 
+CHECK_REQUEST = Step(
+    "check_request",
+    "CheckRequest",
+    "transform.request.handler",
+    "Checks what the execution asks for (daily, recompute, replay) before the lock",
+    frozenset({"requests"}),
+    frozenset({"base"}),
+)
 CHECK_SOURCE = Step(
     "check_source",
     "CheckSourceData",
@@ -51,6 +59,14 @@ INGEST_FILE = Step(
     "IngestFile",
     "extract_s3.handler.ingest_file",
     "Validates one stream file into curated Parquet and quarantine",
+    frozenset({"storage", "engine"}),
+    frozenset({"base", "duckdb", "aws_sdk_pandas"}),
+)
+REPLAY_QUARANTINE = Step(
+    "replay_quarantine",
+    "ReplayQuarantine",
+    "extract_s3.replay.handler",
+    "Checks quarantined rows again; accepts once those valid now",
     frozenset({"storage", "engine"}),
     frozenset({"base", "duckdb", "aws_sdk_pandas"}),
 )
@@ -96,10 +112,12 @@ ARCHIVE = Step(
 )
 
 ALL_STEPS: tuple[Step, ...] = (
+    CHECK_REQUEST,
     CHECK_SOURCE,
     EXTRACT_RDS,
     LIST_FILES,
     INGEST_FILE,
+    REPLAY_QUARANTINE,
     PLAN_TRANSFORM,
     TRANSFORM,
     TRANSFORM_IN_WAREHOUSE,

@@ -19,12 +19,14 @@ from constructs import Construct
 
 from infra.steps import (
     ARCHIVE,
+    CHECK_REQUEST,
     CHECK_SOURCE,
     EXTRACT_RDS,
     INGEST_FILE,
     LIST_FILES,
     LOAD,
     PLAN_TRANSFORM,
+    REPLAY_QUARANTINE,
     TRANSFORM,
     TRANSFORM_IN_WAREHOUSE,
     Step,
@@ -129,6 +131,14 @@ class PipelineDefinition(Construct):
             comment="The execution name is the run id: every object a run writes lives under it",
             parameters={"run_id.$": "$$.Execution.Name", "started_at.$": "$$.Execution.StartTime"},
             result_path="$.run",
+        )
+
+        # What the execution asks for (daily, recompute, replay), checked before anything is
+        # touched: a bad request fails here, without the lock.
+        check_request = self._task(
+            CHECK_REQUEST,
+            {"run_id.$": RUN_ID, "execution_input.$": "$$.Execution.Input"},
+            "$.request",
         )
 
         # One execution at a time: a lease in DynamoDB, taken by a conditional write (the
@@ -289,7 +299,11 @@ class PipelineDefinition(Construct):
         ingest.item_processor(ingest_file)
         self._catch(ingest, "IngestStreams")
 
-        plan = self._task(PLAN_TRANSFORM, {"run_id.$": RUN_ID, "snapshot": SNAPSHOT}, "$.transform")
+        plan = self._task(
+            PLAN_TRANSFORM,
+            {"run_id.$": RUN_ID, "snapshot": SNAPSHOT, "request.$": "$.request"},
+            "$.transform",
+        )
         # One date per child execution, each within one function's limits: a backlog of any
         # length is read from S3 and computed in parallel. Any date that fails fails the Map
         # (no failure is tolerated), so the load never replaces a date it has no KPIs for.
@@ -352,10 +366,9 @@ class PipelineDefinition(Construct):
             ARCHIVE,
             {
                 "run_id.$": RUN_ID,
-                "manifest_key.$": "$.manifest.manifest_key",
-                "files_deferred.$": "$.manifest.files_deferred",
-                "files_ignored.$": "$.manifest.files_ignored",
-                "files_unreadable_by_reason.$": "$.manifest.files_unreadable_by_reason",
+                "started_at.$": "$.run.started_at",
+                "request.$": "$.request",
+                "manifest.$": "$.manifest",
                 "source.$": "$.snapshot",
                 "transform.$": "$.transform",
                 "load.$": "$.load",
@@ -372,6 +385,26 @@ class PipelineDefinition(Construct):
             .next(archive)
             .next(self._release)
         )
+        plan.next(load_and_archive)
+        # A recompute or a replay ingests and archives nothing: Archive finds no manifest.
+        no_landing_files = sfn.Pass(
+            self,
+            "NoLandingFiles",
+            comment="A recompute or a replay touches no landing file",
+            result=sfn.Result.from_object({"file_count": 0}),
+            result_path="$.manifest",
+        )
+        replay = self._task(
+            REPLAY_QUARANTINE,
+            {"run_id.$": RUN_ID, "snapshot": SNAPSHOT, "request.$": "$.request"},
+            "$.replay",
+        )
+        replay.next(plan)
+        no_landing_files.next(
+            sfn.Choice(self, "ReplayFirst?", comment="a replay accepts rows, then plans")
+            .when(sfn.Condition.string_equals("$.request.kind", "replay_quarantine"), replay)
+            .otherwise(plan)
+        )
         new_files = (
             sfn.Choice(self, "HasNewFiles?", comment="new files, or accepted data not loaded yet")
             .when(
@@ -381,17 +414,24 @@ class PipelineDefinition(Construct):
                 ),
                 no_new_files,
             )
-            .otherwise(ingest.next(plan).next(load_and_archive))
+            .otherwise(ingest.next(plan))
+        )
+        which_run = (
+            sfn.Choice(self, "WhichRun?", comment="the daily run, or an operator's request")
+            .when(
+                sfn.Condition.string_equals("$.request.kind", "daily"), list_files.next(new_files)
+            )
+            .otherwise(no_landing_files)
         )
         source_data = (
             sfn.Choice(self, "HasSourceData?", comment="users and songs both have rows")
             .when(sfn.Condition.boolean_equals("$.source_check.has_data", False), no_rds_data)
-            .otherwise(extract.next(list_files).next(new_files))
+            .otherwise(extract.next(which_run))
         )
         acquire.next(check_source)
         take_over.next(check_source)
         check_source.next(source_data)
-        self.definition = start.next(acquire)
+        self.definition = start.next(check_request).next(acquire)
 
     def _invoke(
         self, step: Step, payload: dict[str, object], result_path: str

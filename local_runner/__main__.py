@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from local_runner.databases import DataError
 from local_runner.run import EXIT_USAGE, UsageError, run_local
@@ -28,6 +29,24 @@ def main(argv: list[str] | None = None) -> int:
         help="transform.engine: DuckDB in Lambda, SQL in the warehouse, or auto by plays "
         "(default: cdk.json's local environment)",
     )
+    parser.add_argument(
+        "--recompute",
+        metavar="FROM..TO",
+        help="recompute and replace these dates (YYYY-MM-DD..YYYY-MM-DD) from every accepted play",
+    )
+    parser.add_argument(
+        "--catalogue",
+        choices=["pinned", "current"],
+        default=None,
+        help="with --recompute: keep each date's catalogue, or re-pin to today's",
+    )
+    parser.add_argument(
+        "--replay",
+        metavar="REASONS",
+        help="re-check quarantined rows of these reasons (comma-separated), e.g. "
+        "unknown_user_id,unknown_track_id",
+    )
+    parser.add_argument("--dates", metavar="FROM..TO", help="with --replay: only these dates")
     args = parser.parse_args(argv)
     try:
         return run_local(
@@ -35,10 +54,44 @@ def main(argv: list[str] | None = None) -> int:
             args.out.resolve(),
             args.state.resolve(),
             engine=args.engine,
+            run_input=execution_input(args),
         )
     except (UsageError, DataError, TemplateError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def execution_input(args: argparse.Namespace) -> dict[str, Any]:
+    """The state machine's input for ``make run RECOMPUTE=... | REPLAY=...`` (checked by
+    its CheckRequest step, as in AWS: here only the command line's own shape)."""
+    if args.recompute and args.replay:
+        raise UsageError("RECOMPUTE and REPLAY cannot be asked in one run: one, then the other")
+    if args.catalogue and not args.recompute:
+        raise UsageError("CATALOGUE goes with RECOMPUTE=FROM..TO")
+    if args.dates and not args.replay:
+        raise UsageError("DATES goes with REPLAY=REASONS (RECOMPUTE takes its own range)")
+    if args.recompute:
+        date_from, date_to = _range("RECOMPUTE", args.recompute)
+        return {
+            "recompute": {
+                "from": date_from,
+                "to": date_to,
+                "catalogue": args.catalogue or "pinned",
+            }
+        }
+    if args.replay:
+        replay: dict[str, Any] = {"reasons": [r.strip() for r in args.replay.split(",")]}
+        if args.dates:
+            replay["from"], replay["to"] = _range("DATES", args.dates)
+        return {"replay_quarantine": replay}
+    return {}
+
+
+def _range(name: str, text: str) -> tuple[str, str]:
+    date_from, separator, date_to = text.partition("..")
+    if not separator:
+        date_from = date_to = text  # one date
+    return date_from.strip(), date_to.strip()
 
 
 if __name__ == "__main__":

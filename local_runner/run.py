@@ -89,10 +89,13 @@ def run_local(
     template: Path | None = None,
     engine: str | None = None,
     changes: dict[str, Any] | None = None,
+    run_input: dict[str, Any] | None = None,
 ) -> int:
     """One local run; ``template`` reuses an already synthesized template (tests);
     ``engine`` sets the environment's ``transform.engine`` (cdk.json's, unless given);
-    ``changes`` replace other settings of the local environment (benchmarks)."""
+    ``changes`` replace other settings of the local environment (benchmarks);
+    ``run_input`` is the execution's input (a recompute or a replay: DATA's stream files
+    are not put in landing, the run would not take them)."""
     if engine is not None:
         changes = {**(changes or {}), "transform": {"engine": engine}}
 
@@ -102,7 +105,7 @@ def run_local(
     folder = StateFolder(state)
     try:
         with folder.in_use():
-            return _run_locked(data, out, folder, say, template, changes)
+            return _run_locked(data, out, folder, say, template, changes, run_input or {})
     except StateInUse as exc:
         say(f"error: {exc}")
         return EXIT_USAGE
@@ -115,10 +118,13 @@ def _run_locked(
     say: Callable[[str], None],
     template: Path | None,
     changes: dict[str, Any] | None,
+    run_input: dict[str, Any],
 ) -> int:
     state = folder.path
     run_id = new_run_id()
     say(f"Music KPI pipeline, local run {run_id}")
+    if run_input:
+        say(f"  input  {json.dumps(run_input)}")
     inputs = _inputs(data, state, say)
     say(f"  data   {inputs.users_csv.parent} ({len(inputs.stream_files)} stream files)")
     say(f"  state  {state} (warehouse and S3 objects kept between runs)")
@@ -140,7 +146,7 @@ def _run_locked(
             say(f"  state machine {pipeline.state_machine_name} (cdk synth -c env=local, {how})")
             say(f"  engine {pipeline.transform_engine} (transform.engine: each date's KPIs)")
             execution, alerts, written, checks = _execute(
-                pipeline, databases, inputs, folder, run_id, say
+                pipeline, databases, inputs, folder, run_id, run_input, say
             )
             rows = export_table(
                 databases.warehouse_dsn,
@@ -211,6 +217,7 @@ def _execute(
     inputs: InputData,
     folder: StateFolder,
     run_id: str,
+    run_input: dict[str, Any],
     say: Callable[[str], None],
 ) -> tuple[Execution, list[dict[str, Any]], dict[str, Any] | None, LocalChecks]:
     from kpi_pipeline.layout import run_key
@@ -230,12 +237,12 @@ def _execute(
     ):
         saved = folder.current()
         restored = local.load_buckets(saved.s3) if saved else 0
-        keys = local.put_files(
-            env["LANDING_BUCKET"], env["LANDING_PREFIX"], list(inputs.stream_files)
-        )
+        daily = not ({"recompute", "replay_quarantine"} & set(run_input))
+        streams = list(inputs.stream_files) if daily else []
+        keys = local.put_files(env["LANDING_BUCKET"], env["LANDING_PREFIX"], streams)
         say(f"  s3     {restored:,} objects restored, {len(keys)} files put in landing\n")
         with contextlib.redirect_stdout(log):  # metrics (EMF) go to the log, as in CloudWatch
-            execution = local.run(run_id, on_event=_Progress(say))
+            execution = local.run(run_id, run_input, on_event=_Progress(say))
         alerts = local.alerts()
         written = local.read_json(env["DATA_BUCKET"], f"runs/{run_key(run_id)}/summary.json")
         folder.save(
@@ -360,6 +367,7 @@ def _report(
             )
         quarantined = summary["rows_quarantined"]
         say(f"  quarantined   {sum(quarantined.values()):,} rows {quarantined or ''}")
+        _report_request(summary, say)
         dates = summary["kpi_dates"]
         span = f"{dates[0]} .. {dates[-1]} ({len(dates)})" if dates else "none"
         say(f"  KPI dates     {span}, {summary['kpi_rows_loaded']:,} rows loaded")
@@ -371,6 +379,28 @@ def _report(
     say(f"  warehouse     {out / 'music_kpi_metrics.csv'} ({rows:,} rows)")
     say(f"  summary       {out / 'run_summary.json'}")
     say(f"  logs          {state / 'logs' / (run_id + '.jsonl')}")
+
+
+def _report_request(summary: dict[str, Any], say: Callable[[str], None]) -> None:
+    """What a recompute replaced, or what a replay accepted."""
+    if recompute := summary.get("recompute"):
+        repinned = recompute["repinned_from"]
+        say(
+            f"  recompute     {recompute['date_from']} .. {recompute['date_to']}, catalogue "
+            f"{recompute['catalogue']}: {len(summary['kpi_dates'])} dates replaced, "
+            f"{len(recompute['dates_without_plays'])} without an accepted play left as they are"
+            + (f", {len(repinned)} re-pinned to this run's catalogue" if repinned else "")
+        )
+    if replay := summary.get("replay"):
+        accepted = replay["rows_accepted"]
+        say(
+            f"  replay        {sum(replay['rows_rechecked'].values()):,} quarantined rows "
+            f"re-checked {replay['rows_rechecked'] or ''}; {sum(accepted.values()):,} "
+            f"accepted {accepted or ''} ({replay['plays_valid']:,} plays), "
+            f"{sum(replay['rows_still_quarantined'].values()):,} still quarantined "
+            f"{replay['rows_still_quarantined'] or ''}; {replay['rows_replayed_before']:,} "
+            "accepted by an earlier replay"
+        )
 
 
 def _cause_message(cause: object) -> str:

@@ -1,5 +1,8 @@
 """Archive: move exactly the manifest's files out of the landing area, then summarise.
 
+A recompute or a replay of the quarantine has no manifest: nothing is moved, and the
+summary says what it recomputed or accepted.
+
 Accepted files (new or already processed) go to the archive prefix, files quarantined
 whole go to the quarantine prefix with their reason beside them; what the run read of the
 source is marked processed (:mod:`kpi_pipeline.source_state`). Only objects in the
@@ -9,10 +12,18 @@ since then stays in landing for the next run.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import Counter
 
-from kpi_pipeline.contracts import ArchiveRequest, IngestResult, ManifestEntry, RunSummary
+from kpi_pipeline.contracts import (
+    ArchiveRequest,
+    IngestResult,
+    ManifestEntry,
+    ReplayResult,
+    RunStatus,
+    RunSummary,
+)
 from kpi_pipeline.errors import IngestFailed
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.listing import read_manifest
@@ -27,8 +38,13 @@ from kpi_pipeline.transform_plan import transform_totals
 def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) -> RunSummary:
     # First: a missing figure fails the step before any file is moved.
     totals = transform_totals(request.transform, request.run_id, storage=storage, layout=layout)
-    manifest = read_manifest(storage, layout, request.manifest_key)
-    results = {r.index: r for r in read_ingest_results(storage, layout, request.run_id)}
+    replay = _replay_result(request, storage, layout)
+    if request.manifest.manifest_key is None:  # a recompute or a replay: no landing file was taken
+        files: list[ManifestEntry] = []
+        results: dict[int, IngestResult] = {}
+    else:
+        files = read_manifest(storage, layout, request.manifest.manifest_key).files
+        results = {r.index: r for r in read_ingest_results(storage, layout, request.run_id)}
 
     def archive(entry: ManifestEntry) -> bool:
         result = results.get(entry.index)
@@ -55,9 +71,9 @@ def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) ->
             )
         return True
 
-    archived = sum(parallel(archive, manifest.files))  # thousands of files: in parallel
+    archived = sum(parallel(archive, files))  # thousands of files: in parallel
     summary = summarise(
-        request.model_copy(update={"transform": totals}),
+        request.model_copy(update={"transform": totals, "replay": replay}),
         list(results.values()),
         files_archived=archived,
     )
@@ -78,6 +94,27 @@ def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) ->
     return summary
 
 
+def _replay_result(
+    request: ArchiveRequest, storage: Storage, layout: Layout
+) -> ReplayResult | None:
+    if request.request.kind != "replay_quarantine":
+        return None
+    document = storage.get_json(layout.data_bucket, layout.replay_result_key(request.run_id))
+    if document is None:
+        raise FileNotFoundError(f"the replay result of run {request.run_id} is missing")
+    return ReplayResult.model_validate(document)
+
+
+def _status(request: ArchiveRequest) -> RunStatus:
+    if request.request.kind == "recompute":
+        return "recomputed"
+    if request.request.kind == "replay_quarantine":
+        return "replayed"
+    # "loaded": the warehouse was updated. Otherwise nothing new reached it: every file
+    # was already processed, quarantined whole, or held only quarantined rows.
+    return "no_new_files" if request.load.skipped else "loaded"
+
+
 def summarise(
     request: ArchiveRequest, results: list[IngestResult], *, files_archived: int
 ) -> RunSummary:
@@ -86,26 +123,29 @@ def summarise(
     for result in results:
         rows_quarantined.update(result.rows_quarantined)
     return RunSummary(
-        # "loaded": the warehouse was updated. Otherwise nothing new reached it: every file
-        # was already processed, quarantined whole, or held only quarantined rows.
-        status="no_new_files" if request.load.skipped else "loaded",
+        status=_status(request),
         run_id=request.run_id,
+        kind=request.request.kind,
+        started_at=request.started_at,
+        finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        recompute=request.transform.recompute,
+        replay=request.replay,
         files_processed=outcomes["processed"],
         files_already_processed=outcomes["already_processed"],
         files_quarantined=outcomes["quarantined"],
         files_skipped=outcomes["skipped"],
-        files_unreadable=outcomes["unreadable"] + sum(request.files_unreadable_by_reason.values()),
+        files_unreadable=outcomes["unreadable"] + sum(request.manifest.files_unreadable_by_reason.values()),
         files_unreadable_by_reason=dict(
             sorted(
                 (
-                    Counter(request.files_unreadable_by_reason)
+                    Counter(request.manifest.files_unreadable_by_reason)
                     + Counter(r.reason or "" for r in results if r.outcome == "unreadable")
                 ).items()
             )
         ),
         files_failed=outcomes["failed"],
-        files_deferred=request.files_deferred,
-        files_ignored=request.files_ignored,
+        files_deferred=request.manifest.files_deferred,
+        files_ignored=request.manifest.files_ignored,
         files_archived=files_archived,
         plays_valid=sum(r.plays_valid for r in results),
         duplicates=sum(r.duplicates for r in results),

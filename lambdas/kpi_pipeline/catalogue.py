@@ -30,6 +30,13 @@ class Pin:
     users_key: str | None  # pins made before users were pinned: validated with today's users
     pinned_by_run: str
 
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "songs_key": self.songs_key,
+            "users_key": self.users_key,
+            "pinned_by_run": self.pinned_by_run,
+        }
+
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> Pin:
         return cls(
@@ -64,6 +71,51 @@ def snapshot_of_dates(
     return snapshots
 
 
+def keep_snapshot(storage: Storage, layout: Layout, run_id: str, today: SnapshotRef) -> Pin:
+    """Copy the run's snapshot (users, songs and the songs' derived tables) under
+    ``catalogue/``, where it is kept for good: the pin of the dates tied to it."""
+    kept = Pin(
+        songs_key=layout.catalogue_songs_key(run_id),
+        users_key=layout.catalogue_users_key(run_id),
+        pinned_by_run=run_id,
+    )
+    copies = [
+        (today.songs_key, kept.songs_key),
+        (today.users_key, kept.users_key or ""),
+        *(
+            (
+                layout.songs_sibling_key(today.songs_key, table),
+                layout.songs_sibling_key(kept.songs_key, table),
+            )
+            for table in SONG_TABLES
+        ),
+    ]
+    for source, target in copies:
+        if not storage.exists(layout.data_bucket, target):
+            storage.copy(layout.data_bucket, source, layout.data_bucket, target)
+    return kept
+
+
+def repin_dates(
+    storage: Storage, layout: Layout, kpi_dates: list[dt.date], run_id: str, today: SnapshotRef
+) -> dict[dt.date, Pin | None]:
+    """Tie each date to this run's snapshot, whatever it was pinned to (a recompute with
+    ``catalogue: current``, after a correction of the source); return each date's pin
+    before (None: none, or already this run's: a retry replaces nothing more)."""
+    if not kpi_dates:
+        return {}
+    before = read_pins(storage, layout, kpi_dates)
+    kept = keep_snapshot(storage, layout, run_id, today)
+    changed = [d for d in kpi_dates if before.get(d) != kept]
+    parallel(
+        lambda d: storage.put_json(
+            layout.data_bucket, layout.catalogue_pin_key(d), kept.to_document()
+        ),
+        changed,
+    )
+    return {d: before.get(d) if d in changed else None for d in kpi_dates}
+
+
 def pin_dates(
     storage: Storage,
     layout: Layout,
@@ -82,30 +134,8 @@ def pin_dates(
     pins = read_pins(storage, layout, kpi_dates)
     unpinned = sorted(set(kpi_dates) - set(pins))
     if unpinned:
-        kept = Pin(
-            songs_key=layout.catalogue_songs_key(run_id),
-            users_key=layout.catalogue_users_key(run_id),
-            pinned_by_run=run_id,
-        )
-        copies = [
-            (today.songs_key, kept.songs_key),
-            (today.users_key, kept.users_key or ""),
-            *(
-                (
-                    layout.songs_sibling_key(today.songs_key, table),
-                    layout.songs_sibling_key(kept.songs_key, table),
-                )
-                for table in SONG_TABLES
-            ),
-        ]
-        for source, target in copies:
-            if not storage.exists(layout.data_bucket, target):
-                storage.copy(layout.data_bucket, source, layout.data_bucket, target)
-        document = {
-            "songs_key": kept.songs_key,
-            "users_key": kept.users_key,
-            "pinned_by_run": run_id,
-        }
+        kept = keep_snapshot(storage, layout, run_id, today)
+        document = kept.to_document()
         for kpi_date in unpinned:
             key = layout.catalogue_pin_key(kpi_date)
             if storage.put_json_if_absent(layout.data_bucket, key, document):

@@ -43,6 +43,33 @@ class ExtractRequest(RunRequest):
         return self.execution_input.get("full_extract") is True
 
 
+# --- CheckRequest: what the execution asks for ------------------------------------------------
+
+RunKind = Literal["daily", "recompute", "replay_quarantine"]
+Catalogue = Literal["pinned", "current"]
+
+
+class CheckRequestInput(RunRequest):
+    execution_input: Any = None  # the execution's input, as started
+
+
+class RunOptions(Contract):
+    """The execution's input, checked (kpi_pipeline.requests): a daily run, a recompute of
+    a range of dates, or a replay of quarantined rows. ``date_from``/``date_to`` bound the
+    dates (inclusive; a replay without them takes every date)."""
+
+    kind: RunKind = "daily"
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    catalogue: Catalogue = "pinned"  # recompute: keep each date's pin, or re-pin to today's
+    reasons: list[str] = Field(default_factory=list)  # replay: the row reasons re-checked
+
+    def covers(self, kpi_date: dt.date) -> bool:
+        return (self.date_from is None or kpi_date >= self.date_from) and (
+            self.date_to is None or kpi_date <= self.date_to
+        )
+
+
 # --- CheckSourceData / ExtractRds -------------------------------------------------------------
 
 
@@ -155,6 +182,19 @@ class IngestResult(Contract):
 class TransformRequest(Contract):
     run_id: RunId
     snapshot: SnapshotRef
+    request: RunOptions = RunOptions()  # a recompute plans its range, not the pending markers
+
+
+class RecomputeReport(Contract):
+    """What a recompute replaced: the range asked for, the dates it recomputed (in
+    TransformResult.kpi_dates), those without an accepted play (left as they are), and the
+    dates re-pinned to this run's catalogue with the run that had pinned them before."""
+
+    date_from: dt.date
+    date_to: dt.date
+    catalogue: Catalogue
+    dates_without_plays: list[dt.date] = Field(default_factory=list)
+    repinned_from: dict[str, str | None] = Field(default_factory=dict)  # date -> run
 
 
 class TransformResult(Contract):
@@ -173,6 +213,7 @@ class TransformResult(Contract):
     plays_in_kpis: int = 0
     duplicates_across_files: int = 0
     plays_without_song: int = 0
+    recompute: RecomputeReport | None = None
 
 
 class TransformDateRequest(Contract):
@@ -213,26 +254,73 @@ class LoadResult(Contract):
     skipped: bool = False  # no date to recompute: the load step did not run
 
 
+# --- ReplayQuarantine ---------------------------------------------------------------------------
+
+
+class ReplayRequest(Contract):
+    run_id: RunId
+    snapshot: SnapshotRef
+    request: RunOptions
+
+
+class ReplayResult(Contract):
+    """Quarantined rows re-checked, by their quarantine reason; those now valid (accepted
+    once, as new ledger contents); those still invalid, by the reason they fail now."""
+
+    reasons: list[str]
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    quarantine_objects: int = 0  # quarantined-row objects read
+    rows_rechecked: dict[str, int] = Field(default_factory=dict)
+    rows_accepted: dict[str, int] = Field(default_factory=dict)
+    rows_still_quarantined: dict[str, int] = Field(default_factory=dict)
+    rows_replayed_before: int = 0  # accepted by an earlier replay: never counted twice
+    plays_valid: int = 0  # the accepted rows, repeats of one play counted once
+    contents: int = 0  # new ledger contents (one per quarantined file with accepted rows)
+    kpi_dates: list[dt.date] = Field(default_factory=list)  # the accepted plays' dates
+
+
 # --- Archive / summary ---------------------------------------------------------------------------
+
+
+class ManifestCounts(Contract):
+    """Of ListNewFiles' output, what Archive needs. A recompute or a replay has no manifest
+    (``manifest_key`` None): no landing file is touched."""
+
+    manifest_key: str | None = None
+    files_deferred: int = 0
+    files_ignored: int = 0
+    files_unreadable_by_reason: dict[str, int] = Field(default_factory=dict)
 
 
 class ArchiveRequest(Contract):
     run_id: RunId
-    manifest_key: str
-    files_deferred: int = 0
-    files_ignored: int = 0
-    files_unreadable_by_reason: dict[str, int] = Field(default_factory=dict)
+    started_at: str | None = None  # the execution's start (ISO 8601)
+    request: RunOptions = RunOptions()
+    manifest: ManifestCounts = ManifestCounts()
+    replay: ReplayResult | None = None  # read by Archive from the replay's result
     source: SourceSnapshot
     transform: TransformResult
     load: LoadResult = LoadResult(skipped=True)
 
 
-RunStatus = Literal["loaded", "no_rds_data", "no_new_files", "already_running", "failed"]
+RunStatus = Literal[
+    "loaded",
+    "no_rds_data",
+    "no_new_files",
+    "already_running",
+    "failed",
+    "recomputed",  # a recompute ran (its dates in kpi_dates, what it replaced in recompute)
+    "replayed",  # a replay of the quarantine ran (what it accepted in replay)
+]
 
 
 class RunSummary(Contract):
     status: RunStatus
     run_id: str
+    kind: RunKind = "daily"
+    started_at: str | None = None
+    finished_at: str | None = None
     files_processed: int = 0
     files_already_processed: int = 0
     files_quarantined: int = 0
@@ -257,3 +345,5 @@ class RunSummary(Contract):
     kpi_dates: list[dt.date] = Field(default_factory=list)
     kpi_rows_loaded: int = 0
     kpi_dates_in_warehouse: int = 0  # of kpi_dates, those computed by the warehouse engine
+    recompute: RecomputeReport | None = None
+    replay: ReplayResult | None = None

@@ -76,6 +76,11 @@ class ScratchSpaceExhausted(PipelineError):
     """The function's /tmp is too small for its inputs; the message names the setting."""
 
 
+class InvalidRequest(PipelineError):
+    """The execution's input asks for something the pipeline cannot do (a reversed range, a
+    malformed date...): refused before the run takes the lock or touches anything."""
+
+
 class IngestFailed(PipelineError):
     """Files could not be ingested (the rest of the run went through; they wait in landing)."""
 
@@ -86,5 +91,6 @@ FATAL_ERRORS: tuple[type[PipelineError], ...] = (
     DataGateError,
     WarehouseStatementFailed,
     ScratchSpaceExhausted,
+    InvalidRequest,
     IngestFailed,
 )

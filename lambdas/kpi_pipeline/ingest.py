@@ -15,7 +15,6 @@ import datetime as dt
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 import duckdb
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from kpi_pipeline.engine import create_table, create_view, literal, scalar
+from kpi_pipeline.reasons import FileReason, RowReason
 
 REQUIRED_COLUMNS = ("user_id", "track_id", "listen_time")
 ASCII_WHITESPACE = " \t\r\n\f\v"  # what "surrounding whitespace" means, here and in SQL
@@ -31,27 +31,6 @@ _BLOCK_SIZE = 16 * 1024 * 1024
 _CSV_BLOCK_SIZE = 4 * 1024 * 1024  # small batches: DuckDB parses them on every core
 _HEADER_PROBE_BYTES = 1024 * 1024
 _BOM = codecs.BOM_UTF8
-
-
-class FileReason(StrEnum):
-    """Why a whole file was quarantined."""
-
-    NOT_UTF8 = "not_utf8"
-    EMPTY_FILE = "empty_file"
-    UNREADABLE_CSV = "unreadable_csv"
-    MISSING_COLUMNS = "missing_columns"
-    AMBIGUOUS_COLUMNS = "ambiguous_columns"
-
-
-class RowReason(StrEnum):
-    """Why a row was quarantined: the first rule of KPIS.md it breaks, in the spec's order."""
-
-    MALFORMED_ROW = "malformed_row"
-    INVALID_USER_ID = "invalid_user_id"
-    MISSING_TRACK_ID = "missing_track_id"
-    INVALID_LISTEN_TIME = "invalid_listen_time"
-    UNKNOWN_USER_ID = "unknown_user_id"
-    UNKNOWN_TRACK_ID = "unknown_track_id"
 
 
 @dataclass(frozen=True)
@@ -134,12 +113,12 @@ def validate_stream_file(
         ).fetchall()
     ]
     by_date = snapshots(sorted(dates)) if callable(snapshots) else dict.fromkeys(dates, snapshots)
-    _register_snapshots(con, by_date)
+    register_snapshots(con, by_date)
     create_view(con, "classified_rows", "ingest/classify_stream_rows.sql")
     return _write_outputs(con, malformed, lineage, out_dir)
 
 
-def _register_snapshots(con: duckdb.DuckDBPyConnection, by_date: dict[dt.date, Snapshot]) -> None:
+def register_snapshots(con: duckdb.DuckDBPyConnection, by_date: dict[dt.date, Snapshot]) -> None:
     """known_users(snapshot, user_id), known_tracks(snapshot, track_id) and each date's
     snapshot (date_snapshots), numbered in the order they first appear."""
     numbers: dict[Snapshot, int] = {}

@@ -117,6 +117,10 @@ class Layout:
             f"kpi_date={kpi_date.isoformat()}/{table}.manifest"
         )
 
+    def replay_result_key(self, run_id: str) -> str:
+        """What a replay of the quarantine re-checked and accepted (Archive summarises it)."""
+        return f"runs/{run_key(run_id)}/replay.json"
+
     def load_plan_key(self, run_id: str) -> str:
         return f"runs/{run_key(run_id)}/load_plan.json"
 
@@ -162,8 +166,10 @@ class Layout:
         return f"{kpi_prefix}part-{kpi_date.isoformat()}.parquet"
 
     # --- rejected data and processed files -----------------------------------------------
+    quarantine_rows_prefix = "quarantine/rows/"
+
     def quarantine_rows_key(self, content_key: str) -> str:
-        return f"quarantine/rows/{content_key}.parquet"
+        return f"{self.quarantine_rows_prefix}{content_key}.parquet"
 
     def quarantine_file_key(self, run_id: str, landing_key: str) -> str:
         return f"quarantine/files/run_id={run_key(run_id)}/{self.relative(landing_key)}"

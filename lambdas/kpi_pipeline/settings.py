@@ -150,6 +150,17 @@ class IngestSettings(_EnvModel):
     )
 
 
+class RequestSettings(_EnvModel):
+    """What an operator may ask of one execution (kpi_pipeline.requests)."""
+
+    max_recompute_days: int = Field(
+        default=366,
+        ge=1,
+        le=3660,
+        description="the most dates one recompute may replace (cdk.json max_recompute_days)",
+    )
+
+
 class EngineSettings(_EnvModel):
     """How much memory DuckDB may use before spilling to ``work_dir``."""
 

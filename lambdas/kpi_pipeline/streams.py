@@ -113,7 +113,7 @@ def _ingest_new(
 
     def snapshots_of(dates: list[dt.date]) -> dict[dt.date, Snapshot]:
         validated_with.update(snapshot_of_dates(storage, layout, dates, today))
-        local = _download_snapshots(set(validated_with.values()), storage, layout, tmp)
+        local = download_snapshots(set(validated_with.values()), storage, layout, tmp)
         return {d: local[ref] for d, ref in validated_with.items()}
 
     con = engine.connect(engine_settings, tmp, spill_limit_mb=space.spill_limit_mb())
@@ -174,7 +174,7 @@ def _ingest_new(
     return _processed(request.file, content_key, ledger)
 
 
-def _download_snapshots(
+def download_snapshots(
     refs: set[SnapshotRef], storage: Storage, layout: Layout, tmp: Path
 ) -> dict[SnapshotRef, Snapshot]:
     local = {}

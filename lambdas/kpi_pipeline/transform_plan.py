@@ -19,8 +19,9 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from kpi_pipeline.catalogue import pin_dates, read_pins
+from kpi_pipeline.catalogue import pin_dates, read_pins, repin_dates
 from kpi_pipeline.contracts import (
+    RecomputeReport,
     TransformDateRequest,
     TransformDateResult,
     TransformRequest,
@@ -45,19 +46,16 @@ def plan_transform(
 ) -> TransformResult:
     ledger = Ledger(storage, layout)
     previous = read_plan(storage, layout, request.run_id)
-    planned = make_plan(ledger, version=previous.version + 1 if previous else 1)
-    if planned.unloadable:
-        logger.warning(
-            "pending markers no load can clear were removed (an ingest that died before "
-            "accepting its file, or content without a valid play)",
-            extra={"contents": planned.unloadable},
-        )
-        ledger.remove_pending(planned.unloadable)
-    plan = planned.plan
+    version = previous.version + 1 if previous else 1
+    recompute = None
+    if request.request.kind == "recompute":
+        plan, recompute = _plan_range(request, ledger, version)
+    else:
+        plan = _plan_pending(ledger, version)
     write_plan(storage, layout, request.run_id, plan)
     if not plan.kpi_dates:
         logger.info("no date to recompute: nothing accepted is waiting for the warehouse")
-        return TransformResult(kpi_prefix=None, kpi_dates=[], kpi_date_count=0)
+        return TransformResult(kpi_prefix=None, kpi_dates=[], kpi_date_count=0, recompute=recompute)
 
     # Normally pinned at ingest; a date accepted before pins existed is pinned now.
     pin_dates(storage, layout, plan.kpi_dates, request.run_id, request.snapshot)
@@ -88,7 +86,55 @@ def plan_transform(
         attempt=attempt,
         dates_key=dates_key,
         dates_in_warehouse=in_warehouse,
+        recompute=recompute,
     )
+
+
+def _plan_pending(ledger: Ledger, version: int) -> LoadPlan:
+    """The daily plan: the dates of accepted content the warehouse lacks."""
+    planned = make_plan(ledger, version=version)
+    if planned.unloadable:
+        logger.warning(
+            "pending markers no load can clear were removed (an ingest that died before "
+            "accepting its file, or content without a valid play)",
+            extra={"contents": planned.unloadable},
+        )
+        ledger.remove_pending(planned.unloadable)
+    return planned.plan
+
+
+def _plan_range(
+    request: TransformRequest, ledger: Ledger, version: int
+) -> tuple[LoadPlan, RecomputeReport]:
+    """A recompute: every date of the range with an accepted play, from all of them; with
+    ``catalogue: current``, each re-pinned to this run's snapshot first. Pending markers
+    stay (a daily run loads their dates again: the same KPIs)."""
+    options = request.request
+    assert options.date_from is not None and options.date_to is not None  # CheckRequest's
+    days = (options.date_to - options.date_from).days + 1
+    dates = [options.date_from + dt.timedelta(days=n) for n in range(days)]
+    accepted = ledger.accepted_by_date(dates)
+    contents = {d: keys for d, keys in accepted.items() if keys}
+    repinned: dict[str, str | None] = {}
+    if options.catalogue == "current":
+        replaced = repin_dates(
+            ledger.storage, ledger.layout, sorted(contents), request.run_id, request.snapshot
+        )
+        repinned = {
+            d.isoformat(): pin.pinned_by_run if pin else None for d, pin in replaced.items()
+        }
+    report = RecomputeReport(
+        date_from=options.date_from,
+        date_to=options.date_to,
+        catalogue=options.catalogue,
+        dates_without_plays=[d for d in dates if d not in contents],
+        repinned_from=repinned,
+    )
+    logger.info(
+        "recompute planned",
+        extra={"dates": len(contents), "without_plays": len(report.dates_without_plays)},
+    )
+    return LoadPlan(contents, pending=[], version=version), report
 
 
 def plays_by_date(ledger: Ledger, plan: LoadPlan) -> dict[dt.date, int]:

@@ -329,9 +329,7 @@ def archive(
         event(
             "archive",
             run_id=run_id,
-            manifest_key=manifest["manifest_key"],
-            files_deferred=manifest["files_deferred"],
-            files_ignored=manifest["files_ignored"],
+            manifest=manifest,
             source=snapshot,
             transform=transformed,
             # The state machine's NothingToLoad state passes {"skipped": true}.

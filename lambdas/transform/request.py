@@ -1,0 +1,15 @@
+"""CheckRequest: the execution's input, checked before the run takes the lock."""
+
+from __future__ import annotations
+
+from kpi_pipeline.contracts import CheckRequestInput, RunOptions
+from kpi_pipeline.observability import step_handler
+from kpi_pipeline.requests import check_request
+from kpi_pipeline.settings import RequestSettings, load
+
+
+@step_handler("CheckRequest", CheckRequestInput)
+def handler(request: CheckRequestInput) -> RunOptions:
+    return check_request(
+        request.execution_input, max_recompute_days=load(RequestSettings).max_recompute_days
+    )
