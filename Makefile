@@ -13,7 +13,7 @@ ENV   ?= dev
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20,22
 
-.PHONY: help venv run test lint format bench bench-files wheels synth landing-policy bootstrap deploy clean
+.PHONY: help venv run report test lint format browser bench bench-files wheels synth landing-policy bootstrap deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -32,13 +32,26 @@ run: $(STAMP)  ## run the pipeline locally: make run [DATA=dir] [OUT=dir] [STATE
 		$(if $(RECOMPUTE),--recompute "$(RECOMPUTE)") $(if $(CATALOGUE),--catalogue "$(CATALOGUE)") \
 		$(if $(REPLAY),--replay "$(REPLAY)") $(if $(DATES),--dates "$(DATES)")
 
-test: lint  ## lint, type-check and run every test
+report: $(STAMP)  ## one self-contained HTML KPI report: make report [OUT=dir] [DSN=...]
+	$(PY) -m reporting --out "$(OUT)" --state "$(STATE)" $(if $(DSN),--dsn "$(DSN)")
+
+test: lint browser  ## lint, type-check and run every test
 	$(PY) -m pytest -n auto --maxprocesses 4
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy lambdas infra local_runner benchmarks app.py
+	$(VENV)/bin/mypy lambdas infra local_runner benchmarks reporting app.py
+
+# The report's browser test drives Debian's Chromium; it is skipped (never failed) without it.
+browser:  ## make sure Debian's Chromium is there for the report's browser test (as root)
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "browser: installing Debian's chromium for the report's browser test"; \
+		apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
+		|| { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } \
+		|| echo "browser: could not install chromium with apt-get: the report's browser test will be skipped"; \
+	else echo "browser: no chromium (install Debian's chromium as root): the report's browser test will be skipped"; fi
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -100,12 +100,14 @@ def acknowledge_findings(stack: PipelineStack) -> None:
         "none either and is limited to the pipeline's namespace by a condition",
     )
     # The Map's Catch records a failed file's result under the run's prefix; the
-    # Distributed Map reads the file list there and writes its result manifests.
+    # Distributed Map reads the file list there and writes its result manifests; every end
+    # of a run keeps its outcome document.
     acknowledge_prefixes(
         machine_role,
         stack.storage.data_bucket.bucket_arn,
         (
             "runs/",
+            Layout.outcomes_prefix,
             Layout.map_results_prefix(),
             Layout.transform_map_results_prefix(),
         ),

@@ -32,6 +32,7 @@ from infra.steps import (
     Step,
 )
 from kpi_pipeline.errors import RETRYABLE_ERRORS, PlanOutdated
+from kpi_pipeline.layout import Layout
 from kpi_pipeline.metric_names import NAMESPACE, PLAYS_LOADED, RUNS_ENDED, SERVICE
 
 # Lambda service hiccups, plus the errors our code raises for transient trouble.
@@ -76,6 +77,7 @@ class PipelineDefinition(Construct):
         super().__init__(scope, construct_id)
         self._functions = functions
         self._lock_table = lock_table
+        self._data_bucket = data_bucket
         region = Stack.of(self).region
 
         failure = sfn.Pass(
@@ -83,12 +85,15 @@ class PipelineDefinition(Construct):
             "DescribeFailure",
             comment="Shapes the alert: run, failed state, error, cause and a console link",
             parameters={
+                "status": "failed",
                 "pipeline": pipeline_name,
                 "run_id.$": RUN_ID,
                 "failed_state.$": "$.failure.state",
                 "error.$": "$.failure.error.Error",
                 "cause.$": "$.failure.error.Cause",
                 "execution_arn.$": "$$.Execution.Id",
+                "started_at.$": "$.run.started_at",
+                "finished_at.$": "$$.State.EnteredTime",
                 "console_url.$": (
                     f"States.Format('https://{region}.console.aws.amazon.com/states/home"
                     f"?region={region}#/v2/executions/details/{{}}', $$.Execution.Id)"
@@ -482,7 +487,14 @@ class PipelineDefinition(Construct):
         outcome = sfn.Pass(
             self,
             state,
-            parameters={"status": status, "run_id.$": RUN_ID, "plays_valid": 0, **counts},
+            parameters={
+                "status": status,
+                "run_id.$": RUN_ID,
+                "started_at.$": "$.run.started_at",
+                "finished_at.$": "$$.State.EnteredTime",
+                "plays_valid": 0,
+                **counts,
+            },
         )
         outcome.next(
             self._release
@@ -495,7 +507,8 @@ class PipelineDefinition(Construct):
         self, name: str, then: sfn.IChainable, *, status: str | None = None
     ) -> sfn.Parallel:
         """Count the run's end by status, and the plays it loaded (CloudWatch metrics the
-        dead-feed and no_rds_data alarms watch); a failure to count never fails a run."""
+        dead-feed and no_rds_data alarms watch), and keep its outcome document; a failure
+        to record never fails a run."""
         service = {"Name": "service", "Value": SERVICE}
         status_value = {"Value": status} if status else {"Value.$": "$.status"}
         plays = {"Value": 0} if status else {"Value.$": "$.plays_valid"}
@@ -525,12 +538,35 @@ class PipelineDefinition(Construct):
                 },
             },
         )
-        # A Parallel of one branch: a raw task cannot discard its result, and the run
-        # summary must come out of the end unchanged.
+        # What the run ended with, kept where the report reads the runs (failed and early
+        # ends included: Archive's summary exists only for runs that got that far).
+        body = "States.JsonToString($.alert)" if status == "failed" else "States.JsonToString($)"
+        put_outcome = tasks.CallAwsService(
+            self,
+            f"{name}Document",
+            comment="Keeps how the run ended under runs/outcomes/ (make report reads it)",
+            service="s3",
+            action="putObject",
+            parameters={
+                "Bucket": self._data_bucket.bucket_name,
+                "Key.$": f"States.Format('{Layout.outcomes_prefix}{{}}.json', $$.Execution.Name)",
+                "Body.$": body,
+                "ContentType": "application/json",
+            },
+            iam_action="s3:PutObject",
+            iam_resources=[self._data_bucket.arn_for_objects(f"{Layout.outcomes_prefix}*")],
+        )
+        # A Parallel: a raw task cannot discard its result, and the run summary must come
+        # out of the end unchanged.
         record = sfn.Parallel(self, name, result_path=sfn.JsonPath.DISCARD)
         record.branch(put_metrics)
+        record.branch(put_outcome)
         record.add_retry(
-            errors=["CloudWatch.CloudWatchException", "CloudWatch.LimitExceededException"],
+            errors=[
+                "CloudWatch.CloudWatchException",
+                "CloudWatch.LimitExceededException",
+                "S3.S3Exception",
+            ],
             interval=Duration.seconds(2),
             max_attempts=2,
             jitter_strategy=sfn.JitterType.FULL,

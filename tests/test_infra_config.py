@@ -245,10 +245,12 @@ def test_unset_function_sizes_fall_back_to_the_defaults_per_step():
 
 
 DEFAULTS = {  # per step: (memory_mb, timeout_seconds, ephemeral_storage_mb)
+    "check_request": (256, 30, 512),
     "check_source": (512, 60, 512),
     "extract_rds": (3008, 900, 2048),
     "list_files": (512, 120, 512),
     "ingest_file": (2048, 900, 4096),
+    "replay_quarantine": (2048, 900, 4096),
     "plan_transform": (1024, 300, 512),
     "transform": (3008, 900, 6144),
     "transform_in_warehouse": (512, 900, 512),

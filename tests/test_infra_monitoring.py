@@ -419,10 +419,12 @@ def test_prod_sizing_is_the_documented_default():
         for key in (step.key for step in ALL_STEPS)
     }
     assert sizes == {
+        "check_request": (256, 30),
         "check_source": (512, 60),
         "extract_rds": (3008, 900),
         "list_files": (512, 120),
         "ingest_file": (2048, 900),
+        "replay_quarantine": (2048, 900),
         "plan_transform": (1024, 300),
         "transform": (3008, 900),
         "transform_in_warehouse": (512, 900),

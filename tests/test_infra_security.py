@@ -45,6 +45,7 @@ SETTINGS_MODELS = {
     "engine": step_settings.EngineSettings,
     "warehouse": step_settings.WarehouseSettings,
     "transform_engine": step_settings.TransformEngineSettings,
+    "requests": step_settings.RequestSettings,
 }
 EVERY_FUNCTION_ENV = {
     "POWERTOOLS_SERVICE_NAME",
@@ -162,6 +163,8 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         )
     )
     by_step = {
+        # reads the execution's input from its event: no AWS call at all
+        "check_request": set(),
         "check_source": secret,
         "extract_rds": secret
         | objects(WRITE, data, "snapshots/", "quarantine/source/")
@@ -182,6 +185,12 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         | landing_list
         | objects(READ, data, "snapshots/", "ledger/", "catalogue/")
         | objects(WRITE, data, "curated/", "quarantine/rows/", "ledger/", "runs/", "catalogue/")
+        | data_list,
+        # the quarantined rows, earlier replays, pins and today's snapshot; a new content
+        "replay_quarantine": objects(
+            READ, data, "quarantine/rows/", "ledger/", "catalogue/", "snapshots/"
+        )
+        | objects(WRITE, data, "curated/", "ledger/", "catalogue/", "runs/")
         | data_list,
         "plan_transform": objects(READ, data, "runs/", "ledger/", "snapshots/", "catalogue/")
         | objects(WRITE, data, "runs/", "catalogue/")
@@ -273,9 +282,9 @@ def test_each_function_has_its_own_lambda_role_without_managed_policies(prod, st
     assert len(policies_of(template, {"Ref": role_id})) == 1
 
 
-def test_nine_function_roles_one_per_step(prod):
+def test_eleven_function_roles_one_per_step(prod):
     stack, template = prod
-    assert len({logical_id(stack, role) for role in stack.functions.roles.values()}) == 9
+    assert len({logical_id(stack, role) for role in stack.functions.roles.values()}) == 11
     lambda_roles = template.find_resources(
         "AWS::IAM::Role",
         {
@@ -482,6 +491,8 @@ def test_the_state_machine_role_holds_the_lock_alerts_invokes_and_records_failur
         | allow(("lambda:InvokeFunction",), *functions, *(f"{fn}:*" for fn in functions))
         # the Map's Catch writes a failed file's result under the run's prefix
         | allow(("s3:PutObject",), f"{data}/runs/*")
+        # every end of a run keeps its outcome document
+        | allow(("s3:PutObject",), f"{data}/runs/outcomes/*")
         # the Distributed Maps read the run's file and date lists, write their result
         # manifests under their own prefixes (CDK would grant the whole bucket), and run
         # their child executions
@@ -500,7 +511,7 @@ def test_the_state_machine_role_holds_the_lock_alerts_invokes_and_records_failur
         | allow(("states:DescribeExecution", "states:StopExecution"), f"{own_executions}:*")
         | allow(("states:RedriveExecution",), f"{own_executions}/*:*")  # redrive a map run
     )
-    assert len(functions) == 9
+    assert len(functions) == 11
     # The name the executions' ARN is built from is the state machine's real name.
     machine_resource = template.to_json()["Resources"][logical_id(stack, stack.state_machine)]
     assert machine_resource["Properties"]["StateMachineName"] == "music-kpi-prod"

@@ -36,10 +36,32 @@ def follow(states, start="StartRun"):
 def test_the_happy_path_runs_the_steps_in_the_specified_order(states):
     assert follow(states) == [
         "StartRun",
+        "CheckRequest",
         "AcquireLock",
         "CheckSourceData",
         "HasSourceData?",
         "ExtractRds",
+        "WhichRun?",
+        "NoLandingFiles",
+        "ReplayFirst?",
+        "PlanTransform",
+        "HasDatesToLoad?",
+        "TransformDates",
+        "Load",
+        "Archive",
+        "RecordRunOutcome",
+        "ReleaseLock",
+        "RunComplete",
+    ]
+    assert states["RunComplete"]["Type"] == "Succeed"
+
+
+def test_the_daily_run_ingests_and_an_operators_request_goes_straight_to_planning(states):
+    which = states["WhichRun?"]
+    assert which["Choices"] == [
+        {"Variable": "$.request.kind", "StringEquals": "daily", "Next": "ListNewFiles"}
+    ]
+    assert follow(states, "ListNewFiles") == [
         "ListNewFiles",
         "HasNewFiles?",
         "IngestStreams",
@@ -52,7 +74,27 @@ def test_the_happy_path_runs_the_steps_in_the_specified_order(states):
         "ReleaseLock",
         "RunComplete",
     ]
-    assert states["RunComplete"]["Type"] == "Succeed"
+    # a replay accepts rows first; a recompute plans its range at once
+    assert states["ReplayFirst?"]["Choices"] == [
+        {
+            "Variable": "$.request.kind",
+            "StringEquals": "replay_quarantine",
+            "Next": "ReplayQuarantine",
+        }
+    ]
+    assert states["ReplayQuarantine"]["Next"] == "PlanTransform"
+    # neither ingests nor archives: Archive gets no manifest key
+    assert states["NoLandingFiles"]["Result"] == {"file_count": 0}
+    assert states["Archive"]["Parameters"]["manifest.$"] == "$.manifest"
+
+
+def test_a_request_is_checked_before_the_lock_is_taken(states):
+    check = states["CheckRequest"]
+    assert check["Parameters"]["execution_input.$"] == "$$.Execution.Input"
+    assert check["Next"] == "AcquireLock"
+    assert check["ResultPath"] == "$.request"
+    caught = [c["Next"] for c in check["Catch"]]
+    assert caught == ["CheckRequestFailed"]
 
 
 def test_the_run_id_is_the_execution_name(states):
@@ -270,9 +312,17 @@ def test_every_end_counts_its_status_and_the_plays_it_loaded(states, state, stat
     record = states[state]
     assert record["Type"] == "Parallel" and record["ResultPath"] is None  # summary unchanged
     assert [c["ErrorEquals"] for c in record["Catch"]] == [["States.ALL"]]  # never fails a run
-    (branch,) = record["Branches"]
-    (task,) = branch["States"].values()
+    metrics, outcome = record["Branches"]
+    (task,) = metrics["States"].values()
     assert task["Resource"].endswith(":states:::aws-sdk:cloudwatch:putMetricData")
+    # ...and keeps how it ended, where `make report` reads the runs
+    (document,) = outcome["States"].values()
+    assert document["Resource"].endswith(":states:::aws-sdk:s3:putObject")
+    assert document["Parameters"]["Key.$"] == (
+        "States.Format('runs/outcomes/{}.json', $$.Execution.Name)"
+    )
+    body = "$.alert" if state == "RecordFailedRun" else "$"
+    assert document["Parameters"]["Body.$"] == f"States.JsonToString({body})"
     runs, plays = task["Parameters"]["MetricData"]
     assert runs["MetricName"] == "RunsEnded" and runs["Dimensions"][1] == {
         "Name": "status",

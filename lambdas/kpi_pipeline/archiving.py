@@ -119,6 +119,7 @@ def summarise(
     request: ArchiveRequest, results: list[IngestResult], *, files_archived: int
 ) -> RunSummary:
     outcomes = Counter(r.outcome for r in results)
+    unreadable = request.manifest.files_unreadable_by_reason  # left in landing by the listing
     rows_quarantined: Counter[str] = Counter()
     for result in results:
         rows_quarantined.update(result.rows_quarantined)
@@ -134,11 +135,12 @@ def summarise(
         files_already_processed=outcomes["already_processed"],
         files_quarantined=outcomes["quarantined"],
         files_skipped=outcomes["skipped"],
-        files_unreadable=outcomes["unreadable"] + sum(request.manifest.files_unreadable_by_reason.values()),
+        files_unreadable=outcomes["unreadable"]
+        + sum(request.manifest.files_unreadable_by_reason.values()),
         files_unreadable_by_reason=dict(
             sorted(
                 (
-                    Counter(request.manifest.files_unreadable_by_reason)
+                    Counter(unreadable)
                     + Counter(r.reason or "" for r in results if r.outcome == "unreadable")
                 ).items()
             )

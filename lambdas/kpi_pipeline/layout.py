@@ -121,6 +121,10 @@ class Layout:
         """What a replay of the quarantine re-checked and accepted (Archive summarises it)."""
         return f"runs/{run_key(run_id)}/replay.json"
 
+    # How each execution ended, one document per execution name, written by the state
+    # machine at every end (the run summary, an early end's status, or the failure).
+    outcomes_prefix = "runs/outcomes/"
+
     def load_plan_key(self, run_id: str) -> str:
         return f"runs/{run_key(run_id)}/load_plan.json"
 

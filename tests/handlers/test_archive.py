@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -55,9 +56,15 @@ def test_archive_moves_exactly_the_manifest_files_and_writes_the_summary(
     assert {table: (m["raw_key"], m["run_id"]) for table, m in marks.items()} == {
         table: (read["raw_key"], RUN) for table, read in snapshot["tables"].items()
     }
+    finished_at = summary.pop("finished_at")
+    assert finished_at >= dt.datetime.now(dt.UTC).date().isoformat()
     assert summary == {
         "status": "loaded",
         "run_id": RUN,
+        "kind": "daily",
+        "started_at": None,  # the state machine passes $.run.started_at
+        "recompute": None,
+        "replay": None,
         "files_processed": 1,
         "files_already_processed": 0,
         "files_quarantined": 1,
@@ -85,6 +92,7 @@ def test_archive_moves_exactly_the_manifest_files_and_writes_the_summary(
     assert read_json(s3, f"runs/{RUN}/summary.json") == {
         **summary,
         "source_tables": snapshot["tables"],
+        "finished_at": finished_at,
     }
     assert keys(s3, LANDING_BUCKET) == [
         "landing/arrived-late.csv",

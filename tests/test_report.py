@@ -1,0 +1,682 @@
+"""`make report`: the page from known data, the three warehouse readers, the summaries'
+sources, the command line. The page in a real browser: tests/test_report_browser.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg2
+import pytest
+from botocore.stub import Stubber
+from plotly.offline import get_plotlyjs
+
+from kpi_pipeline.warehouse.schema import create_table_sql
+from local_runner.state import StateFolder
+from reporting.__main__ import main
+from reporting.page import Meta, by_day, duration, ordered_runs, render
+from reporting.sources import (
+    COLUMNS,
+    PostgresReader,
+    RedshiftReader,
+    RedshiftTarget,
+    ReportError,
+    UsageError,
+    field_value,
+    folder_summaries,
+    mask_dsn,
+    parse_redshift_dsn,
+    redact,
+    s3_summaries,
+    select_sql,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+META = Meta(dt.datetime(2026, 12, 2, 8, 0, tzinfo=dt.UTC), "postgresql://u:***@h/db", "runs/")
+
+
+# --- data the tests share (the browser test too) -------------------------------------------
+
+
+def genre_row(day: str, genre: str, listens: int, **extra: Any) -> dict[str, Any]:
+    row = dict.fromkeys(COLUMNS)
+    row.update(
+        kpi_type="genre",
+        kpi_date=day,
+        track_genre=genre,
+        listen_count=listens,
+        avg_track_duration_sec=180.0 + listens % 60,
+        popularity_index=40.0 + listens % 50 / 2,
+        most_popular_track=f"{genre.title()} Anthem",
+        most_popular_track_id=f"id-{genre}",
+        run_id="local-20240627T010000-aaaa",
+        loaded_at="2024-06-27 01:00:30",
+    )
+    row.update(extra)
+    return row
+
+
+def hourly_row(day: str, hour: int, listens: int, listeners: int, diversity: float) -> dict:
+    row = dict.fromkeys(COLUMNS)
+    row.update(
+        kpi_type="hourly",
+        kpi_date=day,
+        listen_count=listens,
+        stream_hour=hour,
+        unique_listeners=listeners,
+        top_artists="Amara Tanaka",
+        track_diversity_index=diversity,
+        run_id="local-20240627T010000-aaaa",
+        loaded_at="2024-06-27 01:00:30",
+    )
+    return row
+
+
+GENRES = ["pop", "hip-hop", "rock", "edm", "jazz", "latin", "country", "indie", "folk"]
+GENRES += ["metal", "blues", "classical", "ambient"]
+
+
+def sample_kpis(days: tuple[str, ...] = ("2024-06-25", "2024-06-26", "2024-06-27")) -> list:
+    """Realistic rows: 13 genres a day, 24 hours a day with an evening peak."""
+    rows = []
+    for d, day in enumerate(days):
+        for g, genre in enumerate(GENRES):
+            rows.append(genre_row(day, genre, 4000 // (g + 1) + 37 * d))
+        for hour in range(24):
+            listens = int(600 + 500 * math.sin((hour - 9) / 24 * 2 * math.pi)) + 20 * d
+            rows.append(hourly_row(day, hour, listens, listens // 4, 0.35 + hour / 100))
+    return rows
+
+
+def sample_summaries() -> list[dict[str, Any]]:
+    """Three runs: an older summary (no kind, no times), a daily run and a failed one."""
+    return [
+        {
+            "status": "loaded",
+            "run_id": "local-20240625T010000-aaaa",
+            "files_processed": 3,
+            "plays_valid": 41230,
+            "rows_quarantined": {"invalid_user_id": 7, "malformed_row": 5},
+            "files_quarantined_by_reason": {"missing_columns": 1},
+            "kpi_dates": ["2024-06-24", "2024-06-25"],
+            "kpi_rows_loaded": 88,
+        },
+        {
+            "status": "loaded",
+            "run_id": "scheduled-0f3c",
+            "kind": "daily",
+            "started_at": "2024-06-26T01:00:00+00:00",
+            "finished_at": "2024-06-26T01:02:05+00:00",
+            "files_processed": 4,
+            "plays_valid": 52001,
+            "rows_quarantined": {"invalid_user_id": 3, "unknown_track_id": 11},
+            "files_unreadable_by_reason": {"GLACIER": 2},
+            "kpi_dates": ["2024-06-26"],
+            "kpi_rows_loaded": 44,
+        },
+        {
+            "status": "failed",
+            "run_id": "local-20240627T010000-bbbb",
+            "kind": "recompute",
+            "started_at": "2024-06-27T01:00:00Z",
+            "files_processed": 0,
+            "rows_quarantined": {},
+            "kpi_dates": ["2024-06-24", "2024-06-25", "2024-06-26", "2024-06-27"],
+        },
+    ]
+
+
+def write_summaries(folder: Path, summaries: list[dict[str, Any]]) -> Path:
+    """The summaries as a data bucket keeps them: runs/<run>/summary.json."""
+    for summary in summaries:
+        path = folder / "runs" / summary["run_id"] / "summary.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary))
+        (path.parent / "manifest.json").write_text('{"files": []}')  # not a summary
+    return folder
+
+
+def load_warehouse(dsn: str, rows: list[dict[str, Any]], table: str = "music_kpi_metrics") -> None:
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(create_table_sql(table, redshift=False))
+        for row in rows:
+            cur.execute(
+                f"INSERT INTO {table} ({', '.join(COLUMNS)}) "
+                f"VALUES ({', '.join(['%s'] * len(COLUMNS))})",
+                [row[c] for c in COLUMNS],
+            )
+    conn.close()
+
+
+def with_password(dsn: str, user: str, password: str) -> str:
+    """The test server's DSN as ``user``:``password`` (the role is created here)."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE ROLE {user} LOGIN SUPERUSER PASSWORD %s", (password,))
+    conn.close()
+    masked = dsn.replace("postgresql://postgres:@", f"postgresql://{user}:{password}@")
+    assert masked != dsn, dsn
+    return masked
+
+
+def plot_count(page: str) -> int:
+    return page.count('class="js-plotly-chart"')
+
+
+# --- the page --------------------------------------------------------------------------------
+
+
+def test_page_shows_each_days_genres_by_listens_with_their_figures() -> None:
+    rows = [
+        genre_row("2024-06-26", "rock", 120, avg_track_duration_sec=201.26, popularity_index=55.5),
+        genre_row("2024-06-26", "pop", 4215, most_popular_track="Hearts & <Minds>"),
+        genre_row("2024-06-27", "jazz", 9),
+        hourly_row("2024-06-27", 5, 30, 12, 0.8),
+    ]
+    page = render(rows, [], META)
+
+    day_27, day_26 = re.findall(r'<details class="day".*?</details>', page, re.S)
+    assert 'data-date="2024-06-27" open' in day_27  # the most recent first, open
+    assert 'data-date="2024-06-26">' in day_26  # the others closed
+    assert "<td>pop</td><td class=num>4,215</td>" in day_26
+    assert (
+        "<td>rock</td><td class=num>120</td><td class=num>201.3</td><td class=num>55.50</td>"
+        in (day_26)
+    )
+    assert day_26.index("<td>pop</td>") < day_26.index("<td>rock</td>")  # listens desc
+    assert "Hearts &amp; &lt;Minds&gt;" in day_26  # escaped, never markup
+    assert "4,335 listens in 2 genres, most listened: pop" in day_26
+    assert plot_count(page) == 3  # two days' genres, the hourly curve; no run: no quarantine
+
+
+def test_genre_chart_has_the_top_ten_only_and_table_every_genre() -> None:
+    rows = [genre_row("2024-06-27", f"g{i:02d}", 100 + i) for i in range(14)]
+    page = render(rows, [], META)
+    chart = page[page.index('id="chart-genres-2024-06-27"') :]
+    chart = chart[: chart.index("</script>")]
+    bars = json.loads(re.search(r'"y":(\[[^\]]*\])', chart).group(1))  # type: ignore[union-attr]
+    assert bars == [f"g{i:02d}" for i in range(4, 14)]  # ten, the largest drawn on top
+    assert page.count("<tr><td>g") == 14
+
+
+def test_page_lists_runs_newest_first_with_totals_and_durations() -> None:
+    page = render([], sample_summaries(), META)
+    runs = page[page.index('<section id="runs">') :]
+    order = [runs.index(r) for r in ("local-20240627T010000-bbbb", "scheduled-0f3c")]
+    assert order == sorted(order)
+    assert runs.index("scheduled-0f3c") < runs.index("local-20240625T010000-aaaa")
+    rows = re.findall(r"<tr><td><code>(.*?)</code></td>(.*?)</tr>", runs)
+    cells = {run: re.findall(r"<td[^>]*>(.*?)</td>", rest) for run, rest in rows}
+    assert cells["scheduled-0f3c"][:4] == [
+        "daily",
+        '<span class="status good">loaded</span>',
+        "2024-06-26 01:00:00",
+        "2 min 05 s",
+    ]
+    assert cells["scheduled-0f3c"][4:] == ["4", "52,001", "14", "44", "2024-06-26"]
+    # an older summary: no kind, no finish; its start from its local run id
+    old = cells["local-20240625T010000-aaaa"]
+    assert old[0] == "—" and old[2] == "2024-06-25 01:00:00" and old[3] == "—"
+    assert old[6] == "12" and old[8] == "2024-06-24, 2024-06-25"
+    failed = cells["local-20240627T010000-bbbb"]
+    assert "status bad" in failed[1] and failed[3] == "—"
+    assert failed[8] == "2024-06-24 … 2024-06-27 (4)"
+
+
+def test_page_totals_quarantines_by_reason_over_the_runs() -> None:
+    page = render([], sample_summaries(), META)
+    section = page[page.index('<section id="quarantine">') : page.index('<section id="runs">')]
+    totals = dict(
+        re.findall(r"<tr><td>(?:row|file)</td><td>(.*?)</td><td class=num>(\d+)</td>", section)
+    )
+    assert totals == {
+        "invalid_user_id": "10",
+        "malformed_row": "5",
+        "unknown_track_id": "11",
+        "quarantined: missing_columns": "1",
+        "unreadable: GLACIER": "2",
+    }
+    # one trace per reason, x = the runs oldest first
+    rows_chart = section[section.index("chart-rows-quarantined") :]
+    runs = json.loads(re.search(r'"x":(\[[^\]]*\])', rows_chart).group(1))  # type: ignore[union-attr]
+    assert runs == [
+        "local-20240625T010000-aaaa",
+        "scheduled-0f3c",
+        "local-20240627T010000-bbbb",
+    ]
+    assert rows_chart.count('"type":"bar"') >= 3
+    assert '"y":[7,3,0]' in rows_chart  # invalid_user_id per run
+    assert plot_count(page) == 2  # rows and files
+
+
+def test_page_is_self_contained_with_plotly_inlined_once() -> None:
+    page = render(sample_kpis(), sample_summaries(), META)
+    bundle = get_plotlyjs()
+    assert page.count(bundle[:400]) == 1 and bundle in page
+    assert page.count("Plotly.newPlot(") == plot_count(page) == 3 + 1 + 2
+    assert not re.search(r"<script[^>]*\bsrc=", page, re.I)  # every script inline
+    assert not re.search(r"<link\b", page, re.I)  # no stylesheet, font or icon link
+    assert not re.search(r"<(img|iframe)\b[^>]*\bsrc=\"?https?:", page, re.I)
+    css = "".join(re.findall(r"<style>(.*?)</style>", page, re.S))
+    assert "@import" not in css and not re.search(r"url\(\s*['\"]?https?:", css)
+
+
+def test_an_empty_warehouse_and_no_runs_give_a_page_that_says_so() -> None:
+    page = render([], [], META)
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "The warehouse holds no KPI rows yet" in page
+    assert "No hourly KPIs yet." in page
+    assert "No run summaries found." in page
+    assert "0 runs, 0 dates" in page
+    assert plot_count(page) == 0 and get_plotlyjs()[:400] not in page  # nothing to draw
+
+
+def test_runs_are_ordered_by_start_else_run_id() -> None:
+    runs = ordered_runs(
+        [
+            {"run_id": "local-20261202T000033-27f3"},
+            {"run_id": "b", "started_at": "2026-12-01T23:00:00+00:00"},
+            {"run_id": "local-20261201T120000-0000"},
+            {"run_id": "manual"},  # no time at all: first
+        ]
+    )
+    assert [r["run_id"] for r in runs] == [
+        "manual",
+        "local-20261201T120000-0000",
+        "b",
+        "local-20261202T000033-27f3",
+    ]
+    assert duration({"started_at": "2026-12-01T23:00:00", "finished_at": "2026-12-01T23:00:42.5"})
+    assert duration({"started_at": "2026-12-01T23:00:00"}) == "—"
+    assert duration(
+        {"started_at": "2026-12-01T22:00:00", "finished_at": "2026-12-01T23:05:00"}
+    ) == ("1 h 05 min")
+    assert [d for d, _ in by_day(sample_kpis())] == ["2024-06-27", "2024-06-26", "2024-06-25"]
+
+
+def test_hourly_curve_fills_the_silent_hours_with_zero_listens() -> None:
+    page = render([hourly_row("2024-06-27", 3, 30, 12, 0.5)], [], META)
+    chart = page[page.index('id="chart-hourly"') :]
+    listens = json.loads(re.search(r'"name":"listens".*?"y":(\[[^\]]*\])', chart).group(1))  # type: ignore[union-attr]
+    assert len(listens) == 24 and listens[3] == 30 and sum(listens) == 30
+    assert '"yaxis":"y2"' in chart  # diversity on its own axis
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dsn", "masked", "password"),
+    [
+        (
+            "postgresql://kpi:s3cr3t@db.example:5432/wh",
+            "postgresql://kpi:***@db.example:5432/wh",
+            "s3cr3t",
+        ),
+        (
+            "postgresql://kpi@db/wh?password=s3cr3t&sslmode=require",
+            "postgresql://kpi@db/wh?password=***&sslmode=require",
+            "s3cr3t",
+        ),
+        (
+            "host=db user=kpi password='s3 cr3t' dbname=wh",
+            "host=db user=kpi password=*** dbname=wh",
+            "s3 cr3t",
+        ),
+        ("postgresql://kpi:p%40ss@db/wh", "postgresql://kpi:***@db/wh", "p@ss"),
+        ("redshift://wg/dev?region=eu-west-1", "redshift://wg/dev?region=eu-west-1", None),
+    ],
+)
+def test_dsn_passwords_are_masked(dsn: str, masked: str, password: str | None) -> None:
+    assert mask_dsn(dsn) == masked
+    if password:  # a driver's message may quote the password, decoded
+        message = redact(f"could not connect: {dsn} (password {password})", dsn)
+        assert password not in message and masked in message
+
+
+# --- the readers -----------------------------------------------------------------------------
+
+
+def test_postgres_reader_reads_every_row_typed(new_database: Any) -> None:
+    dsn = new_database("report")
+    assert PostgresReader(dsn).read_kpis() == []  # no table yet: an empty warehouse
+    rows = sample_kpis(("2024-06-26",))
+    load_warehouse(dsn, rows)
+
+    read = PostgresReader(dsn).read_kpis()
+
+    assert len(read) == len(rows) == 13 + 24
+    first = read[0]  # genre rows first, by genre name
+    assert first["kpi_date"] == "2024-06-26" and first["track_genre"] == "ambient"
+    assert isinstance(first["listen_count"], int) and isinstance(first["popularity_index"], float)
+    assert first["stream_hour"] is None and first["loaded_at"] == "2024-06-27 01:00:30"
+    hourly = [r for r in read if r["kpi_type"] == "hourly"]
+    assert [r["stream_hour"] for r in hourly] == list(range(24))
+    assert hourly[9]["unique_listeners"] == hourly[9]["listen_count"] // 4
+    assert hourly[9]["track_diversity_index"] == pytest.approx(0.44)
+
+
+def test_postgres_reader_reads_a_schema_qualified_table(new_database: Any) -> None:
+    dsn = new_database("report")
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA analytics")
+    conn.close()
+    load_warehouse(dsn, [genre_row("2024-06-27", "pop", 5)], "analytics.kpis")
+    assert [r["listen_count"] for r in PostgresReader(dsn, "analytics.kpis").read_kpis()] == [5]
+    with pytest.raises(UsageError, match="table name"):
+        select_sql("kpis; DROP TABLE x")
+
+
+def redshift_stub(pages: list[list[list[dict[str, Any]]]], statuses: list[str]) -> Any:
+    client = boto3.client("redshift-data", region_name="us-east-1")
+    stub = Stubber(client)
+    stub.add_response(
+        "execute_statement",
+        {"Id": "stmt-1"},
+        {
+            "Sql": (
+                f"SELECT {', '.join(COLUMNS)} FROM music_kpi_metrics "
+                "ORDER BY kpi_date, kpi_type, track_genre, stream_hour"
+            ),
+            "StatementName": "music-kpi-report",
+            "Database": "dev",
+            "WorkgroupName": "kpi-wg",
+        },
+    )
+    for status in statuses:
+        response: dict[str, Any] = {"Id": "stmt-1", "Status": status}
+        if status == "FINISHED":
+            response["HasResultSet"] = True
+        if status == "FAILED":
+            response["Error"] = "ERROR: permission denied for relation music_kpi_metrics"
+        stub.add_response("describe_statement", response, {"Id": "stmt-1"})
+    for i, records in enumerate(pages):
+        page: dict[str, Any] = {"Records": records, "TotalNumRows": 3}
+        expected = {"Id": "stmt-1", **({"NextToken": f"t{i}"} if i else {})}
+        if i < len(pages) - 1:
+            page["NextToken"] = f"t{i + 1}"
+        stub.add_response("get_statement_result", page, expected)
+    stub.activate()
+    return client, stub
+
+
+def redshift_record(values: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [values.get(c, {"isNull": True}) for c in COLUMNS]
+
+
+def test_redshift_reader_runs_one_select_and_parses_typed_fields_of_every_page() -> None:
+    genre = redshift_record(
+        {
+            "kpi_type": {"stringValue": "genre"},
+            "kpi_date": {"stringValue": "2024-06-27"},
+            "track_genre": {"stringValue": "pop"},
+            "listen_count": {"longValue": 4215},
+            "avg_track_duration_sec": {"doubleValue": 205.04},
+            "popularity_index": {"doubleValue": 87},
+            "most_popular_track": {"stringValue": "Hearts"},
+            "run_id": {"stringValue": "r1"},
+            "loaded_at": {"stringValue": "2024-06-27 01:00:30"},
+        }
+    )
+    hourly = redshift_record(
+        {
+            "kpi_type": {"stringValue": "hourly"},
+            "kpi_date": {"stringValue": "2024-06-27"},
+            "listen_count": {"longValue": 30},
+            "stream_hour": {"longValue": 0},
+            "unique_listeners": {"longValue": 12},
+            "track_diversity_index": {"doubleValue": 0.5},
+        }
+    )
+    client, stub = redshift_stub([[genre], [hourly]], ["SUBMITTED", "STARTED", "FINISHED"])
+    sleeps: list[float] = []
+    target = parse_redshift_dsn("redshift://kpi-wg/dev")
+
+    rows = RedshiftReader(target, client, sleep=sleeps.append).read_kpis()
+
+    stub.assert_no_pending_responses()
+    assert sleeps == [0.5, 0.5]
+    assert rows[0]["listen_count"] == 4215 and rows[0]["popularity_index"] == 87.0
+    assert isinstance(rows[0]["popularity_index"], float)
+    assert rows[0]["stream_hour"] is None and rows[0]["most_popular_track_id"] is None
+    assert rows[1]["stream_hour"] == 0 and rows[1]["track_genre"] is None  # 0 is not NULL
+    assert rows[1]["track_diversity_index"] == 0.5
+    page = render(rows, [], META)
+    assert "<td>pop</td><td class=num>4,215</td><td class=num>205.0</td>" in page
+
+
+def test_redshift_reader_reports_a_failed_statement() -> None:
+    client, stub = redshift_stub([], ["FAILED"])
+    target = parse_redshift_dsn("redshift://kpi-wg/dev")
+    with pytest.raises(ReportError, match="permission denied"):
+        RedshiftReader(target, client, sleep=lambda _: None).read_kpis()
+    stub.assert_no_pending_responses()
+
+
+def test_redshift_field_values() -> None:
+    assert field_value({"isNull": True}) is None
+    assert field_value({"longValue": 0}) == 0
+    assert field_value({"doubleValue": 1.5}) == 1.5
+    assert field_value({"stringValue": ""}) == ""
+
+
+def test_redshift_dsn_forms() -> None:
+    assert parse_redshift_dsn("redshift://kpi-wg/dev").parameters() == {
+        "Database": "dev",
+        "WorkgroupName": "kpi-wg",
+    }
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:kpi-AbC"
+    cluster = parse_redshift_dsn(f"redshift://kpi-cluster/dev?cluster=1&secret_arn={arn}")
+    assert cluster.parameters() == {
+        "Database": "dev",
+        "ClusterIdentifier": "kpi-cluster",
+        "SecretArn": arn,
+    }
+    assert parse_redshift_dsn(
+        "redshift://c/dev?cluster=true&db_user=awsuser&region=eu-west-1"
+    ) == RedshiftTarget("dev", cluster="c", db_user="awsuser", region="eu-west-1")
+    for bad in (
+        "redshift://c/dev?cluster=1",
+        "redshift:///dev",
+        "redshift://wg/",
+        "redshift://wg/dev?user=x",
+    ):
+        with pytest.raises(UsageError):
+            parse_redshift_dsn(bad)
+
+
+# --- the summaries ---------------------------------------------------------------------------
+
+
+def test_summaries_from_a_folder_skip_other_documents_and_broken_ones(tmp_path: Path) -> None:
+    folder = write_summaries(tmp_path, sample_summaries())
+    (folder / "runs" / "broken").mkdir()
+    (folder / "runs" / "broken" / "summary.json").write_text("{not json")
+    found = folder_summaries(folder)
+    assert sorted(s["run_id"] for s in found) == sorted(s["run_id"] for s in sample_summaries())
+
+
+def test_a_failed_or_early_run_comes_from_its_outcome_document(tmp_path: Path) -> None:
+    """The state machine keeps an outcome at every end (runs/outcomes/<execution>.json):
+    a run that failed after Archive keeps its summary's counts with the failure's status;
+    one that failed earlier, or ended no_new_files, has only its outcome."""
+    folder = write_summaries(tmp_path, [{"run_id": "r1", "status": "loaded", "plays_valid": 7}])
+    outcomes = folder / "runs" / "outcomes"
+    outcomes.mkdir()
+    failure = {
+        "status": "failed",
+        "run_id": "r1",
+        "failed_state": "Archive",
+        "error": "IngestFailed",
+    }
+    (outcomes / "r1.json").write_text(json.dumps(failure))
+    (outcomes / "r2.json").write_text(json.dumps({"status": "no_new_files", "run_id": "r2"}))
+    early = {**failure, "run_id": "r3", "failed_state": "ExtractRds", "error": "SourceUnavailable"}
+    (outcomes / "r3.json").write_text(json.dumps(early))
+
+    runs = {run["run_id"]: run for run in folder_summaries(folder)}
+
+    assert runs["r1"]["status"] == "failed" and runs["r1"]["plays_valid"] == 7
+    assert runs["r2"]["status"] == "no_new_files"
+    page = render([], list(runs.values()), META)
+    assert "ExtractRds: SourceUnavailable" in page
+    assert "Archive: IngestFailed" in page
+
+
+def test_summaries_from_s3_page_by_page(aws: Any) -> None:
+    aws.s3.create_bucket(Bucket="data")
+    for summary in sample_summaries():
+        key = f"pipeline/runs/{summary['run_id']}/summary.json"
+        aws.s3.put_object(Bucket="data", Key=key, Body=json.dumps(summary).encode())
+        aws.s3.put_object(
+            Bucket="data", Key=f"pipeline/runs/{summary['run_id']}/manifest.json", Body=b"{}"
+        )
+    aws.s3.put_object(Bucket="data", Key="pipeline/runs/x/attempt/summary.json", Body=b"{}")
+    aws.s3.put_object(Bucket="data", Key="runs/elsewhere/summary.json", Body=b"{}")
+
+    class SmallPages:  # two keys a page: the listing is paginated
+        def __init__(self, client: Any) -> None:
+            self.client = client
+
+        def get_paginator(self, name: str) -> Any:
+            paginator = self.client.get_paginator(name)
+
+            class Paginate:
+                def paginate(self, **kwargs: Any) -> Any:
+                    return paginator.paginate(**kwargs, PaginationConfig={"PageSize": 2})
+
+            return Paginate()
+
+        def get_object(self, **kwargs: Any) -> Any:
+            return self.client.get_object(**kwargs)
+
+    found = s3_summaries("s3://data/pipeline/", SmallPages(aws.s3))
+    assert sorted(s["run_id"] for s in found) == sorted(s["run_id"] for s in sample_summaries())
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_report_command_end_to_end_never_shows_the_password(
+    new_database: Any, tmp_path: Path
+) -> None:
+    password = f"pw-{uuid.uuid4().hex}"
+    dsn = with_password(new_database("report"), f"reader_{uuid.uuid4().hex[:8]}", password)
+    load_warehouse(dsn, sample_kpis())
+    summaries = write_summaries(tmp_path / "bucket", sample_summaries())
+    out = tmp_path / "out"
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reporting",
+            "--out",
+            str(out),
+            "--dsn",
+            dsn,
+            "--state",
+            str(tmp_path / "no-state"),
+            "--summaries",
+            str(summaries),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    report = out / "kpi_report.html"
+    assert done.stdout.splitlines()[0] == str(report)
+    assert "report: 3 dates, 111 KPI rows, 3 runs" in done.stdout
+    page = report.read_text()
+    assert "<td>pop</td><td class=num>4,074</td>" in page  # 4000 + 37 x 2, 2024-06-27
+    assert "scheduled-0f3c" in page and plot_count(page) == 3 + 1 + 2
+    for text in (done.stdout, done.stderr, page):
+        assert password not in text
+    assert mask_dsn(dsn) in page and ":***@" in page
+
+
+def test_an_unreachable_warehouse_fails_without_showing_the_password(
+    tmp_path: Path, capsys: Any
+) -> None:
+    dsn = "postgresql://kpi:hunter2-secret@127.0.0.1:9/wh?connect_timeout=2"
+    code = main(["--out", str(tmp_path), "--dsn", dsn, "--state", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot connect to postgresql://kpi:***@127.0.0.1:9/wh" in err
+    assert "hunter2-secret" not in err and not (tmp_path / "kpi_report.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dsn", "mysql://u:topsecret@h/db"], "expected postgresql://... or redshift://"),
+        (["--dsn", "redshift://wg/dev?cluster=1"], "needs db_user=... or secret_arn="),
+        (["--summaries", "/no/such/folder", "--dsn", "postgresql://h/db"], "no such folder"),
+        (["--table", "x;y", "--dsn", "postgresql://h/db"], "--table must be a table name"),
+        ([], "run `make run` first"),  # no STATE
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(
+    args: list[str], message: str, tmp_path: Path, capsys: Any
+) -> None:
+    code = main(["--out", str(tmp_path), "--state", str(tmp_path / "no-state"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "topsecret" not in err
+    with pytest.raises(SystemExit) as exited:
+        main(["--no-such-option"])
+    assert exited.value.code == 2
+
+
+def saved_state(state: Path, summaries: list[dict[str, Any]]) -> Path:
+    """A STATE as `make run` leaves it: a current snapshot with a data and a landing bucket."""
+    snapshot = state / "saved" / "snapshot-1234abcd"
+    write_summaries(snapshot / "s3" / "local-storagedatabucketb1b922fa", summaries)
+    write_summaries(
+        snapshot / "s3" / "local-landingbucket0c9e2f11", [{"run_id": "not-ours", "status": "x"}]
+    )
+    (state / "saved" / "CURRENT").write_text("snapshot-1234abcd\n")
+    return state
+
+
+def test_local_report_reads_states_warehouse_and_snapshot_holding_state(
+    new_database: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    dsn = new_database("report")
+    load_warehouse(dsn, sample_kpis(("2024-06-27",)))
+    monkeypatch.setenv("WAREHOUSE_DSN", dsn)  # as for `make run`: servers of one's own
+    monkeypatch.setenv("RDS_DSN", dsn)
+    state = saved_state(tmp_path / "state", sample_summaries())
+
+    assert main(["--out", str(tmp_path / "out"), "--state", str(state)]) == 0
+    page = (tmp_path / "out" / "kpi_report.html").read_text()
+    assert "3 runs, 1 dates" in page and "not-ours" not in page
+    assert "local-storagedatabucketb1b922fa (STATE&#x27;s saved snapshot)" in page
+    capsys.readouterr()
+
+    with StateFolder(state).in_use():  # a `make run` holds STATE: no report meanwhile
+        assert main(["--out", str(tmp_path / "out2"), "--state", str(state)]) == 1
+    assert "is in use by another `make run`" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
+
+
+def test_local_report_without_a_warehouse_in_state_says_run_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.delenv("WAREHOUSE_DSN", raising=False)
+    state = saved_state(tmp_path / "state", [])
+    assert main(["--out", str(tmp_path / "out"), "--state", str(state)]) == 2
+    assert "run `make run` first" in capsys.readouterr().err
