@@ -32,8 +32,8 @@ run: $(STAMP)  ## run the pipeline locally: make run [DATA=dir] [OUT=dir] [STATE
 		$(if $(RECOMPUTE),--recompute "$(RECOMPUTE)") $(if $(CATALOGUE),--catalogue "$(CATALOGUE)") \
 		$(if $(REPLAY),--replay "$(REPLAY)") $(if $(DATES),--dates "$(DATES)")
 
-report: $(STAMP)  ## one self-contained HTML KPI report: make report [OUT=dir] [DSN=...]
-	$(PY) -m reporting --out "$(OUT)" --state "$(STATE)" $(if $(DSN),--dsn "$(DSN)")
+report: $(STAMP)  ## one self-contained HTML KPI report: make report [OUT=dir] [DSN=...] [SUMMARIES=s3://bucket]
+	$(PY) -m reporting --out "$(OUT)" --state "$(STATE)" $(if $(DSN),--dsn "$(DSN)") $(if $(SUMMARIES),--summaries "$(SUMMARIES)")
 
 test: lint browser  ## lint, type-check and run every test
 	$(PY) -m pytest -n auto --maxprocesses 4

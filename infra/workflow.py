@@ -134,7 +134,13 @@ class PipelineDefinition(Construct):
             self,
             "StartRun",
             comment="The execution name is the run id: every object a run writes lives under it",
-            parameters={"run_id.$": "$$.Execution.Name", "started_at.$": "$$.Execution.StartTime"},
+            parameters={
+                "run_id.$": "$$.Execution.Name",
+                # when this first state was entered: the execution's start. (Not
+                # $$.Execution.StartTime: moto holds it as a datetime, which no JSON document
+                # of the run, the outcome or the summary, could then carry.)
+                "started_at.$": "$$.State.EnteredTime",
+            },
             result_path="$.run",
         )
 

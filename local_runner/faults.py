@@ -31,6 +31,7 @@ KINDS: tuple[tuple[str, str], ...] = (
     (r"^runs/[^/]+/transform/[^/]+/results/", "date result"),
     (r"^runs/[^/]+/transform/[^/]+/manifests/", "COPY manifest"),
     (r"^runs/[^/]+/summary\.json$", "run summary"),
+    (r"^runs/[^/]+/replay\.json$", "replay result"),
     (r"^catalogue/dates/", "date pin"),
     (r"^catalogue/(songs|users|song_artists|song_tracks)/", "pinned snapshot"),
     (r"^curated/", "curated plays"),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from kpi_pipeline.warehouse.schema import TABLE_COLUMNS
 from local_runner.aws import Execution, LocalAws
 from local_runner.databases import (
     Databases,
@@ -34,22 +35,7 @@ from local_runner.databases import (
 from local_runner.state import Snapshot, StateFolder, StateInUse
 from local_runner.template import LocalPipeline, load_pipeline, synthesize_cached
 
-WAREHOUSE_COLUMNS = [
-    "kpi_type",
-    "kpi_date",
-    "track_genre",
-    "listen_count",
-    "avg_track_duration_sec",
-    "popularity_index",
-    "most_popular_track",
-    "most_popular_track_id",
-    "stream_hour",
-    "unique_listeners",
-    "top_artists",
-    "track_diversity_index",
-    "run_id",
-    "loaded_at",
-]
+WAREHOUSE_COLUMNS = [column.name for column in TABLE_COLUMNS]  # the CSV's, in this order
 WAREHOUSE_TABLE = "music_kpi_metrics"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

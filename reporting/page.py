@@ -432,6 +432,14 @@ def _status(status: object) -> str:
     return f'<span class="status {tone}">{_e(text)}</span>'
 
 
+def valid_plays(run: Row) -> object:
+    """The plays a run accepted: its files', or the quarantined rows a replay accepted."""
+    replay = run.get("replay")
+    if isinstance(replay, dict) and replay.get("plays_valid"):
+        return replay["plays_valid"]
+    return run.get("plays_valid")
+
+
 def _failure(run: Row) -> str:
     """Where and why a failed run stopped (its outcome document: the alert's fields)."""
     if run.get("status") != "failed" or not run.get("failed_state"):
@@ -470,7 +478,7 @@ def _runs_section(runs: list[Row]) -> str:
                 _e(_started(run)),
                 _e(duration(run)),
                 _int(run.get("files_processed")),
-                _int(run.get("plays_valid")),
+                _int(valid_plays(run)),
                 _int(rows_quarantined(run)),
                 _int(run.get("kpi_rows_loaded")),
                 _e(_dates(run.get("kpi_dates"))),

@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import psycopg2
 from psycopg2 import sql as pgsql
 
+from kpi_pipeline.warehouse.schema import TABLE_COLUMNS
 from local_runner.databases import local_databases
 from local_runner.state import StateFolder, StateInUse
 
@@ -49,23 +50,8 @@ KpiRow = dict[str, Any]
 Summary = dict[str, Any]
 
 DEFAULT_TABLE = "music_kpi_metrics"
-# The table's columns the report reads, in this order (kpi_pipeline.warehouse.schema).
-COLUMNS: tuple[str, ...] = (
-    "kpi_type",
-    "kpi_date",
-    "track_genre",
-    "listen_count",
-    "avg_track_duration_sec",
-    "popularity_index",
-    "most_popular_track",
-    "most_popular_track_id",
-    "stream_hour",
-    "unique_listeners",
-    "top_artists",
-    "track_diversity_index",
-    "run_id",
-    "loaded_at",
-)
+# The table's columns, in the warehouse schema's order: what the report reads.
+COLUMNS: tuple[str, ...] = tuple(column.name for column in TABLE_COLUMNS)
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 # Under runs/: Archive's summary (runs/<run>/summary.json), and the outcome document the
 # state machine keeps at every end of a run (runs/outcomes/<execution>.json): the only

@@ -184,7 +184,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The crash matrix, and how much the local IAM check verified (local_runner/iam.py)."""
     from tests.harness import IAM_VERIFIED, PAYLOADS
-    from tests.test_crash_matrix import CRASH_POINTS, MATRIX, WAREHOUSE_CRASH_POINTS
+    from tests.test_crash_matrix import (
+        CRASH_POINTS,
+        MATRIX,
+        REPLAY_CRASH_POINTS,
+        WAREHOUSE_CRASH_POINTS,
+    )
 
     matrix, verified = dict(MATRIX), set(IAM_VERIFIED)
     measured, largest = PAYLOADS["measured"], PAYLOADS["largest"]
@@ -195,7 +200,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         measured += found["payloads"]["measured"]
         largest = max(largest, found["payloads"]["largest"])
     if matrix:
-        points = (*CRASH_POINTS, *WAREHOUSE_CRASH_POINTS)
+        points = (*CRASH_POINTS, *WAREHOUSE_CRASH_POINTS, *REPLAY_CRASH_POINTS)
         order = {str(point): i for i, point in enumerate(points)}
         terminalreporter.write_line("crash matrix (point -> outcome):")
         for point, outcome in sorted(matrix.items(), key=lambda i: order[i[0].split(" [")[0]]):

@@ -55,6 +55,18 @@ WAREHOUSE_CRASH_POINTS: tuple[SideEffect, ...] = (
     SideEffect("TransformInWarehouse", "commit", "date stage table"),
     SideEffect("TransformInWarehouse", "put", "date result"),
 )
+# What a replay of the quarantine writes before its dates are planned like a daily run's:
+# the rows of a date never pinned (every row of it named a user who arrived late) are
+# accepted, so the date is pinned first, as an ingest would.
+REPLAY_CRASH_POINTS: tuple[SideEffect, ...] = (
+    SideEffect("ReplayQuarantine", "copy", "pinned snapshot"),
+    SideEffect("ReplayQuarantine", "put", "date pin"),
+    SideEffect("ReplayQuarantine", "put", "curated plays"),
+    SideEffect("ReplayQuarantine", "put", "pending marker"),
+    SideEffect("ReplayQuarantine", "put", "ledger entry"),
+    SideEffect("ReplayQuarantine", "put", "replay result"),
+)
+REPLAY = {"replay_quarantine": {"reasons": ["unknown_user_id"]}}
 MATRIX: dict[str, str] = {}  # printed by conftest's terminal summary
 
 
@@ -123,6 +135,12 @@ def test_a_crash_in_the_warehouse_engine_loses_and_invents_nothing(
     assert stage_tables(auto_harness.warehouse_dsn) == []
 
 
+def outcome(execution) -> str:
+    if execution.status == "SUCCEEDED":
+        return str(execution.output["status"])
+    return f"failed in {execution.failed_state} ({execution.error})"
+
+
 def crash_and_catch_up(harness: Harness, sample, files, point: SideEffect, every_time: bool):
     effects = harness.local.side_effects
     effects.crash_after, effects.crash_every_time = point, every_time
@@ -145,12 +163,84 @@ def crash_and_catch_up(harness: Harness, sample, files, point: SideEffect, every
         assert any(key.endswith("/" + path.name) for key in everywhere), path.name
     assert harness.keys(harness.data_bucket, "ledger/pending/") == [], "markers left"
     assert second.status == "SUCCEEDED", second.cause
-    first_outcome = (
-        first.output["status"]
-        if first.status == "SUCCEEDED"
-        else (f"failed in {first.failed_state} ({first.error})")
-    )
     MATRIX[f"{point} [{'every attempt' if every_time else 'once'}]"] = (
-        f"{effects.crashes} crash(es); run 1 {first_outcome}; next run "
+        f"{effects.crashes} crash(es); run 1 {outcome(first)}; next run "
         f"{second.output['status']}; warehouse = reference, nothing pending, no file lost"
+    )
+
+
+@pytest.fixture(scope="module")
+def late_users(tmp_path_factory, sample) -> tuple[Path, Path]:
+    """A file whose every row names a user the source lacks (its date is never pinned), and
+    the users table once those users arrived."""
+    folder = tmp_path_factory.mktemp("late-users")
+    day = SAMPLE_CONFIG.start_date + dt.timedelta(days=7)
+    track = sample.songs_csv.read_text().splitlines()[1].split(",")[1]
+    late = folder / "streams_late_users.csv"
+    late.write_text(
+        "user_id,track_id,listen_time\n"
+        + "".join(f"{9000 + n},{track},{day} 1{n}:00:00\n" for n in range(4))
+        + f"9000,{track},{day} 10:00:00\n"  # a repeat of the first play
+    )
+    users = folder / "users.csv"
+    lines = sample.users_csv.read_text().splitlines()
+    first = lines[1].split(",")
+    users.write_text(
+        "\n".join([*lines, *(",".join([str(9000 + n), *first[1:]]) for n in range(4))]) + "\n"
+    )
+    return late, users
+
+
+def replay_after_a_day(harness: Harness, sample, files, late_users) -> object:
+    late, users = late_users
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(files["good"], late)
+    day_1 = harness.run("day-1")
+    assert day_1.output["rows_quarantined"]["unknown_user_id"] >= 5
+    harness.load_source(users, sample.songs_csv)
+    return harness.run("replay-1", REPLAY)
+
+
+def test_the_replays_crash_points_are_what_it_writes(harness, sample, files, late_users):
+    execution = replay_after_a_day(harness, sample, files, late_users)
+    assert execution.output["replay"]["rows_accepted"] == {"unknown_user_id": 5}
+    seen = {e for e in harness.local.side_effects.distinct() if e.step == "ReplayQuarantine"}
+    assert sorted(seen) == sorted(REPLAY_CRASH_POINTS)
+
+
+@pytest.mark.parametrize("every_time", [False, True], ids=["once", "every-attempt"])
+@pytest.mark.parametrize("point", REPLAY_CRASH_POINTS, ids=str)
+def test_a_crash_in_a_replay_loses_and_counts_nothing_twice(
+    harness, sample, files, late_users, point, every_time
+):
+    """Once: the retry accepts the same rows under the same key. Every attempt: the replay
+    fails, and the next replay (or daily run) accepts each row once."""
+    effects = harness.local.side_effects
+    effects.crash_after, effects.crash_every_time = point, every_time
+    first = replay_after_a_day(harness, sample, files, late_users)
+    assert effects.crashes, f"{point} never happened"
+    effects.disarm()
+    second = harness.run("replay-2", REPLAY)
+    assert second.status == "SUCCEEDED", second.cause
+
+    late, users = late_users
+    reference = compute_reference(users, sample.songs_csv, [files["good"], late])
+    assert_matches_reference(harness.warehouse(), reference)
+    assert harness.keys(harness.data_bucket, "ledger/pending/") == [], "markers left"
+    entries = [
+        harness.local.read_json(harness.data_bucket, key)
+        for key in harness.keys(harness.data_bucket, "ledger/files/")
+        if "-replay-" in key
+    ]
+    accepted = [(e["replay_of"], n) for e in entries for n in e["replayed_rows"]]
+    assert len(accepted) == len(set(accepted)) == 5, "a row accepted twice, or lost"
+    # What the summaries say adds up too: a retry counts what its dead attempt accepted, and
+    # the next replay what a failed one did.
+    if first.status == "SUCCEEDED":
+        assert first.output["replay"]["rows_accepted"] == {"unknown_user_id": 5}
+    replay_2 = second.output["replay"]
+    assert sum(replay_2["rows_accepted"].values()) + replay_2["rows_replayed_before"] == 5
+    MATRIX[f"{point} [{'every attempt' if every_time else 'once'}]"] = (
+        f"{effects.crashes} crash(es); replay 1 {outcome(first)}; next replay "
+        f"{second.output['status']}; warehouse = reference, each row accepted once"
     )

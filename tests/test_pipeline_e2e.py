@@ -62,19 +62,20 @@ def test_a_run_computes_exactly_the_reference_kpis(harness, sample):
         "quarantine/files/run_id=first/streams_bad_header.csv",
         "quarantine/files/run_id=first/streams_bad_header.csv.reason.json",
     ]
-    assert execution.states_entered()[:5] == [
+    assert execution.states_entered()[:6] == [
         "StartRun",
+        "CheckRequest",
         "AcquireLock",
         "CheckSourceData",
         "HasSourceData?",
         "ExtractRds",
     ]
-    assert execution.states_entered()[-4:] == [
-        "RecordRunOutcome",
-        "RecordRunOutcomeMetrics",
-        "ReleaseLock",
-        "RunComplete",
-    ]
+    # the end is counted and its outcome kept (two branches of one Parallel, in any order)
+    entered = execution.states_entered()
+    assert entered[-5] == "RecordRunOutcome" and entered[-2:] == ["ReleaseLock", "RunComplete"]
+    assert sorted(entered[-4:-2]) == ["RecordRunOutcomeDocument", "RecordRunOutcomeMetrics"]
+    outcome = harness.local.read_json(harness.data_bucket, "runs/outcomes/first.json")
+    assert outcome == summary
 
 
 def test_the_warehouse_engine_computes_the_reference_kpis_beside_the_lambda_engine(
@@ -267,15 +268,19 @@ def test_a_failed_step_alerts_and_fails_the_execution(harness, sample):
     assert alert["error"] == "SourceSchemaError"
     assert alert["subject"] == "[music-kpi-local] run failed in CheckSourceData"
     assert alert["console_url"].endswith(execution.arn)
-    assert execution.states_entered()[-7:] == [
+    entered = execution.states_entered()
+    assert entered[-8:-4] == [
         "CheckSourceDataFailed",
         "DescribeFailure",
         "ReleaseLockAfterFailure",
         "RecordFailedRun",
-        "RecordFailedRunMetrics",
-        "NotifyFailure",
-        "RunFailed",
     ]
+    assert sorted(entered[-4:-2]) == ["RecordFailedRunDocument", "RecordFailedRunMetrics"]
+    assert entered[-2:] == ["NotifyFailure", "RunFailed"]
+    # the failure is kept where the report reads the runs
+    outcome = harness.local.read_json(harness.data_bucket, "runs/outcomes/broken.json")
+    assert outcome["status"] == "failed"
+    assert (outcome["failed_state"], outcome["error"]) == ("CheckSourceData", "SourceSchemaError")
 
 
 def test_transient_errors_are_retried_with_backoff_then_alerted(

@@ -222,7 +222,11 @@ def test_a_bad_request_fails_at_once_touching_nothing(harness, sample, run_input
     assert execution.failed_state == "CheckRequest"
     assert execution.error == "InvalidRequest"
     assert message in json.loads(execution.cause)["errorMessage"]
-    assert data_objects(harness) == objects  # not even a snapshot or a run record
+    # Not even a snapshot or a run record: only the outcome of the refusal, for the report.
+    outcome = "runs/outcomes/bad-request.json"
+    assert {k: v for k, v in data_objects(harness).items() if k != outcome} == objects
+    refusal = harness.local.read_json(harness.data_bucket, outcome)
+    assert (refusal["status"], refusal["failed_state"]) == ("failed", "CheckRequest")
     assert harness.warehouse() == rows
     assert lock_item(harness) is None
     entered = [

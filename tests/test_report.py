@@ -531,6 +531,13 @@ def test_a_failed_or_early_run_comes_from_its_outcome_document(tmp_path: Path) -
     assert runs["r2"]["status"] == "no_new_files"
     page = render([], list(runs.values()), META)
     assert "ExtractRds: SourceUnavailable" in page
+    replay = {
+        "run_id": "r4",
+        "status": "replayed",
+        "plays_valid": 0,
+        "replay": {"plays_valid": 4321},
+    }
+    assert "4,321" in render([], [replay], META)  # a replay's valid plays are the rows it accepted
     assert "Archive: IngestFailed" in page
 
 

@@ -7,8 +7,8 @@ snapshot's users and songs, and computed with its songs, whatever today's tables
 A date not pinned yet is validated with today's snapshot and pinned to it, before any of its
 plays is written (so a retried or repeated ingest of the same content finds the same result).
 
-Deleting a date's pin (``catalogue/dates/kpi_date=D.json``) ties it to the snapshot of its
-next recomputation, e.g. after correcting the songs table.
+A recompute with ``"catalogue": "current"`` (kpi_pipeline.requests) re-pins a range of dates
+to the run's snapshot (:func:`repin_dates`), e.g. after correcting the songs table.
 """
 
 from __future__ import annotations

@@ -209,19 +209,38 @@ def _write_plays(
         path = out_dir / f"plays_{kpi_date.isoformat()}.parquet"
         # COPY de-duplicates as it writes (a date's plays are never materialised twice),
         # and answers with the number of rows written.
-        written = con.execute(
-            f"""
-            COPY (
-                SELECT user_id, track_id, utc_instant(listen_time) AS listen_time, kpi_date,
-                    ? AS content_key
-                FROM (SELECT DISTINCT * FROM valid_rows WHERE kpi_date = ?)
-            ) TO {literal(path)} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)
-            """,
-            [lineage.content_key, kpi_date],
-        ).fetchone()
-        plays[kpi_date] = int(written[0]) if written else 0
+        plays[kpi_date] = copy_plays(
+            con,
+            "SELECT DISTINCT * FROM valid_rows WHERE kpi_date = ?",
+            [kpi_date],
+            lineage.content_key,
+            path,
+        )
         plays_by_date[kpi_date] = path
     return plays_by_date, plays
+
+
+def copy_plays(
+    con: duckdb.DuckDBPyConnection,
+    plays_sql: str,
+    params: list[object],
+    content_key: str,
+    path: Path,
+) -> int:
+    """Write the curated plays ``plays_sql`` selects (user_id, track_id, listen_time as UTC
+    wall time, kpi_date; each play once) to ``path`` as one content's Parquet, in the
+    curated plays' columns; return how many were written."""
+    written = con.execute(
+        f"""
+        COPY (
+            SELECT user_id, track_id, utc_instant(listen_time) AS listen_time, kpi_date,
+                ? AS content_key
+            FROM ({plays_sql})
+        ) TO {literal(path)} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)
+        """,
+        [content_key, *params],
+    ).fetchone()
+    return int(written[0]) if written else 0
 
 
 def _inspect_bytes(path: Path) -> RejectedFile | None:

@@ -30,7 +30,7 @@ from kpi_pipeline import engine
 from kpi_pipeline.catalogue import pin_dates, snapshot_of_dates
 from kpi_pipeline.contracts import ReplayRequest, ReplayResult
 from kpi_pipeline.engine import create_table, create_view, literal, parquet_list
-from kpi_pipeline.ingest import register_snapshots
+from kpi_pipeline.ingest import copy_plays, register_snapshots
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.ledger import Ledger
 from kpi_pipeline.observability import logger
@@ -65,18 +65,42 @@ def replay_quarantine(
         paths = _download(storage, layout, sorted(quarantined), space.path)
         con = engine.connect(engine_settings, space.path, spill_limit_mb=space.spill_limit_mb())
         try:
-            replayed = _replayed_rows(storage, layout, ledger, sorted(quarantined))
+            entries = _replay_entries(storage, layout, ledger, sorted(quarantined))
+            replayed: dict[str, list[int]] = {}
+            for entry in entries:
+                replayed.setdefault(entry["replay_of"], []).extend(entry["replayed_rows"])
             with_today = _recheck(con, paths, request, replayed, storage, layout, space.path)
             result = _accept(con, request, result, with_today, storage, layout, space.path)
         finally:
             con.close()
+    # An earlier attempt of this very run (killed after its ledger entry) accepted them:
+    # counted as this run's, never re-checked.
+    own = [e for e in entries if e.get("run_id") == request.run_id]
+    before = [e for e in entries if e.get("run_id") != request.run_id]
+    accepted_before = Counter[str]()
+    for entry in own:
+        accepted_before.update(entry.get("replayed_reasons", {}))
     result = result.model_copy(
         update={
             "quarantine_objects": len(quarantined),
-            "rows_replayed_before": sum(len(rows) for rows in replayed.values()),
+            "rows_replayed_before": sum(len(e["replayed_rows"]) for e in before),
+            "rows_rechecked": _added(result.rows_rechecked, accepted_before),
+            "rows_accepted": _added(result.rows_accepted, accepted_before),
+            "plays_valid": result.plays_valid + sum(int(e["plays_valid"]) for e in own),
+            "contents": result.contents + len(own),
+            "kpi_dates": sorted(
+                {
+                    *result.kpi_dates,
+                    *(dt.date.fromisoformat(d) for e in own for d in e["kpi_dates"]),
+                }
+            ),
         }
     )
     return _written(result, request, storage, layout)
+
+
+def _added(counts: dict[str, int], more: Counter[str]) -> dict[str, int]:
+    return dict(sorted((Counter(counts) + more).items()))
 
 
 def _written(
@@ -114,10 +138,10 @@ def _download(storage: Storage, layout: Layout, contents: list[str], tmp: Path) 
     return parallel(download, list(enumerate(contents)))
 
 
-def _replayed_rows(
+def _replay_entries(
     storage: Storage, layout: Layout, ledger: Ledger, contents: list[str]
-) -> dict[str, list[int]]:
-    """The row numbers earlier replays accepted, by quarantined content."""
+) -> list[dict[str, Any]]:
+    """The ledger entries of earlier replays of these quarantined contents."""
 
     def replays_of(content: str) -> list[str]:
         prefix = layout.ledger_key(content + REPLAY_MARK).removesuffix(".json")
@@ -128,10 +152,7 @@ def _replayed_rows(
         ]
 
     keys = [key for found in parallel(replays_of, contents) for key in found]
-    rows: dict[str, list[int]] = {}
-    for entry in ledger.entries(keys).values():
-        rows.setdefault(entry["replay_of"], []).extend(entry.get("replayed_rows", []))
-    return rows
+    return list(ledger.entries(keys).values())
 
 
 def _recheck(
@@ -263,21 +284,14 @@ def _write_content(
     plays_by_date: dict[str, int] = {}
     for kpi_date in kpi_dates:
         path = tmp / f"{replay_key}-{kpi_date.isoformat()}.parquet"
-        # the curated plays' own columns (kpi_pipeline.ingest), repeats one play
-        written = con.execute(
-            f"""
-            COPY (
-                SELECT user_id, track_id, utc_instant(listen_time) AS listen_time, kpi_date,
-                    ? AS content_key
-                FROM (
-                    SELECT DISTINCT user_id, track_id, listen_time, kpi_date FROM rechecked
-                    WHERE content_key = ? AND kpi_date = ? AND reason_now IS NULL
-                )
-            ) TO {literal(path)} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)
-            """,
-            [replay_key, content, kpi_date],
-        ).fetchone()
-        plays_by_date[kpi_date.isoformat()] = int(written[0]) if written else 0
+        plays_by_date[kpi_date.isoformat()] = copy_plays(
+            con,
+            "SELECT DISTINCT user_id, track_id, listen_time, kpi_date FROM rechecked "
+            "WHERE content_key = ? AND kpi_date = ? AND reason_now IS NULL",
+            [content, kpi_date],
+            replay_key,
+            path,
+        )
         storage.upload_file(
             path, layout.data_bucket, layout.curated_plays_key(kpi_date, replay_key)
         )
