@@ -249,7 +249,8 @@ DEFAULT_FUNCTIONS: dict[str, FunctionConfig] = {
     "replay_quarantine": FunctionConfig(
         memory_mb=2048, timeout_seconds=900, ephemeral_storage_mb=4096
     ),
-    "plan_transform": FunctionConfig(memory_mb=1024, timeout_seconds=300, ephemeral_storage_mb=512),
+    # A recompute reads the ledger entries of up to max_recompute_days dates.
+    "plan_transform": FunctionConfig(memory_mb=1024, timeout_seconds=900, ephemeral_storage_mb=512),
     "transform": FunctionConfig(memory_mb=3008, timeout_seconds=900, ephemeral_storage_mb=6144),
     # Writes three manifests and waits for one Data API batch: the warehouse does the work.
     "transform_in_warehouse": FunctionConfig(
@@ -281,7 +282,8 @@ class PipelineConfig(_Model):
     ingest_concurrency: int = Field(default=10, ge=1, le=40)
     transform_concurrency: int = Field(default=10, ge=1, le=40)
     # The most dates one {"recompute": ...} execution may replace (a bigger range: split it).
-    max_recompute_days: int = Field(default=366, ge=1, le=3660)
+    # At most 1,000: each date rides in a few states' lists (kpi_dates), 256 KiB each.
+    max_recompute_days: int = Field(default=366, ge=1, le=1000)
     local: bool = False  # the laptop environment: no VPC, PostgreSQL warehouse
 
     @model_validator(mode="after")

@@ -370,12 +370,12 @@ def _report(
 def _report_request(summary: dict[str, Any], say: Callable[[str], None]) -> None:
     """What a recompute replaced, or what a replay accepted."""
     if recompute := summary.get("recompute"):
-        repinned = recompute["repinned_from"]
+        repinned = recompute["repinned"]
         say(
             f"  recompute     {recompute['date_from']} .. {recompute['date_to']}, catalogue "
             f"{recompute['catalogue']}: {len(summary['kpi_dates'])} dates replaced, "
-            f"{len(recompute['dates_without_plays'])} without an accepted play left as they are"
-            + (f", {len(repinned)} re-pinned to this run's catalogue" if repinned else "")
+            f"{recompute['dates_without_plays']} without an accepted play left as they are"
+            + (f", {repinned} pinned to this run's catalogue" if repinned else "")
         )
     if replay := summary.get("replay"):
         accepted = replay["rows_accepted"]

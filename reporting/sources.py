@@ -53,10 +53,6 @@ DEFAULT_TABLE = "music_kpi_metrics"
 # The table's columns, in the warehouse schema's order: what the report reads.
 COLUMNS: tuple[str, ...] = tuple(column.name for column in TABLE_COLUMNS)
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
-# Under runs/: Archive's summary (runs/<run>/summary.json), and the outcome document the
-# state machine keeps at every end of a run (runs/outcomes/<execution>.json): the only
-# record of a run that failed or ended early.
-_RUN_SUMMARY = re.compile(r"^(?:[^/]+/summary|outcomes/[^/]+)\.json$")
 
 
 class ReportError(RuntimeError):
@@ -92,7 +88,7 @@ def mask_dsn(dsn: str) -> str:
     """The DSN as it may be printed: any password replaced by ``***`` (URI user info, a
     ``password=`` query parameter or a ``password=`` keyword of a libpq DSN)."""
     masked = re.sub(r"(://[^/@:?#]*:)[^@/?#]+@", r"\1***@", dsn)
-    return re.sub(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", r"\1***", masked)
+    return re.sub(r"(?i)(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", r"\1***", masked)
 
 
 def redact(text: str, dsn: str | None) -> str:
@@ -100,16 +96,19 @@ def redact(text: str, dsn: str | None) -> str:
     if not dsn:
         return text
     text = text.replace(dsn, mask_dsn(dsn))
-    password = _password_of(dsn)
-    return text.replace(password, "***") if password else text
+    for secret in _secrets_of(dsn):
+        text = text.replace(secret, "***")
+    return text
 
 
-def _password_of(dsn: str) -> str | None:
+def _secrets_of(dsn: str) -> list[str]:
+    """The DSN's password and its client key's (sslpassword), as the driver decodes them."""
     with contextlib.suppress(psycopg2.ProgrammingError):
         from psycopg2.extensions import parse_dsn
 
-        return parse_dsn(dsn).get("password") or None
-    return None
+        parsed = parse_dsn(dsn)
+        return [v for v in (parsed.get("password"), parsed.get("sslpassword")) if v]
+    return []
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
@@ -240,7 +239,7 @@ class RedshiftReader:
                 return description
             if status in {"FAILED", "ABORTED"}:
                 error = str(description.get("Error", "no error message"))
-                if "does not exist" in error:  # no run has created the table yet
+                if re.search(r'relation "[^"]*" does not exist', error):  # no table yet
                     return {"Id": statement_id, "HasResultSet": False}
                 raise ReportError(f"Redshift statement {status.lower()}: {error}")
             self.sleep(self.poll_seconds)
@@ -325,19 +324,30 @@ def s3_summaries(url: str, client: Any) -> list[Summary]:
     if not bucket:
         raise UsageError(f"--summaries {url!r}: expected s3://<bucket>[/prefix]")
     runs = f"{prefix}/runs/" if prefix else "runs/"
-    summaries: list[Summary] = []
-    outcomes: list[Summary] = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=runs):
-        for item in page.get("Contents", []):
-            key = item["Key"]
-            if not _RUN_SUMMARY.match(key[len(runs) :]):
-                continue  # the run's other documents (manifest, load plan...)
+    paginator = client.get_paginator("list_objects_v2")
+
+    def read(key: str) -> Summary | None:
+        try:
             body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-            summary = parse_summary(body, f"s3://{bucket}/{key}")
-            if summary is not None:
-                is_outcome = key[len(runs) :].startswith("outcomes/")
-                (outcomes if is_outcome else summaries).append(summary)
-    return merge_runs(summaries + outcomes)
+        except client.exceptions.NoSuchKey:
+            return None  # a run that ended before Archive: its outcome tells
+        return parse_summary(body, f"s3://{bucket}/{key}")
+
+    # One folder per run (a delimiter listing: never the thousands of per-file results
+    # below them), each run's summary read by its key; then every outcome.
+    summaries = [
+        read(f"{folder['Prefix']}summary.json")
+        for page in paginator.paginate(Bucket=bucket, Prefix=runs, Delimiter="/")
+        for folder in page.get("CommonPrefixes", [])
+        if folder["Prefix"] != f"{runs}outcomes/"
+    ]
+    outcomes = [
+        read(item["Key"])
+        for page in paginator.paginate(Bucket=bucket, Prefix=f"{runs}outcomes/")
+        for item in page.get("Contents", [])
+        if item["Key"].endswith(".json")
+    ]
+    return merge_runs([s for s in (*summaries, *outcomes) if s is not None])
 
 
 def state_data_bucket(state: Path) -> Path | None:

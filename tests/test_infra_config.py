@@ -251,7 +251,7 @@ DEFAULTS = {  # per step: (memory_mb, timeout_seconds, ephemeral_storage_mb)
     "list_files": (512, 120, 512),
     "ingest_file": (2048, 900, 4096),
     "replay_quarantine": (2048, 900, 4096),
-    "plan_transform": (1024, 300, 512),
+    "plan_transform": (1024, 900, 512),
     "transform": (3008, 900, 6144),
     "transform_in_warehouse": (512, 900, 512),
     "load": (1024, 900, 512),

@@ -425,7 +425,7 @@ def test_prod_sizing_is_the_documented_default():
         "list_files": (512, 120),
         "ingest_file": (2048, 900),
         "replay_quarantine": (2048, 900),
-        "plan_transform": (1024, 300),
+        "plan_transform": (1024, 900),
         "transform": (3008, 900),
         "transform_in_warehouse": (512, 900),
         "load": (1024, 900),

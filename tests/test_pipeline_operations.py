@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from local_runner.faults import SideEffect
 from tests.harness import SAMPLE_CONFIG, Harness, assert_matches_reference
 from tests.reference_kpis import compute_reference
 
@@ -72,6 +73,12 @@ def with_late_users(users_csv: Path, streams: list[Path], out: Path) -> tuple[Pa
     return out, set(late)
 
 
+def details(harness: Harness, execution: Any) -> dict[str, Any]:
+    """A recompute's details (its dates without plays, each re-pinned date's former run)."""
+    key = execution.output["recompute"]["details_key"]
+    return harness.local.read_json(harness.data_bucket, key)
+
+
 def data_objects(harness: Harness) -> dict[str, str]:
     """Every object of the data bucket with its ETag: what a run wrote or changed."""
     s3 = harness.local.client("s3")
@@ -119,8 +126,8 @@ def test_a_recompute_replaces_its_dates_with_the_pinned_or_the_corrected_catalog
     assert summary["status"] == "recomputed"
     assert summary["kind"] == "recompute"
     assert summary["kpi_dates"] == [d.isoformat() for d in dates]
-    assert summary["recompute"]["dates_without_plays"] == []
-    assert summary["recompute"]["repinned_from"] == {}
+    assert (summary["recompute"]["dates_without_plays"], summary["recompute"]["repinned"]) == (0, 0)
+    assert details(harness, pinned) == {"dates_without_plays": [], "repinned_from": {}}
     assert summary["files_processed"] == summary["files_archived"] == 0
     rows = harness.warehouse()
     assert summary["kpi_rows_loaded"] == len(rows)
@@ -130,9 +137,16 @@ def test_a_recompute_replaces_its_dates_with_the_pinned_or_the_corrected_catalog
     assert harness.keys(landing_bucket, prefix) == [f"{prefix}streams_waiting.csv"]
     assert harness.keys(harness.data_bucket, "curated/") == curated_before
 
+    # Killed once right after its first new pin: the retry keeps what each date had before.
+    effects = harness.local.side_effects
+    effects.crash_after = SideEffect("PlanTransform", "put", "date pin")
     current = harness.run("recompute-current", recompute("current"))
     assert current.status == "SUCCEEDED", current.cause
-    assert current.output["recompute"]["repinned_from"] == {d.isoformat(): "daily" for d in dates}
+    assert effects.crashes == 1
+    effects.disarm()
+    assert current.output["recompute"]["repinned"] == len(dates)
+    repinned = details(harness, current)["repinned_from"]
+    assert repinned == {d.isoformat(): "daily" for d in dates}
     corrected = compute_reference(sample.users_csv, new_songs, sample.stream_files)
     rows = harness.warehouse()
     assert_matches_reference(rows, corrected)
@@ -140,7 +154,7 @@ def test_a_recompute_replaces_its_dates_with_the_pinned_or_the_corrected_catalog
 
     # Again: the same KPIs, nothing counted twice, nothing re-pinned from another run.
     again = harness.run("recompute-again", recompute("current"))
-    assert again.output["recompute"]["repinned_from"] == {
+    assert details(harness, again)["repinned_from"] == {
         d.isoformat(): "recompute-current" for d in dates
     }
     assert_matches_reference(harness.warehouse(), corrected)
@@ -168,18 +182,19 @@ def test_a_range_without_plays_is_left_as_it_is(harness, sample):
     assert harness.run("daily").output["status"] == "loaded"
     before = harness.warehouse()
 
-    far = {"from": "2030-01-01", "to": "2030-01-03"}
+    # the longest range allowed (366 days), none of them with a play
+    far = {"from": "2029-07-01", "to": "2030-07-01"}
     execution = harness.run("recompute-empty", recompute(**far))
 
     assert execution.status == "SUCCEEDED", execution.cause
     assert execution.output["status"] == "recomputed"
     assert execution.output["kpi_dates"] == []
-    assert execution.output["recompute"]["dates_without_plays"] == [
-        "2030-01-01",
-        "2030-01-02",
-        "2030-01-03",
-    ]
+    assert execution.output["recompute"]["dates_without_plays"] == 366
+    without = details(harness, execution)["dates_without_plays"]
+    assert (len(without), without[0], without[-1]) == (366, "2029-07-01", "2030-07-01")
     assert harness.warehouse() == before
+    # The dates stay out of the states: a long range is counted there, listed in S3.
+    assert harness.local.payloads.largest.size < 4096
 
 
 @pytest.mark.parametrize(
@@ -354,7 +369,11 @@ def test_a_replay_limited_to_dates_leaves_the_others_quarantined(harness, sample
         f"9002,{track},{day_two} 10:00:00\n"
         f"9003,NoSuchTrack,{day_one} 11:00:00\n"
     )
-    harness.put_streams(sample.stream_files[0], late)
+    bad_times = tmp_path / "streams_bad_times.csv"  # its quarantine holds no unknown user
+    bad_times.write_text(
+        f"user_id,track_id,listen_time\n1,{track},{LAST_DAY} 12:00:00\n1,{track},yesterday\n"
+    )
+    harness.put_streams(sample.stream_files[0], late, bad_times)
     assert harness.run("daily").output["status"] == "loaded"
     users, _ = with_late_users(sample.users_csv, [late], tmp_path / "users.csv")
     harness.load_source(users, sample.songs_csv)
@@ -368,7 +387,9 @@ def test_a_replay_limited_to_dates_leaves_the_others_quarantined(harness, sample
     }
     result = harness.run("replay", only_day_one).output["replay"]
 
-    # 9001 is accepted; 9003 now fails for its track; 9002's day was not asked for.
+    # 9001 is accepted; 9003 now fails for its track; 9002's day was not asked for; the
+    # file whose ledger entry counts no unknown user is not even read.
+    assert result["quarantine_objects"] == 2
     assert result["rows_rechecked"] == {"unknown_user_id": 2}
     assert result["rows_accepted"] == {"unknown_user_id": 1}
     assert result["rows_still_quarantined"] == {"unknown_track_id": 1}

@@ -334,6 +334,7 @@ def test_hourly_curve_fills_the_silent_hours_with_zero_listens() -> None:
             "s3 cr3t",
         ),
         ("postgresql://kpi:p%40ss@db/wh", "postgresql://kpi:***@db/wh", "p@ss"),
+        ("host=db sslpassword=k3y dbname=wh", "host=db sslpassword=*** dbname=wh", "k3y"),
         ("redshift://wg/dev?region=eu-west-1", "redshift://wg/dev?region=eu-west-1", None),
     ],
 )
@@ -378,7 +379,11 @@ def test_postgres_reader_reads_a_schema_qualified_table(new_database: Any) -> No
         select_sql("kpis; DROP TABLE x")
 
 
-def redshift_stub(pages: list[list[list[dict[str, Any]]]], statuses: list[str]) -> Any:
+def redshift_stub(
+    pages: list[list[list[dict[str, Any]]]],
+    statuses: list[str],
+    error: str = "ERROR: permission denied for relation music_kpi_metrics",
+) -> Any:
     client = boto3.client("redshift-data", region_name="us-east-1")
     stub = Stubber(client)
     stub.add_response(
@@ -399,7 +404,7 @@ def redshift_stub(pages: list[list[list[dict[str, Any]]]], statuses: list[str]) 
         if status == "FINISHED":
             response["HasResultSet"] = True
         if status == "FAILED":
-            response["Error"] = "ERROR: permission denied for relation music_kpi_metrics"
+            response["Error"] = error
         stub.add_response("describe_statement", response, {"Id": "stmt-1"})
     for i, records in enumerate(pages):
         page: dict[str, Any] = {"Records": records, "TotalNumRows": 3}
@@ -460,6 +465,15 @@ def test_redshift_reader_reports_a_failed_statement() -> None:
     client, stub = redshift_stub([], ["FAILED"])
     target = parse_redshift_dsn("redshift://kpi-wg/dev")
     with pytest.raises(ReportError, match="permission denied"):
+        RedshiftReader(target, client, sleep=lambda _: None).read_kpis()
+    stub.assert_no_pending_responses()
+
+
+def test_redshift_reader_reports_a_missing_column_but_not_a_missing_table() -> None:
+    error = 'ERROR: column "stream_hour" does not exist in music_kpi_metrics'
+    client, stub = redshift_stub([], ["FAILED"], error)
+    target = parse_redshift_dsn("redshift://kpi-wg/dev")
+    with pytest.raises(ReportError, match="stream_hour"):
         RedshiftReader(target, client, sleep=lambda _: None).read_kpis()
     stub.assert_no_pending_responses()
 
@@ -549,12 +563,24 @@ def test_summaries_from_s3_page_by_page(aws: Any) -> None:
         aws.s3.put_object(
             Bucket="data", Key=f"pipeline/runs/{summary['run_id']}/manifest.json", Body=b"{}"
         )
+        for index in range(3):  # per-file ingest results: never listed one by one
+            aws.s3.put_object(
+                Bucket="data",
+                Key=f"pipeline/runs/{summary['run_id']}/ingest/{index}.json",
+                Body=b"{}",
+            )
     aws.s3.put_object(Bucket="data", Key="pipeline/runs/x/attempt/summary.json", Body=b"{}")
     aws.s3.put_object(Bucket="data", Key="runs/elsewhere/summary.json", Body=b"{}")
+    failed = {"status": "failed", "run_id": "died-early", "failed_state": "ExtractRds"}
+    aws.s3.put_object(  # a run that never reached Archive: only its outcome
+        Bucket="data", Key="pipeline/runs/outcomes/died-early.json", Body=json.dumps(failed)
+    )
+    aws.s3.put_object(Bucket="data", Key="pipeline/runs/died-early/manifest.json", Body=b"{}")
 
     class SmallPages:  # two keys a page: the listing is paginated
         def __init__(self, client: Any) -> None:
             self.client = client
+            self.exceptions = client.exceptions
 
         def get_paginator(self, name: str) -> Any:
             paginator = self.client.get_paginator(name)
@@ -568,8 +594,18 @@ def test_summaries_from_s3_page_by_page(aws: Any) -> None:
         def get_object(self, **kwargs: Any) -> Any:
             return self.client.get_object(**kwargs)
 
+    listed: list[dict[str, Any]] = []
+    aws.s3.meta.events.register(
+        "provide-client-params.s3.ListObjectsV2", lambda params, **_: listed.append(dict(params))
+    )
     found = s3_summaries("s3://data/pipeline/", SmallPages(aws.s3))
-    assert sorted(s["run_id"] for s in found) == sorted(s["run_id"] for s in sample_summaries())
+    expected = [*(s["run_id"] for s in sample_summaries()), "died-early"]
+    assert sorted(s["run_id"] for s in found) == sorted(expected)
+    # the run folders by delimiter, then the outcomes: no per-file result is listed
+    assert {(p.get("Prefix"), p.get("Delimiter")) for p in listed} == {
+        ("pipeline/runs/", "/"),
+        ("pipeline/runs/outcomes/", None),
+    }
 
 
 # --- the command line ------------------------------------------------------------------------

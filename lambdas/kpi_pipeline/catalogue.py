@@ -98,22 +98,20 @@ def keep_snapshot(storage: Storage, layout: Layout, run_id: str, today: Snapshot
 
 def repin_dates(
     storage: Storage, layout: Layout, kpi_dates: list[dt.date], run_id: str, today: SnapshotRef
-) -> dict[dt.date, Pin | None]:
+) -> None:
     """Tie each date to this run's snapshot, whatever it was pinned to (a recompute with
-    ``catalogue: current``, after a correction of the source); return each date's pin
-    before (None: none, or already this run's: a retry replaces nothing more)."""
+    ``catalogue: current``, after a correction of the source). A retry of the same run finds
+    its own pins and writes nothing more."""
     if not kpi_dates:
-        return {}
+        return
     before = read_pins(storage, layout, kpi_dates)
     kept = keep_snapshot(storage, layout, run_id, today)
-    changed = [d for d in kpi_dates if before.get(d) != kept]
     parallel(
         lambda d: storage.put_json(
             layout.data_bucket, layout.catalogue_pin_key(d), kept.to_document()
         ),
-        changed,
+        [d for d in kpi_dates if before.get(d) != kept],
     )
-    return {d: before.get(d) if d in changed else None for d in kpi_dates}
 
 
 def pin_dates(

@@ -186,15 +186,19 @@ class TransformRequest(Contract):
 
 
 class RecomputeReport(Contract):
-    """What a recompute replaced: the range asked for, the dates it recomputed (in
-    TransformResult.kpi_dates), those without an accepted play (left as they are), and the
-    dates re-pinned to this run's catalogue with the run that had pinned them before."""
+    """What a recompute replaced: the range asked for (its dates recomputed are
+    TransformResult.kpi_dates), how many dates had no accepted play (left as they are) and
+    how many are pinned to this run's catalogue. Per date, in ``details_key``
+    (``runs/<run>/recompute.json``): the dates without plays and the run each re-pinned
+    date had its catalogue from. Counts only in the state: a range of a thousand dates
+    must keep every state far under 256 KiB."""
 
     date_from: dt.date
     date_to: dt.date
     catalogue: Catalogue
-    dates_without_plays: list[dt.date] = Field(default_factory=list)
-    repinned_from: dict[str, str | None] = Field(default_factory=dict)  # date -> run
+    dates_without_plays: int = 0
+    repinned: int = 0
+    details_key: str | None = None
 
 
 class TransformResult(Contract):

@@ -118,9 +118,17 @@ def validate_stream_file(
     return _write_outputs(con, malformed, lineage, out_dir)
 
 
-def register_snapshots(con: duckdb.DuckDBPyConnection, by_date: dict[dt.date, Snapshot]) -> None:
+def register_snapshots(
+    con: duckdb.DuckDBPyConnection,
+    by_date: dict[dt.date, Snapshot],
+    *,
+    only_named: bool = False,
+) -> None:
     """known_users(snapshot, user_id), known_tracks(snapshot, track_id) and each date's
-    snapshot (date_snapshots), numbered in the order they first appear."""
+    snapshot (date_snapshots), numbered in the order they first appear. ``only_named``:
+    only the users and tracks ``parsed_rows`` names (what a check of them can find)."""
+    users_named = " AND user_id IN (SELECT user_id FROM parsed_rows)" if only_named else ""
+    tracks_named = " AND track_id IN (SELECT track_id_text FROM parsed_rows)" if only_named else ""
     numbers: dict[Snapshot, int] = {}
     for snapshot in by_date.values():
         numbers.setdefault(snapshot, len(numbers))
@@ -129,12 +137,12 @@ def register_snapshots(con: duckdb.DuckDBPyConnection, by_date: dict[dt.date, Sn
     for snapshot, number in numbers.items():
         con.execute(
             "INSERT INTO known_users SELECT DISTINCT ?, user_id "
-            f"FROM read_parquet({literal(snapshot.users_parquet)})",
+            f"FROM read_parquet({literal(snapshot.users_parquet)}) WHERE true{users_named}",
             [number],
         )
         con.execute(
             "INSERT INTO known_tracks SELECT DISTINCT ?, track_id "
-            f"FROM read_parquet({literal(snapshot.songs_parquet)})",
+            f"FROM read_parquet({literal(snapshot.songs_parquet)}) WHERE true{tracks_named}",
             [number],
         )
     con.execute("CREATE TEMP TABLE date_snapshots (kpi_date DATE, snapshot INTEGER)")

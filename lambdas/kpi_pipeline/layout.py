@@ -117,6 +117,10 @@ class Layout:
             f"kpi_date={kpi_date.isoformat()}/{table}.manifest"
         )
 
+    def recompute_details_key(self, run_id: str) -> str:
+        """A recompute's dates without plays, and each re-pinned date's previous catalogue."""
+        return f"runs/{run_key(run_id)}/recompute.json"
+
     def replay_result_key(self, run_id: str) -> str:
         """What a replay of the quarantine re-checked and accepted (Archive summarises it)."""
         return f"runs/{run_key(run_id)}/replay.json"

@@ -56,7 +56,7 @@ def replay_quarantine(
         reasons=options.reasons, date_from=options.date_from, date_to=options.date_to
     )
     ledger = Ledger(storage, layout)
-    quarantined = _accepted_quarantine(storage, layout, ledger)
+    quarantined = _accepted_quarantine(storage, layout, ledger, options.reasons)
     if not quarantined:
         return _written(result, request, storage, layout)
     with open_scratch(scratch, "replay") as space:
@@ -113,17 +113,28 @@ def _written(
     return result
 
 
-def _accepted_quarantine(storage: Storage, layout: Layout, ledger: Ledger) -> dict[str, int]:
-    """The quarantined-row objects of accepted contents, with their sizes (an object whose
-    ingest died before its ledger entry belongs to content that is not accepted yet: its
-    file is ingested again, and replaying it would count a row its ingest may accept)."""
+def _accepted_quarantine(
+    storage: Storage, layout: Layout, ledger: Ledger, reasons: list[str]
+) -> dict[str, int]:
+    """The quarantined-row objects, with their sizes, of accepted contents whose ingest
+    quarantined rows of ``reasons`` (its ledger entry counts them: no other object is read).
+
+    An object whose ingest died before its ledger entry belongs to content that is not
+    accepted yet: its file is ingested again, and replaying it would count a row that
+    ingest may accept.
+    """
     sizes = {
         PurePosixPath(o.key).stem: o.size
         for o in storage.list_objects(layout.data_bucket, layout.quarantine_rows_prefix)
         if o.key.endswith(".parquet")
     }
-    accepted = ledger.entries(sizes)
-    return {content: size for content, size in sizes.items() if content in accepted}
+    entries = ledger.entries(sizes)
+    return {
+        content: size
+        for content, size in sizes.items()
+        if content in entries
+        and any(entries[content].get("rows_quarantined", {}).get(r) for r in reasons)
+    }
 
 
 def _download(storage: Storage, layout: Layout, contents: list[str], tmp: Path) -> list[Path]:
@@ -199,7 +210,8 @@ def _recheck(
     dates = [r[0] for r in con.execute("SELECT DISTINCT kpi_date FROM parsed_rows").fetchall()]
     refs = snapshot_of_dates(storage, layout, sorted(dates), request.snapshot)
     local = download_snapshots(set(refs.values()), storage, layout, tmp)
-    register_snapshots(con, {d: local[ref] for d, ref in refs.items()})
+    # only the ids these rows name: a year of dates may bring a snapshot each
+    register_snapshots(con, {d: local[ref] for d, ref in refs.items()}, only_named=True)
     create_view(con, "classified_rows", "ingest/classify_stream_rows.sql")
     con.execute(
         """

@@ -29,7 +29,7 @@ from kpi_pipeline.reasons import REPLAYABLE_REASONS, RowReason
 
 NOTES = ("trigger", "Comment", "comment")  # free text: the schedule's, the console's default
 KNOWN_KEYS = ("full_extract", "recompute", "replay_quarantine", *NOTES)
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def check_request(execution_input: Any, *, max_recompute_days: int) -> RunOptions:
@@ -141,7 +141,7 @@ def _check_order(name: str, date_from: dt.date, date_to: dt.date) -> int:
 
 
 def _date(name: str, value: Any) -> dt.date:
-    if isinstance(value, str) and _ISO_DATE.match(value):
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
         try:
             return dt.date.fromisoformat(value)
         except ValueError:

@@ -156,7 +156,7 @@ class RequestSettings(_EnvModel):
     max_recompute_days: int = Field(
         default=366,
         ge=1,
-        le=3660,
+        le=1000,
         description="the most dates one recompute may replace (cdk.json max_recompute_days)",
     )
 

@@ -115,24 +115,36 @@ def _plan_range(
     dates = [options.date_from + dt.timedelta(days=n) for n in range(days)]
     accepted = ledger.accepted_by_date(dates)
     contents = {d: keys for d, keys in accepted.items() if keys}
+    storage, layout = ledger.storage, ledger.layout
+    details_key = layout.recompute_details_key(request.run_id)
+    # What each date was pinned to before, written before any pin changes: a retry (or a
+    # plan made again) finds its dates pinned to this run already, and keeps the first
+    # attempt's answer.
+    earlier = storage.get_json(layout.data_bucket, details_key) or {}
     repinned: dict[str, str | None] = {}
     if options.catalogue == "current":
-        replaced = repin_dates(
-            ledger.storage, ledger.layout, sorted(contents), request.run_id, request.snapshot
-        )
-        repinned = {
-            d.isoformat(): pin.pinned_by_run if pin else None for d, pin in replaced.items()
-        }
+        before = earlier.get("repinned_from", {})
+        pins = read_pins(storage, layout, sorted(contents))
+        for kpi_date in sorted(contents):
+            pin, day = pins.get(kpi_date), kpi_date.isoformat()
+            ours = pin is not None and pin.pinned_by_run == request.run_id
+            repinned[day] = before.get(day) if ours or pin is None else pin.pinned_by_run
+    without_plays = [d.isoformat() for d in dates if d not in contents]
+    details = {"dates_without_plays": without_plays, "repinned_from": repinned}
+    storage.put_json(layout.data_bucket, details_key, details)
+    if options.catalogue == "current":
+        repin_dates(storage, layout, sorted(contents), request.run_id, request.snapshot)
     report = RecomputeReport(
         date_from=options.date_from,
         date_to=options.date_to,
         catalogue=options.catalogue,
-        dates_without_plays=[d for d in dates if d not in contents],
-        repinned_from=repinned,
+        dates_without_plays=len(without_plays),
+        repinned=len(repinned),
+        details_key=details_key,
     )
     logger.info(
         "recompute planned",
-        extra={"dates": len(contents), "without_plays": len(report.dates_without_plays)},
+        extra={"dates": len(contents), "without_plays": len(without_plays)},
     )
     return LoadPlan(contents, pending=[], version=version), report
 
