@@ -252,6 +252,14 @@ def test_a_bad_request_fails_at_once_touching_nothing(harness, sample, run_input
     assert "AcquireLock" not in entered and "ExtractRds" not in entered
 
 
+def test_an_execution_named_like_the_outcomes_folder_is_refused(harness, sample):
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    execution = harness.run("outcomes")
+    assert (execution.status, execution.failed_state) == ("FAILED", "CheckRequest")
+    assert execution.error == "InvalidRequest"
+    assert harness.keys(harness.data_bucket) == ["runs/outcomes/outcomes.json"]
+
+
 def test_a_recompute_waits_for_the_lock_like_any_run(harness, sample):
     harness.load_source(sample.users_csv, sample.songs_csv)
     harness.put_streams(sample.stream_files[0])

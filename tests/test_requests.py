@@ -9,7 +9,7 @@ import pytest
 
 from kpi_pipeline.errors import InvalidRequest
 from kpi_pipeline.reasons import REPLAYABLE_REASONS, RowReason
-from kpi_pipeline.requests import check_request
+from kpi_pipeline.requests import check_request, check_run_id
 from local_runner.__main__ import execution_input
 from local_runner.run import UsageError
 
@@ -90,6 +90,13 @@ def test_only_the_reasons_a_snapshot_decides_can_be_replayed():
 def test_a_bad_request_says_what_to_fix(bad, message):
     with pytest.raises(InvalidRequest, match=message):
         check(bad)
+
+
+def test_no_run_may_be_named_like_the_outcomes_folder():
+    check_run_id("outcome")
+    check_run_id("daily-2024-06-25")
+    with pytest.raises(InvalidRequest, match="may not be named 'outcomes'"):
+        check_run_id("outcomes")
 
 
 def args(**given: object) -> argparse.Namespace:

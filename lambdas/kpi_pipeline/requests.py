@@ -21,15 +21,27 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from pathlib import PurePosixPath
 from typing import Any
 
 from kpi_pipeline.contracts import RunOptions
 from kpi_pipeline.errors import InvalidRequest
+from kpi_pipeline.layout import Layout, run_key
 from kpi_pipeline.reasons import REPLAYABLE_REASONS, RowReason
 
 NOTES = ("trigger", "Comment", "comment")  # free text: the schedule's, the console's default
 KNOWN_KEYS = ("full_extract", "recompute", "replay_quarantine", *NOTES)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def check_run_id(run_id: str) -> None:
+    """A run's records live under ``runs/<run>/``; ``runs/outcomes/`` holds every run's
+    outcome document, so no run may be named ``outcomes``."""
+    if run_key(run_id) == PurePosixPath(Layout.outcomes_prefix).name:
+        raise InvalidRequest(
+            f"an execution may not be named {run_id!r}: its records would mix with every "
+            "run's outcome documents (runs/outcomes/); start it with another name"
+        )
 
 
 def check_request(execution_input: Any, *, max_recompute_days: int) -> RunOptions:

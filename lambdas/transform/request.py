@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from kpi_pipeline.contracts import CheckRequestInput, RunOptions
 from kpi_pipeline.observability import step_handler
-from kpi_pipeline.requests import check_request
+from kpi_pipeline.requests import check_request, check_run_id
 from kpi_pipeline.settings import RequestSettings, load
 
 
 @step_handler("CheckRequest", CheckRequestInput)
 def handler(request: CheckRequestInput) -> RunOptions:
+    check_run_id(request.run_id)
     return check_request(
         request.execution_input, max_recompute_days=load(RequestSettings).max_recompute_days
     )
