@@ -135,8 +135,7 @@ def summarise(
         files_already_processed=outcomes["already_processed"],
         files_quarantined=outcomes["quarantined"],
         files_skipped=outcomes["skipped"],
-        files_unreadable=outcomes["unreadable"]
-        + sum(request.manifest.files_unreadable_by_reason.values()),
+        files_unreadable=outcomes["unreadable"] + sum(unreadable.values()),
         files_unreadable_by_reason=dict(
             sorted(
                 (

@@ -100,17 +100,14 @@ def repin_dates(
     storage: Storage, layout: Layout, kpi_dates: list[dt.date], run_id: str, today: SnapshotRef
 ) -> None:
     """Tie each date to this run's snapshot, whatever it was pinned to (a recompute with
-    ``catalogue: current``, after a correction of the source). A retry of the same run finds
-    its own pins and writes nothing more."""
+    ``catalogue: current``, after a correction of the source). The caller passes only the
+    dates not pinned to this run yet (it has read their pins)."""
     if not kpi_dates:
         return
-    before = read_pins(storage, layout, kpi_dates)
-    kept = keep_snapshot(storage, layout, run_id, today)
+    document = keep_snapshot(storage, layout, run_id, today).to_document()
     parallel(
-        lambda d: storage.put_json(
-            layout.data_bucket, layout.catalogue_pin_key(d), kept.to_document()
-        ),
-        [d for d in kpi_dates if before.get(d) != kept],
+        lambda d: storage.put_json(layout.data_bucket, layout.catalogue_pin_key(d), document),
+        kpi_dates,
     )
 
 

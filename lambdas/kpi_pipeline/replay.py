@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -246,11 +247,11 @@ def _accept(
     valid = con.execute(
         """
         SELECT content_key, any_value(source_key), list(record_number ORDER BY record_number),
-            list(DISTINCT kpi_date ORDER BY kpi_date)
+            list(DISTINCT kpi_date ORDER BY kpi_date), list(quarantined_for)
         FROM rechecked WHERE reason_now IS NULL GROUP BY content_key ORDER BY content_key
         """
     ).fetchall()
-    dates = sorted({d for *_, content_dates in valid for d in content_dates})
+    dates = sorted({d for _, _, _, content_dates, _ in valid for d in content_dates})
     # Pinned before any play is written, as the ingest does: a replay that dies and runs
     # again checks each date with the same snapshot, so it accepts the same rows.
     pin_dates(
@@ -262,9 +263,14 @@ def _accept(
         validated_unpinned=with_today & set(dates),
     )
     plays = 0
-    for content, source_key, numbers, content_dates in valid:
+    for content, source_key, numbers, content_dates, reasons in valid:
         plays += _write_content(
-            con, request, content, source_key, numbers, content_dates, storage, layout, tmp
+            con,
+            request,
+            _Accepted(content, source_key, numbers, content_dates, Counter(reasons)),
+            storage,
+            layout,
+            tmp,
         )
     return result.model_copy(
         update={
@@ -278,23 +284,32 @@ def _accept(
     )
 
 
+@dataclass(frozen=True)
+class _Accepted:
+    """One quarantined file's rows that are valid now."""
+
+    content: str
+    source_key: str
+    numbers: list[int]  # their record numbers in the file
+    kpi_dates: list[dt.date]
+    reasons: Counter[str]  # what they were quarantined for
+
+
 def _write_content(
     con: duckdb.DuckDBPyConnection,
     request: ReplayRequest,
-    content: str,
-    source_key: str,
-    numbers: list[int],
-    kpi_dates: list[dt.date],
+    accepted: _Accepted,
     storage: Storage,
     layout: Layout,
     tmp: Path,
 ) -> int:
     """One quarantined file's rows valid now, as the content ``<content>-replay-<digest>``:
     its curated plays per date, its pending marker, then its ledger entry (if absent)."""
+    content, numbers = accepted.content, accepted.numbers
     digest = hashlib.sha256(",".join(map(str, numbers)).encode()).hexdigest()[:16]
     replay_key = f"{content}{REPLAY_MARK}{digest}"
     plays_by_date: dict[str, int] = {}
-    for kpi_date in kpi_dates:
+    for kpi_date in accepted.kpi_dates:
         path = tmp / f"{replay_key}-{kpi_date.isoformat()}.parquet"
         plays_by_date[kpi_date.isoformat()] = copy_plays(
             con,
@@ -310,17 +325,10 @@ def _write_content(
     dates = sorted(plays_by_date)
     marker = {"content_key": replay_key, "run_id": request.run_id, "kpi_dates": dates}
     storage.put_json(layout.data_bucket, layout.pending_key(replay_key), marker)
-    reasons = Counter(
-        str(r[0])
-        for r in con.execute(
-            "SELECT quarantined_for FROM rechecked WHERE content_key = ? AND reason_now IS NULL",
-            [content],
-        ).fetchall()
-    )
     entry: dict[str, Any] = {
         "content_key": replay_key,
         "replay_of": content,
-        "source_key": source_key,
+        "source_key": accepted.source_key,
         "run_id": request.run_id,
         "ingested_at": dt.datetime.now(dt.UTC).isoformat(),
         "kpi_dates": dates,
@@ -329,7 +337,7 @@ def _write_content(
         "duplicates": len(numbers) - sum(plays_by_date.values()),
         "rows_quarantined": {},
         "replayed_rows": numbers,
-        "replayed_reasons": dict(sorted(reasons.items())),
+        "replayed_reasons": dict(sorted(accepted.reasons.items())),
     }
     storage.put_json_if_absent(layout.data_bucket, layout.ledger_key(replay_key), entry)
     return int(entry["plays_valid"])

@@ -71,7 +71,7 @@ def check_request(execution_input: Any, *, max_recompute_days: int) -> RunOption
         return RunOptions()
     if asked[0] == "recompute":
         return _recompute(execution_input["recompute"], max_recompute_days)
-    return _replay(execution_input["replay_quarantine"], max_recompute_days)
+    return _replay(execution_input["replay_quarantine"])
 
 
 def _recompute(options: Any, max_days: int) -> RunOptions:
@@ -86,7 +86,7 @@ def _recompute(options: Any, max_days: int) -> RunOptions:
     return RunOptions(kind="recompute", date_from=date_from, date_to=date_to, catalogue=catalogue)
 
 
-def _replay(options: Any, max_days: int) -> RunOptions:
+def _replay(options: Any) -> RunOptions:
     fields = _object("replay_quarantine", options, required=("reasons",), optional=("from", "to"))
     reasons = fields["reasons"]
     if not isinstance(reasons, list) or not reasons or not all(isinstance(r, str) for r in reasons):

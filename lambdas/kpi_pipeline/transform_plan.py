@@ -122,18 +122,21 @@ def _plan_range(
     # attempt's answer.
     earlier = storage.get_json(layout.data_bucket, details_key) or {}
     repinned: dict[str, str | None] = {}
+    not_ours: list[dt.date] = []  # the dates a pin is written for (a retry's are ours)
     if options.catalogue == "current":
         before = earlier.get("repinned_from", {})
         pins = read_pins(storage, layout, sorted(contents))
         for kpi_date in sorted(contents):
             pin, day = pins.get(kpi_date), kpi_date.isoformat()
-            ours = pin is not None and pin.pinned_by_run == request.run_id
-            repinned[day] = before.get(day) if ours or pin is None else pin.pinned_by_run
+            if pin is not None and pin.pinned_by_run == request.run_id:
+                repinned[day] = before.get(day)
+            else:
+                repinned[day] = pin.pinned_by_run if pin else before.get(day)
+                not_ours.append(kpi_date)
     without_plays = [d.isoformat() for d in dates if d not in contents]
     details = {"dates_without_plays": without_plays, "repinned_from": repinned}
     storage.put_json(layout.data_bucket, details_key, details)
-    if options.catalogue == "current":
-        repin_dates(storage, layout, sorted(contents), request.run_id, request.snapshot)
+    repin_dates(storage, layout, not_ours, request.run_id, request.snapshot)
     report = RecomputeReport(
         date_from=options.date_from,
         date_to=options.date_to,
