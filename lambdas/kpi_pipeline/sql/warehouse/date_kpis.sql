@@ -117,8 +117,8 @@ SELECT
         0.5 * CAST(totals.listen_count AS DOUBLE PRECISION) / leader.leading_listen_count
         + 0.5 * totals.mean_play_popularity / 100
     ) AS popularity_index,
-    CAST(top.track_name AS VARCHAR(1024)) AS most_popular_track,
-    CAST(top.track_id AS VARCHAR(64)) AS most_popular_track_id,
+    CAST(top_track.track_name AS VARCHAR(1024)) AS most_popular_track,
+    CAST(top_track.track_id AS VARCHAR(64)) AS most_popular_track_id,
     CAST(NULL AS INTEGER) AS stream_hour,
     CAST(NULL AS INTEGER) AS unique_listeners,
     CAST(NULL AS VARCHAR(1024)) AS top_artists,
@@ -126,7 +126,7 @@ SELECT
     CAST({run_id} AS VARCHAR(128)) AS run_id
 FROM wh_genre_totals AS totals
 CROSS JOIN (SELECT MAX(listen_count) AS leading_listen_count FROM wh_genre_totals) AS leader
-INNER JOIN wh_top_tracks AS top ON totals.track_genre = top.track_genre
+INNER JOIN wh_top_tracks AS top_track ON totals.track_genre = top_track.track_genre
 
 UNION ALL
 
@@ -141,8 +141,8 @@ SELECT
     NULL,
     hours.stream_hour,
     CAST(hours.unique_listeners AS INTEGER),
-    top.artist,
+    top_artist.artist,
     CAST(hours.distinct_tracks AS DOUBLE PRECISION) / hours.listen_count,
     {run_id}
 FROM wh_hours AS hours
-LEFT JOIN wh_top_artists AS top ON hours.stream_hour = top.stream_hour;
+LEFT JOIN wh_top_artists AS top_artist ON hours.stream_hour = top_artist.stream_hour;
