@@ -161,6 +161,11 @@ class WarehouseConfig(_Model):
             raise ValueError(
                 "warehouse needs exactly one of cluster_id (provisioned) or workgroup (Serverless)"
             )
+        if self.workgroup and self.db_user:
+            raise ValueError(
+                "warehouse.db_user is for a provisioned cluster: on Serverless each function's "
+                "database user is its IAM role (IAMR:<role name>), or set warehouse.secret_arn"
+            )
         if self.cluster_id and not (self.db_user or self.secret_arn):
             raise ValueError(
                 "a provisioned cluster needs warehouse.db_user or warehouse.secret_arn"

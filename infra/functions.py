@@ -20,6 +20,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra import steps
 from infra.config import EXTRACT_DUCKDB_MEMORY_MB, FunctionConfig, PipelineConfig
 from infra.nag import acknowledge, acknowledge_prefixes, as_nag_text
 from infra.packaging import RUNTIME, PipelineLayers
@@ -135,7 +136,6 @@ class PipelineFunctions(Construct):
     # --- configuration --------------------------------------------------------------------
     def _environment(self, step: Step, sizing: FunctionConfig) -> dict[str, str]:
         c = self._config
-        timeout_seconds = sizing.timeout_seconds
         env = {
             "POWERTOOLS_SERVICE_NAME": SERVICE,
             "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
@@ -193,10 +193,10 @@ class PipelineFunctions(Construct):
             }
             env |= {name: value for name, value in optional.items() if value}
             if w.kind == "redshift":
-                # Stop polling a minute before the function's own timeout, so a slow load
-                # ends as a retryable error (and is cancelled) rather than a timeout.
+                # Stop waiting for a batch a minute before the function's own timeout, so a
+                # slow one ends as a retryable error (and is cancelled) rather than a timeout.
                 env["REDSHIFT_POLL_SECONDS"] = "2"
-                env["REDSHIFT_MAX_POLLS"] = str(max(1, (timeout_seconds - 60) // 2))
+                env["REDSHIFT_STOP_BEFORE_TIMEOUT_SECONDS"] = "60"
         return env
 
     def _network(self) -> dict[str, object] | None:
@@ -401,7 +401,7 @@ class PipelineFunctions(Construct):
 
 def role_name(config: PipelineConfig, step: Step) -> str:
     """``music-kpi-<env>-<step>``: what a landing bucket's owner grants."""
-    return f"music-kpi-{config.name}-{step.key.replace('_', '-')}"
+    return steps.role_name(config.name, step)
 
 
 def _use_key(role: iam.IRole, key_arn: str, actions: tuple[str, ...]) -> None:

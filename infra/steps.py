@@ -124,3 +124,9 @@ ALL_STEPS: tuple[Step, ...] = (
     LOAD,
     ARCHIVE,
 )
+
+
+def role_name(env_name: str, step: Step) -> str:
+    """``music-kpi-<env>-<step>``: the step's IAM role, named so that a landing bucket's owner
+    can grant it, and (on Redshift Serverless) its database user, ``IAMR:<role name>``."""
+    return f"music-kpi-{env_name}-{step.key.replace('_', '-')}"

@@ -32,9 +32,11 @@ import boto3
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
+from local_runner.databases import dsn_as
 from local_runner.faults import LambdaKilled, SideEffects, observed
 from local_runner.iam import STATE_MACHINE_ACCESS_KEY, IamCheck, Principal, enforced
 from local_runner.limits import PayloadCheck, measured_payloads, tolerated_failures_enforced
+from local_runner.redshift.grammar import redshift_grammar_enforced
 from local_runner.template import ACCOUNT, REGION, LocalFunction, LocalPipeline
 
 MOTO_CONFIG = {
@@ -136,6 +138,7 @@ class LocalAws:
         self._stack.enter_context(_eventually_consistent_listing(self._list_executions_lag))
         self._stack.enter_context(_credentials_per_principal(self.iam))
         self._stack.enter_context(enforced(self.iam))
+        self._stack.enter_context(redshift_grammar_enforced())
         self._stack.enter_context(measured_payloads(self.payloads))
         self._stack.enter_context(tolerated_failures_enforced())
         self._stack.enter_context(observed(self.side_effects, self._step_of))
@@ -334,6 +337,12 @@ class LocalAws:
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),
             **self._overrides,
         }
+        if variables.get("WAREHOUSE_KIND") == "postgres" and "WAREHOUSE_DSN" in variables:
+            # As Redshift Serverless signs the Data API in: the function's IAM role is its
+            # database user, with only what the warehouse setup grants it.
+            variables["WAREHOUSE_DSN"] = dsn_as(
+                variables["WAREHOUSE_DSN"], f"IAMR:{function.role_name}"
+            )
         work_root = variables.get("WORK_DIR")
         if work_root:  # each invocation its own /tmp, as each Lambda environment has
             variables["WORK_DIR"] = str(Path(work_root) / function.name / context.aws_request_id)

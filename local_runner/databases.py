@@ -8,18 +8,19 @@ so the warehouse survives between runs.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shlex
 import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
 from psycopg2 import sql as pgsql
-from psycopg2.extensions import parse_dsn
+from psycopg2.extensions import make_dsn, parse_dsn
 
 SOURCE_DB = "music_source"
 WAREHOUSE_DB = "music_warehouse"
@@ -78,6 +79,7 @@ def local_databases(state_dir: Path) -> Iterator[Databases]:
     """The source and warehouse DSNs, starting the embedded server when needed."""
     source, warehouse = os.environ.get("RDS_DSN"), os.environ.get("WAREHOUSE_DSN")
     if source and warehouse:
+        apply_warehouse_setup(warehouse)
         yield Databases(source, warehouse, embedded=False)
         return
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
@@ -93,9 +95,11 @@ def local_databases(state_dir: Path) -> Iterator[Databases]:
         admin = server.get_uri()
         for name in (SOURCE_DB, WAREHOUSE_DB):
             _create_database(admin, name)
+        warehouse = warehouse or server.get_uri(WAREHOUSE_DB)
+        apply_warehouse_setup(warehouse)
         yield Databases(
             source or server.get_uri(SOURCE_DB),
-            warehouse or server.get_uri(WAREHOUSE_DB),
+            warehouse,
             embedded=True,
             left_running=left_running,
         )
@@ -270,3 +274,48 @@ def _table_exists(cur: psycopg2.extensions.cursor, table: str) -> bool:
     cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
     row = cur.fetchone()
     return bool(row and row[0])
+
+
+def dsn_as(dsn: str, user: str) -> str:
+    """``dsn`` signing in as ``user`` (no password: the local server trusts its socket)."""
+    params = {k: v for k, v in parse_dsn(dsn).items() if k != "password"}
+    return str(make_dsn(**{**params, "user": user}))
+
+
+def local_warehouse_setup(database: str, env_name: str = "local") -> str:
+    """The warehouse setup SQL of the local environment (cdk.json), for ``database``."""
+    from infra.config import load_config
+    from infra.warehouse_setup import REPO, render
+
+    context = json.loads((REPO / "cdk.json").read_text())["context"]
+    return render(load_config(context, env_name), database=database)
+
+
+def apply_warehouse_setup(admin_dsn: str, edit: Callable[[str], str] | None = None) -> None:
+    """Run the local environment's warehouse setup (infra/warehouse_setup.sql; ``edit``
+    changes its text first) as its administrator would, on PostgreSQL, after taking from
+    PUBLIC what PostgreSQL gives every role and the setup grants explicitly (temporary
+    tables, CREATE in schema public): each step then has exactly the setup's grants."""
+    from infra.warehouse_setup import postgres_statements
+
+    conn = psycopg2.connect(admin_dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT current_database()")
+            (database,) = cur.fetchone() or ("",)
+            setup_sql = local_warehouse_setup(database)
+            setup_sql = edit(setup_sql) if edit else setup_sql
+            cur.execute(
+                pgsql.SQL("REVOKE TEMP ON DATABASE {} FROM PUBLIC").format(
+                    pgsql.Identifier(database)
+                )
+            )
+            cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            for statement, creates in postgres_statements(setup_sql):
+                if creates is not None:
+                    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (creates,))
+                    if cur.fetchone():
+                        continue
+                cur.execute(statement)
+    finally:
+        conn.close()

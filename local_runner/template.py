@@ -37,6 +37,7 @@ class LocalFunction:
     memory_mb: int
     timeout_seconds: int
     role: str  # the key of its role in ``LocalPipeline.policies``
+    role_name: str = ""  # its IAM role's name (RoleName): its Redshift Serverless user
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,7 @@ def load_pipeline(template_path: Path) -> LocalPipeline:
                 memory_mb=int(props.get("MemorySize", 128)),
                 timeout_seconds=int(props.get("Timeout", 3)),
                 role=_role_of(props["Role"]),
+                role_name=resolver.physical_name(_role_of(props["Role"])),
             )
         )
     machines = [
@@ -299,6 +301,8 @@ class _Resolver:
             return str(props["FunctionName"])
         if kind == "AWS::DynamoDB::Table" and props.get("TableName"):
             return str(props["TableName"])
+        if kind == "AWS::IAM::Role" and props.get("RoleName"):
+            return str(props["RoleName"])
         return logical_id
 
     def ref(self, name: str) -> str:

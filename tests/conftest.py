@@ -60,6 +60,16 @@ def new_database(postgres: str) -> Any:
     return lambda prefix="db": create_database(postgres, prefix)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _redshift_grammar() -> Iterator[None]:
+    """Every statement any test makes the local warehouse run is first checked with
+    Redshift's grammar (local_runner/redshift/grammar.py), as ``make run`` does."""
+    from local_runner.redshift.grammar import redshift_grammar_enforced
+
+    with redshift_grammar_enforced():
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _fresh_pipeline_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts with no cached settings or clients and fake AWS credentials."""
@@ -170,19 +180,25 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    from local_runner.redshift.grammar import CHECKED
     from tests.harness import IAM_VERIFIED, PAYLOADS
     from tests.test_crash_matrix import MATRIX
 
     if _is_worker(session.config):
         REPORTS.mkdir(parents=True, exist_ok=True)
         worker = session.config.workerinput["workerid"]
-        (REPORTS / f"{worker}.json").write_text(
-            json.dumps({"matrix": MATRIX, "iam": sorted(IAM_VERIFIED), "payloads": PAYLOADS})
-        )
+        found = {
+            "matrix": MATRIX,
+            "iam": sorted(IAM_VERIFIED),
+            "payloads": PAYLOADS,
+            "grammar": {"shapes": sorted(CHECKED.shapes), "statements": CHECKED.statements},
+        }
+        (REPORTS / f"{worker}.json").write_text(json.dumps(found))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The crash matrix, and how much the local IAM check verified (local_runner/iam.py)."""
+    from local_runner.redshift.grammar import CHECKED
     from tests.harness import IAM_VERIFIED, PAYLOADS
     from tests.test_crash_matrix import (
         CRASH_POINTS,
@@ -193,8 +209,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
     matrix, verified = dict(MATRIX), set(IAM_VERIFIED)
     measured, largest = PAYLOADS["measured"], PAYLOADS["largest"]
+    shapes, statements = set(CHECKED.shapes), CHECKED.statements
     for report in sorted(REPORTS.glob("*.json")):
         found = json.loads(report.read_text())
+        shapes.update(found["grammar"]["shapes"])
+        statements += found["grammar"]["statements"]
         matrix.update(found["matrix"])
         verified.update(tuple(call) for call in found["iam"])
         measured += found["payloads"]["measured"]
@@ -210,6 +229,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(
             f"state payloads: {measured:,} measured, the largest {size:,} bytes "
             f"({event} {state} {field}) of Step Functions' 262,144"
+        )
+    if statements:
+        terminalreporter.write_line(
+            f"Redshift grammar: {statements:,} warehouse statements checked, {len(shapes)} "
+            "distinct (literals aside), each parsed with sqlfluff's redshift dialect"
         )
     if verified:
         principals = len({principal for principal, _, _ in verified})

@@ -8,7 +8,7 @@ import datetime as dt
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,11 @@ import psycopg2.extras
 import pytest
 
 from local_runner.aws import Execution, LocalAws
-from local_runner.databases import dsn_to_secret, replace_source_tables
+from local_runner.databases import (
+    apply_warehouse_setup,
+    dsn_to_secret,
+    replace_source_tables,
+)
 from local_runner.sample_data import SampleConfig
 from tests.reference_kpis import Reference
 
@@ -131,10 +135,16 @@ PAYLOADS: dict[str, Any] = {"measured": 0, "largest": [0, "", "", ""]}
 
 @contextlib.contextmanager
 def running_harness(
-    pipeline: Any, new_database: Any, tmp_path: Path, **options: Any
+    pipeline: Any,
+    new_database: Any,
+    tmp_path: Path,
+    edit_setup: Callable[[str], str] | None = None,
+    **options: Any,
 ) -> Iterator[Harness]:
-    """The harness with moto running; on the way out, no call may have been denied."""
+    """The harness with moto running; on the way out, no call may have been denied.
+    ``edit_setup`` changes the warehouse setup SQL before the administrator runs it."""
     source, warehouse = new_database("source"), new_database("warehouse")
+    apply_warehouse_setup(warehouse, edit_setup)
     local = LocalAws(
         pipeline,
         overrides={"WAREHOUSE_DSN": warehouse, "WORK_DIR": str(tmp_path / "lambda-tmp")},
@@ -191,14 +201,15 @@ def assert_matches_reference(
                 assert got[column] == pytest.approx(want[column], rel=1e-9), (kind, key, column)
 
 
-def stage_tables(dsn: str) -> list[str]:
-    """The warehouse engine's stage tables (music_kpi_stage_<date>) left in a warehouse."""
+def stage_rows(dsn: str) -> list[tuple[Any, ...]]:
+    """The warehouse engine's stage rows left in a warehouse: (kpi_date, attempt, rows)."""
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT tablename FROM pg_tables WHERE tablename LIKE 'music_kpi_stage%' ORDER BY 1"
+                "SELECT kpi_date, attempt, count(*) FROM music_kpi_metrics_stage "
+                "GROUP BY 1, 2 ORDER BY 1, 2"
             )
-            return [row[0] for row in cur.fetchall()]
+            return [tuple(row) for row in cur.fetchall()]
     finally:
         conn.close()

@@ -112,6 +112,9 @@ def _song_is_clean(row: dict[str, str]) -> bool:
     return (
         row["track_id"] != ""
         and row["track_genre"] != ""
+        # keys must fit the warehouse (bytes, as Redshift counts): quarantined, never cut
+        and len(row["track_id"].encode()) <= 256
+        and len(row["track_genre"].encode()) <= 255
         and _is_integer(popularity)
         and 0 <= int(popularity) <= 100
         and _is_integer(duration_ms)
@@ -168,8 +171,13 @@ def load_songs(path: Path) -> list[Song]:
 
 
 def split_artists(artists: str) -> set[str]:
-    """The names credited by one ``artists`` value: split on ``;``, trimmed, no blanks."""
-    return {strip(name) for name in artists.split(";") if strip(name)}
+    """The names credited by one ``artists`` value: split on ``;``, trimmed, no blanks, each
+    kept to its first 255 bytes (what top_artists holds)."""
+    return {_first_bytes(strip(name), 255) for name in artists.split(";") if strip(name)}
+
+
+def _first_bytes(text: str, limit: int) -> str:
+    return text.encode()[:limit].decode("utf-8", errors="ignore")
 
 
 # --- stream rows --------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 
 from local_runner.faults import SideEffect
 from local_runner.sample_data import write_stream_file
-from tests.harness import SAMPLE_CONFIG, Harness, assert_matches_reference, stage_tables
+from tests.harness import SAMPLE_CONFIG, Harness, assert_matches_reference, stage_rows
 from tests.reference_kpis import compute_reference
 
 pytestmark = pytest.mark.e2e
@@ -130,9 +130,9 @@ def test_the_warehouse_engines_crash_points_are_what_it_writes_besides(auto_harn
 def test_a_crash_in_the_warehouse_engine_loses_and_invents_nothing(
     auto_harness, sample, files, point, every_time
 ):
-    """A date computed again replaces its stage table; the load drops every one it took."""
+    """A date computed again adds a batch of its own; the load takes one and clears the rest."""
     crash_and_catch_up(auto_harness, sample, files, point, every_time)
-    assert stage_tables(auto_harness.warehouse_dsn) == []
+    assert stage_rows(auto_harness.warehouse_dsn) == []
 
 
 def outcome(execution) -> str:

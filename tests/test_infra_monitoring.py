@@ -446,8 +446,8 @@ def test_a_configured_size_reaches_the_function_and_its_redshift_poll_cap():
             "Timeout": 300,
             "Environment": {
                 "Variables": Match.object_like(
-                    # Polling stops a minute before the timeout: (300 - 60) / 2 s.
-                    {"REDSHIFT_POLL_SECONDS": "2", "REDSHIFT_MAX_POLLS": "120"}
+                    # Waiting stops a minute before the timeout, however many polls it took.
+                    {"REDSHIFT_POLL_SECONDS": "2", "REDSHIFT_STOP_BEFORE_TIMEOUT_SECONDS": "60"}
                 )
             },
         },

@@ -22,7 +22,9 @@ def test_the_warehouse_engines_kpi_sql_parses_as_redshift() -> None:
 
 
 def test_a_reserved_word_as_an_alias_is_refused_naming_the_statement() -> None:
-    with pytest.raises(RedshiftWouldRefuse, match=r"statement 2 of a test: Line 1, Position 8: Found unparsable"):
+    with pytest.raises(
+        RedshiftWouldRefuse, match=r"statement 2 of a test: Line 1, Position 8: Found unparsable"
+    ):
         check(["SELECT 1", "SELECT top.a FROM t AS top"])
 
 

@@ -20,9 +20,14 @@ from kpi_pipeline.errors import ConfigurationError, WarehouseStatementFailed, Wa
 from kpi_pipeline.settings import WarehouseSettings
 from kpi_pipeline.storage import Storage
 from kpi_pipeline.warehouse import DateJob, KpiBatch, open_warehouse
-from kpi_pipeline.warehouse.arrow import KPI_SCHEMA
+from kpi_pipeline.warehouse.arrow import KPI_SCHEMA, fit_to_schema
 from kpi_pipeline.warehouse.postgres import PostgresWarehouse
-from kpi_pipeline.warehouse.schema import KPI_COLUMNS, date_stage_table
+from kpi_pipeline.warehouse.schema import (
+    KPI_COLUMNS,
+    create_stage_table_sql,
+    create_table_sql,
+    stage_table,
+)
 from tests.conftest import create_database
 
 BUCKET = "kpi-data"
@@ -90,8 +95,18 @@ def table() -> str:
     return f"kpis_{uuid.uuid4().hex[:10]}"
 
 
+def create_tables(dsn: str, table: str) -> None:
+    """The test's KPI table and its stage table, as the warehouse setup creates them."""
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(create_table_sql(table, redshift=False))
+        cur.execute(create_stage_table_sql(stage_table(table), redshift=False))
+    conn.close()
+
+
 @pytest.fixture
 def warehouse(dsn: str, table: str, s3: Any) -> PostgresWarehouse:
+    create_tables(dsn, table)
     settings = WarehouseSettings.from_env(
         {"WAREHOUSE_KIND": "postgres", "WAREHOUSE_DSN": dsn, "WAREHOUSE_TABLE": table}
     )
@@ -99,11 +114,19 @@ def warehouse(dsn: str, table: str, s3: Any) -> PostgresWarehouse:
 
 
 def upload_batch(
-    s3: Any, tmp_path: Path, key: str, rows: list[dict[str, Any]], dates: list[dt.date]
+    s3: Any,
+    tmp_path: Path,
+    key: str,
+    rows: list[dict[str, Any]],
+    dates: list[dt.date],
+    *,
+    fit: bool = False,
+    compression: str = "snappy",
 ) -> KpiBatch:
+    """A KPI part as Transform writes it (``fit``: its strings cut to their columns)."""
     table = pa.Table.from_pylist(rows, schema=KPI_SCHEMA)
     path = tmp_path / key.replace("/", "_")
-    pq.write_table(table, path)
+    pq.write_table(fit_to_schema(table) if fit else table, path, compression=compression)
     s3.upload_file(str(path), BUCKET, key)
     return KpiBatch(BUCKET, key, dates)
 
@@ -149,7 +172,7 @@ def as_tuple(row: dict[str, Any], loaded_at: dt.datetime) -> tuple[Any, ...]:
 # --- the table --------------------------------------------------------------------------------
 
 
-def test_created_table_has_the_spec_columns_types_and_order(
+def test_the_setups_table_has_the_spec_columns_types_and_order(
     warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
 ) -> None:
     batch = upload_batch(s3, tmp_path, "kpis/run-1.parquet", [genre_row(D1, "pop", "run-1")], [D1])
@@ -185,6 +208,7 @@ def test_load_into_a_schema_qualified_table(s3: Any, db: Db, tmp_path: Path) -> 
     with conn, conn.cursor() as cur:
         cur.execute(f"CREATE SCHEMA {schema}")
     conn.close()
+    create_tables(db.dsn, f"{schema}.{db.table}")
     settings = WarehouseSettings.from_env(
         {
             "WAREHOUSE_KIND": "postgres",
@@ -321,7 +345,7 @@ def test_a_missing_kpi_file_raises_and_leaves_the_table_untouched(
 # --- strings --------------------------------------------------------------------------------------
 
 
-def test_strings_longer_than_their_column_are_cut_to_fit_not_rejected(
+def test_strings_the_transform_cut_to_fit_arrive_as_cut(
     warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
 ) -> None:
     # Each value is cut where a whole character no longer fits in the column's bytes.
@@ -333,7 +357,7 @@ def test_strings_longer_than_their_column_are_cut_to_fit_not_rejected(
         most_popular_track_id="t" * 70,
     )
     hourly = hourly_row(D1, 3, "run-1", top_artists="Y" * 100 + "ö" * 100)
-    batch = upload_batch(s3, tmp_path, "kpis/run-1.parquet", [genre, hourly], [D1])
+    batch = upload_batch(s3, tmp_path, "kpis/run-1.parquet", [genre, hourly], [D1], fit=True)
 
     assert warehouse.replace_dates(batch, T1) == 2
 
@@ -475,7 +499,7 @@ CURATED = pa.schema(
     [
         ("user_id", pa.int64()),
         ("track_id", pa.string()),
-        ("listen_time", pa.timestamp("us", tz="UTC")),
+        ("listen_time", pa.timestamp("us")),  # the UTC wall time, no time zone
         ("kpi_date", pa.date32()),
         ("content_key", pa.string()),
     ]
@@ -549,10 +573,13 @@ def date_job(
         }
         s3.put_object(Bucket=BUCKET, Key=f"manifests/{table}.manifest", Body=json.dumps(manifest))
         manifests[table] = f"manifests/{table}.manifest"
-    return DateJob(D2, "run-w", BUCKET, manifests, date_stage_table(kpi_table, D2))
+    return DateJob(D2, "run-w", BUCKET, manifests, ATTEMPT, BATCH_ID)
 
 
-def test_a_date_is_computed_from_its_manifests_into_its_stage_table(
+ATTEMPT, BATCH_ID = "0a1b2c3d4e5f", "c" * 32
+
+
+def test_a_date_is_computed_from_its_manifests_into_its_stage_batch(
     s3: Any, warehouse: PostgresWarehouse, db: Db, tmp_path: Path, table: str
 ) -> None:
     job = date_job(s3, tmp_path, table)
@@ -566,13 +593,32 @@ def test_a_date_is_computed_from_its_manifests_into_its_stage_table(
         "genre_rows": 1,
         "hourly_rows": 1,
     }
-    rows = db.fetch(f"SELECT kpi_type, listen_count, top_artists FROM {job.stage_table} ORDER BY 1")
-    assert rows == [("genre", 2, None), ("hourly", 2, "Y")]
-    # Load takes the stage table's rows in its one transaction, then drops it.
-    batch = KpiBatch(BUCKET, "unused/", [D2], has_parts=False, stage_tables=(job.stage_table,))
+    rows = db.fetch(
+        "SELECT kpi_type, listen_count, top_artists, attempt, batch_id FROM {table}_stage "
+        "ORDER BY 1"
+    )
+    assert rows == [("genre", 2, None, ATTEMPT, BATCH_ID), ("hourly", 2, "Y", ATTEMPT, BATCH_ID)]
+    # Load takes the batch's rows in its one transaction, and clears the date's stage rows.
+    batch = KpiBatch(BUCKET, "unused/", [D2], has_parts=False, stage_batches=(BATCH_ID,))
     assert warehouse.replace_dates(batch, T1) == 2
     assert len(db.rows()) == 2
-    assert fetch(db.dsn, f"SELECT to_regclass('{job.stage_table}')") == [(None,)]
+    assert db.fetch("SELECT count(*) FROM {table}_stage") == [(0,)]
+
+
+def test_load_takes_only_the_batches_it_names(
+    s3: Any, warehouse: PostgresWarehouse, db: Db, tmp_path: Path, table: str
+) -> None:
+    """Issue 17, item 2: a stopped run's batch of the same date, committed late, is never
+    taken beside the current run's."""
+    job = date_job(s3, tmp_path, table)
+    warehouse.compute_date(job)
+    stale = DateJob(D2, "run-old", BUCKET, job.manifests, "ffffffffffff", "d" * 32)
+    warehouse.compute_date(stale)
+
+    batch = KpiBatch(BUCKET, "unused/", [D2], has_parts=False, stage_batches=(BATCH_ID,))
+
+    assert warehouse.replace_dates(batch, T1) == 2
+    assert db.fetch("SELECT DISTINCT run_id FROM {table}") == [("run-w",)]
 
 
 def test_a_manifest_entry_whose_content_length_is_wrong_fails_the_copy(
@@ -591,7 +637,7 @@ def test_parquet_with_another_number_of_columns_than_its_table_fails_the_copy(
     """COPY maps Parquet columns to the table's by position and needs as many."""
     plays = pa.table({"user_id": [1], "track_id": ["A"], "listen_time": [T1]})
 
-    with pytest.raises(WarehouseStatementFailed, match="3 columns, wh_curated_plays has 5"):
+    with pytest.raises(WarehouseStatementFailed, match="has 3 columns and the table 5"):
         warehouse.compute_date(date_job(s3, tmp_path, table, plays=plays))
 
 
@@ -603,3 +649,48 @@ def test_a_manifest_listing_a_missing_object_fails_the_copy(
 
     with pytest.raises(WarehouseStatementFailed, match=r"listed in .* but missing"):
         warehouse.compute_date(job)
+
+
+# --- what COPY from Parquet refuses (kpi_pipeline.warehouse.copy_parquet) ----------------------
+
+
+def test_a_part_with_a_string_longer_than_its_column_is_refused(
+    warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
+) -> None:
+    """COPY from Parquet cannot truncate: Transform writes its parts cut to fit."""
+    rows = [genre_row(D1, "é" * 300, "run-1")]
+    batch = upload_batch(s3, tmp_path, "kpis/run-1.parquet", rows, [D1])
+
+    with pytest.raises(WarehouseStatementFailed, match=r"600 bytes: track_genre is VARCHAR\(255\)"):
+        warehouse.replace_dates(batch, T1)
+    assert db.rows() == []
+
+
+def test_a_part_compressed_with_zstd_is_refused(
+    warehouse: PostgresWarehouse, s3: Any, tmp_path: Path
+) -> None:
+    """Issue 18, item 3: Redshift documents Snappy, gzip and bzip2 for Parquet, not ZSTD."""
+    rows = [genre_row(D1, "pop", "run-1")]
+    batch = upload_batch(s3, tmp_path, "kpis/z.parquet", rows, [D1], compression="zstd")
+
+    with pytest.raises(WarehouseStatementFailed, match="compressed with ZSTD"):
+        warehouse.replace_dates(batch, T1)
+
+
+def test_utc_adjusted_listen_times_are_refused(
+    s3: Any, warehouse: PostgresWarehouse, tmp_path: Path, table: str
+) -> None:
+    """Issue 18, item 3: a UTC-adjusted Parquet timestamp has no Redshift type to go to."""
+    at = dt.datetime(2024, 6, 25, 10, 5, tzinfo=dt.UTC)
+    plays = pa.table(
+        {
+            "user_id": [1],
+            "track_id": ["A"],
+            "listen_time": pa.array([at], pa.timestamp("us", tz="UTC")),
+            "kpi_date": pa.array([D2], pa.date32()),
+            "content_key": ["c1"],
+        }
+    )
+
+    with pytest.raises(WarehouseStatementFailed, match=r"TIMESTAMP\(true,micros\)"):
+        warehouse.compute_date(date_job(s3, tmp_path, table, plays=plays))

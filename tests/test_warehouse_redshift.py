@@ -24,14 +24,8 @@ from kpi_pipeline.errors import (
 from kpi_pipeline.settings import WarehouseSettings
 from kpi_pipeline.warehouse import DateJob, KpiBatch, open_warehouse
 from kpi_pipeline.warehouse.kpi_sql import FIGURES_SQL, INPUT_TABLES, date_kpi_statements
-from kpi_pipeline.warehouse.redshift import RedshiftDataApiWarehouse
-from kpi_pipeline.warehouse.schema import (
-    check_batch,
-    create_date_stage_sql,
-    create_stage_sql,
-    create_table_sql,
-    insert_into_stage_sql,
-)
+from kpi_pipeline.warehouse.redshift import RedshiftDataApiWarehouse, batch_id
+from kpi_pipeline.warehouse.schema import check_batch, create_parts_sql, insert_into_stage_sql
 
 REGION = "us-east-1"
 ROLE_ARN = "arn:aws:iam::123456789012:role/redshift-copy"
@@ -43,22 +37,24 @@ BATCH = KpiBatch(
     [dt.date(2024, 6, 25), dt.date(2024, 6, 24), dt.date(2024, 6, 25)],
 )
 LOADED_AT = dt.datetime(2024, 6, 26, 3, 4, 5, tzinfo=dt.UTC)
+NOW = dt.datetime(2024, 6, 26, 3, 4, 7, tzinfo=dt.UTC)  # the adapter's clock
 KPI_NAMES = (
     "kpi_type, kpi_date, track_genre, listen_count, avg_track_duration_sec, popularity_index, "
     "most_popular_track, most_popular_track_id, stream_hour, unique_listeners, top_artists, "
     "track_diversity_index, run_id"
 )
 EXPECTED_SQLS = [
-    create_table_sql("music_kpi_metrics", redshift=True),
-    create_stage_sql("music_kpi_metrics_stage"),
-    "COPY music_kpi_metrics_stage FROM 's3://kpi-data/kpis/run_id=run-7/attempt=0a1b2c3d4e5f/' "
+    create_parts_sql(),
+    "COPY kpi_parts FROM 's3://kpi-data/kpis/run_id=run-7/attempt=0a1b2c3d4e5f/' "
     f"IAM_ROLE '{ROLE_ARN}' FORMAT AS PARQUET",
     "DELETE FROM music_kpi_metrics WHERE kpi_date IN ('2024-06-24', '2024-06-25')",
     f"INSERT INTO music_kpi_metrics ({KPI_NAMES}, loaded_at) "
-    f"SELECT {KPI_NAMES}, TIMESTAMP '2024-06-26 03:04:05' FROM music_kpi_metrics_stage",
-    # the stage tables of the replaced dates, should the warehouse engine have left any
-    "DROP TABLE IF EXISTS music_kpi_stage_20240624, music_kpi_stage_20240625",
+    f"SELECT {KPI_NAMES}, TIMESTAMP '2024-06-26 03:04:05' FROM kpi_parts",
+    # the stage rows of the replaced dates, every attempt's, and any a week old
+    "DELETE FROM music_kpi_metrics_stage WHERE kpi_date IN ('2024-06-24', '2024-06-25')",
+    "DELETE FROM music_kpi_metrics_stage WHERE computed_at < TIMESTAMP '2024-06-19 03:04:05'",
 ]
+LOAD_TOKEN = batch_id("load", BATCH.prefix, "2024-06-24,2024-06-25", 0)
 PROVISIONED = {
     "WAREHOUSE_KIND": "redshift",
     "REDSHIFT_DATABASE": "analytics",
@@ -99,19 +95,38 @@ def sleeps() -> list[float]:
 
 
 def adapter(
-    client: Any, sleeps: list[float], base: dict[str, str] = PROVISIONED, **env: str
+    client: Any,
+    sleeps: list[float],
+    base: dict[str, str] = PROVISIONED,
+    seconds_left: float | None = 900,
+    **env: str,
 ) -> RedshiftDataApiWarehouse:
+    """The adapter, on a clock that moves only when it sleeps, in a function that has
+    ``seconds_left`` before it times out."""
     settings = WarehouseSettings.from_env({**base, **env})
-    return RedshiftDataApiWarehouse(settings, client=client, sleep=sleeps.append)
+    return RedshiftDataApiWarehouse(
+        settings,
+        client=client,
+        sleep=sleeps.append,
+        clock=lambda: sum(sleeps),
+        seconds_left=lambda: seconds_left,
+        now=lambda: NOW,
+    )
 
 
-def expect_submit(stub: Stubber, target: dict[str, str] | None = None) -> None:
+def expect_submit(
+    stub: Stubber,
+    target: dict[str, str] | None = None,
+    token: str = LOAD_TOKEN,
+    created_at: dt.datetime | None = None,
+) -> None:
     stub.add_response(
         "batch_execute_statement",
-        {"Id": STATEMENT_ID, "CreatedAt": LOADED_AT},
+        {"Id": STATEMENT_ID, "CreatedAt": created_at or NOW},
         {
             "Sqls": EXPECTED_SQLS,
             "StatementName": "music-kpi-load",
+            "ClientToken": token,
             **(target or PROVISIONED_TARGET),
         },
     )
@@ -124,9 +139,9 @@ def expect_status(stub: Stubber, status: str, **fields: Any) -> None:
 
 
 def finished(insert_rows: int) -> dict[str, Any]:
-    """A FINISHED description whose sub-statements are the six of the load: create, stage,
-    COPY, DELETE, INSERT, DROP."""
-    return sub_statements([0, 0, 250, 117, insert_rows, 0])
+    """A FINISHED description whose sub-statements are the six of the load: parts table,
+    COPY, DELETE, INSERT, and the two DELETEs of stage rows."""
+    return sub_statements([0, 250, 117, insert_rows, 0, 0])
 
 
 def sub_statements(rows: list[int]) -> dict[str, Any]:
@@ -145,9 +160,9 @@ def sub_statements(rows: list[int]) -> dict[str, Any]:
 def test_load_is_one_batch_of_the_six_statements_in_order(
     client: Any, stub: Stubber, sleeps: list[float]
 ) -> None:
-    # EXPECTED_SQLS: create table, temp stage, COPY of the batch's file with the role,
-    # DELETE of the batch's dates (deduplicated, sorted), INSERT stamped with loaded_at,
-    # DROP of the dates' stage tables.
+    # EXPECTED_SQLS: temp parts table, COPY of the batch's files with the role, DELETE of
+    # the batch's dates (deduplicated, sorted), INSERT stamped with loaded_at, DELETEs of
+    # the dates' stage rows.
     # The stub refuses any other request: exact Sqls, StatementName and target.
     expect_submit(stub)
     expect_status(stub, "FINISHED", **finished(250))
@@ -156,11 +171,13 @@ def test_load_is_one_batch_of_the_six_statements_in_order(
     assert sleeps == []
 
 
-def test_create_statement_sent_to_redshift_sorts_by_date_then_type() -> None:
-    create = EXPECTED_SQLS[0]
-    assert create.startswith("CREATE TABLE IF NOT EXISTS music_kpi_metrics (")
-    assert "kpi_date DATE NOT NULL" in create
-    assert create.endswith("DISTSTYLE AUTO\nSORTKEY (kpi_date, kpi_type)")
+def test_the_load_creates_and_drops_no_table_but_its_temporary_one() -> None:
+    """Issue 18, item 2: on Serverless each function is its own database user, and a table
+    belongs to its creator; the warehouse setup creates the tables, the steps only write
+    rows (and their own temporary tables)."""
+    ddl = [sql for sql in EXPECTED_SQLS if sql.split()[0] in {"CREATE", "DROP", "ALTER"}]
+    assert ddl == [create_parts_sql()]
+    assert ddl[0].startswith("CREATE TEMP TABLE kpi_parts (")
 
 
 @pytest.mark.parametrize("db_user", ["loader", ""], ids=["with-db-user", "without-db-user"])
@@ -204,17 +221,25 @@ def test_custom_table_is_used_in_every_statement(
     client: Any, stub: Stubber, sleeps: list[float]
 ) -> None:
     table = "analytics.music_kpis"
-    # The stage keeps its name (music_kpi_metrics_stage): only the target table changes,
-    # and the dates' stage tables live in its schema.
-    sqls = [sql.replace("music_kpi_metrics ", f"{table} ") for sql in EXPECTED_SQLS]
-    sqls[-1] = sqls[-1].replace("music_kpi_stage_", "analytics.music_kpi_stage_")
-    assert sqls[0].startswith(f"CREATE TABLE IF NOT EXISTS {table} (")
-    assert sqls[3].startswith(f"DELETE FROM {table} WHERE")
-    assert sqls[4].startswith(f"INSERT INTO {table} (")
+    # The stage table lives beside the target: analytics.music_kpis_stage.
+    sqls = [
+        sql.replace("music_kpi_metrics_stage ", f"{table}_stage ").replace(
+            "music_kpi_metrics ", f"{table} "
+        )
+        for sql in EXPECTED_SQLS
+    ]
+    assert sqls[2].startswith(f"DELETE FROM {table} WHERE")
+    assert sqls[3].startswith(f"INSERT INTO {table} (")
+    assert sqls[4].startswith(f"DELETE FROM {table}_stage WHERE")
     stub.add_response(
         "batch_execute_statement",
         {"Id": STATEMENT_ID},
-        {"Sqls": sqls, "StatementName": "music-kpi-load", **PROVISIONED_TARGET},
+        {
+            "Sqls": sqls,
+            "StatementName": "music-kpi-load",
+            "ClientToken": LOAD_TOKEN,
+            **PROVISIONED_TARGET,
+        },
     )
     expect_status(stub, "FINISHED", **finished(1))
 
@@ -232,11 +257,13 @@ JOB = DateJob(
         ".manifest"
         for table in INPUT_TABLES
     },
-    stage_table="music_kpi_stage_20240625",
+    attempt="0a1b2c3d4e5f",
+    batch_id=batch_id("run-7", "0a1b2c3d4e5f", "2024-06-25"),
 )
+COMPUTE_TOKEN = batch_id("compute", JOB.batch_id, 0)
 
 
-def test_a_date_is_one_batch_copying_each_manifest_then_computing_into_its_stage_table(
+def test_a_date_is_one_batch_copying_each_manifest_then_adding_its_batch_to_the_stage(
     client: Any, stub: Stubber, sleeps: list[float]
 ) -> None:
     copies = [
@@ -248,16 +275,20 @@ def test_a_date_is_one_batch_copying_each_manifest_then_computing_into_its_stage
         *(f"CREATE TEMP TABLE {table} ({columns})" for table, columns in INPUT_TABLES.items()),
         *copies,
         *date_kpi_statements(JOB.kpi_date, "run-7"),
-        "DROP TABLE IF EXISTS music_kpi_stage_20240625",
-        create_date_stage_sql("music_kpi_stage_20240625"),
-        insert_into_stage_sql("music_kpi_stage_20240625", "wh_kpis"),
+        insert_into_stage_sql("music_kpi_metrics_stage", "wh_kpis", JOB.attempt, JOB.batch_id, NOW),
         FIGURES_SQL,
     ]
     assert len(sqls) <= 40  # what one BatchExecuteStatement takes
+    assert not [sql for sql in sqls if sql.startswith(("DROP", "CREATE TABLE"))]
     stub.add_response(
         "batch_execute_statement",
-        {"Id": STATEMENT_ID},
-        {"Sqls": sqls, "StatementName": "music-kpi-transform-2024-06-25", **PROVISIONED_TARGET},
+        {"Id": STATEMENT_ID, "CreatedAt": NOW},
+        {
+            "Sqls": sqls,
+            "StatementName": "music-kpi-transform-2024-06-25",
+            "ClientToken": COMPUTE_TOKEN,
+            **PROVISIONED_TARGET,
+        },
     )
     expect_status(stub, "STARTED")
     sub = [{"Id": f"{STATEMENT_ID}:{n}", "Status": "FINISHED"} for n in range(1, len(sqls) + 1)]
@@ -284,52 +315,62 @@ def test_a_date_is_one_batch_copying_each_manifest_then_computing_into_its_stage
     assert sleeps == [0.25]
 
 
-def test_a_date_still_computing_at_the_poll_cap_is_cancelled_and_retryable(
+def test_a_date_still_computing_as_the_function_runs_out_of_time_is_cancelled(
     client: Any, stub: Stubber, sleeps: list[float]
 ) -> None:
-    stub.add_response("batch_execute_statement", {"Id": STATEMENT_ID})
-    expect_status(stub, "STARTED")
-    expect_status(stub, "STARTED")
+    """Issue 17, item 2: the wait ends a minute (REDSHIFT_STOP_BEFORE_TIMEOUT_SECONDS)
+    before the function would time out, whatever the number of polls."""
+    stub.add_response("batch_execute_statement", {"Id": STATEMENT_ID, "CreatedAt": NOW})
+    for _ in range(3):
+        expect_status(stub, "STARTED")
     stub.add_response("cancel_statement", {"Status": True}, {"Id": STATEMENT_ID})
 
-    with pytest.raises(WarehouseUnavailable, match="not finished after 2 polls"):
-        adapter(client, sleeps, REDSHIFT_MAX_POLLS="2").compute_date(JOB)
+    with pytest.raises(WarehouseUnavailable, match="still running as the function's time ran"):
+        adapter(client, sleeps, seconds_left=60.6).compute_date(JOB)
+    assert sleeps == [0.25, 0.25]  # 60.6 s left, 60 s kept: 0.6 s of waiting
 
 
 def test_a_failed_copy_of_a_date_fails_with_redshifts_message(
     client: Any, stub: Stubber, sleeps: list[float]
 ) -> None:
     message = "Manifest file is not in correct json format"
-    stub.add_response("batch_execute_statement", {"Id": STATEMENT_ID})
+    stub.add_response("batch_execute_statement", {"Id": STATEMENT_ID, "CreatedAt": NOW})
     expect_status(stub, "FAILED", Error=message)
 
     with pytest.raises(WarehouseStatementFailed, match=message):
         adapter(client, sleeps).compute_date(JOB)
 
 
-STAGES = ("music_kpi_stage_20240624", "music_kpi_stage_20240625")
+BATCHES = ("1" * 32, "2" * 32)
 
 
-def test_a_load_of_warehouse_dates_only_copies_nothing_and_drops_their_stage_tables(
+def stage_insert(batches: tuple[str, ...]) -> str:
+    listed = ", ".join(f"'{b}'" for b in batches)
+    return (
+        f"INSERT INTO music_kpi_metrics ({KPI_NAMES}, loaded_at) "
+        f"SELECT {KPI_NAMES}, TIMESTAMP '2024-06-26 03:04:05' FROM music_kpi_metrics_stage "
+        f"WHERE batch_id IN ({listed})"
+    )
+
+
+def test_a_load_of_warehouse_dates_only_copies_nothing_and_takes_their_batches(
     client: Any, stub: Stubber, sleeps: list[float]
 ) -> None:
     batch = KpiBatch(
-        "kpi-data", BATCH.prefix, BATCH.kpi_dates, has_parts=False, stage_tables=STAGES
+        "kpi-data", BATCH.prefix, BATCH.kpi_dates, has_parts=False, stage_batches=BATCHES
     )
-    sqls = [
-        EXPECTED_SQLS[0],
-        EXPECTED_SQLS[3],
-        f"INSERT INTO music_kpi_metrics ({KPI_NAMES}, loaded_at) "
-        f"SELECT {KPI_NAMES}, TIMESTAMP '2024-06-26 03:04:05' FROM ("
-        f"SELECT * FROM {STAGES[0]} UNION ALL SELECT * FROM {STAGES[1]}) AS computed",
-        EXPECTED_SQLS[-1],
-    ]
+    sqls = [EXPECTED_SQLS[2], stage_insert(BATCHES), *EXPECTED_SQLS[4:]]
     stub.add_response(
         "batch_execute_statement",
-        {"Id": STATEMENT_ID},
-        {"Sqls": sqls, "StatementName": "music-kpi-load", **PROVISIONED_TARGET},
+        {"Id": STATEMENT_ID, "CreatedAt": NOW},
+        {
+            "Sqls": sqls,
+            "StatementName": "music-kpi-load",
+            "ClientToken": LOAD_TOKEN,
+            **PROVISIONED_TARGET,
+        },
     )
-    expect_status(stub, "FINISHED", **sub_statements([0, 117, 40, 0]))
+    expect_status(stub, "FINISHED", **sub_statements([117, 40, 40, 0]))
 
     assert adapter(client, sleeps).replace_dates(batch, LOADED_AT) == 40
 
@@ -337,38 +378,37 @@ def test_a_load_of_warehouse_dates_only_copies_nothing_and_drops_their_stage_tab
 def test_a_load_of_both_engines_counts_the_rows_of_both_inserts(
     client: Any, stub: Stubber, sleeps: list[float]
 ) -> None:
-    batch = KpiBatch("kpi-data", BATCH.prefix, BATCH.kpi_dates, stage_tables=STAGES[1:])
-    sqls = [
-        *EXPECTED_SQLS[:-1],
-        f"INSERT INTO music_kpi_metrics ({KPI_NAMES}, loaded_at) "
-        f"SELECT {KPI_NAMES}, TIMESTAMP '2024-06-26 03:04:05' FROM ("
-        f"SELECT * FROM {STAGES[1]}) AS computed",
-        EXPECTED_SQLS[-1],
-    ]
+    batch = KpiBatch("kpi-data", BATCH.prefix, BATCH.kpi_dates, stage_batches=BATCHES[1:])
+    sqls = [*EXPECTED_SQLS[:4], stage_insert(BATCHES[1:]), *EXPECTED_SQLS[4:]]
     stub.add_response(
         "batch_execute_statement",
-        {"Id": STATEMENT_ID},
-        {"Sqls": sqls, "StatementName": "music-kpi-load", **PROVISIONED_TARGET},
+        {"Id": STATEMENT_ID, "CreatedAt": NOW},
+        {
+            "Sqls": sqls,
+            "StatementName": "music-kpi-load",
+            "ClientToken": LOAD_TOKEN,
+            **PROVISIONED_TARGET,
+        },
     )
-    expect_status(stub, "FINISHED", **sub_statements([0, 0, 250, 117, 20, 30, 0]))
+    expect_status(stub, "FINISHED", **sub_statements([0, 250, 117, 20, 30, 30, 0]))
 
     assert adapter(client, sleeps).replace_dates(batch, LOADED_AT) == 50
 
 
-def test_thousands_of_warehouse_dates_still_fit_one_data_api_batch(
+def test_ten_thousand_dates_still_fit_one_data_api_batch(
     client: Any, stub: Stubber, sleeps: list[float]
 ) -> None:
     """The Data API takes 40 statements of at most 100,000 characters; moto checks neither.
-    An INSERT per stage table broke the first at 36 dates, one INSERT of all the second."""
-    days = [dt.date(2010, 1, 1) + dt.timedelta(days=n) for n in range(3_000)]
-    stages = tuple(f"analytics.music_kpi_stage_{d:%Y%m%d}" for d in days)
-    batch = KpiBatch("kpi-data", BATCH.prefix, days, has_parts=False, stage_tables=stages)
+    Issue 17, item 5: one DELETE naming 7,200 dates was refused, and every later load."""
+    days = [dt.date(1, 1, 1) + dt.timedelta(days=n) for n in range(10_000)]
+    batches = tuple(batch_id("run", "0a1b2c3d4e5f", d.isoformat()) for d in days)
+    batch = KpiBatch("kpi-data", BATCH.prefix, days, stage_batches=batches)
     sent: list[list[str]] = []
     client.meta.events.register(
         "provide-client-params.redshift-data.BatchExecuteStatement",
         lambda params, **_: sent.append(params["Sqls"]),
     )
-    stub.add_response("batch_execute_statement", {"Id": STATEMENT_ID})
+    stub.add_response("batch_execute_statement", {"Id": STATEMENT_ID, "CreatedAt": NOW})
     expect_status(stub, "FINISHED")
 
     adapter(client, sleeps, WAREHOUSE_TABLE="analytics.kpis").replace_dates(batch, LOADED_AT)
@@ -376,10 +416,10 @@ def test_thousands_of_warehouse_dates_still_fit_one_data_api_batch(
     (sqls,) = sent
     assert len(sqls) <= 40
     assert max(len(sql) for sql in sqls) <= 100_000
+    deletes = " ".join(sql for sql in sqls if sql.startswith("DELETE FROM analytics.kpis "))
     inserts = " ".join(sql for sql in sqls if sql.startswith("INSERT INTO analytics.kpis "))
-    drops = " ".join(sql for sql in sqls if sql.startswith("DROP TABLE"))
-    assert all(f"SELECT * FROM {stage}" in inserts for stage in stages)
-    assert all(stage in drops for stage in stages)
+    assert all(f"'{d.isoformat()}'" in deletes for d in days)
+    assert all(f"'{b}'" in inserts for b in batches)
 
 
 def test_a_batch_the_data_api_would_refuse_is_refused_before_it_is_sent() -> None:
@@ -440,23 +480,23 @@ def test_aborted_load_raises_statement_failed(
         adapter(client, sleeps).replace_dates(BATCH, LOADED_AT)
 
 
-def test_load_still_running_after_the_poll_cap_is_retryable(
+def test_load_still_running_as_the_function_runs_out_of_time_is_retryable(
     client: Any, stub: Stubber, sleeps: list[float]
 ) -> None:
     expect_submit(stub)
     for _ in range(3):
         expect_status(stub, "STARTED")  # a fourth describe would find no stubbed response
-    # at the cap the statement is cancelled, so a retry never runs beside it
+    # the statement is cancelled, so a retry never runs beside it
     stub.add_response("cancel_statement", {"Status": True}, {"Id": STATEMENT_ID})
 
-    with pytest.raises(WarehouseUnavailable, match=f"{STATEMENT_ID} not finished after 3 polls"):
-        adapter(client, sleeps, REDSHIFT_MAX_POLLS="3").replace_dates(BATCH, LOADED_AT)
+    with pytest.raises(WarehouseUnavailable, match=f"{STATEMENT_ID} still running"):
+        adapter(client, sleeps, seconds_left=60.5).replace_dates(BATCH, LOADED_AT)
 
-    assert sleeps == [0.25, 0.25]  # between polls only, not after the last one
+    assert sleeps == [0.25, 0.25]  # between polls only, never past the deadline
     stub.assert_no_pending_responses()
 
 
-def test_a_failed_cancel_at_the_poll_cap_still_ends_as_retryable(
+def test_a_failed_cancel_at_the_deadline_still_ends_as_retryable(
     client: Any, stub: Stubber, sleeps: list[float]
 ) -> None:
     expect_submit(stub)
@@ -468,10 +508,47 @@ def test_a_failed_cancel_at_the_poll_cap_still_ends_as_retryable(
         expected_params={"Id": STATEMENT_ID},
     )
 
-    with pytest.raises(WarehouseUnavailable, match="not finished after 1 polls"):
-        adapter(client, sleeps, REDSHIFT_MAX_POLLS="1").replace_dates(BATCH, LOADED_AT)
+    with pytest.raises(WarehouseUnavailable, match="still running"):
+        adapter(client, sleeps, seconds_left=60).replace_dates(BATCH, LOADED_AT)
 
     assert sleeps == []
+    stub.assert_no_pending_responses()
+
+
+def test_a_retried_load_finds_the_batch_its_timed_out_invocation_started(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    """Issue 17, item 2: the same work under the same ClientToken is the same batch: a
+    retry waits for it rather than running the load twice."""
+    earlier = NOW - dt.timedelta(minutes=14)
+    expect_submit(stub, created_at=earlier)  # the Data API hands back the first batch
+    expect_status(stub, "STARTED")
+    expect_status(stub, "FINISHED", **finished(42))
+
+    assert adapter(client, sleeps).replace_dates(BATCH, LOADED_AT) == 42
+
+
+def test_a_batch_that_had_failed_before_the_retry_is_submitted_again_under_a_new_token(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    """It committed nothing: running it again is safe, and its token must change (the same
+    token would hand back the failed batch for eight hours)."""
+    expect_submit(stub, created_at=NOW - dt.timedelta(minutes=3))
+    expect_status(stub, "FAILED", Error="ERROR: 1023 Serializable isolation violation")
+    expect_submit(stub, token=batch_id("load", BATCH.prefix, "2024-06-24,2024-06-25", 1))
+    expect_status(stub, "FINISHED", **finished(9))
+
+    assert adapter(client, sleeps).replace_dates(BATCH, LOADED_AT) == 9
+
+
+def test_a_batch_of_this_invocation_that_fails_is_not_submitted_again(
+    client: Any, stub: Stubber, sleeps: list[float]
+) -> None:
+    expect_submit(stub)
+    expect_status(stub, "FAILED", Error="ERROR: permission denied for relation music_kpi_metrics")
+
+    with pytest.raises(WarehouseStatementFailed, match="permission denied"):
+        adapter(client, sleeps).replace_dates(BATCH, LOADED_AT)
     stub.assert_no_pending_responses()
 
 
@@ -583,7 +660,7 @@ def test_marked_settings_are_valid_as_they_stand() -> None:
     settings = WarehouseSettings.from_env(MARKED)
 
     assert settings.redshift_cluster_id == "cluster-marker"
-    assert settings.redshift_max_polls == 450
+    assert settings.redshift_stop_before_timeout_seconds == 60
 
 
 @pytest.mark.parametrize(
@@ -597,7 +674,11 @@ def test_marked_settings_are_valid_as_they_stand() -> None:
         ({"WAREHOUSE_TABLE": "kpis_marker; DROP TABLE users"}, ["WAREHOUSE_TABLE"]),
         ({"WAREHOUSE_KIND": "marker"}, ["WAREHOUSE_KIND"]),
         ({"WAREHOUSE_KIND": None}, ["WAREHOUSE_KIND"]),
-        ({"REDSHIFT_MAX_POLLS": "0"}, ["REDSHIFT_MAX_POLLS"]),
+        ({"REDSHIFT_STOP_BEFORE_TIMEOUT_SECONDS": "0"}, ["REDSHIFT_STOP_BEFORE_TIMEOUT_SECONDS"]),
+        (
+            {"REDSHIFT_CLUSTER_ID": None, "REDSHIFT_WORKGROUP": "wg-marker"},
+            ["REDSHIFT_DB_USER", "Serverless", "IAMR:<role>"],
+        ),
         ({"REDSHIFT_POLL_SECONDS": "marker"}, ["REDSHIFT_POLL_SECONDS"]),
     ],
     ids=[
@@ -609,7 +690,8 @@ def test_marked_settings_are_valid_as_they_stand() -> None:
         "bad-table",
         "bad-kind",
         "no-kind",
-        "zero-polls",
+        "no-time-kept",
+        "workgroup-with-db-user",
         "poll-seconds-not-a-number",
     ],
 )

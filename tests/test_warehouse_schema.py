@@ -10,11 +10,16 @@ import pytest
 from kpi_pipeline.warehouse.arrow import KPI_SCHEMA, fit_to_schema
 from kpi_pipeline.warehouse.schema import (
     KPI_COLUMNS,
+    STAGE_COLUMNS,
     TABLE_COLUMNS,
-    create_stage_sql,
+    clear_stage_sql,
+    create_parts_sql,
+    create_stage_table_sql,
     create_table_sql,
     delete_dates_sql,
+    insert_from_sql,
     insert_from_stage_sql,
+    insert_into_stage_sql,
     truncate_utf8,
 )
 
@@ -198,11 +203,11 @@ def test_create_table_sql_for_redshift_sorts_by_date_then_type() -> None:
     assert sql.endswith(")\nDISTSTYLE AUTO\nSORTKEY (kpi_date, kpi_type)")
 
 
-def test_create_stage_sql_is_a_temp_table_of_the_kpi_columns_only() -> None:
-    sql = create_stage_sql("stage")
+def test_create_parts_sql_is_a_temp_table_of_the_kpi_columns_only() -> None:
+    sql = create_parts_sql()
 
     assert sql == (
-        "CREATE TEMP TABLE stage (kpi_type VARCHAR(50), kpi_date DATE, "
+        "CREATE TEMP TABLE kpi_parts (kpi_type VARCHAR(50), kpi_date DATE, "
         "track_genre VARCHAR(255), listen_count BIGINT, avg_track_duration_sec FLOAT, "
         "popularity_index FLOAT, most_popular_track VARCHAR(255), "
         "most_popular_track_id VARCHAR(64), stream_hour INT, unique_listeners INT, "
@@ -213,19 +218,80 @@ def test_create_stage_sql_is_a_temp_table_of_the_kpi_columns_only() -> None:
 def test_delete_dates_sql_deduplicates_and_sorts_the_dates() -> None:
     dates = [dt.date(2024, 6, 25), dt.date(2024, 6, 3), dt.date(2024, 6, 25), dt.date(2023, 12, 31)]
 
-    assert delete_dates_sql("music_kpi_metrics", dates) == (
+    assert delete_dates_sql("music_kpi_metrics", dates) == [
         "DELETE FROM music_kpi_metrics WHERE kpi_date IN ('2023-12-31', '2024-06-03', '2024-06-25')"
-    )
+    ]
 
 
-def test_insert_from_stage_sql_stamps_loaded_at_as_utc_wall_clock() -> None:
+def test_any_number_of_dates_is_deleted_in_statements_the_data_api_takes() -> None:
+    """Issue 17, item 5: 7,200 dates in one DELETE were over the Data API's 100,000
+    characters, and every later load failed on it."""
+    first = dt.date(1, 1, 1)
+    dates = [first + dt.timedelta(days=n) for n in range(10_000)]
+
+    statements = delete_dates_sql("music_kpi_metrics", dates)
+
+    assert len(statements) == 10
+    assert max(len(s) for s in statements) < 100_000
+    listed = [d for s in statements for d in s.split("IN (")[1].rstrip(")").split(", ")]
+    assert listed == [f"'{d.isoformat()}'" for d in dates]
+
+
+def test_insert_from_sql_stamps_loaded_at_as_utc_wall_clock() -> None:
     paris_summer = dt.timezone(dt.timedelta(hours=2))
     loaded_at = dt.datetime(2024, 6, 26, 1, 30, 5, tzinfo=paris_summer)
 
-    sql = insert_from_stage_sql("music_kpi_metrics", "stage", loaded_at)
+    sql = insert_from_sql("music_kpi_metrics", "stage", loaded_at)
 
     names = ", ".join(name for name, _ in SPEC_COLUMNS[:-1])
     assert sql == (
         f"INSERT INTO music_kpi_metrics ({names}, loaded_at) "
         f"SELECT {names}, TIMESTAMP '2024-06-25 23:30:05' FROM stage"
     )
+
+
+BATCH_A, BATCH_B = "a" * 32, "b" * 32
+
+
+def test_the_stage_table_has_the_kpi_columns_then_attempt_batch_and_time() -> None:
+    assert [c.name for c in STAGE_COLUMNS] == [
+        *(c.name for c in KPI_COLUMNS),
+        "attempt",
+        "batch_id",
+        "computed_at",
+    ]
+    sql = create_stage_table_sql("music_kpi_metrics_stage")
+    assert sql.endswith("computed_at TIMESTAMP NOT NULL\n)\nDISTSTYLE AUTO\nSORTKEY (kpi_date)")
+
+
+def test_a_date_computed_in_the_warehouse_is_inserted_stamped_with_its_batch() -> None:
+    computed_at = dt.datetime(2024, 6, 26, 3, 0, tzinfo=dt.UTC)
+
+    sql = insert_into_stage_sql("s", "wh_kpis", "0a1b2c3d4e5f", BATCH_A, computed_at)
+
+    assert sql.startswith("INSERT INTO s (kpi_type, ")
+    assert sql.endswith(
+        f"CAST(run_id AS VARCHAR(128)), '0a1b2c3d4e5f', '{BATCH_A}', "
+        "TIMESTAMP '2024-06-26 03:00:00' FROM wh_kpis"
+    )
+
+
+@pytest.mark.parametrize("bad", ["", "A" * 32, "a" * 31, "x' OR '1'='1", "a" * 32 + "'"])
+def test_a_batch_id_that_is_not_32_hex_digits_never_reaches_sql(bad: str) -> None:
+    """Issue 17, item 6: Load takes batch ids from documents in S3; none becomes SQL."""
+    loaded_at = dt.datetime(2024, 6, 26, tzinfo=dt.UTC)
+    with pytest.raises(ValueError, match="not a stage batch id"):
+        insert_from_stage_sql("t", "s", [BATCH_A, bad], loaded_at)
+    with pytest.raises(ValueError, match="not a stage batch id"):
+        insert_into_stage_sql("s", "wh_kpis", "0a1b2c3d4e5f", bad, loaded_at)
+
+
+def test_load_takes_exactly_the_named_batches_and_clears_the_replaced_dates() -> None:
+    loaded_at = dt.datetime(2024, 6, 26, 3, 4, 5, tzinfo=dt.UTC)
+
+    (insert,) = insert_from_stage_sql("t", "s", [BATCH_B, BATCH_A], loaded_at)
+    assert insert.endswith(f"FROM s WHERE batch_id IN ('{BATCH_A}', '{BATCH_B}')")
+    assert clear_stage_sql("s", [dt.date(2024, 6, 25)], loaded_at) == [
+        "DELETE FROM s WHERE kpi_date IN ('2024-06-25')",
+        "DELETE FROM s WHERE computed_at < TIMESTAMP '2024-06-19 03:04:05'",
+    ]

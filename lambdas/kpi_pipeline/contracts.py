@@ -235,7 +235,8 @@ Engine = Literal["lambda", "warehouse"]
 class TransformDateResult(Contract):
     kpi_date: dt.date
     engine: Engine = "lambda"
-    stage_table: str | None = None  # warehouse engine: the table Load takes the rows from
+    # warehouse engine: the stage table's batch holding the date's rows (what Load takes)
+    stage_batch: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
     genre_rows: int
     hourly_rows: int
     curated_rows: int  # the rows of the date's curated objects, duplicates across files too

@@ -51,9 +51,12 @@ SNAPSHOT_QUERIES = {
     "songs": "SELECT * FROM stg_songs",
     "song_artists": "SELECT track_id, artist FROM song_artists",
     # The columns of the warehouse engine's wh_songs, in its order: COPY reads Parquet by
-    # position (kpi_pipeline.warehouse.kpi_sql.INPUT_TABLES).
+    # position (kpi_pipeline.warehouse.kpi_sql.INPUT_TABLES). A track's name is only ever
+    # shown, in most_popular_track (VARCHAR(255)): kept to what that column holds, as the
+    # Lambda engine cuts it, so that COPY (which cannot truncate) takes every name.
     "song_tracks": (
-        "SELECT track_id, track_genre, track_name, popularity, duration_ms FROM stg_songs"
+        "SELECT track_id, track_genre, fit_bytes(track_name, 255) AS track_name, popularity, "
+        "duration_ms FROM stg_songs"
     ),
 }
 
@@ -134,10 +137,9 @@ def extract_snapshot(
         outputs = {table: tmp / f"{table}.parquet" for table in SNAPSHOT_QUERIES}
         for table, query in SNAPSHOT_QUERIES.items():
             target = engine.literal(outputs[table])
-            con.execute(
-                f"COPY ({query}) TO {target} "
-                "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
-            )
+            # Snappy: what Redshift's COPY documents (song_tracks and song_artists are read
+            # by COPY; the others are kept alike).
+            con.execute(f"COPY ({query}) TO {target} (FORMAT parquet, COMPRESSION snappy)")
         counts = {
             table: engine.scalar(
                 con, f"SELECT count(*) FROM read_parquet({engine.literal(outputs[table])})"

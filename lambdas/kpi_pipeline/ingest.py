@@ -237,14 +237,17 @@ def copy_plays(
 ) -> int:
     """Write the curated plays ``plays_sql`` selects (user_id, track_id, listen_time as UTC
     wall time, kpi_date; each play once) to ``path`` as one content's Parquet, in the
-    curated plays' columns; return how many were written."""
+    curated plays' columns; return how many were written.
+
+    Written as Redshift's COPY reads it (the warehouse engine COPYs these files): Snappy,
+    and listen_time a timestamp without time zone (the UTC wall time), a type Redshift maps
+    to TIMESTAMP (kpi_pipeline.warehouse.copy_parquet)."""
     written = con.execute(
         f"""
         COPY (
-            SELECT user_id, track_id, utc_instant(listen_time) AS listen_time, kpi_date,
-                ? AS content_key
+            SELECT user_id, track_id, listen_time, kpi_date, ? AS content_key
             FROM ({plays_sql})
-        ) TO {literal(path)} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)
+        ) TO {literal(path)} (FORMAT parquet, COMPRESSION snappy)
         """,
         [content_key, *params],
     ).fetchone()

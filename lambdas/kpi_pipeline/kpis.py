@@ -30,6 +30,7 @@ from kpi_pipeline.settings import EngineSettings, ScratchSettings
 from kpi_pipeline.storage import Storage
 from kpi_pipeline.transform_plan import planned_date
 from kpi_pipeline.warehouse.arrow import fit_to_schema
+from kpi_pipeline.warehouse.copy_parquet import WRITE_CODEC
 
 
 def compute_date(
@@ -126,7 +127,7 @@ def _transform_date(
     finally:
         con.close()
     out = work / "music_kpi_metrics.parquet"
-    pq.write_table(fit_to_schema(kpis), out, compression="zstd")
+    pq.write_table(fit_to_schema(kpis), out, compression=WRITE_CODEC)  # what COPY reads
     storage.upload_file(out, layout.data_bucket, kpi_key)
     shutil.rmtree(work)
     return stats

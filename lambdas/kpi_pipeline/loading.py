@@ -39,14 +39,14 @@ def load_kpis(
     in_warehouse = _warehouse_dates(storage, layout, request)
     in_lambda = [d for d in request.kpi_dates if d not in in_warehouse]
     _check_parts(storage, layout, request.kpi_prefix, in_lambda, len(request.kpi_dates))
-    stages = _stage_tables(storage, layout, request, sorted(in_warehouse))
+    stages = _stage_batches(storage, layout, request, sorted(in_warehouse))
     loaded_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     batch = KpiBatch(
         layout.data_bucket,
         request.kpi_prefix,
         request.kpi_dates,
         has_parts=bool(in_lambda),
-        stage_tables=tuple(stages),
+        stage_batches=tuple(stages),
     )
     rows = warehouse.replace_dates(batch, loaded_at)
     count(KPI_ROWS_LOADED, rows)
@@ -86,11 +86,14 @@ def _check_parts(
         )
 
 
-def _stage_tables(
+def _stage_batches(
     storage: Storage, layout: Layout, request: LoadRequest, kpi_dates: list[dt.date]
 ) -> list[str]:
-    """The stage table of every date computed in the warehouse, from the result each wrote
-    once its table was committed (a date without one would lose its KPIs)."""
+    """The stage batch of every date computed in the warehouse, from the result each wrote
+    once its batch was committed (a date without one would lose its KPIs). Each result is
+    read at the key of the load's own run, attempt and date, and checked against its
+    contract: a batch id is 32 hex digits, and the result is the warehouse engine's, of
+    that date."""
     attempt = request.attempt or ""
     documents = parallel(
         lambda d: storage.get_json(
@@ -101,10 +104,15 @@ def _stage_tables(
     stages, missing = [], []
     for kpi_date, document in zip(kpi_dates, documents, strict=True):
         result = TransformDateResult.model_validate(document) if document else None
-        if result is None or result.stage_table is None:
+        if (
+            result is None
+            or result.stage_batch is None
+            or result.kpi_date != kpi_date
+            or result.engine != "warehouse"
+        ):
             missing.append(kpi_date.isoformat())
         else:
-            stages.append(result.stage_table)
+            stages.append(result.stage_batch)
     if missing:
         raise DataGateError(
             f"no KPIs computed in the warehouse for {missing[:5]} ({len(missing)} of "

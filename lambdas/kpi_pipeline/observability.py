@@ -45,7 +45,14 @@ Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 # log keys, never in shared module state: locally, Map iterations run in parallel threads of
 # one process (in AWS each invocation has its own process).
 _current_step: ContextVar[str] = ContextVar("step", default="unknown")
+_lambda_context: ContextVar[Any] = ContextVar("lambda_context", default=None)
 _warm = False
+
+
+def remaining_seconds() -> float | None:
+    """How long the running invocation has left before Lambda stops it (None outside one)."""
+    context = _lambda_context.get()
+    return context.get_remaining_time_in_millis() / 1000 if context is not None else None
 
 
 def count(name: str, value: float, **dimensions: str) -> None:
@@ -73,6 +80,7 @@ def step_handler(
         def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             global _warm
             token = _current_step.set(step)
+            context_token = _lambda_context.set(context)
             logger.thread_safe_clear_keys()
             logger.thread_safe_append_keys(
                 step=step,
@@ -94,6 +102,7 @@ def step_handler(
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 _emit(STEP_DURATION, MetricUnit.Milliseconds, elapsed_ms, {})
                 _current_step.reset(token)
+                _lambda_context.reset(context_token)
             logger.info("step finished", extra={"duration_ms": round(elapsed_ms, 1)})
             logger.thread_safe_clear_keys()
             return result.model_dump(mode="json")

@@ -221,7 +221,13 @@ class WarehouseSettings(_EnvModel):
         default=None, description="IAM role Redshift assumes to COPY from S3"
     )
     redshift_poll_seconds: float = Field(default=2.0, gt=0, le=60)
-    redshift_max_polls: int = Field(default=450, ge=1, description="poll cap per statement")
+    redshift_stop_before_timeout_seconds: int = Field(
+        default=60,
+        ge=5,
+        le=600,
+        description="stop waiting for a batch (and cancel it) this long before the function "
+        "would time out",
+    )
     # PostgreSQL (local)
     warehouse_dsn: str | None = Field(default=None, description="libpq connection string")
 
@@ -247,6 +253,11 @@ class WarehouseSettings(_EnvModel):
             raise ValueError(
                 "set exactly one of REDSHIFT_CLUSTER_ID (provisioned) or REDSHIFT_WORKGROUP "
                 "(Serverless)"
+            )
+        if self.redshift_workgroup and self.redshift_db_user:
+            raise ValueError(
+                "REDSHIFT_DB_USER is for a provisioned cluster: on Serverless the database user "
+                "is the function's IAM role (IAMR:<role>), or the secret's (REDSHIFT_SECRET_ARN)"
             )
         if self.redshift_cluster_id and not (self.redshift_db_user or self.redshift_secret_arn):
             raise ValueError("a provisioned cluster needs REDSHIFT_DB_USER or REDSHIFT_SECRET_ARN")

@@ -4,7 +4,7 @@ The date's inputs are listed in COPY manifests, object by object, never as a pre
 curated objects the plan lists for the date (a stale object under the same prefix, written
 by an ingest that died before its ledger entry, is never read), and the songs and artists
 of the catalogue the date is pinned to. The warehouse then COPYs them, runs
-``sql/warehouse/date_kpis.sql`` and keeps the rows in the date's stage table, all in one
+``sql/warehouse/date_kpis.sql`` and adds the rows to the stage table as its batch, all in one
 transaction; Load moves them into ``music_kpi_metrics`` with the other dates, in its own
 single transaction. No DuckDB or pyarrow here: this runs in a small function.
 """
@@ -20,14 +20,13 @@ from kpi_pipeline.parallel import parallel
 from kpi_pipeline.storage import Storage
 from kpi_pipeline.transform_plan import PlannedDate, planned_date
 from kpi_pipeline.warehouse import DateJob, Warehouse
-from kpi_pipeline.warehouse.schema import date_stage_table
+from kpi_pipeline.warehouse.redshift import batch_id
 
 
 def compute_date_in_warehouse(
     request: TransformDateRequest,
     *,
     warehouse: Warehouse,
-    warehouse_table: str,
     storage: Storage,
     layout: Layout,
 ) -> TransformDateResult:
@@ -45,14 +44,17 @@ def compute_date_in_warehouse(
         run_id=request.run_id,
         bucket=layout.data_bucket,
         manifests=manifests,
-        stage_table=date_stage_table(warehouse_table, planned.kpi_date),
+        attempt=request.attempt,
+        # The same for every invocation of this date of this attempt: a retried invocation
+        # finds the batch a timed-out one started (kpi_pipeline.warehouse.redshift).
+        batch_id=batch_id(request.run_id, request.attempt, planned.kpi_date.isoformat()),
     )
     figures = warehouse.compute_date(job)
     result = TransformDateResult.model_validate(
         {
             "kpi_date": planned.kpi_date,
             "engine": "warehouse",
-            "stage_table": job.stage_table,
+            "stage_batch": job.batch_id,
             **figures,
         }
     )

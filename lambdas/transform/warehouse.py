@@ -18,7 +18,6 @@ def handler(request: TransformDateRequest) -> TransformDateResult:
     return compute_date_in_warehouse(
         request,
         warehouse=open_warehouse(settings),
-        warehouse_table=settings.warehouse_table,
         storage=Storage(),
         layout=Layout.from_settings(load(StorageSettings)),
     )

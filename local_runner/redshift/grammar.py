@@ -12,9 +12,10 @@ literals and numbers blanked): a run parses each shape once.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -118,3 +119,18 @@ def _linter() -> Any:
     from sqlfluff.core import FluffConfig, Linter
 
     return Linter(config=FluffConfig(overrides={"dialect": "redshift"}))
+
+
+@contextlib.contextmanager
+def redshift_grammar_enforced(check: GrammarCheck = CHECKED) -> Iterator[GrammarCheck]:
+    """Within the block, the local warehouse refuses what Redshift's grammar refuses."""
+    from kpi_pipeline.warehouse.postgres import REDSHIFT_CHECKS
+
+    if check.check in REDSHIFT_CHECKS:  # already enforced (the tests enforce it throughout)
+        yield check
+        return
+    REDSHIFT_CHECKS.append(check.check)
+    try:
+        yield check
+    finally:
+        REDSHIFT_CHECKS.remove(check.check)

@@ -69,7 +69,11 @@ def snapshot(world: str) -> dict[str, Any]:
 
 @pytest.fixture
 def warehouse_dsn(new_database: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A warehouse set up as an administrator sets it up (infra/warehouse_setup.sql)."""
+    from local_runner.databases import apply_warehouse_setup
+
     dsn = new_database("warehouse")
+    apply_warehouse_setup(dsn)
     monkeypatch.setenv("WAREHOUSE_KIND", "postgres")
     monkeypatch.setenv("WAREHOUSE_DSN", dsn)
     return dsn

@@ -10,6 +10,7 @@ import pytest
 from extract_s3.handler import list_new_files
 from kpi_pipeline import settings as pipeline_settings
 from kpi_pipeline.errors import DataGateError
+from kpi_pipeline.warehouse.redshift import batch_id
 from kpi_pipeline.warehouse.schema import KPI_COLUMNS
 from tests.handlers.support import (
     CONTEXT,
@@ -30,7 +31,7 @@ from tests.handlers.support import (
     transform_date,
     warehouse_rows,
 )
-from tests.harness import stage_tables
+from tests.harness import stage_rows
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 COMPARED = tuple(c.name for c in KPI_COLUMNS if c.name != "run_id")  # run ids differ
@@ -73,7 +74,7 @@ def test_the_warehouse_engine_loads_the_rows_the_lambda_engine_computes(
     assert in_warehouse["dates_in_warehouse"] == 2
     dates = read_json(cloud.s3, in_warehouse["dates_key"])
     assert [(d["engine"], d["plays"]) for d in dates] == [("warehouse", 3), ("warehouse", 1)]
-    # No Parquet part: the rows went from the warehouse's stage tables into the table.
+    # No Parquet part: the rows went from the warehouse's stage table into the table.
     assert keys(cloud.s3, DATA_BUCKET, in_warehouse["kpi_prefix"]) == []
     rows = warehouse_rows(warehouse_dsn)
     assert loaded["rows_loaded"] == len(rows) == 5
@@ -82,8 +83,8 @@ def test_the_warehouse_engine_loads_the_rows_the_lambda_engine_computes(
     # The figures of the run summary are the Lambda engine's.
     figures = ("genre_rows", "hourly_rows", "plays_in_kpis", "duplicates_across_files")
     assert [in_warehouse[f] for f in figures] == [in_lambda[f] for f in figures]
-    # Load dropped the stage tables it took the rows from.
-    assert stage_tables(warehouse_dsn) == []
+    # Load cleared the stage rows of the dates it replaced.
+    assert stage_rows(warehouse_dsn) == []
 
 
 def test_auto_sends_only_the_dates_above_the_threshold_to_the_warehouse(
@@ -141,7 +142,9 @@ def test_the_manifest_lists_exactly_the_ledger_accepted_objects_with_their_sizes
     }
     assert (result["curated_rows"], result["plays_in_kpis"]) == (3, 3)
     assert result["engine"] == "warehouse"
-    assert result["stage_table"] == "music_kpi_stage_20240625"
+    # The date's rows are the stage table's batch of this run, attempt and date: the same
+    # for every invocation of it (a retry finds the batch a timed-out one started).
+    assert result["stage_batch"] == batch_id(RUN, plan["attempt"], "2024-06-25")
 
 
 def test_a_date_pinned_to_a_catalogue_without_song_tracks_names_the_setting_to_use(
@@ -170,4 +173,6 @@ def test_load_refuses_a_warehouse_date_whose_kpis_were_never_computed(
         DataGateError, match=r"no KPIs computed in the warehouse for \['2024-06-26'\]"
     ):
         load(RUN, plan)
-    assert stage_tables(warehouse_dsn) == ["music_kpi_stage_20240625"]
+    assert [(d.isoformat(), a) for d, a, _ in stage_rows(warehouse_dsn)] == [
+        ("2024-06-25", plan["attempt"])
+    ]

@@ -66,7 +66,11 @@ CREATE OR REPLACE TEMP MACRO date_of_hour_number(h) AS
 CREATE OR REPLACE TEMP MACRO hour_of_hour_number(h) AS
     CAST(h % 24 AS INTEGER);
 
--- A UTC wall time (TIMESTAMP) as the instant it names (TIMESTAMPTZ). The same value as
--- CAST(t AS TIMESTAMPTZ) in a UTC session, without the ICU calendar: many times faster.
-CREATE OR REPLACE TEMP MACRO utc_instant(t) AS
-    make_timestamptz(epoch_us(t));
+-- The longest prefix of s whose UTF-8 encoding fits in n bytes, cut at a character
+-- boundary (kpi_pipeline.warehouse.schema.truncate_utf8 in Python): what a VARCHAR(n) of
+-- Redshift holds, whose width is in bytes.
+CREATE OR REPLACE TEMP MACRO fit_bytes(s, n) AS
+    CASE
+        WHEN s IS NULL OR strlen(s) <= n THEN s
+        ELSE left(s, list_max(list_filter(range(0, n + 1), lambda k: strlen(left(s, k)) <= n)))
+    END;

@@ -12,41 +12,43 @@ from kpi_pipeline.settings import WarehouseSettings
 @dataclass(frozen=True)
 class KpiBatch:
     """The KPI rows of one run: Parquet parts under a key prefix in S3 (dates computed in a
-    Lambda), and stage tables in the warehouse (dates the warehouse computed)."""
+    Lambda), and batches of the stage table (dates the warehouse computed)."""
 
     bucket: str
     prefix: str  # COPY reads every object whose key starts with it
     kpi_dates: list[dt.date]  # every date replaced, whichever engine computed it
     has_parts: bool = True  # False: every date was computed in the warehouse
-    stage_tables: tuple[str, ...] = ()
+    stage_batches: tuple[str, ...] = ()  # the stage table's batch ids to take
 
 
 @dataclass(frozen=True)
 class DateJob:
     """One date for the warehouse engine: its inputs, listed object by object in COPY
-    manifests, and the table its KPI rows go to."""
+    manifests, and how its rows are stamped in the stage table."""
 
     kpi_date: dt.date
     run_id: str
     bucket: str
     manifests: dict[str, str]  # input table (kpi_sql.INPUT_TABLES) -> manifest key
-    stage_table: str
+    attempt: str  # the plan's attempt
+    batch_id: str  # this computation's own id (32 hex digits): what Load takes
 
 
 class Warehouse(Protocol):
     """Compute a date's KPIs in the warehouse; replace the KPI rows of some dates."""
 
     def replace_dates(self, batch: KpiBatch, loaded_at: dt.datetime) -> int:
-        """Create the table if needed, delete the batch's dates, insert its rows, drop its
-        stage tables.
+        """Delete the batch's dates, insert its parts' rows and its stage batches' rows,
+        clear the stage rows of its dates.
 
         All of it commits together or not at all; returns the number of rows inserted.
         """
         ...
 
     def compute_date(self, job: DateJob) -> dict[str, int]:
-        """In one transaction: COPY the job's manifests into temporary tables, compute the
-        date's KPI rows into its stage table; return the figures (kpi_sql.FIGURES)."""
+        """In one transaction: COPY the job's manifests into temporary tables, add the
+        date's KPI rows to the stage table as the job's batch; return the figures
+        (kpi_sql.FIGURES)."""
         ...
 
 

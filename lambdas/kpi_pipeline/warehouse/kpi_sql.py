@@ -12,26 +12,23 @@ import datetime as dt
 import re
 from importlib import resources
 
-from kpi_pipeline.warehouse.schema import (
-    create_date_stage_sql,
-    drop_tables_sql,
-    insert_into_stage_sql,
-)
+from kpi_pipeline.warehouse.schema import insert_into_stage_sql
 
 # The temporary tables the statements read, with their columns. COPY reads Parquet by
 # position and needs as many columns as the file has: each table is exactly the Parquet it
 # is filled from (curated plays; the catalogue's song_tracks and song_artists, written at
-# extract). Strings are as wide as Redshift allows: COPY from Parquet cannot truncate.
-TEXT = "VARCHAR(65535)"
+# extract). COPY from Parquet cannot truncate, so each string column is as wide as what the
+# writers let through (kpi_pipeline.warehouse.copy_parquet.STRING_LIMITS), no wider.
 INPUT_TABLES: dict[str, str] = {
     "wh_curated_plays": (
-        f"user_id BIGINT, track_id {TEXT}, listen_time TIMESTAMP, kpi_date DATE, content_key {TEXT}"
+        "user_id BIGINT, track_id VARCHAR(256), listen_time TIMESTAMP, kpi_date DATE, "
+        "content_key VARCHAR(128)"
     ),
     "wh_songs": (
-        f"track_id {TEXT}, track_genre {TEXT}, track_name {TEXT}, popularity INTEGER, "
-        "duration_ms BIGINT"
+        "track_id VARCHAR(256), track_genre VARCHAR(255), track_name VARCHAR(255), "
+        "popularity INTEGER, duration_ms BIGINT"
     ),
-    "wh_song_artists": f"track_id {TEXT}, artist {TEXT}",
+    "wh_song_artists": "track_id VARCHAR(256), artist VARCHAR(255)",
 }
 OUTPUT_TABLE = "wh_kpis"
 
@@ -81,12 +78,19 @@ def create_input_sql(table: str) -> str:
     return f"CREATE TEMP TABLE {table} ({INPUT_TABLES[table]})"
 
 
-def compute_into_stage(kpi_date: dt.date, run_id: str, stage: str) -> list[str]:
-    """Once the input tables hold the date's rows: compute its KPIs and keep them in the
-    date's stage table (made anew: a retried date replaces its own earlier rows)."""
+def compute_into_stage(
+    kpi_date: dt.date,
+    run_id: str,
+    stage: str,
+    *,
+    attempt: str,
+    batch_id: str,
+    computed_at: dt.datetime,
+) -> list[str]:
+    """Once the input tables hold the date's rows: compute its KPIs and add them to the
+    stage table, stamped with the attempt and this batch (Load takes the batch its result
+    names: a retried or stopped batch's rows are never taken beside it)."""
     return [
         *date_kpi_statements(kpi_date, run_id),
-        drop_tables_sql([stage]),
-        create_date_stage_sql(stage),
-        insert_into_stage_sql(stage, OUTPUT_TABLE),
+        insert_into_stage_sql(stage, OUTPUT_TABLE, attempt, batch_id, computed_at),
     ]

@@ -8,7 +8,12 @@ so a grant COPY would lack fails here too:
 - a bare S3 path is a key prefix: listed, then every object under it is read;
 - a manifest is read, then exactly the objects it lists; each entry must be mandatory and
   carry the object's exact ``meta.content_length`` (Redshift needs it for Parquet);
-- Parquet columns go to the table's columns by position, and their numbers must match.
+- each file is refused as COPY would refuse it (:mod:`kpi_pipeline.warehouse.copy_parquet`:
+  its column count, codec, column types and string widths).
+
+And before anything runs, the statements the Redshift adapter would send for the same call
+are handed to every check in :data:`REDSHIFT_CHECKS` (the local runner and the tests put
+Redshift's grammar there): what Redshift would refuse fails here too.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import contextlib
 import datetime as dt
 import io
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +36,7 @@ from kpi_pipeline.errors import ConfigurationError, WarehouseStatementFailed, Wa
 from kpi_pipeline.settings import WarehouseSettings
 from kpi_pipeline.storage import Storage
 from kpi_pipeline.warehouse import DateJob, KpiBatch
-from kpi_pipeline.warehouse.arrow import fit_to_schema
+from kpi_pipeline.warehouse.copy_parquet import refusal
 from kpi_pipeline.warehouse.kpi_sql import (
     FIGURES,
     FIGURES_SQL,
@@ -40,7 +45,19 @@ from kpi_pipeline.warehouse.kpi_sql import (
     create_input_sql,
     input_columns,
 )
-from kpi_pipeline.warehouse.schema import KPI_COLUMNS, STAGE, check_batch, load_statements
+from kpi_pipeline.warehouse.redshift import compute_batch, load_batch
+from kpi_pipeline.warehouse.schema import (
+    KPI_COLUMNS,
+    PARTS,
+    check_batch,
+    load_statements,
+    stage_table,
+)
+
+# Checks of the statements the Redshift adapter would send (statements, what they are for):
+# each raises what Redshift would answer. Empty in AWS, where Redshift itself checks.
+REDSHIFT_CHECKS: list[Callable[[list[str], str], None]] = []
+LOCAL_COPY_ROLE = "arn:aws:iam::123456789012:role/local-redshift-copy"  # when none is set
 
 
 class PostgresWarehouse:
@@ -53,6 +70,7 @@ class PostgresWarehouse:
         self._storage = storage
 
     def replace_dates(self, batch: KpiBatch, loaded_at: dt.datetime) -> int:
+        _as_redshift(load_batch(self._table, batch, loaded_at, self._role()), "the load")
         rows = self._read_batch(batch) if batch.has_parts else None
         before, after = load_statements(self._table, batch, loaded_at, redshift=False)
         inserted = 0
@@ -61,7 +79,7 @@ class PostgresWarehouse:
                 cur.execute(statement)
             if rows is not None:
                 cur.copy_expert(
-                    f"COPY {STAGE} ({', '.join(c.name for c in KPI_COLUMNS)}) "
+                    f"COPY {PARTS} ({', '.join(c.name for c in KPI_COLUMNS)}) "
                     "FROM STDIN WITH (FORMAT csv, HEADER true)",
                     _as_csv(rows),
                 )
@@ -72,14 +90,23 @@ class PostgresWarehouse:
         return inserted
 
     def compute_date(self, job: DateJob) -> dict[str, int]:
+        computed_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        redshift = compute_batch(self._table, job, computed_at, self._role())
+        _as_redshift(redshift, f"the KPIs of {job.kpi_date}")
+        check_batch(redshift)  # the Data API's limits apply to what Redshift would be sent
         storage = self._copy_storage()
         inputs = {
             table: self._read_manifest(storage, job.bucket, job.manifests[table], table)
             for table in INPUT_TABLES
         }
-        statements = compute_into_stage(job.kpi_date, job.run_id, job.stage_table)
-        # What the Redshift batch holds: the same limits apply.
-        check_batch([*(create_input_sql(t) for t in INPUT_TABLES), *statements, FIGURES_SQL])
+        statements = compute_into_stage(
+            job.kpi_date,
+            job.run_id,
+            stage_table(self._table),
+            attempt=job.attempt,
+            batch_id=job.batch_id,
+            computed_at=computed_at,
+        )
         with self._transaction(f"the KPIs of {job.kpi_date}") as cur:
             for table, rows in inputs.items():
                 cur.execute(create_input_sql(table) + " ON COMMIT DROP")
@@ -118,6 +145,9 @@ class PostgresWarehouse:
         finally:
             conn.close()
 
+    def _role(self) -> str:
+        return self._copy_role_arn or LOCAL_COPY_ROLE
+
     def _copy_storage(self) -> Storage:
         return self._storage or Storage(aws.client("s3", role_arn=self._copy_role_arn))
 
@@ -128,7 +158,6 @@ class PostgresWarehouse:
         if not isinstance(manifest, dict) or not isinstance(manifest.get("entries"), list):
             raise WarehouseStatementFailed(f"s3://{bucket}/{key} is not a COPY manifest")
         names = input_columns(table)
-        columns = len(names)
         tables = []
         with tempfile.TemporaryDirectory() as tmp:
             for i, entry in enumerate(manifest["entries"]):
@@ -150,13 +179,10 @@ class PostgresWarehouse:
                     raise WarehouseStatementFailed(
                         f"{url} is {path.stat().st_size:,} bytes, its manifest says {length:,}"
                     )
-                part = pq.read_table(path)
-                if part.num_columns != columns:
-                    raise WarehouseStatementFailed(
-                        f"{url} has {part.num_columns} columns, {table} has {columns}: COPY "
-                        "reads Parquet by position"
-                    )
-                tables.append(part.rename_columns(names))
+                problem = refusal(path, _columns(INPUT_TABLES[table]), url)
+                if problem:
+                    raise WarehouseStatementFailed(f"COPY {table} refused: {problem}")
+                tables.append(pq.read_table(path).rename_columns(names))
         if not tables:
             raise WarehouseStatementFailed(f"manifest {key} lists no object")
         return pa.concat_tables(tables, promote_options="permissive")
@@ -176,8 +202,25 @@ class PostgresWarehouse:
                 path = Path(tmp) / f"{i:05d}.parquet"
                 if not storage.download_file(batch.bucket, obj.key, path):
                     raise WarehouseStatementFailed(f"s3://{batch.bucket}/{obj.key} is gone")
-                tables.append(fit_to_schema(pq.read_table(path)))
+                url = f"s3://{batch.bucket}/{obj.key}"
+                problem = refusal(path, [(c.name, c.sql_type) for c in KPI_COLUMNS], url)
+                if problem:
+                    raise WarehouseStatementFailed(f"COPY {PARTS} refused: {problem}")
+                part = pq.read_table(path)
+                tables.append(part.rename_columns([c.name for c in KPI_COLUMNS]))
             return pa.concat_tables(tables)
+
+
+def _as_redshift(statements: list[str], what: str) -> None:
+    for check in REDSHIFT_CHECKS:
+        check(statements, what)
+
+
+def _columns(ddl: str) -> list[tuple[str, str]]:
+    """``a BIGINT, b VARCHAR(5)`` -> [("a", "BIGINT"), ("b", "VARCHAR(5)")]."""
+    return [
+        (column.split(maxsplit=1)[0], column.split(maxsplit=1)[1]) for column in ddl.split(", ")
+    ]
 
 
 def _as_csv(table: pa.Table) -> io.BytesIO:

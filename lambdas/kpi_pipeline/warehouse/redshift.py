@@ -2,21 +2,26 @@
 
 Each call is one ``BatchExecuteStatement``, which Redshift runs as a single transaction:
 
-- the load: create the table if needed, stage the run's Parquet parts with ``COPY``, delete
-  the dates being replaced, insert the parts' rows and the stage tables' rows, drop the
-  stage tables. Readers never see a half-loaded date.
+- the load: stage the run's Parquet parts with ``COPY``, delete the dates being replaced,
+  insert the parts' rows and the stage table's batches of those dates, clear their stage
+  rows. Readers never see a half-loaded date.
 - a date of the warehouse engine: ``COPY`` exactly the objects its manifests list (never a
-  prefix) into temporary tables, compute its KPIs (``sql/warehouse/date_kpis.sql``) into
-  its stage table, and read back its figures.
+  prefix) into temporary tables, compute its KPIs (``sql/warehouse/date_kpis.sql``), add
+  them to the stage table as this batch, and read back its figures.
 
-Each batch is polled until it reaches a terminal state (FINISHED, FAILED or ABORTED), with
-a poll cap; a batch still running at the cap is cancelled.
+A batch carries a ``ClientToken`` derived from what it does (the run's attempt, the date or
+the load) and a submission number: a retried invocation submits the same token and is
+handed the batch already running or finished instead of running it twice; only a batch
+that failed is submitted again, under the next number. Each batch is polled until it ends
+(FINISHED, FAILED or ABORTED) or until shortly before the function would time out, when it
+is cancelled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from kpi_pipeline import aws
 from kpi_pipeline.errors import ConfigurationError, WarehouseStatementFailed, WarehouseUnavailable
+from kpi_pipeline.observability import logger, remaining_seconds
 from kpi_pipeline.settings import WarehouseSettings
 from kpi_pipeline.warehouse import DateJob, KpiBatch
 from kpi_pipeline.warehouse.kpi_sql import (
@@ -34,10 +40,14 @@ from kpi_pipeline.warehouse.kpi_sql import (
     compute_into_stage,
     create_input_sql,
 )
-from kpi_pipeline.warehouse.schema import STAGE, check_batch, load_statements
+from kpi_pipeline.warehouse.schema import PARTS, check_batch, load_statements, stage_table
 
 TERMINAL_OK = "FINISHED"
 TERMINAL_FAILED = frozenset({"FAILED", "ABORTED"})
+# A batch that had failed when a retried invocation found it is submitted again under the
+# next number: more numbers than Step Functions makes attempts of a step.
+SUBMISSIONS = 8
+DEFAULT_SECONDS = 900.0  # the wait when no Lambda context says how long is left
 # "Busy" and server-side errors are retryable. ActiveSessionsExceededException (submit) and
 # ActiveWaitingRequestsExceededException (describe) are capacity limits, not configuration
 # mistakes, and any 5xx (e.g. BatchExecuteStatementException, an "environmental error") is
@@ -52,25 +62,79 @@ _TRANSIENT = {
 }
 
 
+def batch_id(*parts: object) -> str:
+    """A stable id of 32 hex digits for a unit of work (its token, its stage rows)."""
+    return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+def copy_sql(table: str, url: str, role_arn: str, *, manifest: bool = False) -> str:
+    """COPY of Parquet: columns by position; a manifest lists each object to read (its
+    ``meta.content_length`` included), a bare path is a key prefix COPY lists."""
+    return f"COPY {table} FROM '{url}' IAM_ROLE '{role_arn}' FORMAT AS PARQUET" + (
+        " MANIFEST" if manifest else ""
+    )
+
+
+def load_batch(
+    table: str, batch: KpiBatch, loaded_at: dt.datetime, copy_role_arn: str
+) -> list[str]:
+    """Every statement of the load's batch, in order."""
+    before, after = load_statements(table, batch, loaded_at, redshift=True)
+    copy = [copy_sql(PARTS, f"s3://{batch.bucket}/{batch.prefix}", copy_role_arn)]
+    return before + (copy if batch.has_parts else []) + after
+
+
+def compute_batch(
+    table: str, job: DateJob, computed_at: dt.datetime, copy_role_arn: str
+) -> list[str]:
+    """Every statement of a date's batch, in order; the last one reads its figures."""
+    return [
+        *(create_input_sql(t) for t in INPUT_TABLES),
+        *(
+            copy_sql(t, f"s3://{job.bucket}/{job.manifests[t]}", copy_role_arn, manifest=True)
+            for t in INPUT_TABLES
+        ),
+        *compute_into_stage(
+            job.kpi_date,
+            job.run_id,
+            stage_table(table),
+            attempt=job.attempt,
+            batch_id=job.batch_id,
+            computed_at=computed_at,
+        ),
+        FIGURES_SQL,
+    ]
+
+
 class RedshiftDataApiWarehouse:
     def __init__(
         self,
         settings: WarehouseSettings,
         client: Any | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        seconds_left: Callable[[], float | None] = remaining_seconds,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         if not settings.redshift_copy_role_arn or not settings.redshift_database:
             raise ConfigurationError("Redshift needs REDSHIFT_DATABASE and REDSHIFT_COPY_ROLE_ARN")
         self._settings = settings
         self._client = client or aws.client("redshift-data")
         self._sleep = sleep
+        self._clock = clock
+        self._now = now
+        left = seconds_left()
+        wait = (DEFAULT_SECONDS if left is None else left) - (
+            settings.redshift_stop_before_timeout_seconds
+        )
+        self._deadline = clock() + max(wait, 0.0)
 
     def replace_dates(self, batch: KpiBatch, loaded_at: dt.datetime) -> int:
         table = self._settings.warehouse_table
-        before, after = load_statements(table, batch, loaded_at, redshift=True)
-        copy = [self._copy_sql(STAGE, f"s3://{batch.bucket}/{batch.prefix}")]
-        statements = before + (copy if batch.has_parts else []) + after
-        description = self._run(statements, "music-kpi-load")
+        role = self._settings.redshift_copy_role_arn or ""
+        statements = load_batch(table, batch, loaded_at, role)
+        work = ("load", batch.prefix, ",".join(sorted({d.isoformat() for d in batch.kpi_dates})))
+        description = self._run(statements, work, "music-kpi-load")
         inserts = [i for i, sql in enumerate(statements) if sql.startswith(f"INSERT INTO {table} ")]
         sub_statements = description.get("SubStatements") or []
         if len(sub_statements) == len(statements):
@@ -78,21 +142,17 @@ class RedshiftDataApiWarehouse:
         return int(description.get("ResultRows", 0))
 
     def compute_date(self, job: DateJob) -> dict[str, int]:
-        statements = [
-            *(create_input_sql(table) for table in INPUT_TABLES),
-            *(
-                self._copy_sql(table, f"s3://{job.bucket}/{job.manifests[table]}", manifest=True)
-                for table in INPUT_TABLES
-            ),
-            *compute_into_stage(job.kpi_date, job.run_id, job.stage_table),
-            FIGURES_SQL,
-        ]
-        description = self._run(statements, f"music-kpi-transform-{job.kpi_date.isoformat()}")
+        table = self._settings.warehouse_table
+        role = self._settings.redshift_copy_role_arn or ""
+        computed_at = self._now().replace(microsecond=0)
+        description = self._run(
+            compute_batch(table, job, computed_at, role),
+            ("compute", job.batch_id),
+            f"music-kpi-transform-{job.kpi_date.isoformat()}",
+        )
         sub_statements = description.get("SubStatements") or []
-        if len(sub_statements) != len(statements):
-            raise WarehouseStatementFailed(
-                f"Redshift ran {len(sub_statements)} of the {len(statements)} statements"
-            )
+        if not sub_statements:
+            raise WarehouseStatementFailed("Redshift reported no statement of the batch")
         try:
             result = self._client.get_statement_result(Id=sub_statements[-1]["Id"])
         except ClientError as exc:
@@ -105,17 +165,27 @@ class RedshiftDataApiWarehouse:
             for name, field in zip(FIGURES, record, strict=True)
         }
 
-    def _run(self, statements: list[str], name: str) -> dict[str, Any]:
+    def _run(self, statements: list[str], work: tuple[str, ...], name: str) -> dict[str, Any]:
+        """Run the batch of ``work``: submitted under a token of the work and a submission
+        number, so a retried invocation finds the batch its predecessor started (still
+        running, or finished) instead of running it twice; a batch that failed before this
+        invocation began (it committed nothing) is submitted again under the next number."""
         check_batch(statements)
-        return self._wait(self._submit(statements, name))
-
-    def _copy_sql(self, table: str, url: str, *, manifest: bool = False) -> str:
-        """COPY of Parquet: columns by position; a manifest lists each object to read (its
-        ``meta.content_length`` included), a bare path is a key prefix COPY lists."""
-        role = self._settings.redshift_copy_role_arn or ""
-        return f"COPY {table} FROM '{url}' IAM_ROLE '{role}' FORMAT AS PARQUET" + (
-            " MANIFEST" if manifest else ""
-        )
+        for submission in range(SUBMISSIONS):
+            token = batch_id(*work, submission)
+            started = self._now()
+            statement_id, created_at = self._submit(statements, name, token)
+            description, error = self._wait(statement_id)
+            if error is None:
+                return description
+            earlier = created_at is not None and created_at < started - dt.timedelta(seconds=5)
+            if not earlier or submission == SUBMISSIONS - 1:
+                raise error
+            logger.warning(
+                "a batch this work submitted before had failed: submitting it again",
+                extra={"statement_id": statement_id, "error": str(error)},
+            )
+        raise AssertionError("unreachable")
 
     def _target(self) -> dict[str, str]:
         s = self._settings
@@ -130,20 +200,23 @@ class RedshiftDataApiWarehouse:
             target["DbUser"] = s.redshift_db_user
         return target
 
-    def _submit(self, statements: list[str], name: str) -> str:
+    def _submit(
+        self, statements: list[str], name: str, token: str
+    ) -> tuple[str, dt.datetime | None]:
         try:
             response = self._client.batch_execute_statement(
-                Sqls=statements, StatementName=name, **self._target()
+                Sqls=statements, StatementName=name, ClientToken=token, **self._target()
             )
         except ClientError as exc:
             raise self._translate(exc, "submitting a batch") from exc
         except BotoCoreError as exc:
             raise WarehouseUnavailable(f"Redshift Data API unreachable: {exc}") from exc
-        return str(response["Id"])
+        created = response.get("CreatedAt")
+        return str(response["Id"]), created if isinstance(created, dt.datetime) else None
 
-    def _wait(self, statement_id: str) -> dict[str, Any]:
-        polls = self._settings.redshift_max_polls
-        for poll in range(polls):
+    def _wait(self, statement_id: str) -> tuple[dict[str, Any], Exception | None]:
+        """The batch's description once it ended, and the error it ended with (if any)."""
+        while True:
             try:
                 description: dict[str, Any] = self._client.describe_statement(Id=statement_id)
             except (ClientError, BotoCoreError) as exc:
@@ -154,21 +227,22 @@ class RedshiftDataApiWarehouse:
                 raise WarehouseUnavailable(f"Redshift Data API unreachable: {exc}") from exc
             status = description.get("Status", "")
             if status == TERMINAL_OK:
-                return description
+                return description, None
             if status in TERMINAL_FAILED:
                 error = str(description.get("Error", "no error message"))
                 if "serializable isolation violation" in error.lower():
                     # Another transaction touched the table at the same time: a retry succeeds.
-                    raise WarehouseUnavailable(f"Redshift batch {status}: {error}")
-                raise WarehouseStatementFailed(f"Redshift batch {status}: {error}")
-            if poll < polls - 1:
-                self._sleep(self._settings.redshift_poll_seconds)
-        # Still running at the cap: cancel it, so the retry Step Functions makes does not run
-        # beside it (a load replaces whole dates, a date remakes its stage table: running
-        # either again is safe).
+                    return description, WarehouseUnavailable(f"Redshift batch {status}: {error}")
+                return description, WarehouseStatementFailed(f"Redshift batch {status}: {error}")
+            pause = self._settings.redshift_poll_seconds
+            if self._clock() + pause > self._deadline:
+                break
+            self._sleep(pause)
+        # Still running when the function is about to time out: cancel it, so the retry Step
+        # Functions makes does not run beside it (its token would find it running anyway).
         self._cancel(statement_id)
         raise WarehouseUnavailable(
-            f"Redshift batch {statement_id} not finished after {polls} polls; cancelled"
+            f"Redshift batch {statement_id} still running as the function's time ran out; cancelled"
         )
 
     def _cancel(self, statement_id: str) -> None:

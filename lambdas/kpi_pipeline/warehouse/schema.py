@@ -10,6 +10,7 @@ side of the schema is in :mod:`kpi_pipeline.warehouse.arrow`.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -58,14 +59,42 @@ def truncate_utf8(text: str, max_bytes: int) -> str:
     return encoded[:max_bytes].decode("utf-8", errors="ignore")
 
 
-def create_table_sql(table: str, *, redshift: bool) -> str:
+def create_table_sql(table: str, *, redshift: bool = True) -> str:
+    """The KPI table (created by the warehouse setup, infra/warehouse_setup.sql)."""
     columns = ",\n    ".join(c.ddl for c in TABLE_COLUMNS)
     # Readers filter by date and type; Redshift keeps rows sorted that way.
     tail = "\nDISTSTYLE AUTO\nSORTKEY (kpi_date, kpi_type)" if redshift else ""
     return f"CREATE TABLE IF NOT EXISTS {table} (\n    {columns}\n){tail}"
 
 
-STAGE = "music_kpi_metrics_stage"  # the temporary table a load goes through
+# The rows of the dates the warehouse engine computed, until Load moves them. One table for
+# every date and attempt: each batch of TransformInWarehouse inserts its rows stamped with
+# its attempt and a batch id of its own, and Load takes exactly the batches the attempt's
+# results name. Nothing is created or dropped at run time: a batch of a stopped run that
+# commits late adds rows no load takes (Load deletes them with the next load of their date,
+# or once they are a week old), and two dates computed at once only insert.
+STAGE_BATCH = Column("batch_id", "VARCHAR(32)", "string", 32, not_null=True)
+STAGE_COLUMNS: tuple[Column, ...] = (
+    *KPI_COLUMNS,
+    Column("attempt", "VARCHAR(12)", "string", 12, not_null=True),
+    STAGE_BATCH,
+    Column("computed_at", "TIMESTAMP", "timestamp", not_null=True),
+)
+STAGE_RETENTION = dt.timedelta(days=7)
+
+
+def stage_table(table: str) -> str:
+    """The warehouse engine's stage table, beside ``table`` (same schema)."""
+    return f"{table}_stage"
+
+
+def create_stage_table_sql(stage: str, *, redshift: bool = True) -> str:
+    columns = ",\n    ".join(c.ddl for c in STAGE_COLUMNS)
+    tail = "\nDISTSTYLE AUTO\nSORTKEY (kpi_date)" if redshift else ""
+    return f"CREATE TABLE IF NOT EXISTS {stage} (\n    {columns}\n){tail}"
+
+
+PARTS = "kpi_parts"  # the temporary table Load COPYs the Lambda-computed parts into
 
 
 def lock_table_sql(table: str) -> str:
@@ -73,97 +102,114 @@ def lock_table_sql(table: str) -> str:
     return f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"
 
 
-def create_stage_sql(stage: str) -> str:
-    return f"CREATE TEMP TABLE {stage} ({_kpi_columns_ddl()})"
+def create_parts_sql() -> str:
+    return f"CREATE TEMP TABLE {PARTS} ({_kpi_columns_ddl()})"
 
 
 def _kpi_columns_ddl() -> str:
     return ", ".join(f"{c.name} {c.sql_type}" for c in KPI_COLUMNS)
 
 
-def delete_dates_sql(table: str, kpi_dates: list[dt.date]) -> str:
+# A statement that lists dates or batch ids lists at most this many: any number of them
+# loads in statements far under the Data API's 100,000 characters (a date is 14 characters,
+# a batch id 36).
+_LISTED_PER_STATEMENT = 1000
+
+
+def delete_dates_sql(table: str, kpi_dates: list[dt.date]) -> list[str]:
+    """DELETEs of every row of ``kpi_dates``, a chunk of dates each."""
     # Dates are date objects rendered by isoformat(): safe to inline, and the Data API's
     # parameters cannot carry a list.
-    dates = ", ".join(f"'{d.isoformat()}'" for d in sorted(set(kpi_dates)))
-    return f"DELETE FROM {table} WHERE kpi_date IN ({dates})"
+    dates = [f"'{d.isoformat()}'" for d in sorted(set(kpi_dates))]
+    return [
+        f"DELETE FROM {table} WHERE kpi_date IN ({', '.join(chunk)})" for chunk in _chunks(dates)
+    ]
 
 
-def insert_from_stage_sql(table: str, stage: str, loaded_at: dt.datetime) -> str:
-    """Every row of ``stage`` (a table, or a parenthesised subquery with an alias), stamped
-    with ``loaded_at``."""
+def insert_from_sql(table: str, source: str, loaded_at: dt.datetime, where: str = "") -> str:
+    """Every row of ``source`` (with the KPI columns), stamped with ``loaded_at``."""
     names = ", ".join(c.name for c in KPI_COLUMNS)
-    stamp = loaded_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
+    stamp = _timestamp(loaded_at)
     return (
         f"INSERT INTO {table} ({names}, {LOADED_AT.name}) "
-        f"SELECT {names}, TIMESTAMP '{stamp}' FROM {stage}"
+        f"SELECT {names}, {stamp} FROM {source}{where}"
     )
 
 
-def date_stage_table(table: str, kpi_date: dt.date) -> str:
-    """The table the warehouse engine leaves a date's KPI rows in, beside ``table`` (same
-    schema), until Load moves them. One per date: dates computed at the same time never
-    write the same table (Redshift would abort all but one as serializable violations). A
-    date computed again (a retry, a later run) replaces it, and Load drops the stage table
-    of every date it replaces, so one left by a failed run never outlives the next load of
-    its date."""
-    schema = f"{table.rsplit('.', 1)[0]}." if "." in table else ""
-    return f"{schema}music_kpi_stage_{kpi_date:%Y%m%d}"
+def insert_from_stage_sql(
+    table: str, stage: str, batch_ids: list[str], loaded_at: dt.datetime
+) -> list[str]:
+    """INSERTs of the stage rows of exactly ``batch_ids``, a chunk of batches each."""
+    quoted = [f"'{_checked_batch_id(b)}'" for b in sorted(set(batch_ids))]
+    return [
+        insert_from_sql(table, stage, loaded_at, f" WHERE batch_id IN ({', '.join(chunk)})")
+        for chunk in _chunks(quoted)
+    ]
 
 
-def create_date_stage_sql(stage: str) -> str:
-    return f"CREATE TABLE {stage} ({_kpi_columns_ddl()})"
+def clear_stage_sql(stage: str, kpi_dates: list[dt.date], loaded_at: dt.datetime) -> list[str]:
+    """The stage rows of the replaced dates (every attempt's: a failed run's too), and rows a
+    week old (a stopped run's batch that committed after its run ended)."""
+    expired = _timestamp(loaded_at - STAGE_RETENTION)
+    return [
+        *delete_dates_sql(stage, kpi_dates),
+        f"DELETE FROM {stage} WHERE computed_at < {expired}",
+    ]
 
 
-def insert_into_stage_sql(stage: str, source: str) -> str:
-    """The rows of ``source`` cast to the table's types: strings cut to the column widths."""
-    names = ", ".join(c.name for c in KPI_COLUMNS)
+def insert_into_stage_sql(
+    stage: str, source: str, attempt: str, batch_id: str, computed_at: dt.datetime
+) -> str:
+    """The rows of ``source`` cast to the table's types (strings cut to the column widths),
+    stamped with the attempt and the batch that computed them."""
+    names = ", ".join(c.name for c in STAGE_COLUMNS)
     values = ", ".join(f"CAST({c.name} AS {c.sql_type})" for c in KPI_COLUMNS)
-    return f"INSERT INTO {stage} ({names}) SELECT {values} FROM {source}"
+    if not _ATTEMPT.fullmatch(attempt):
+        raise ValueError(f"not an attempt id: {attempt!r}")
+    stamps = f"'{attempt}', '{_checked_batch_id(batch_id)}', {_timestamp(computed_at)}"
+    return f"INSERT INTO {stage} ({names}) SELECT {values}, {stamps} FROM {source}"
+
+
+_ATTEMPT = re.compile(r"[0-9a-f]{12}")
+BATCH_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _checked_batch_id(batch_id: str) -> str:
+    """A batch id goes into SQL as a literal: 32 lower-case hex digits, nothing else."""
+    if not BATCH_ID.fullmatch(batch_id):
+        raise ValueError(f"not a stage batch id: {batch_id!r}")
+    return batch_id
+
+
+def _timestamp(moment: dt.datetime) -> str:
+    stamp = moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
+    return f"TIMESTAMP '{stamp}'"
 
 
 # What the Redshift Data API accepts in one BatchExecuteStatement.
 MAX_BATCH_STATEMENTS = 40
 MAX_STATEMENT_CHARS = 100_000
-_STAGES_PER_STATEMENT = 500  # keeps an INSERT or a DROP of stage tables under 100,000 chars
-
-
-def insert_from_stages_sql(table: str, stages: list[str], loaded_at: dt.datetime) -> list[str]:
-    """INSERTs of every warehouse-computed date: a few statements for any number of dates
-    (a Data API batch holds 40). A stage table has the columns of KPI_COLUMNS, in order."""
-    return [
-        insert_from_stage_sql(
-            table,
-            "(" + " UNION ALL ".join(f"SELECT * FROM {stage}" for stage in chunk) + ") AS computed",
-            loaded_at,
-        )
-        for chunk in _chunks(stages)
-    ]
-
-
-def drop_tables_sql(tables: list[str]) -> str:
-    return f"DROP TABLE IF EXISTS {', '.join(tables)}"
 
 
 def load_statements(
     table: str, batch: KpiBatch, loaded_at: dt.datetime, *, redshift: bool
 ) -> tuple[list[str], list[str]]:
-    """The load, as the statements before and after the KPI parts are copied into STAGE
+    """The load, as the statements before and after the KPI parts are copied into PARTS
     (Redshift: ``COPY ... FROM s3``; PostgreSQL: ``COPY FROM STDIN``). With no parts (every
     date computed in the warehouse) nothing is copied."""
-    before = [create_table_sql(table, redshift=redshift)]
+    before: list[str] = []
     if not redshift:
         # Two loads at once would each delete only the rows they can see, then both insert:
         # taking the lock first makes the second wait and replace the first.
         before.append(lock_table_sql(table))
-    after = [delete_dates_sql(table, batch.kpi_dates)]
+    after = delete_dates_sql(table, batch.kpi_dates)
     if batch.has_parts:
-        before.append(create_stage_sql(STAGE))
-        after.append(insert_from_stage_sql(table, STAGE, loaded_at))
-    if batch.stage_tables:
-        after += insert_from_stages_sql(table, list(batch.stage_tables), loaded_at)
-    # Every replaced date's stage table, whichever engine computed it this time.
-    stale = [date_stage_table(table, d) for d in sorted(set(batch.kpi_dates))]
-    after += [drop_tables_sql(chunk) for chunk in _chunks(stale)]
+        before.append(create_parts_sql())
+        after.append(insert_from_sql(table, PARTS, loaded_at))
+    stage = stage_table(table)
+    if batch.stage_batches:
+        after += insert_from_stage_sql(table, stage, list(batch.stage_batches), loaded_at)
+    after += clear_stage_sql(stage, batch.kpi_dates, loaded_at)
     check_batch(before + after)
     return before, after
 
@@ -186,5 +232,5 @@ def check_batch(statements: list[str]) -> None:
 
 def _chunks(items: list[str]) -> list[list[str]]:
     return [
-        items[i : i + _STAGES_PER_STATEMENT] for i in range(0, len(items), _STAGES_PER_STATEMENT)
+        items[i : i + _LISTED_PER_STATEMENT] for i in range(0, len(items), _LISTED_PER_STATEMENT)
     ]

@@ -1,6 +1,9 @@
 -- Source songs, typed; reason IS NULL for a row the KPIs can use. Input: raw_songs (text).
 -- A song row needs a track id and a genre (its key), and the two numbers KPIs read:
--- popularity in 0..100 and a non-negative duration in milliseconds.
+-- popularity in 0..100 and a non-negative duration in milliseconds. Its key must fit the
+-- warehouse (widths in bytes, as Redshift counts them): a track id of at most 256 bytes, a
+-- genre of at most 255 (track_genre's width: a longer genre could not be told apart from
+-- another that starts alike). Cut to fit, a key would merge rows: the row is quarantined.
 WITH typed AS (
     SELECT
         TRY_CAST(integral_value(strip_ws(id)) AS BIGINT) AS id,
@@ -35,6 +38,8 @@ SELECT
     CASE
         WHEN coalesce(track_id, '') = '' THEN 'missing_track_id'
         WHEN coalesce(track_genre, '') = '' THEN 'missing_track_genre'
+        WHEN strlen(track_id) > 256 THEN 'track_id_too_long'
+        WHEN strlen(track_genre) > 255 THEN 'track_genre_too_long'
         WHEN popularity IS NULL OR popularity NOT BETWEEN 0 AND 100 THEN 'invalid_popularity'
         WHEN duration_ms IS NULL OR duration_ms < 0 THEN 'invalid_duration_ms'
     END AS reason

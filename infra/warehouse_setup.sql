@@ -1,0 +1,38 @@
+-- The warehouse objects and privileges of the music KPI pipeline, environment {env}.
+--
+-- Run by a superuser of database {database} once, before the first run, and again after an
+-- upgrade that changes this file: every statement may run again, except CREATE USER and
+-- CREATE GROUP of one that exists (skip those). `make warehouse-sql ENV={env}` prints it.
+-- The pipeline itself creates, alters and drops no table: its steps only read and write
+-- rows, with exactly the privileges below. `make preflight ENV={env}` checks them.
+
+-- 1. Who runs the pipeline's SQL.
+-- {identity_note}
+{create_users}
+CREATE GROUP {readers};
+
+-- 2. The KPI table analysts read, and the stage table where the warehouse engine leaves a
+-- date's rows until Load moves them (every attempt's batch stamped with its own id).
+{create_table};
+
+{create_stage};
+
+-- 3. What each step may do, and nothing more. Both use temporary tables (Load stages the
+-- Lambda-computed parts, TransformInWarehouse its inputs and intermediate results).
+{grant_temp_and_usage}
+GRANT USAGE ON SCHEMA {schema} TO GROUP {readers};
+GRANT INSERT ON {stage} TO {transform_user};
+GRANT SELECT, DELETE ON {stage} TO {load_user};
+GRANT SELECT, INSERT, DELETE ON {table} TO {load_user};
+GRANT SELECT ON {table} TO GROUP {readers};
+
+-- 4. COPY reads S3 with the role {copy_role_arn},
+-- which must be attached to the {warehouse_kind}. Until ASSUMEROLE is revoked from PUBLIC, Redshift lets every database user
+-- use every attached role: revoke it (a change for the whole warehouse: first grant it to
+-- any other workload that COPYs, UNLOADs or calls external functions), then grant it to
+-- the pipeline's users for COPY only.
+-- REVOKE ASSUMEROLE ON ALL FROM PUBLIC FOR ALL;
+{grant_assumerole}
+
+-- 5. Analysts, BI tools and `make report` read the table as members of {readers}:
+-- ALTER GROUP {readers} ADD USER "IAMR:analyst-role";
