@@ -88,6 +88,8 @@ class SourceConfig(_Model):
     secret: Annotated[str, Field(pattern=SM_NAME_OR_ARN)] = Field(
         description="Secrets Manager secret name or ARN with username/password (RDS format)"
     )
+    # The customer-managed KMS key the secret is encrypted with, if not AWS's own.
+    secret_kms_key_arn: Annotated[str, Field(pattern=KMS_KEY_ARN)] | None = None
     # TLS to RDS: 'require' (encrypted; RDS serves it by default) or 'verify-full' (also
     # checks the certificate: needs ssl_root_cert, the RDS CA bundle in a layer of yours).
     sslmode: Literal["disable", "require", "verify-ca", "verify-full"] = "require"
@@ -143,6 +145,10 @@ class WarehouseConfig(_Model):
     db_user: str | None = None
     workgroup: str | None = None
     secret_arn: Annotated[str, Field(pattern=SM_NAME_OR_ARN)] | None = None
+    # The customer-managed KMS key secret_arn is encrypted with, if not AWS's own.
+    secret_kms_key_arn: Annotated[str, Field(pattern=KMS_KEY_ARN)] | None = None
+    # The role COPY reads S3 with, attached to the cluster or namespace: an existing one, or
+    # none to have the stack create music-kpi-<env>-redshift-copy (then attach it).
     copy_role_arn: Annotated[str, Field(pattern=ARN_ROLE)] | None = None
     table: Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)?$")] = "music_kpi_metrics"
 
@@ -150,11 +156,7 @@ class WarehouseConfig(_Model):
     def _complete(self) -> Self:
         if self.kind == "postgres":
             return self
-        missing = [
-            name
-            for name, value in (("database", self.database), ("copy_role_arn", self.copy_role_arn))
-            if not value
-        ]
+        missing = [name for name, value in (("database", self.database),) if not value]
         if missing:
             raise ValueError(f"warehouse needs {', '.join(missing)} for Redshift")
         if bool(self.cluster_id) == bool(self.workgroup):

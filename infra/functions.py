@@ -74,6 +74,7 @@ class PipelineFunctions(Construct):
             str(LAMBDAS_DIR), exclude=["**/__pycache__", "**/*.pyc", "**/.mypy_cache"]
         )
         network = self._network()
+        self.copy_role = self._copy_role()
         self.functions: dict[str, lambda_.Function] = {}
         self.roles: dict[str, iam.Role] = {}
         for step in ALL_STEPS:
@@ -189,7 +190,7 @@ class PipelineFunctions(Construct):
                 "REDSHIFT_DB_USER": w.db_user,
                 "REDSHIFT_WORKGROUP": w.workgroup,
                 "REDSHIFT_SECRET_ARN": w.secret_arn,
-                "REDSHIFT_COPY_ROLE_ARN": w.copy_role_arn,
+                "REDSHIFT_COPY_ROLE_ARN": self.copy_role.role_arn,
             }
             env |= {name: value for name, value in optional.items() if value}
             if w.kind == "redshift":
@@ -317,7 +318,7 @@ class PipelineFunctions(Construct):
                     _use_key(role, data_key.key_arn, KEY_READ_WRITE)
 
     def _read_source_secret(self, role: iam.Role) -> None:
-        _read_secret(role, self._config.source.secret)
+        _read_secret(role, self._config.source.secret, self._config.source.secret_kms_key_arn)
 
     def _grant_warehouse(self, role: iam.Role, *, read_results: bool = False) -> None:
         w = self._config.warehouse
@@ -375,10 +376,53 @@ class PipelineFunctions(Construct):
             )
         )
         if w.secret_arn:
-            _read_secret(role, w.secret_arn)
+            _read_secret(role, w.secret_arn, w.secret_kms_key_arn)
         elif w.db_user or w.workgroup:
             action, resources = credentials
             role.add_to_policy(iam.PolicyStatement(actions=[action], resources=resources))
+
+    def _copy_role(self) -> iam.IRole:
+        """The role Redshift's COPY reads S3 with: the configured one, or one of the stack's.
+
+        Redshift documents whom such a role trusts (redshift.amazonaws.com, and for
+        Serverless redshift-serverless.amazonaws.com too) and how to restrict it to database
+        users: ``sts:ExternalId`` names their ARNs. The stack's role trusts exactly the
+        pipeline's two warehouse users (docs.aws.amazon.com/redshift/latest/mgmt/
+        authorizing-redshift-service-database-users.html); no aws:SourceArn condition,
+        which Redshift documents nowhere for this role and might not send.
+        """
+        w = self._config.warehouse
+        if w.copy_role_arn:
+            return iam.Role.from_role_arn(self, "RedshiftCopyRole", w.copy_role_arn)
+        from infra.warehouse_setup import warehouse_users
+
+        stack = Stack.of(self)
+        region, account = stack.region, stack.account
+        if w.workgroup:
+            holder = f"serverless-{account}-*"  # the workgroup's id, not its name
+        else:
+            holder = w.cluster_id or "local"
+        external_ids = [
+            f"arn:aws:redshift:{region}:{account}:dbuser:{holder}/{user}"
+            for user in warehouse_users(self._config).distinct
+        ]
+        services = ["redshift.amazonaws.com"]
+        if w.workgroup:
+            services.append("redshift-serverless.amazonaws.com")
+        return iam.Role(
+            self,
+            "RedshiftCopyRole",
+            role_name=f"music-kpi-{self._config.name}-redshift-copy",
+            description="Redshift COPY: reads the KPI parts, curated plays and catalogue",
+            assumed_by=iam.CompositePrincipal(
+                *(
+                    iam.ServicePrincipal(
+                        service, conditions={"StringLike": {"sts:ExternalId": external_ids}}
+                    )
+                    for service in services
+                )
+            ),
+        )
 
     def _grant_copy_role(self) -> None:
         """Redshift's COPY reads with this role: let it read what it COPYs, and only that.
@@ -388,10 +432,7 @@ class PipelineFunctions(Construct):
         warehouse engine's ``COPY ... MANIFEST`` gets its manifest, then each object it lists:
         a date's curated plays and its pinned catalogue.
         """
-        copy_role_arn = self._config.warehouse.copy_role_arn
-        if not copy_role_arn:
-            return
-        copy_role = iam.Role.from_role_arn(self, "RedshiftCopyRole", copy_role_arn)
+        copy_role = self.copy_role
         data = self._storage.data_bucket
         _objects(copy_role, data, READ, "kpis/", "curated/", "catalogue/", "runs/*/transform/")
         _list(copy_role, data, "kpis/")
@@ -408,7 +449,7 @@ def _use_key(role: iam.IRole, key_arn: str, actions: tuple[str, ...]) -> None:
     role.add_to_principal_policy(iam.PolicyStatement(actions=list(actions), resources=[key_arn]))
 
 
-def _read_secret(role: iam.Role, secret: str) -> None:
+def _read_secret(role: iam.Role, secret: str, kms_key_arn: str | None = None) -> None:
     """Allow reading one secret, configured by name, partial ARN or full ARN.
 
     IAM matches the secret's full ARN, which ends with "-" and six random characters that
@@ -427,6 +468,19 @@ def _read_secret(role: iam.Role, secret: str) -> None:
     role.add_to_policy(
         iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secret])
     )
+    if kms_key_arn:
+        # A secret encrypted with a customer-managed key: Secrets Manager decrypts it with
+        # the caller's rights, and only through Secrets Manager.
+        region = Stack.of(role).region
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["kms:Decrypt"],
+                resources=[kms_key_arn],
+                conditions={
+                    "StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}
+                },
+            )
+        )
 
 
 def _objects(

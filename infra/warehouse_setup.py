@@ -64,6 +64,14 @@ def warehouse_users(config: PipelineConfig) -> WarehouseUsers:
     )
 
 
+def copy_role_arn(config: PipelineConfig) -> str:
+    """The configured COPY role, or the one the stack creates (infra/functions.py)."""
+    if config.warehouse.copy_role_arn:
+        return config.warehouse.copy_role_arn
+    account = config.account or "123456789012"
+    return f"arn:aws:iam::{account}:role/music-kpi-{config.name}-redshift-copy"
+
+
 def render(config: PipelineConfig, database: str | None = None) -> str:
     """The setup SQL of ``config``'s environment (Redshift's dialect); ``database`` names
     the database when it is not the configuration's (a local one)."""
@@ -92,8 +100,7 @@ def render(config: PipelineConfig, database: str | None = None) -> str:
             )
         ),
         "grant_assumerole": "\n".join(
-            f"GRANT ASSUMEROLE ON '{w.copy_role_arn or '<warehouse.copy_role_arn>'}' "
-            f"TO {_quoted(user)} FOR COPY;"
+            f"GRANT ASSUMEROLE ON '{copy_role_arn(config)}' TO {_quoted(user)} FOR COPY;"
             for user in users.distinct
         ),
         "transform_user": _quoted(users.transform),
@@ -101,7 +108,7 @@ def render(config: PipelineConfig, database: str | None = None) -> str:
         "schema": schema,
         "table": table,
         "stage": stage_table(table),
-        "copy_role_arn": w.copy_role_arn or "<warehouse.copy_role_arn>",
+        "copy_role_arn": copy_role_arn(config),
         "warehouse_kind": kind,
     }
     return TEMPLATE.read_text().format(**values)

@@ -56,7 +56,8 @@ class LocalPipeline:
     bucket_keys: dict[str, str]
     outputs: dict[str, str]
     state_machine_role: str
-    # Each role's IAM statements, by the role's logical id (or name, for an imported role).
+    # Each role's IAM statements, by the role's logical id and its name (by its name alone,
+    # for an imported role).
     policies: dict[str, tuple[dict[str, Any], ...]]
 
     @property
@@ -270,8 +271,12 @@ def _policies(resources: dict[str, Any], resolver: _Resolver) -> dict[str, tuple
         props = resource["Properties"]
         statements = resolver.resolve(props["PolicyDocument"])["Statement"]
         for role in props.get("Roles", []):
-            key = role["Ref"] if isinstance(role, dict) and "Ref" in role else str(role)
-            by_role.setdefault(key, []).extend(statements)
+            if isinstance(role, dict) and "Ref" in role:  # a role of the stack: by id and name
+                keys = {role["Ref"], resolver.physical_name(role["Ref"])}
+            else:
+                keys = {str(role)}
+            for key in keys:
+                by_role.setdefault(key, []).extend(statements)
     return {role: tuple(statements) for role, statements in by_role.items()}
 
 

@@ -122,10 +122,22 @@ def test_a_warehouse_with_neither_cluster_id_nor_workgroup_is_refused():
     assert "exactly one of cluster_id (provisioned) or workgroup" in error_of(warehouse=warehouse)
 
 
-def test_a_redshift_warehouse_needs_the_copy_role():
+def test_a_redshift_warehouse_needs_a_database():
     warehouse = dev("warehouse")
-    del warehouse["copy_role_arn"]
-    assert "warehouse needs copy_role_arn for Redshift" in error_of(warehouse=warehouse)
+    del warehouse["database"]
+    assert "warehouse needs database for Redshift" in error_of(warehouse=warehouse)
+
+
+def test_without_a_copy_role_the_stack_creates_one():
+    assert "copy_role_arn" not in dev("warehouse")
+    assert load_config(CONTEXT, "dev").warehouse.copy_role_arn is None
+
+
+def test_a_serverless_workgroup_refuses_a_db_user():
+    """Issue 18, item 4: the Data API would get DbUser beside WorkgroupName, which it does
+    not document; on Serverless the user is the function's IAM role."""
+    warehouse = dev("warehouse") | {"db_user": "kpi_loader"}
+    assert "warehouse.db_user is for a provisioned cluster" in error_of(warehouse=warehouse)
 
 
 def test_a_provisioned_cluster_needs_a_db_user_or_a_secret():

@@ -8,6 +8,7 @@ added, widened or missing permission does.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -428,15 +429,64 @@ def test_the_redshift_copy_role_may_list_the_kpi_prefix_and_read_what_copy_reads
     """COPY FROM 's3://bucket/kpis/...' treats the path as a key prefix: Redshift lists it,
     then reads each object. With s3:GetObject alone every Load in AWS failed (Access Denied).
     The warehouse engine's COPY ... MANIFEST reads its manifest, then each object listed: a
-    date's curated plays and its pinned catalogue. The local environment grants its
-    stand-in COPY role the same, so local runs enforce it."""
+    date's curated plays and its pinned catalogue. prod names an existing role; dev and local
+    have the stack's (the local run holds COPY to its grants)."""
     stack, template = template_of(env_name)
-    copy_role_name = stack.config.warehouse.copy_role_arn.rsplit("/", 1)[1]
+    copy_role = stack.functions.copy_role
+    if stack.config.warehouse.copy_role_arn:
+        role_ref: Any = stack.config.warehouse.copy_role_arn.rsplit("/", 1)[1]
+    else:
+        role_ref = {"Ref": logical_id(stack, copy_role)}
     data = f"<{logical_id(stack, stack.storage.data_bucket)}.Arn>"
     read = ("kpis/", "curated/", "catalogue/", "runs/*/transform/")
-    assert grants(statements_of(template, copy_role_name)) == allow(
+    assert grants(statements_of(template, role_ref)) == allow(
         ("s3:GetObject",), *(f"{data}/{prefix}*" for prefix in read)
     ) | allow(("s3:ListBucket",), data, condition={"StringLike": {"s3:prefix": ["kpis/*"]}})
+
+
+def test_the_stacks_copy_role_trusts_redshift_for_the_pipelines_users_only():
+    """Issue 18, item 5: the COPY role lived outside the stack, its trust unknown. dev's is
+    the stack's: Redshift (and Redshift Serverless) may assume it, for the pipeline's two
+    database users only (sts:ExternalId, as Redshift documents restricting a role)."""
+    stack, template = template_of("dev")
+    role = template.find_resources(
+        "AWS::IAM::Role", {"Properties": {"RoleName": "music-kpi-dev-redshift-copy"}}
+    )
+    ((_, resource),) = role.items()
+    users = [
+        f"arn:aws:redshift:eu-west-1:111111111111:dbuser:serverless-111111111111-*/IAMR:{name}"
+        for name in ("music-kpi-dev-transform-in-warehouse", "music-kpi-dev-load")
+    ]
+    statements = resource["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert {service for s in statements for service in as_list(s["Principal"]["Service"])} == {
+        "redshift.amazonaws.com",
+        "redshift-serverless.amazonaws.com",
+    }
+    for statement in statements:
+        assert statement["Action"] == "sts:AssumeRole"
+        assert statement["Condition"] == {"StringLike": {"sts:ExternalId": users}}
+    load = function_properties_of(stack, template, STEP["load"])
+    assert load["Environment"]["Variables"]["REDSHIFT_COPY_ROLE_ARN"] == {
+        "Fn::GetAtt": [logical_id(stack, stack.functions.copy_role), "Arn"]
+    }
+
+
+def test_a_secret_under_a_customer_key_may_be_decrypted_through_secrets_manager_only():
+    """Issue 18, item 4: a warehouse (or source) secret encrypted with a customer-managed key
+    needs kms:Decrypt on that key, or every call fails."""
+    key = "arn:aws:kms:eu-west-1:222222222222:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    warehouse = {**PROD["warehouse"], "secret_arn": "music-kpi/prod/dw", "secret_kms_key_arn": key}
+    warehouse.pop("db_user")
+    source = {**PROD["source"], "secret_kms_key_arn": key}
+    stack, template = synth(context_for("prod", warehouse=warehouse, source=source))
+    via = {"StringEquals": {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}}
+    for step in ("load", "transform_in_warehouse", "extract_rds", "check_source"):
+        role = {"Ref": logical_id(stack, stack.functions.roles[step])}
+        assert allow(("kms:Decrypt",), key, condition=via) <= grants(
+            statements_of(template, role)
+        ), step
+    archive = {"Ref": logical_id(stack, stack.functions.roles["archive"])}
+    assert not {g for g in grants(statements_of(template, archive)) if g[1] == key}
 
 
 def test_the_local_environment_grants_no_redshift_rights():
@@ -692,7 +742,8 @@ def test_a_kms_encrypted_data_bucket_is_usable_by_every_reader_writer_and_the_co
             continue
         found = kms_grants(stack, template, stack.functions.roles[step.key])
         assert allow(("kms:Decrypt", "kms:GenerateDataKey"), data_key) <= found, step.state
-    copy_role = stack.config.warehouse.copy_role_arn.rsplit("/", 1)[1]
+    configured = stack.config.warehouse.copy_role_arn
+    copy_role = configured.rsplit("/", 1)[1] if configured else stack.functions.copy_role
     assert allow(("kms:Decrypt",), data_key) <= kms_grants(stack, template, copy_role)
     machine = kms_grants(stack, template, stack.state_machine.role)
     assert allow(("kms:Decrypt", "kms:GenerateDataKey"), data_key) <= machine
@@ -749,7 +800,9 @@ def data_api_calls(operation: Any) -> set[str]:
         client.meta.events.register(
             "provide-client-params.redshift-data.BatchExecuteStatement", answer
         )
-        stub.add_response("batch_execute_statement", {"Id": "s"})
+        stub.add_response(
+            "batch_execute_statement", {"Id": "s", "CreatedAt": dt.datetime.now(dt.UTC)}
+        )
         operation(RedshiftDataApiWarehouse(settings, client=client, sleep=lambda _: None))
     return called
 
@@ -763,7 +816,7 @@ def test_each_step_is_granted_every_data_api_call_its_adapter_makes(prod):
     from kpi_pipeline.warehouse import DateJob, KpiBatch
 
     day = dt.date(2024, 6, 25)
-    job = DateJob(day, "run", "bucket", dict.fromkeys(INPUT_TABLES, "m"), "stage")
+    job = DateJob(day, "run", "bucket", dict.fromkeys(INPUT_TABLES, "m"), "0a1b2c3d4e5f", "a" * 32)
     batch = KpiBatch("bucket", "kpis/", [day])
     for step_key, operation in (
         ("transform_in_warehouse", lambda a: a.compute_date(job)),
