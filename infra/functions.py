@@ -398,10 +398,8 @@ class PipelineFunctions(Construct):
 
         stack = Stack.of(self)
         region, account = stack.region, stack.account
-        if w.workgroup:
-            holder = f"serverless-{account}-*"  # the workgroup's id, not its name
-        else:
-            holder = w.cluster_id or "local"
+        # A Serverless user's ARN names the workgroup's id, which the configuration lacks.
+        holder = f"serverless-{account}-*" if w.workgroup else w.cluster_id or "local"
         external_ids = [
             f"arn:aws:redshift:{region}:{account}:dbuser:{holder}/{user}"
             for user in warehouse_users(self._config).distinct

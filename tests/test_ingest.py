@@ -124,8 +124,13 @@ def curated(result: AcceptedFile) -> list[dict[str, Any]]:
             "kpi_date",
             "content_key",
         ]
-        assert table.schema.field("listen_time").type == pa.timestamp("us", tz="UTC")
-        day_rows = table.to_pylist()
+        # The UTC wall time, without a time zone: what Redshift's COPY reads into TIMESTAMP
+        # (a UTC-adjusted Parquet timestamp maps to no Redshift type).
+        assert table.schema.field("listen_time").type == pa.timestamp("us")
+        day_rows = [
+            {**row, "listen_time": row["listen_time"].replace(tzinfo=UTC)}
+            for row in table.to_pylist()
+        ]
         assert {row["kpi_date"] for row in day_rows} == {kpi_date}
         rows.extend(day_rows)
     return sorted(rows, key=lambda row: (row["listen_time"], row["user_id"], row["track_id"]))
