@@ -72,8 +72,9 @@ class GrammarCheck:
             with self._lock:
                 self.statements += 1
                 self.shapes.add(shape)
-            problem = problem_of(shape)
-            if problem:
+            if problem_of(shape):
+                # Said of the statement itself: its literals, lines and positions.
+                problem = problem_of(statement.strip()) or problem_of(shape)
                 excerpt = " ".join(statement.split())[:300]
                 raise RedshiftWouldRefuse(
                     f"Redshift would refuse statement {number} of {what}: {problem}. "
