@@ -442,7 +442,94 @@ class PipelineDefinition(Construct):
         acquire.next(check_source)
         take_over.next(check_source)
         check_source.next(source_data)
-        self.definition = start.next(check_request).next(acquire)
+        preflight = self._preflight(alert_topic, pipeline_name)
+        self.definition = start.next(check_request).next(
+            sfn.Choice(self, "Preflight?", comment="a deployment's checks, or a run")
+            .when(sfn.Condition.string_equals("$.request.kind", "preflight"), preflight)
+            .otherwise(acquire)
+        )
+
+    def _preflight(self, alert_topic: sns.ITopic, pipeline_name: str) -> sfn.IChainable:
+        """{"preflight": true}: each step checks, with its own role, what it will need; the
+        alert topic takes a test message; Archive gathers the checks. No lock is taken and
+        nothing is kept (kpi_pipeline.preflight)."""
+        payload: dict[str, object] = {"run_id.$": RUN_ID, "preflight": True}
+
+        def probe(
+            step: Step, result_path: str, extra: dict[str, object] | None = None
+        ) -> tasks.LambdaInvoke:
+            task = tasks.LambdaInvoke(
+                self,
+                f"Preflight{step.state}",
+                lambda_function=self._functions[step.key],
+                comment=f"{step.state} checks what it will need",
+                payload=sfn.TaskInput.from_object({**payload, **(extra or {})}),
+                payload_response_only=True,
+                retry_on_service_exceptions=False,
+                result_path=result_path,
+            )
+            _retry_transient(task, TRANSIENT_ERRORS)
+            return task
+
+        alert_ok = sfn.Pass(
+            self,
+            "AlertTopicAccepted",
+            result=sfn.Result.from_object(
+                _alert_check(True, "a test message was published to the topic")
+            ),
+            result_path="$.alert_check",
+        )
+        alert_failed = sfn.Pass(
+            self,
+            "AlertTopicRefused",
+            parameters={
+                **{k: v for k, v in _alert_check(False, "").items() if k != "detail"},
+                "detail.$": "$.alert_error.Cause",
+            },
+            result_path="$.alert_check",
+        )
+        publish = tasks.SnsPublish(
+            self,
+            "PreflightAlert",
+            topic=alert_topic,
+            subject=f"[{pipeline_name}] preflight: the alert path works",
+            message=sfn.TaskInput.from_object(
+                {
+                    "preflight.$": RUN_ID,
+                    "message": "A preflight of the pipeline published this test message: "
+                    "failures will reach this topic's subscribers. Nothing failed.",
+                }
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        publish.add_catch(alert_failed, errors=["States.ALL"], result_path="$.alert_error")
+        checks = sfn.Parallel(self, "Preflight", result_path="$.preflight")
+        checks.branch(probe(CHECK_SOURCE, "$.source_checks"))
+        checks.branch(
+            probe(LIST_FILES, "$.listing_checks").next(probe(INGEST_FILE, "$.reading_checks"))
+        )
+        checks.branch(
+            probe(TRANSFORM, "$.lambda_engine_checks")
+            .next(probe(TRANSFORM_IN_WAREHOUSE, "$.warehouse_engine_checks"))
+            .next(probe(LOAD, "$.load_checks"))
+        )
+        checks.branch(publish.next(alert_ok))
+        self._catch(checks, "Preflight")
+        report = probe(ARCHIVE, "$", {"results.$": "$.preflight"})  # gathers the checks
+        self._catch(report, "PreflightArchive")
+        verdict = (
+            sfn.Choice(self, "PreflightPassed?")
+            .when(
+                sfn.Condition.string_equals("$.status", "preflight_passed"),
+                sfn.Succeed(self, "PreflightPassed"),
+            )
+            .otherwise(
+                sfn.Fail(
+                    self, "PreflightChecksFailed", error="PreflightFailed", cause_path="$.summary"
+                )
+            )
+        )
+        return checks.next(report).next(verdict)
 
     def _invoke(
         self, step: Step, payload: dict[str, object], result_path: str
@@ -473,7 +560,9 @@ class PipelineDefinition(Construct):
         self._catch(task, step.state)
         return task
 
-    def _catch(self, state: sfn.TaskStateBase | sfn.Map | sfn.DistributedMap, name: str) -> None:
+    def _catch(
+        self, state: sfn.TaskStateBase | sfn.Map | sfn.DistributedMap | sfn.Parallel, name: str
+    ) -> None:
         """Any error of ``state``: record which state it was, then alert and fail."""
         record = sfn.Pass(
             self,
@@ -629,6 +718,16 @@ class PipelineDefinition(Construct):
         release.add_catch(then, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
         release.next(then)
         return release
+
+
+def _alert_check(ok: bool, detail: str) -> dict[str, object]:
+    return {
+        "check": "alerts: the alert topic takes a message",
+        "step": "StateMachine",
+        "ok": ok,
+        "detail": detail,
+        "fix": "" if ok else "check the topic's policy and its KMS key",
+    }
 
 
 class _RunsItemReader(sfn.S3JsonItemReader):

@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         "unknown_user_id,unknown_track_id",
     )
     parser.add_argument("--dates", metavar="FROM..TO", help="with --replay: only these dates")
+    parser.add_argument(
+        "--preflight",
+        action="store_true",
+        help="check, with each step's own role, what the pipeline needs; keep nothing",
+    )
     args = parser.parse_args(argv)
     try:
         return run_local(
@@ -66,6 +71,10 @@ def execution_input(args: argparse.Namespace) -> dict[str, Any]:
     its CheckRequest step, as in AWS: here only the command line's own shape)."""
     if args.recompute and args.replay:
         raise UsageError("RECOMPUTE and REPLAY cannot be asked in one run: one, then the other")
+    if getattr(args, "preflight", False):
+        if args.recompute or args.replay:
+            raise UsageError("PREFLIGHT touches no data: it goes without RECOMPUTE or REPLAY")
+        return {"preflight": True}
     if args.catalogue and not args.recompute:
         raise UsageError("CATALOGUE goes with RECOMPUTE=FROM..TO")
     if args.dates and not args.replay:

@@ -201,6 +201,9 @@ def replace_source_tables(dsn: str, users_csv: Path, songs_csv: Path) -> dict[st
             cur.execute("DROP TABLE IF EXISTS users, songs")
             cur.execute(USERS_DDL)
             cur.execute(SONGS_DDL)
+            # What an incremental read's WHERE needs (the preflight checks it is there).
+            cur.execute("CREATE INDEX users_updated_at ON users (updated_at)")
+            cur.execute("CREATE INDEX songs_updated_at ON songs (updated_at)")
             counts = {
                 "users": _copy_csv(cur, "users", users_csv),
                 "songs": _copy_csv(cur, "songs", songs_csv, rename_first={"", "unnamed: 0"}),
@@ -311,6 +314,13 @@ def apply_warehouse_setup(admin_dsn: str, edit: Callable[[str], str] | None = No
                 )
             )
             cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            # Redshift's db_collation(), which the preflight asks: a byte-wise ('C')
+            # database compares strings as Redshift's case_sensitive one does.
+            cur.execute(
+                "CREATE OR REPLACE FUNCTION public.db_collation() RETURNS text LANGUAGE sql "
+                "STABLE AS $$ SELECT CASE WHEN datcollate = 'C' THEN 'case_sensitive' ELSE "
+                "'case_insensitive' END FROM pg_database WHERE datname = current_database() $$"
+            )
             for statement, creates in postgres_statements(setup_sql):
                 if creates is not None:
                     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (creates,))

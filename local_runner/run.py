@@ -141,6 +141,8 @@ def _run_locked(
                 out / "music_kpi_metrics.csv",
             )
 
+    if "preflight" in run_input:
+        return _report_preflight(execution, written, alerts, say, checks)
     summary = run_summary(execution, written)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -223,14 +225,15 @@ def _execute(
     ):
         saved = folder.current()
         restored = local.load_buckets(saved.s3) if saved else 0
-        daily = not ({"recompute", "replay_quarantine"} & set(run_input))
+        daily = not ({"recompute", "replay_quarantine", "preflight"} & set(run_input))
         streams = list(inputs.stream_files) if daily else []
         keys = local.put_files(env["LANDING_BUCKET"], env["LANDING_PREFIX"], streams)
         say(f"  s3     {restored:,} objects restored, {len(keys)} files put in landing\n")
         with contextlib.redirect_stdout(log):  # metrics (EMF) go to the log, as in CloudWatch
             execution = local.run(run_id, run_input, on_event=_Progress(say))
         alerts = local.alerts()
-        written = local.read_json(env["DATA_BUCKET"], f"runs/{run_key(run_id)}/summary.json")
+        document = "preflight" if "preflight" in run_input else "summary"
+        written = local.read_json(env["DATA_BUCKET"], f"runs/{run_key(run_id)}/{document}.json")
         folder.save(
             local.save_buckets,
             lambda dump: _dump_warehouse(databases.warehouse_dsn, dump),
@@ -365,6 +368,34 @@ def _report(
     say(f"  warehouse     {out / 'music_kpi_metrics.csv'} ({rows:,} rows)")
     say(f"  summary       {out / 'run_summary.json'}")
     say(f"  logs          {state / 'logs' / (run_id + '.jsonl')}")
+
+
+def _report_preflight(
+    execution: Execution,
+    report: dict[str, Any] | None,
+    alerts: list[dict[str, Any]],
+    say: Callable[[str], None],
+    checks: LocalChecks,
+) -> int:
+    """The preflight's checks, one line each, and what to fix where one failed."""
+    if report is None:  # it failed before Archive gathered the checks
+        say(f"\nResult: preflight failed in {execution.failed_state}: {execution.error}")
+        say(f"  cause         {_cause_message(execution.cause)}")
+        return EXIT_FAILED
+    say(f"\nResult: {report['status']} ({report['summary'].split(';')[0]})")
+    for check in report["checks"]:
+        mark = "ok  " if check["ok"] else "FAIL"
+        say(f"  {mark}  {check['check']} [{check['step']}]")
+        say(f"          {check['detail']}")
+        if not check["ok"]:
+            say(f"          fix: {check['fix']}")
+    for alert in alerts:
+        say(f"  alert sent    {alert.get('subject')}")
+    say(f"  report        s3://<data bucket>/{report['report_key']}")
+    for line in checks.lines:
+        say(line)
+    passed = report["status"] == "preflight_passed" and checks.passed
+    return EXIT_OK if passed else EXIT_FAILED
 
 
 def _report_request(summary: dict[str, Any], say: Callable[[str], None]) -> None:

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from kpi_pipeline import archiving
-from kpi_pipeline.contracts import ArchiveRequest, RunSummary
+from kpi_pipeline import archiving, preflight
+from kpi_pipeline.contracts import (
+    ArchiveRequest,
+    PreflightReport,
+    PreflightReportRequest,
+    RunSummary,
+)
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import step_handler
 from kpi_pipeline.settings import StorageSettings, load
 from kpi_pipeline.storage import Storage
 
 
-@step_handler("Archive", ArchiveRequest)
+def _preflight(request: PreflightReportRequest) -> PreflightReport:
+    return preflight.report(request, Storage(), Layout.from_settings(load(StorageSettings)))
+
+
+@step_handler(
+    "Archive", ArchiveRequest, preflight=_preflight, preflight_model=PreflightReportRequest
+)
 def handler(request: ArchiveRequest) -> RunSummary:
     return archiving.archive_run(
         request, storage=Storage(), layout=Layout.from_settings(load(StorageSettings))

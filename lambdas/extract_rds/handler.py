@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from kpi_pipeline import source
-from kpi_pipeline.contracts import ExtractRequest, RunRequest, SourceCheck, SourceSnapshot
+from kpi_pipeline import preflight, source
+from kpi_pipeline.contracts import (
+    ExtractRequest,
+    PreflightRequest,
+    PreflightResult,
+    RunRequest,
+    SourceCheck,
+    SourceSnapshot,
+)
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import step_handler
 from kpi_pipeline.settings import (
@@ -21,7 +28,11 @@ def _source_database() -> SourceDatabase:
     return SourceDatabase(connection_params(load(SourceSettings)))
 
 
-@step_handler("CheckSourceData", RunRequest)
+def _source_preflight(request: PreflightRequest) -> PreflightResult:
+    return preflight.source(load(SourceSettings), "CheckSourceData")
+
+
+@step_handler("CheckSourceData", RunRequest, preflight=_source_preflight)
 def check_source(request: RunRequest) -> SourceCheck:
     return source.check_source(_source_database())
 

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from kpi_pipeline import listing
-from kpi_pipeline.contracts import IngestRequest, IngestResult, ManifestSummary, RunRequest
+from kpi_pipeline import listing, preflight
+from kpi_pipeline.contracts import (
+    IngestRequest,
+    IngestResult,
+    ManifestSummary,
+    PreflightRequest,
+    PreflightResult,
+    RunRequest,
+)
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import step_handler
 from kpi_pipeline.settings import (
@@ -16,7 +23,19 @@ from kpi_pipeline.settings import (
 from kpi_pipeline.storage import Storage
 
 
-@step_handler("ListNewFiles", RunRequest)
+def _layout() -> Layout:
+    return Layout.from_settings(load(StorageSettings))
+
+
+def _listing_preflight(request: PreflightRequest) -> PreflightResult:
+    return preflight.landing_listing(Storage(), _layout(), "ListNewFiles")
+
+
+def _reading_preflight(request: PreflightRequest) -> PreflightResult:
+    return preflight.landing_reading(Storage(), _layout(), "IngestFile")
+
+
+@step_handler("ListNewFiles", RunRequest, preflight=_listing_preflight)
 def list_new_files(request: RunRequest) -> ManifestSummary:
     return listing.list_new_files(
         request.run_id,
@@ -26,7 +45,7 @@ def list_new_files(request: RunRequest) -> ManifestSummary:
     )
 
 
-@step_handler("IngestFile", IngestRequest)
+@step_handler("IngestFile", IngestRequest, preflight=_reading_preflight)
 def ingest_file(request: IngestRequest) -> IngestResult:
     # Imported here: DuckDB and pyarrow are in this step's layers only, not in ListNewFiles'.
     from kpi_pipeline import streams

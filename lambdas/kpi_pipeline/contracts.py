@@ -45,7 +45,7 @@ class ExtractRequest(RunRequest):
 
 # --- CheckRequest: what the execution asks for ------------------------------------------------
 
-RunKind = Literal["daily", "recompute", "replay_quarantine"]
+RunKind = Literal["daily", "recompute", "replay_quarantine", "preflight"]
 Catalogue = Literal["pinned", "current"]
 
 
@@ -352,3 +352,40 @@ class RunSummary(Contract):
     kpi_dates_in_warehouse: int = 0  # of kpi_dates, those computed by the warehouse engine
     recompute: RecomputeReport | None = None
     replay: ReplayResult | None = None
+
+
+# --- the preflight: {"preflight": true} ---------------------------------------------------------
+
+
+class PreflightRequest(RunRequest):
+    """A step asked to check, with its own identity, what it will need (and to keep nothing)."""
+
+    preflight: Literal[True]
+
+
+class PreflightCheck(Contract):
+    check: str  # what was checked
+    step: str  # whose identity checked it (the step's function and role)
+    ok: bool
+    detail: str  # what was found
+    fix: str = ""  # what to do, when not ok
+
+
+class PreflightResult(Contract):
+    checks: list[PreflightCheck] = Field(default_factory=list)
+
+
+class PreflightReportRequest(RunRequest):
+    """Archive, at the end of a preflight: every branch's checks."""
+
+    preflight: Literal[True]
+    results: list[Any] = Field(default_factory=list)  # each branch's output (nested lists)
+
+
+class PreflightReport(Contract):
+    status: Literal["preflight_passed", "preflight_failed"]
+    run_id: str
+    kind: RunKind = "preflight"
+    checks: list[PreflightCheck]
+    report_key: str
+    summary: str  # one line: how many passed, and the failed ones named

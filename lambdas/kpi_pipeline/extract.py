@@ -34,6 +34,7 @@ from kpi_pipeline.source import (
 )
 from kpi_pipeline.source_state import TableMark, read_marks
 from kpi_pipeline.storage import Storage
+from kpi_pipeline.warehouse import copy_parquet
 
 STAGING_MODELS = (
     ("users_checked", "staging/users_checked.sql"),
@@ -139,7 +140,7 @@ def extract_snapshot(
             target = engine.literal(outputs[table])
             # Snappy: what Redshift's COPY documents (song_tracks and song_artists are read
             # by COPY; the others are kept alike).
-            con.execute(f"COPY ({query}) TO {target} (FORMAT parquet, COMPRESSION snappy)")
+            con.execute(f"COPY ({query}) TO {target} {copy_parquet.DUCKDB_PARQUET}")
         counts = {
             table: engine.scalar(
                 con, f"SELECT count(*) FROM read_parquet({engine.literal(outputs[table])})"

@@ -24,6 +24,7 @@ import pyarrow.csv as pa_csv
 
 from kpi_pipeline.engine import create_table, create_view, literal, scalar
 from kpi_pipeline.reasons import FileReason, RowReason
+from kpi_pipeline.warehouse import copy_parquet
 
 REQUIRED_COLUMNS = ("user_id", "track_id", "listen_time")
 ASCII_WHITESPACE = " \t\r\n\f\v"  # what "surrounding whitespace" means, here and in SQL
@@ -245,9 +246,14 @@ def copy_plays(
     written = con.execute(
         f"""
         COPY (
-            SELECT user_id, track_id, listen_time, kpi_date, ? AS content_key
+            SELECT
+                CAST(user_id AS BIGINT) AS user_id,
+                CAST(track_id AS VARCHAR) AS track_id,
+                CAST(listen_time AS TIMESTAMP) AS listen_time,
+                CAST(kpi_date AS DATE) AS kpi_date,
+                CAST(? AS VARCHAR) AS content_key
             FROM ({plays_sql})
-        ) TO {literal(path)} (FORMAT parquet, COMPRESSION snappy)
+        ) TO {literal(path)} {copy_parquet.DUCKDB_PARQUET}
         """,
         [content_key, *params],
     ).fetchone()

@@ -133,6 +133,27 @@ def _transform_date(
     return stats
 
 
+def run_example_models(
+    work: Path, songs: Path, song_artists: Path, plays: Path, run_id: str
+) -> pa.Table:
+    """The KPI rows of one date's curated plays with one catalogue, as a Transform call
+    computes them (the preflight's worked example)."""
+    kpi_date = pq.read_table(plays, columns=["kpi_date"]).column(0)[0].as_py()
+    con = engine.connect(EngineSettings(), work)
+    try:
+        kpis, _ = _run_models(
+            con,
+            {"example": songs},
+            {kpi_date: [plays]},
+            {kpi_date: "example"},
+            run_id,
+            song_artists={"example": song_artists},
+        )
+    finally:
+        con.close()
+    return kpis
+
+
 def run_kpi_models(
     con: engine.duckdb.DuckDBPyConnection,
     run_id: str,

@@ -70,9 +70,17 @@ def _emit(name: str, unit: MetricUnit, value: float, dimensions: dict[str, str])
 
 
 def step_handler(
-    step: str, request_model: type[Request]
+    step: str,
+    request_model: type[Request],
+    *,
+    preflight: Callable[[Any], BaseModel] | None = None,
+    preflight_model: type[BaseModel] | None = None,
 ) -> Callable[[Callable[[Request], Result]], Handler]:
-    """Turn ``logic(request) -> result`` into a Lambda handler for the step ``step``."""
+    """Turn ``logic(request) -> result`` into a Lambda handler for the step ``step``.
+
+    An event ``{"preflight": true, ...}`` calls ``preflight`` instead (parsed into
+    ``preflight_model``, by default :class:`PreflightRequest`): the step's checks of what it
+    will need, run with its own function's role (kpi_pipeline.preflight)."""
 
     def decorate(logic: Callable[[Request], Result]) -> Handler:
         @tracer.capture_lambda_handler(capture_response=False)
@@ -92,9 +100,16 @@ def step_handler(
             _warm = True
             started = time.perf_counter()
             try:
-                request = request_model.model_validate(event)
-                logger.thread_safe_append_keys(run_id=getattr(request, "run_id", None))
-                result = logic(request)
+                if preflight is not None and event.get("preflight") is True:
+                    from kpi_pipeline.contracts import PreflightRequest
+
+                    checked = (preflight_model or PreflightRequest).model_validate(event)
+                    logger.thread_safe_append_keys(run_id=getattr(checked, "run_id", None))
+                    result: BaseModel = preflight(checked)
+                else:
+                    request = request_model.model_validate(event)
+                    logger.thread_safe_append_keys(run_id=getattr(request, "run_id", None))
+                    result = logic(request)
             except Exception:
                 logger.exception("step failed")
                 raise

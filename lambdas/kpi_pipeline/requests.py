@@ -9,7 +9,9 @@ An execution starts with one JSON object. The daily schedule sends ``{"trigger":
   pinned catalogue, or re-pinned to today's snapshot (after a correction of the songs);
 - ``{"replay_quarantine": {"reasons": [...], "from": ..., "to": ...}}``: re-check the
   quarantined rows of those reasons against the snapshot their date is validated with, and
-  recompute the dates of the rows that pass now.
+  recompute the dates of the rows that pass now;
+- ``{"preflight": true}``: check, with each step's own role, what the pipeline will need
+  (kpi_pipeline.preflight), and keep nothing.
 
 Anything else (an unknown key, a malformed or reversed date, a range longer than
 ``max_recompute_days``, a reason a re-check can never change) is refused with a message
@@ -30,7 +32,7 @@ from kpi_pipeline.layout import Layout, run_key
 from kpi_pipeline.reasons import REPLAYABLE_REASONS, RowReason
 
 NOTES = ("trigger", "Comment", "comment")  # free text: the schedule's, the console's default
-KNOWN_KEYS = ("full_extract", "recompute", "replay_quarantine", *NOTES)
+KNOWN_KEYS = ("full_extract", "recompute", "replay_quarantine", "preflight", *NOTES)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -55,9 +57,11 @@ def check_request(execution_input: Any, *, max_recompute_days: int) -> RunOption
     unknown = sorted(set(execution_input) - set(KNOWN_KEYS))
     if unknown:
         raise InvalidRequest(
-            f"unknown input key(s) {unknown}: the pipeline accepts {list(KNOWN_KEYS[:3])} "
+            f"unknown input key(s) {unknown}: the pipeline accepts {list(KNOWN_KEYS[:4])} "
             "(and a free-text 'trigger' or 'Comment')"
         )
+    if "preflight" in execution_input:
+        return _preflight(execution_input)
     full_extract = execution_input.get("full_extract", False)
     if not isinstance(full_extract, bool):
         raise InvalidRequest("'full_extract' must be true or false")
@@ -72,6 +76,15 @@ def check_request(execution_input: Any, *, max_recompute_days: int) -> RunOption
     if asked[0] == "recompute":
         return _recompute(execution_input["recompute"], max_recompute_days)
     return _replay(execution_input["replay_quarantine"])
+
+
+def _preflight(execution_input: dict[str, Any]) -> RunOptions:
+    if execution_input["preflight"] is not True:
+        raise InvalidRequest("'preflight' must be true (or left out)")
+    others = sorted(set(execution_input) - {"preflight", *NOTES})
+    if others:
+        raise InvalidRequest(f"a preflight touches no data: it takes no {others}")
+    return RunOptions(kind="preflight")
 
 
 def _recompute(options: Any, max_days: int) -> RunOptions:

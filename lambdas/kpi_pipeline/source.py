@@ -171,6 +171,48 @@ class SourceDatabase:
         finally:
             conn.close()
 
+    def describe(self, changed_columns: Mapping[str, str | None]) -> dict[str, Any]:
+        """What the preflight reports of the source: its version, TLS, each table's columns
+        and change column (type, and whether an index leads with it)."""
+        with self._connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_setting('server_version'), current_database()")
+            version, database = cur.fetchone()
+            cur.execute(
+                "SELECT CASE WHEN ssl THEN version END FROM pg_stat_ssl "
+                "WHERE pid = pg_backend_pid()"
+            )
+            tls = (cur.fetchone() or (None,))[0]
+            tables: dict[str, Any] = {}
+            for table in SOURCE_COLUMNS:
+                cur.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE table_name = %s AND table_schema = ANY(current_schemas(false))",
+                    (table,),
+                )
+                present = dict(cur.fetchall())
+                found: dict[str, Any] = {
+                    "exists": bool(present),
+                    "present": sorted(present),
+                    "missing": [c for c in SOURCE_COLUMNS[table] if c not in present],
+                }
+                column = changed_columns.get(table)
+                if column:
+                    cur.execute(
+                        "SELECT EXISTS (SELECT 1 FROM pg_index AS i "
+                        "JOIN pg_attribute AS a ON a.attrelid = i.indrelid "
+                        "AND a.attnum = i.indkey[0] "
+                        "WHERE i.indrelid = to_regclass(%s) AND a.attname = %s)",
+                        (table, column),
+                    )
+                    found["changed_column"] = {
+                        "name": column,
+                        "type": present.get(column),
+                        "type_ok": present.get(column) in CHANGE_COLUMN_TYPES,
+                        "indexed": bool(cur.fetchone()[0]),
+                    }
+                tables[table] = found
+        return {"server_version": version, "database": database, "tls": tls, "tables": tables}
+
     def row_counts(self) -> dict[str, int]:
         """Rows in each source table (the data gate's first check)."""
         counts: dict[str, int] = {}

@@ -161,6 +161,13 @@ class Storage:
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, f"listing s3://{bucket}/{prefix}") from exc
 
+    def read_head(self, bucket: str, key: str, length: int = 1) -> bytes:
+        """The object's first ``length`` bytes (a read the bucket's key must decrypt)."""
+        response = self._call(
+            "reading", bucket, key, self._s3.get_object, Range=f"bytes=0-{length - 1}"
+        )
+        return bytes(response["Body"].read())
+
     def exists(self, bucket: str, key: str) -> bool:
         return self.size(bucket, key) is not None
 

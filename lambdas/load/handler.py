@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kpi_pipeline import loading
-from kpi_pipeline.contracts import LoadRequest, LoadResult
+from kpi_pipeline import loading, preflight
+from kpi_pipeline.contracts import LoadRequest, LoadResult, PreflightRequest, PreflightResult
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.observability import step_handler
 from kpi_pipeline.settings import StorageSettings, WarehouseSettings, load
@@ -11,7 +11,19 @@ from kpi_pipeline.storage import Storage
 from kpi_pipeline.warehouse import open_warehouse
 
 
-@step_handler("Load", LoadRequest)
+def _preflight(request: PreflightRequest) -> PreflightResult:
+    settings = load(WarehouseSettings)
+    return preflight.load(
+        request.run_id,
+        open_warehouse(settings),
+        settings.warehouse_table,
+        Storage(),
+        Layout.from_settings(load(StorageSettings)),
+        "Load",
+    )
+
+
+@step_handler("Load", LoadRequest, preflight=_preflight)
 def handler(request: LoadRequest) -> LoadResult:
     return loading.load_kpis(
         request,

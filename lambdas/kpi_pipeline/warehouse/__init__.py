@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from kpi_pipeline.settings import WarehouseSettings
 
@@ -49,6 +49,20 @@ class Warehouse(Protocol):
         """In one transaction: COPY the job's manifests into temporary tables, add the
         date's KPI rows to the stage table as the job's batch; return the figures
         (kpi_sql.FIGURES)."""
+        ...
+
+    # --- the preflight: tried with the step's own identity, nothing kept --------------------
+
+    def values(self, expressions: dict[str, str]) -> dict[str, Any]:
+        """One row of named SQL values (``has_table_privilege(...)``, ``db_collation()``)."""
+        ...
+
+    def preflight_compute(self, job: DateJob) -> list[dict[str, Any]]:
+        """The date's KPI rows computed as ``compute_date`` computes them, kept nowhere."""
+        ...
+
+    def preflight_copy_parts(self, batch: KpiBatch) -> int:
+        """The rows the load's COPY reads from the batch's parts, loaded nowhere."""
         ...
 
 

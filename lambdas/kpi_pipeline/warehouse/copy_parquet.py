@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 CODECS = frozenset({"SNAPPY", "GZIP", "UNCOMPRESSED"})
-WRITE_CODEC = "snappy"  # what every writer of a file COPY reads uses
+WRITE_CODEC = "snappy"  # what every writer of a file COPY reads uses (pyarrow)
+DUCKDB_PARQUET = "(FORMAT parquet, COMPRESSION snappy)"  # the same, for DuckDB's COPY
 
 # Redshift column type (normalised) -> the Parquet (physical type, logical type) it reads.
 _INT32 = {("INT32", "NONE"), ("INT32", "INT(32,true)")}

@@ -12,7 +12,7 @@ import datetime as dt
 import re
 from importlib import resources
 
-from kpi_pipeline.warehouse.schema import insert_into_stage_sql
+from kpi_pipeline.warehouse.schema import KPI_COLUMNS, insert_into_stage_sql
 
 # The temporary tables the statements read, with their columns. COPY reads Parquet by
 # position and needs as many columns as the file has: each table is exactly the Parquet it
@@ -94,3 +94,14 @@ def compute_into_stage(
         *date_kpi_statements(kpi_date, run_id),
         insert_into_stage_sql(stage, OUTPUT_TABLE, attempt, batch_id, computed_at),
     ]
+
+
+def kpi_rows_sql(table: str = OUTPUT_TABLE) -> str:
+    """The KPI rows of ``table``, in a fixed order (the preflight compares them)."""
+    names = ", ".join(c.name for c in KPI_COLUMNS)
+    return f"SELECT {names} FROM {table} ORDER BY kpi_type, track_genre, stream_hour"
+
+
+def select_values_sql(expressions: dict[str, str]) -> str:
+    """One row of named values: ``SELECT expr AS name, ...``."""
+    return "SELECT " + ", ".join(f"{expr} AS {name}" for name, expr in expressions.items())

@@ -43,9 +43,17 @@ from kpi_pipeline.warehouse.kpi_sql import (
     INPUT_TABLES,
     compute_into_stage,
     create_input_sql,
+    date_kpi_statements,
     input_columns,
+    kpi_rows_sql,
+    select_values_sql,
 )
-from kpi_pipeline.warehouse.redshift import compute_batch, load_batch
+from kpi_pipeline.warehouse.redshift import (
+    compute_batch,
+    load_batch,
+    preflight_compute_batch,
+    preflight_parts_batch,
+)
 from kpi_pipeline.warehouse.schema import (
     KPI_COLUMNS,
     PARTS,
@@ -108,21 +116,66 @@ class PostgresWarehouse:
             computed_at=computed_at,
         )
         with self._transaction(f"the KPIs of {job.kpi_date}") as cur:
-            for table, rows in inputs.items():
-                cur.execute(create_input_sql(table) + " ON COMMIT DROP")
-                cur.copy_expert(
-                    f"COPY {table} ({', '.join(rows.column_names)}) "
-                    "FROM STDIN WITH (FORMAT csv, HEADER true)",
-                    _as_csv(rows),
-                )
+            self._fill_inputs(cur, inputs)
             for statement in statements:
                 cur.execute(statement)
             cur.execute(FIGURES_SQL)
             record = cur.fetchone()
         return {name: int(value or 0) for name, value in zip(FIGURES, record or (), strict=True)}
 
+    # --- the preflight: what a step may do, tried with its own identity, nothing kept -----
+
+    def values(self, expressions: dict[str, str]) -> dict[str, Any]:
+        statement = select_values_sql(expressions)
+        _as_redshift([statement], "the preflight's privilege checks")
+        with self._transaction("the preflight's privilege checks", keep=False) as cur:
+            cur.execute(statement)
+            names = [column.name for column in cur.description]
+            return dict(zip(names, cur.fetchone() or (), strict=True))
+
+    def preflight_compute(self, job: DateJob) -> list[dict[str, Any]]:
+        _as_redshift(preflight_compute_batch(job, self._role()), "the preflight's KPIs")
+        storage = self._copy_storage()
+        inputs = {
+            table: self._read_manifest(storage, job.bucket, job.manifests[table], table)
+            for table in INPUT_TABLES
+        }
+        with self._transaction("the preflight's KPIs", keep=False) as cur:
+            self._fill_inputs(cur, inputs)
+            for statement in date_kpi_statements(job.kpi_date, job.run_id):
+                cur.execute(statement)
+            cur.execute(kpi_rows_sql())
+            names = [column.name for column in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def preflight_copy_parts(self, batch: KpiBatch) -> int:
+        _as_redshift(preflight_parts_batch(batch, self._role()), "the preflight's COPY")
+        rows = self._read_batch(batch)
+        with self._transaction("the preflight's COPY", keep=False) as cur:
+            for statement in preflight_parts_batch(batch, self._role())[:1]:
+                cur.execute(statement + " ON COMMIT DROP")
+            cur.copy_expert(
+                f"COPY {PARTS} ({', '.join(c.name for c in KPI_COLUMNS)}) "
+                "FROM STDIN WITH (FORMAT csv, HEADER true)",
+                _as_csv(rows),
+            )
+            cur.execute(f"SELECT count(*) FROM {PARTS}")
+            (counted,) = cur.fetchone() or (0,)
+            return int(counted)
+
+    @staticmethod
+    def _fill_inputs(cur: Any, inputs: dict[str, pa.Table]) -> None:
+        for table, rows in inputs.items():
+            cur.execute(create_input_sql(table) + " ON COMMIT DROP")
+            cur.copy_expert(
+                f"COPY {table} ({', '.join(rows.column_names)}) "
+                "FROM STDIN WITH (FORMAT csv, HEADER true)",
+                _as_csv(rows),
+            )
+
     @contextlib.contextmanager
-    def _transaction(self, what: str) -> Iterator[Any]:
+    def _transaction(self, what: str, *, keep: bool = True) -> Iterator[Any]:
+        """One transaction as this step's user: committed, or (``keep`` False) rolled back."""
         try:
             conn = psycopg2.connect(self._dsn)
         except psycopg2.OperationalError as exc:
@@ -138,6 +191,8 @@ class PostgresWarehouse:
         try:
             with conn, conn.cursor() as cur:  # one transaction: commit on success
                 yield cur
+                if not keep:
+                    conn.rollback()
         except psycopg2.OperationalError as exc:
             raise WarehouseUnavailable(f"warehouse connection lost: {exc}") from None
         except psycopg2.Error as exc:

@@ -23,6 +23,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -39,8 +40,17 @@ from kpi_pipeline.warehouse.kpi_sql import (
     INPUT_TABLES,
     compute_into_stage,
     create_input_sql,
+    date_kpi_statements,
+    kpi_rows_sql,
+    select_values_sql,
 )
-from kpi_pipeline.warehouse.schema import PARTS, check_batch, load_statements, stage_table
+from kpi_pipeline.warehouse.schema import (
+    PARTS,
+    check_batch,
+    create_parts_sql,
+    load_statements,
+    stage_table,
+)
 
 TERMINAL_OK = "FINISHED"
 TERMINAL_FAILED = frozenset({"FAILED", "ABORTED"})
@@ -89,11 +99,7 @@ def compute_batch(
 ) -> list[str]:
     """Every statement of a date's batch, in order; the last one reads its figures."""
     return [
-        *(create_input_sql(t) for t in INPUT_TABLES),
-        *(
-            copy_sql(t, f"s3://{job.bucket}/{job.manifests[t]}", copy_role_arn, manifest=True)
-            for t in INPUT_TABLES
-        ),
+        *input_batch(job, copy_role_arn),
         *compute_into_stage(
             job.kpi_date,
             job.run_id,
@@ -103,6 +109,35 @@ def compute_batch(
             computed_at=computed_at,
         ),
         FIGURES_SQL,
+    ]
+
+
+def input_batch(job: DateJob, copy_role_arn: str) -> list[str]:
+    """The date's inputs: its temporary tables, filled by COPY from its manifests."""
+    return [
+        *(create_input_sql(t) for t in INPUT_TABLES),
+        *(
+            copy_sql(t, f"s3://{job.bucket}/{job.manifests[t]}", copy_role_arn, manifest=True)
+            for t in INPUT_TABLES
+        ),
+    ]
+
+
+def preflight_compute_batch(job: DateJob, copy_role_arn: str) -> list[str]:
+    """A date's KPIs computed as a warehouse date is, read back instead of kept."""
+    return [
+        *input_batch(job, copy_role_arn),
+        *date_kpi_statements(job.kpi_date, job.run_id),
+        kpi_rows_sql(),
+    ]
+
+
+def preflight_parts_batch(batch: KpiBatch, copy_role_arn: str) -> list[str]:
+    """The load's COPY of the parts, counted instead of loaded."""
+    return [
+        create_parts_sql(),
+        copy_sql(PARTS, f"s3://{batch.bucket}/{batch.prefix}", copy_role_arn),
+        f"SELECT count(*) AS parts_rows FROM {PARTS}",
     ]
 
 
@@ -164,6 +199,40 @@ class RedshiftDataApiWarehouse:
             name: int(field.get("longValue", 0))
             for name, field in zip(FIGURES, record, strict=True)
         }
+
+    # --- the preflight: what a step may do, tried with its own identity, nothing kept -----
+
+    def values(self, expressions: dict[str, str]) -> dict[str, Any]:
+        """One row of named values (privileges, the collation) as this step's user sees them."""
+        (row,) = self._read([select_values_sql(expressions)], "music-kpi-preflight")
+        return row
+
+    def preflight_compute(self, job: DateJob) -> list[dict[str, Any]]:
+        role = self._settings.redshift_copy_role_arn or ""
+        return self._read(preflight_compute_batch(job, role), "music-kpi-preflight-compute")
+
+    def preflight_copy_parts(self, batch: KpiBatch) -> int:
+        role = self._settings.redshift_copy_role_arn or ""
+        (row,) = self._read(preflight_parts_batch(batch, role), "music-kpi-preflight-copy")
+        return int(row["parts_rows"])
+
+    def _read(self, statements: list[str], name: str) -> list[dict[str, Any]]:
+        """Run a batch whose last statement is a SELECT; its rows, by column name. The batch
+        keeps nothing: it writes temporary tables only, gone with its session."""
+        # A token of its own: a read runs anew every time (a grant may have changed).
+        description = self._run(statements, (name, uuid.uuid4().hex), name)
+        sub_statements = description.get("SubStatements") or [{"Id": description.get("Id")}]
+        try:
+            result = self._client.get_statement_result(Id=sub_statements[-1]["Id"])
+        except ClientError as exc:
+            raise self._translate(exc, "reading a result") from exc
+        except BotoCoreError as exc:
+            raise WarehouseUnavailable(f"Redshift Data API unreachable: {exc}") from exc
+        names = [column.get("name", "") for column in result.get("ColumnMetadata", [])]
+        return [
+            dict(zip(names, (_value(field) for field in record), strict=False))
+            for record in result.get("Records", [])
+        ]
 
     def _run(self, statements: list[str], work: tuple[str, ...], name: str) -> dict[str, Any]:
         """Run the batch of ``work``: submitted under a token of the work and a submission
@@ -260,3 +329,13 @@ class RedshiftDataApiWarehouse:
             f"Redshift Data API {code} while {what}: check the cluster/workgroup, database, "
             "user and the function's permissions"
         )
+
+
+def _value(field: dict[str, Any]) -> Any:
+    """A Data API field as Python: longValue, doubleValue, stringValue, booleanValue."""
+    if field.get("isNull"):
+        return None
+    for kind in ("longValue", "doubleValue", "stringValue", "booleanValue"):
+        if kind in field:
+            return field[kind]
+    return None
