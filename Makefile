@@ -13,7 +13,7 @@ ENV   ?= dev
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20,22
 
-.PHONY: help venv run report test lint format browser bench bench-files wheels synth landing-policy warehouse-sql bootstrap deploy clean
+.PHONY: help venv run report test lint format browser bench bench-files wheels synth landing-policy warehouse-sql preflight bootstrap deploy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -77,6 +77,9 @@ synth: $(WHEELS)  ## write ENV's CloudFormation template to cdk.out/, offline: m
 
 landing-policy: $(STAMP)  ## what a landing bucket's owner in another account adds: make landing-policy ENV=prod
 	PYTHONPATH=lambdas $(PY) -m infra.landing_policy $(ENV)
+
+preflight: $(STAMP)  ## prove a deployment with its own roles before its first run: make preflight ENV=dev
+	@PYTHONPATH=lambdas $(PY) -m infra.preflight $(ENV)
 
 warehouse-sql: $(STAMP)  ## the warehouse's tables, users and grants, for its administrator: make warehouse-sql ENV=prod
 	@PYTHONPATH=lambdas $(PY) -m infra.warehouse_setup $(ENV)

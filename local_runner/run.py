@@ -382,13 +382,11 @@ def _report_preflight(
         say(f"\nResult: preflight failed in {execution.failed_state}: {execution.error}")
         say(f"  cause         {_cause_message(execution.cause)}")
         return EXIT_FAILED
-    say(f"\nResult: {report['status']} ({report['summary'].split(';')[0]})")
-    for check in report["checks"]:
-        mark = "ok  " if check["ok"] else "FAIL"
-        say(f"  {mark}  {check['check']} [{check['step']}]")
-        say(f"          {check['detail']}")
-        if not check["ok"]:
-            say(f"          fix: {check['fix']}")
+    from infra.preflight import report_lines
+
+    say("")
+    for line in report_lines(report):
+        say(line)
     for alert in alerts:
         say(f"  alert sent    {alert.get('subject')}")
     say(f"  report        s3://<data bucket>/{report['report_key']}")
