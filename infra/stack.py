@@ -137,5 +137,8 @@ class PipelineStack(Stack):
             outputs["LandingKmsKeyArn"] = config.landing.kms_key_arn
         if self.storage.data_key:
             outputs["DataKmsKeyArn"] = self.storage.data_key.key_arn
+        if config.warehouse.kind == "redshift" and not config.warehouse.copy_role_arn:
+            # The stack's COPY role: attach it to the cluster or namespace after a deploy.
+            outputs["CopyRoleArn"] = self.functions.copy_role.role_arn
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
