@@ -168,6 +168,12 @@ class WarehouseConfig(_Model):
                 "warehouse.db_user is for a provisioned cluster: on Serverless each function's "
                 "database user is its IAM role (IAMR:<role name>), or set warehouse.secret_arn"
             )
+        if self.secret_arn and not self.copy_role_arn:
+            raise ValueError(
+                "with warehouse.secret_arn, set warehouse.copy_role_arn: the role the stack "
+                "would create trusts the pipeline's database users by name, and a secret's "
+                "user is not known before the secret is read"
+            )
         if self.cluster_id and not (self.db_user or self.secret_arn):
             raise ValueError(
                 "a provisioned cluster needs warehouse.db_user or warehouse.secret_arn"

@@ -295,7 +295,8 @@ class PipelineFunctions(Construct):
         _objects(load, data, WRITE, "ledger/")
         _objects(load, data, ("s3:DeleteObject",), "ledger/pending/")
         _list(load, data)
-        self._grant_warehouse(load)
+        # its preflight reads back its privileges and what its COPY read (GetStatementResult)
+        self._grant_warehouse(load, read_results=True)
         self._grant_copy_role()
 
         archive = roles["archive"]

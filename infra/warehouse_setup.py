@@ -85,7 +85,10 @@ def render(config: PipelineConfig, database: str | None = None) -> str:
         "database": database or w.database or "music_warehouse",
         "identity_note": "\n-- ".join(textwrap.wrap(users.note, 88)),
         "create_users": "\n".join(
-            f"CREATE USER {_quoted(user)} PASSWORD DISABLE;" for user in users.distinct
+            f"CREATE USER {_quoted(user)} PASSWORD DISABLE;"
+            if user != SECRET_USER
+            else "-- (the secret's user exists already: it signs in with its password)"
+            for user in users.distinct
         ),
         "readers": READERS,
         "create_table": create_table_sql(table),

@@ -503,15 +503,43 @@ class PipelineDefinition(Construct):
             result_path=sfn.JsonPath.DISCARD,
         )
         publish.add_catch(alert_failed, errors=["States.ALL"], result_path="$.alert_error")
+
+        def branch(*probes: tuple[Step, str]) -> sfn.IChainable:
+            """The probes in order; one that fails outright (a timeout, a crash) becomes a
+            failed check of its own and the next probe still runs."""
+            first: sfn.IChainable | None = None
+            ends: list[sfn.INextable] = []
+            for step, result_path in probes:
+                task = probe(step, result_path)
+                failed_probe = sfn.Pass(
+                    self,
+                    f"Preflight{step.state}Crashed",
+                    parameters={
+                        "check": f"{step.state}: its preflight ran",
+                        "step": step.state,
+                        "ok": False,
+                        "detail.$": "$.probe_error.Cause",
+                        "fix": f"see the {step.state} function's logs",
+                    },
+                    result_path=result_path,
+                )
+                task.add_catch(failed_probe, errors=["States.ALL"], result_path="$.probe_error")
+                for end in ends:
+                    end.next(task)
+                ends = [task, failed_probe]
+                first = first or task
+            assert first is not None
+            return first
+
         checks = sfn.Parallel(self, "Preflight", result_path="$.preflight")
-        checks.branch(probe(CHECK_SOURCE, "$.source_checks"))
+        checks.branch(branch((CHECK_SOURCE, "$.source_checks")))
+        checks.branch(branch((LIST_FILES, "$.listing_checks"), (INGEST_FILE, "$.reading_checks")))
         checks.branch(
-            probe(LIST_FILES, "$.listing_checks").next(probe(INGEST_FILE, "$.reading_checks"))
-        )
-        checks.branch(
-            probe(TRANSFORM, "$.lambda_engine_checks")
-            .next(probe(TRANSFORM_IN_WAREHOUSE, "$.warehouse_engine_checks"))
-            .next(probe(LOAD, "$.load_checks"))
+            branch(
+                (TRANSFORM, "$.lambda_engine_checks"),
+                (TRANSFORM_IN_WAREHOUSE, "$.warehouse_engine_checks"),
+                (LOAD, "$.load_checks"),
+            )
         )
         checks.branch(publish.next(alert_ok))
         self._catch(checks, "Preflight")

@@ -314,6 +314,12 @@ def apply_warehouse_setup(admin_dsn: str, edit: Callable[[str], str] | None = No
                 )
             )
             cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            # Redshift's GETDATE() (the stage table's computed_at default): the local time of
+            # the session, which runs in UTC.
+            cur.execute(
+                "CREATE OR REPLACE FUNCTION public.getdate() RETURNS timestamp LANGUAGE sql "
+                "STABLE AS $$ SELECT LOCALTIMESTAMP $$"
+            )
             # Redshift's db_collation(), which the preflight asks: a byte-wise ('C')
             # database compares strings as Redshift's case_sensitive one does.
             cur.execute(

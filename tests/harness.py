@@ -184,7 +184,10 @@ def assert_matches_reference(
         ("genre", GENRE_KEYS, reference.genre_rows),
         ("hourly", HOURLY_KEYS, reference.hourly_rows),
     ):
-        actual = {tuple(r[k] for k in keys): r for r in rows if r["kpi_type"] == kind}
+        of_kind = [r for r in rows if r["kpi_type"] == kind]
+        actual = {tuple(r[k] for k in keys): r for r in of_kind}
+        if dates is None:  # each key once: a date loaded twice is no reference
+            assert len(of_kind) == len(actual), f"{kind} rows repeated"
         expected = {
             tuple(r[k] for k in keys): r
             for r in expected_rows

@@ -163,6 +163,12 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
             f"{redshift}:dbname:{cluster}/{PROD['warehouse']['database']}",
         )
     )
+    # the results of its own batches: the warehouse engine's figures, the preflight's checks
+    results = allow(
+        ("redshift-data:GetStatementResult",),
+        "*",
+        condition={"StringEquals": {"redshift-data:statement-owner-iam-userid": "${aws:userid}"}},
+    )
     by_step = {
         # reads the execution's input from its event: no AWS call at all
         "check_request": set(),
@@ -204,18 +210,13 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         | objects(WRITE, data, "runs/*/transform/")
         | data_list
         | data_api
-        | allow(
-            ("redshift-data:GetStatementResult",),  # the figures of its own batch
-            "*",
-            condition={
-                "StringEquals": {"redshift-data:statement-owner-iam-userid": "${aws:userid}"}
-            },
-        ),
+        | results,
         "load": objects(READ, data, "runs/", "ledger/", "kpis/")
         | objects(WRITE, data, "ledger/")
         | objects(("s3:DeleteObject",), data, "ledger/pending/")
         | data_list
-        | data_api,
+        | data_api
+        | results,
         "archive": objects((*READ, "s3:DeleteObject"), PROD_LANDING, PROD_PREFIX)
         | landing_list
         | objects(READ, data, "runs/", "archive/", "quarantine/files/")
@@ -418,7 +419,11 @@ def test_load_uses_a_serverless_workgroup_in_dev():
     assert redshift == allow(
         ("redshift-data:BatchExecuteStatement", "redshift-serverless:GetCredentials"), workgroups
     ) | allow(
-        ("redshift-data:DescribeStatement", "redshift-data:CancelStatement"),
+        (
+            "redshift-data:DescribeStatement",
+            "redshift-data:CancelStatement",
+            "redshift-data:GetStatementResult",
+        ),
         "*",
         condition={"StringEquals": {"redshift-data:statement-owner-iam-userid": "${aws:userid}"}},
     )
@@ -794,7 +799,12 @@ def data_api_calls(operation: Any) -> set[str]:
                 "describe_statement", {"Id": "s", "Status": "FINISHED", "SubStatements": sub}
             )
             stub.add_response(
-                "get_statement_result", {"Records": [[{"longValue": 1}] * 5], "TotalNumRows": 1}
+                "get_statement_result",
+                {
+                    "Records": [[{"longValue": 1}] * 5],
+                    "ColumnMetadata": [{"name": n} for n in ("parts_rows", "b", "c", "d", "e")],
+                    "TotalNumRows": 1,
+                },
             )
 
         client.meta.events.register(
@@ -818,9 +828,14 @@ def test_each_step_is_granted_every_data_api_call_its_adapter_makes(prod):
     day = dt.date(2024, 6, 25)
     job = DateJob(day, "run", "bucket", dict.fromkeys(INPUT_TABLES, "m"), "0a1b2c3d4e5f", "a" * 32)
     batch = KpiBatch("bucket", "kpis/", [day])
+    values = {"temp": "has_database_privilege(current_database(), 'TEMP')"}
     for step_key, operation in (
         ("transform_in_warehouse", lambda a: a.compute_date(job)),
+        ("transform_in_warehouse", lambda a: a.values(values)),  # the preflight's
+        ("transform_in_warehouse", lambda a: a.preflight_compute(job)),
         ("load", lambda a: a.replace_dates(batch, dt.datetime.now(dt.UTC))),
+        ("load", lambda a: a.values(values)),
+        ("load", lambda a: a.preflight_copy_parts(batch)),
     ):
         granted = {action for action, _, _ in role_grants("prod", STEP[step_key])}
         called = data_api_calls(operation)

@@ -24,6 +24,7 @@ from kpi_pipeline.warehouse.arrow import KPI_SCHEMA, fit_to_schema
 from kpi_pipeline.warehouse.postgres import PostgresWarehouse
 from kpi_pipeline.warehouse.schema import (
     KPI_COLUMNS,
+    StageBatch,
     create_stage_table_sql,
     create_table_sql,
     stage_table,
@@ -573,10 +574,10 @@ def date_job(
         }
         s3.put_object(Bucket=BUCKET, Key=f"manifests/{table}.manifest", Body=json.dumps(manifest))
         manifests[table] = f"manifests/{table}.manifest"
-    return DateJob(D2, "run-w", BUCKET, manifests, ATTEMPT, BATCH_ID)
+    return DateJob(D2, "run-w", BUCKET, manifests, ATTEMPT, "c" * 32)
 
 
-ATTEMPT, BATCH_ID = "0a1b2c3d4e5f", "c" * 32
+ATTEMPT = "0a1b2c3d4e5f"
 
 
 def test_a_date_is_computed_from_its_manifests_into_its_stage_batch(
@@ -584,7 +585,7 @@ def test_a_date_is_computed_from_its_manifests_into_its_stage_batch(
 ) -> None:
     job = date_job(s3, tmp_path, table)
 
-    figures = warehouse.compute_date(job)
+    figures, batch_id = warehouse.compute_date(job)
 
     assert figures == {
         "curated_rows": 2,
@@ -597,12 +598,55 @@ def test_a_date_is_computed_from_its_manifests_into_its_stage_batch(
         "SELECT kpi_type, listen_count, top_artists, attempt, batch_id FROM {table}_stage "
         "ORDER BY 1"
     )
-    assert rows == [("genre", 2, None, ATTEMPT, BATCH_ID), ("hourly", 2, "Y", ATTEMPT, BATCH_ID)]
-    # Load takes the batch's rows in its one transaction, and clears the date's stage rows.
-    batch = KpiBatch(BUCKET, "unused/", [D2], has_parts=False, stage_batches=(BATCH_ID,))
+    assert rows == [("genre", 2, None, ATTEMPT, batch_id), ("hourly", 2, "Y", ATTEMPT, batch_id)]
+    # Load takes the batch's rows in its one transaction, and keeps them: a load run again
+    # (a retry after its commit) gives the same rows, never an empty date.
+    taken = StageBatch(D2, batch_id, 2)
+    batch = KpiBatch(BUCKET, "unused/", [D2], has_parts=False, stage_batches=(taken,))
+    assert warehouse.replace_dates(batch, T1) == 2
+    assert warehouse.replace_dates(batch, T2) == 2
+    assert len(db.rows()) == 2
+    assert db.fetch("SELECT count(*) FROM {table}_stage") == [(2,)]
+
+
+def test_each_computation_of_a_date_is_a_batch_of_its_own(
+    s3: Any, warehouse: PostgresWarehouse, db: Db, tmp_path: Path, table: str
+) -> None:
+    """The review found a retry after a commit inserted a second copy under the same id,
+    and Load took both: every computation has its own id, and Load takes the one its
+    result names."""
+    job = date_job(s3, tmp_path, table)
+    _, first = warehouse.compute_date(job)
+    _, second = warehouse.compute_date(job)
+    assert first != second
+
+    batch = KpiBatch(
+        BUCKET, "unused/", [D2], has_parts=False, stage_batches=(StageBatch(D2, second, 2),)
+    )
     assert warehouse.replace_dates(batch, T1) == 2
     assert len(db.rows()) == 2
-    assert db.fetch("SELECT count(*) FROM {table}_stage") == [(0,)]
+    # the first batch, never taken, is gone with the load of its date
+    assert db.fetch("SELECT DISTINCT batch_id FROM {table}_stage") == [(second,)]
+
+
+def test_a_load_whose_batch_lacks_rows_replaces_nothing(
+    s3: Any, warehouse: PostgresWarehouse, db: Db, tmp_path: Path, table: str
+) -> None:
+    """A batch cleared or never committed (its result names it all the same) would empty
+    its date: the row check rolls the load back."""
+    job = date_job(s3, tmp_path, table)
+    _, batch_id = warehouse.compute_date(job)
+    taken = StageBatch(D2, batch_id, 2)
+    warehouse.replace_dates(
+        KpiBatch(BUCKET, "u/", [D2], has_parts=False, stage_batches=(taken,)), T1
+    )
+    missing = StageBatch(D2, "f" * 32, 2)
+
+    with pytest.raises(WarehouseStatementFailed, match="lacks rows of the batches this load"):
+        warehouse.replace_dates(
+            KpiBatch(BUCKET, "u/", [D2], has_parts=False, stage_batches=(missing,)), T2
+        )
+    assert len(db.rows()) == 2
 
 
 def test_load_takes_only_the_batches_it_names(
@@ -611,11 +655,12 @@ def test_load_takes_only_the_batches_it_names(
     """Issue 17, item 2: a stopped run's batch of the same date, committed late, is never
     taken beside the current run's."""
     job = date_job(s3, tmp_path, table)
-    warehouse.compute_date(job)
+    _, batch_id = warehouse.compute_date(job)
     stale = DateJob(D2, "run-old", BUCKET, job.manifests, "ffffffffffff", "d" * 32)
     warehouse.compute_date(stale)
 
-    batch = KpiBatch(BUCKET, "unused/", [D2], has_parts=False, stage_batches=(BATCH_ID,))
+    taken = StageBatch(D2, batch_id, 2)
+    batch = KpiBatch(BUCKET, "unused/", [D2], has_parts=False, stage_batches=(taken,))
 
     assert warehouse.replace_dates(batch, T1) == 2
     assert db.fetch("SELECT DISTINCT run_id FROM {table}") == [("run-w",)]

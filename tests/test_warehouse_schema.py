@@ -12,6 +12,7 @@ from kpi_pipeline.warehouse.schema import (
     KPI_COLUMNS,
     STAGE_COLUMNS,
     TABLE_COLUMNS,
+    StageBatch,
     clear_stage_sql,
     create_parts_sql,
     create_stage_table_sql,
@@ -231,7 +232,7 @@ def test_any_number_of_dates_is_deleted_in_statements_the_data_api_takes() -> No
 
     statements = delete_dates_sql("music_kpi_metrics", dates)
 
-    assert len(statements) == 10
+    assert len(statements) == 7
     assert max(len(s) for s in statements) < 100_000
     listed = [d for s in statements for d in s.split("IN (")[1].rstrip(")").split(", ")]
     assert listed == [f"'{d.isoformat()}'" for d in dates]
@@ -261,37 +262,52 @@ def test_the_stage_table_has_the_kpi_columns_then_attempt_batch_and_time() -> No
         "computed_at",
     ]
     sql = create_stage_table_sql("music_kpi_metrics_stage")
-    assert sql.endswith("computed_at TIMESTAMP NOT NULL\n)\nDISTSTYLE AUTO\nSORTKEY (kpi_date)")
+    # The warehouse's clock: a batch's statement is the same text however often it is sent.
+    assert sql.endswith(
+        "computed_at TIMESTAMP NOT NULL DEFAULT GETDATE()\n)\nDISTSTYLE AUTO\nSORTKEY (kpi_date)"
+    )
+    assert "DEFAULT LOCALTIMESTAMP" in create_stage_table_sql("s", redshift=False)
 
 
 def test_a_date_computed_in_the_warehouse_is_inserted_stamped_with_its_batch() -> None:
-    computed_at = dt.datetime(2024, 6, 26, 3, 0, tzinfo=dt.UTC)
-
-    sql = insert_into_stage_sql("s", "wh_kpis", "0a1b2c3d4e5f", BATCH_A, computed_at)
+    sql = insert_into_stage_sql("s", "wh_kpis", "0a1b2c3d4e5f", BATCH_A)
 
     assert sql.startswith("INSERT INTO s (kpi_type, ")
-    assert sql.endswith(
-        f"CAST(run_id AS VARCHAR(128)), '0a1b2c3d4e5f', '{BATCH_A}', "
-        "TIMESTAMP '2024-06-26 03:00:00' FROM wh_kpis"
-    )
+    assert "computed_at" not in sql
+    assert sql.endswith(f"CAST(run_id AS VARCHAR(128)), '0a1b2c3d4e5f', '{BATCH_A}' FROM wh_kpis")
 
 
 @pytest.mark.parametrize("bad", ["", "A" * 32, "a" * 31, "x' OR '1'='1", "a" * 32 + "'"])
 def test_a_batch_id_that_is_not_32_hex_digits_never_reaches_sql(bad: str) -> None:
     """Issue 17, item 6: Load takes batch ids from documents in S3; none becomes SQL."""
     loaded_at = dt.datetime(2024, 6, 26, tzinfo=dt.UTC)
+    day = dt.date(2024, 6, 25)
     with pytest.raises(ValueError, match="not a stage batch id"):
-        insert_from_stage_sql("t", "s", [BATCH_A, bad], loaded_at)
+        insert_from_stage_sql(
+            "t", "s", [StageBatch(day, BATCH_A, 3), StageBatch(day, bad, 3)], loaded_at
+        )
     with pytest.raises(ValueError, match="not a stage batch id"):
-        insert_into_stage_sql("s", "wh_kpis", "0a1b2c3d4e5f", bad, loaded_at)
+        insert_into_stage_sql("s", "wh_kpis", "0a1b2c3d4e5f", bad)
 
 
-def test_load_takes_exactly_the_named_batches_and_clears_the_replaced_dates() -> None:
+def test_load_takes_exactly_the_named_batches_checks_their_rows_and_keeps_them() -> None:
+    """The review found a load run again after its commit emptied its warehouse dates (it
+    had cleared their stage rows): the batches taken are kept, every other batch of the
+    dates goes, and a batch whose rows are not all there rolls the load back."""
     loaded_at = dt.datetime(2024, 6, 26, 3, 4, 5, tzinfo=dt.UTC)
+    d1, d2 = dt.date(2024, 6, 24), dt.date(2024, 6, 25)
 
-    (insert,) = insert_from_stage_sql("t", "s", [BATCH_B, BATCH_A], loaded_at)
-    assert insert.endswith(f"FROM s WHERE batch_id IN ('{BATCH_A}', '{BATCH_B}')")
-    assert clear_stage_sql("s", [dt.date(2024, 6, 25)], loaded_at) == [
-        "DELETE FROM s WHERE kpi_date IN ('2024-06-25')",
+    check, insert = insert_from_stage_sql(
+        "t", "s", [StageBatch(d2, BATCH_B, 7), StageBatch(d1, BATCH_A, 5)], loaded_at
+    )
+
+    where = f"WHERE batch_id IN ('{BATCH_A}', '{BATCH_B}') AND kpi_date IN ('{d1}', '{d2}')"
+    assert check == (
+        "SELECT CAST(CASE WHEN count(*) = 12 THEN '0' ELSE 'the stage table lacks rows of "
+        f"the batches this load takes' END AS INTEGER) AS stage_rows_present FROM s {where}"
+    )
+    assert insert.endswith(f"FROM s {where}")
+    assert clear_stage_sql("s", [d2], [StageBatch(d2, BATCH_B, 7)], loaded_at) == [
+        f"DELETE FROM s WHERE kpi_date IN ('{d2}') AND batch_id NOT IN ('{BATCH_B}')",
         "DELETE FROM s WHERE computed_at < TIMESTAMP '2024-06-19 03:04:05'",
     ]

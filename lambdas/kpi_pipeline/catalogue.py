@@ -22,6 +22,7 @@ from kpi_pipeline.errors import PinConflict
 from kpi_pipeline.layout import SONG_TABLES, Layout
 from kpi_pipeline.parallel import parallel
 from kpi_pipeline.storage import Storage
+from kpi_pipeline.warehouse.copy_parquet import COPY_FORMAT
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,16 @@ class Pin:
     songs_key: str
     users_key: str | None  # pins made before users were pinned: validated with today's users
     pinned_by_run: str
+    # the version of the Parquet rules its files follow (copy_parquet.COPY_FORMAT); pins made
+    # before it was recorded: 1
+    copy_format: int = 1
 
     def to_document(self) -> dict[str, Any]:
         return {
             "songs_key": self.songs_key,
             "users_key": self.users_key,
             "pinned_by_run": self.pinned_by_run,
+            "copy_format": self.copy_format,
         }
 
     @classmethod
@@ -43,6 +48,7 @@ class Pin:
             str(document["songs_key"]),
             document.get("users_key"),
             str(document.get("pinned_by_run", "")),
+            int(document.get("copy_format", 1)),
         )
 
 
@@ -78,6 +84,7 @@ def keep_snapshot(storage: Storage, layout: Layout, run_id: str, today: Snapshot
         songs_key=layout.catalogue_songs_key(run_id),
         users_key=layout.catalogue_users_key(run_id),
         pinned_by_run=run_id,
+        copy_format=COPY_FORMAT,
     )
     copies = [
         (today.songs_key, kept.songs_key),

@@ -220,13 +220,17 @@ class TransformResult(Contract):
     recompute: RecomputeReport | None = None
 
 
+# A plan's attempt: 12 hex digits (PlanTransform's), part of keys and of SQL literals.
+Attempt = Annotated[str, Field(pattern=r"^[0-9a-f]{12}$")]
+
+
 class TransformDateRequest(Contract):
     """One item of the TransformDates Map: compute one date of the plan."""
 
     run_id: RunId
     kpi_date: dt.date
     plan_version: int
-    attempt: str
+    attempt: Attempt
 
 
 Engine = Literal["lambda", "warehouse"]
@@ -249,7 +253,7 @@ class LoadRequest(Contract):
     kpi_prefix: str
     kpi_dates: list[dt.date]
     plan_version: int | None = None  # the plan the KPI parts were computed from
-    attempt: str | None = None  # the plan's attempt: its dates, their engines, their results
+    attempt: Attempt | None = None  # the plan's attempt: its dates, their engines, results
 
 
 class LoadResult(Contract):

@@ -20,6 +20,7 @@ from kpi_pipeline.parallel import parallel
 from kpi_pipeline.planning import LoadPlan, check_still_covers, read_plan
 from kpi_pipeline.storage import Storage
 from kpi_pipeline.warehouse import KpiBatch, Warehouse
+from kpi_pipeline.warehouse.schema import StageBatch
 
 
 def load_kpis(
@@ -33,6 +34,12 @@ def load_kpis(
         raise DataGateError(
             f"the KPI parts come from plan {request.plan_version} of run {request.run_id}, "
             f"but its plan is now {plan.version}: nothing was replaced"
+        )
+    if request.attempt and request.kpi_prefix != layout.kpi_prefix(request.run_id, request.attempt):
+        # Every name and key Load uses comes from its own run and attempt.
+        raise DataGateError(
+            f"the KPI prefix {request.kpi_prefix!r} is not the one of run {request.run_id}, "
+            f"attempt {request.attempt}: nothing was replaced"
         )
     ledger = Ledger(storage, layout)
     check_still_covers(plan, ledger)
@@ -88,7 +95,7 @@ def _check_parts(
 
 def _stage_batches(
     storage: Storage, layout: Layout, request: LoadRequest, kpi_dates: list[dt.date]
-) -> list[str]:
+) -> list[StageBatch]:
     """The stage batch of every date computed in the warehouse, from the result each wrote
     once its batch was committed (a date without one would lose its KPIs). Each result is
     read at the key of the load's own run, attempt and date, and checked against its
@@ -112,7 +119,8 @@ def _stage_batches(
         ):
             missing.append(kpi_date.isoformat())
         else:
-            stages.append(result.stage_batch)
+            rows = result.genre_rows + result.hourly_rows
+            stages.append(StageBatch(kpi_date, result.stage_batch, rows))
     if missing:
         raise DataGateError(
             f"no KPIs computed in the warehouse for {missing[:5]} ({len(missing)} of "

@@ -350,6 +350,16 @@ def warehouse_engine(
         outcome["detail"] = f"db_collation() is {collation}"
 
     prefix = layout.transform_prefix(run_id, ATTEMPT)
+    expected = storage.get_json(layout.data_bucket, f"{prefix}expected.json") or []
+    if not expected:
+        with checks.check(
+            "warehouse engine: COPY of each input through the COPY role, the KPI SQL giving "
+            "the Lambda engine's rows",
+            "fix the Lambda engine's check first (Transform): its example is this one's input",
+        ) as outcome:
+            outcome["ok"] = False
+            outcome["detail"] = "not run: the Lambda engine wrote no example to compare with"
+        return checks.result()
     manifests = {}
     for input_table in INPUT_TABLES:
         key = f"{prefix}inputs/{input_table}.parquet"
@@ -360,7 +370,6 @@ def warehouse_engine(
         )
         manifests[input_table] = manifest_key
     job = DateJob(FIXTURE_DATE, run_id, layout.data_bucket, manifests, "0" * 12, "0" * 32)
-    expected = storage.get_json(layout.data_bucket, f"{prefix}expected.json") or []
     with checks.check(
         "warehouse engine: COPY of each input through the COPY role, the KPI SQL giving the "
         "Lambda engine's rows",

@@ -40,6 +40,7 @@ from kpi_pipeline.scratch import open_scratch
 from kpi_pipeline.settings import EngineSettings, ScratchSettings
 from kpi_pipeline.storage import Storage
 from kpi_pipeline.streams import download_snapshots
+from kpi_pipeline.warehouse.copy_parquet import COPY_FORMAT
 
 REPLAY_MARK = "-replay-"
 
@@ -334,6 +335,7 @@ def _write_content(
         "kpi_dates": dates,
         "plays_valid": sum(plays_by_date.values()),
         "plays_by_date": plays_by_date,
+        "copy_format": COPY_FORMAT,  # its curated Parquet follows these COPY rules
         "duplicates": len(numbers) - sum(plays_by_date.values()),
         "rows_quarantined": {},
         "replayed_rows": numbers,

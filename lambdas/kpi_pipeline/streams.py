@@ -39,6 +39,7 @@ from kpi_pipeline.observability import (
 from kpi_pipeline.scratch import ScratchSpace, open_scratch
 from kpi_pipeline.settings import EngineSettings, ScratchSettings
 from kpi_pipeline.storage import Storage
+from kpi_pipeline.warehouse.copy_parquet import COPY_FORMAT
 
 
 def ingest_file(
@@ -162,6 +163,7 @@ def _ingest_new(
         "plays_valid": outcome.plays_valid,
         # what PlanTransform's engine choice weighs (transform.engine "auto")
         "plays_by_date": {d.isoformat(): n for d, n in sorted(outcome.plays_per_date.items())},
+        "copy_format": COPY_FORMAT,  # its curated Parquet follows these COPY rules
         "duplicates": outcome.duplicates,
         "rows_quarantined": outcome.rows_quarantined,
     }

@@ -35,6 +35,7 @@ from kpi_pipeline.parallel import parallel
 from kpi_pipeline.planning import LoadPlan, make_plan, read_plan, write_plan
 from kpi_pipeline.settings import TransformEngineSettings
 from kpi_pipeline.storage import Storage
+from kpi_pipeline.warehouse.copy_parquet import COPY_FORMAT
 
 
 def plan_transform(
@@ -63,10 +64,21 @@ def plan_transform(
     attempt = uuid.uuid4().hex[:12]
     dates_key = layout.transform_dates_key(request.run_id, attempt)
     plays = plays_by_date(ledger, plan)
+    older = _written_before_copy_format(ledger, plan)
     items = [
-        {"kpi_date": d.isoformat(), "engine": engines.engine_for(plays[d]), "plays": plays[d]}
+        {
+            "kpi_date": d.isoformat(),
+            "engine": "lambda" if d in older else engines.engine_for(plays[d]),
+            "plays": plays[d],
+        }
         for d in plan.kpi_dates
     ]
+    if older and engines.transform_engine != "lambda":
+        logger.warning(
+            "dates whose files were written before Redshift's Parquet rules are computed "
+            "with DuckDB (kpi_pipeline.warehouse.copy_parquet)",
+            extra={"dates": [d.isoformat() for d in sorted(older)][:20], "count": len(older)},
+        )
     storage.put_json(layout.data_bucket, dates_key, items)
     in_warehouse = sum(1 for item in items if item["engine"] == "warehouse")
     logger.info(
@@ -150,6 +162,22 @@ def _plan_range(
         extra={"dates": len(contents), "without_plays": len(without_plays)},
     )
     return LoadPlan(contents, pending=[], version=version), report
+
+
+def _written_before_copy_format(ledger: Ledger, plan: LoadPlan) -> set[dt.date]:
+    """The dates with a curated object or a catalogue written before the Parquet that
+    Redshift's COPY reads (an upgraded deployment's older data): never sent to COPY."""
+    if not plan.kpi_dates:
+        return set()
+    entries = ledger.entries(k for keys in plan.contents_by_date.values() for k in keys)
+    pins = read_pins(ledger.storage, ledger.layout, plan.kpi_dates)
+    older = set()
+    for kpi_date, contents in plan.contents_by_date.items():
+        pin = pins.get(kpi_date)
+        formats = [int(entries.get(c, {}).get("copy_format", 1)) for c in contents]
+        if pin is None or pin.copy_format < COPY_FORMAT or min(formats, default=1) < COPY_FORMAT:
+            older.add(kpi_date)
+    return older
 
 
 def plays_by_date(ledger: Ledger, plan: LoadPlan) -> dict[dt.date, int]:

@@ -47,14 +47,14 @@ def compute_date_in_warehouse(
         attempt=request.attempt,
         # The same for every invocation of this date of this attempt: a retried invocation
         # finds the batch a timed-out one started (kpi_pipeline.warehouse.redshift).
-        batch_id=batch_id(request.run_id, request.attempt, planned.kpi_date.isoformat()),
+        work_id=batch_id(request.run_id, request.attempt, planned.kpi_date.isoformat()),
     )
-    figures = warehouse.compute_date(job)
+    figures, committed = warehouse.compute_date(job)
     result = TransformDateResult.model_validate(
         {
             "kpi_date": planned.kpi_date,
             "engine": "warehouse",
-            "stage_batch": job.batch_id,
+            "stage_batch": committed,
             **figures,
         }
     )

@@ -3,6 +3,8 @@ Redshift, reading S3 the way COPY does), against the Lambda engine on the same i
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pytest
@@ -10,7 +12,6 @@ import pytest
 from extract_s3.handler import list_new_files
 from kpi_pipeline import settings as pipeline_settings
 from kpi_pipeline.errors import DataGateError
-from kpi_pipeline.warehouse.redshift import batch_id
 from kpi_pipeline.warehouse.schema import KPI_COLUMNS
 from tests.handlers.support import (
     CONTEXT,
@@ -83,8 +84,12 @@ def test_the_warehouse_engine_loads_the_rows_the_lambda_engine_computes(
     # The figures of the run summary are the Lambda engine's.
     figures = ("genre_rows", "hourly_rows", "plays_in_kpis", "duplicates_across_files")
     assert [in_warehouse[f] for f in figures] == [in_lambda[f] for f in figures]
-    # Load cleared the stage rows of the dates it replaced.
-    assert stage_rows(warehouse_dsn) == []
+    # Load kept the batches it took (a load run again takes them again), one per date.
+    kept = stage_rows(warehouse_dsn)
+    assert [(d.isoformat(), attempt) for d, attempt, _ in kept] == [
+        ("2024-06-25", in_warehouse["attempt"]),
+        ("2024-06-26", in_warehouse["attempt"]),
+    ]
 
 
 def test_auto_sends_only_the_dates_above_the_threshold_to_the_warehouse(
@@ -142,9 +147,8 @@ def test_the_manifest_lists_exactly_the_ledger_accepted_objects_with_their_sizes
     }
     assert (result["curated_rows"], result["plays_in_kpis"]) == (3, 3)
     assert result["engine"] == "warehouse"
-    # The date's rows are the stage table's batch of this run, attempt and date: the same
-    # for every invocation of it (a retry finds the batch a timed-out one started).
-    assert result["stage_batch"] == batch_id(RUN, plan["attempt"], "2024-06-25")
+    # The date's rows are a stage batch of its own (each computation has its own id).
+    assert re.fullmatch(r"[0-9a-f]{32}", result["stage_batch"])
 
 
 def test_a_date_pinned_to_a_catalogue_without_song_tracks_names_the_setting_to_use(
@@ -175,4 +179,26 @@ def test_load_refuses_a_warehouse_date_whose_kpis_were_never_computed(
         load(RUN, plan)
     assert [(d.isoformat(), a) for d, a, _ in stage_rows(warehouse_dsn)] == [
         ("2024-06-25", plan["attempt"])
+    ]
+
+
+def test_a_date_with_data_written_before_redshifts_parquet_rules_is_computed_in_lambda(
+    snapshot: dict[str, Any], cloud: Any, warehouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgraded deployment's older curated plays (ZSTD, a UTC-adjusted listen_time) are
+    never COPYed: their dates go to the Lambda engine, whatever transform.engine says."""
+    ingest_both_days(cloud, snapshot)
+    key = f"ledger/files/{sha256(STREAMS_DAY)}.json"
+    entry = read_json(cloud.s3, key)
+    assert entry["copy_format"] == 2
+    del entry["copy_format"]  # as an entry of the earlier version reads
+    cloud.s3.put_object(Bucket=DATA_BUCKET, Key=key, Body=json.dumps(entry))
+    use_engine(monkeypatch, "warehouse")
+
+    plan = plan_transform(RUN, snapshot)
+
+    dates = read_json(cloud.s3, plan["dates_key"])
+    assert [(d["kpi_date"], d["engine"]) for d in dates] == [
+        ("2024-06-25", "lambda"),
+        ("2024-06-26", "warehouse"),
     ]

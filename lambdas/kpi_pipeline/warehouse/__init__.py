@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kpi_pipeline.settings import WarehouseSettings
+from kpi_pipeline.warehouse.schema import StageBatch
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class KpiBatch:
     prefix: str  # COPY reads every object whose key starts with it
     kpi_dates: list[dt.date]  # every date replaced, whichever engine computed it
     has_parts: bool = True  # False: every date was computed in the warehouse
-    stage_batches: tuple[str, ...] = ()  # the stage table's batch ids to take
+    stage_batches: tuple[StageBatch, ...] = ()  # the stage table's batches to take
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class DateJob:
     bucket: str
     manifests: dict[str, str]  # input table (kpi_sql.INPUT_TABLES) -> manifest key
     attempt: str  # the plan's attempt
-    batch_id: str  # this computation's own id (32 hex digits): what Load takes
+    work_id: str  # the date of the attempt (32 hex digits): its batches' ClientToken base
 
 
 class Warehouse(Protocol):
@@ -45,10 +46,10 @@ class Warehouse(Protocol):
         """
         ...
 
-    def compute_date(self, job: DateJob) -> dict[str, int]:
+    def compute_date(self, job: DateJob) -> tuple[dict[str, int], str]:
         """In one transaction: COPY the job's manifests into temporary tables, add the
-        date's KPI rows to the stage table as the job's batch; return the figures
-        (kpi_sql.FIGURES)."""
+        date's KPI rows to the stage table as a batch of its own; return the figures
+        (kpi_sql.FIGURES) and the id of the batch that committed."""
         ...
 
     # --- the preflight: tried with the step's own identity, nothing kept --------------------

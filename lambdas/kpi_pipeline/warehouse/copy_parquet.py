@@ -30,6 +30,10 @@ from pathlib import Path
 from typing import Any
 
 CODECS = frozenset({"SNAPPY", "GZIP", "UNCOMPRESSED"})
+# The version of these rules a file was written by, recorded in the ledger entries of
+# curated plays and in catalogue pins: files of an earlier version (ZSTD, a UTC-adjusted
+# listen_time, names longer than 255 bytes) are computed by the Lambda engine, never COPYed.
+COPY_FORMAT = 2
 WRITE_CODEC = "snappy"  # what every writer of a file COPY reads uses (pyarrow)
 DUCKDB_PARQUET = "(FORMAT parquet, COMPRESSION snappy)"  # the same, for DuckDB's COPY
 

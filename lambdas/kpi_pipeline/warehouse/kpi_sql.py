@@ -79,20 +79,14 @@ def create_input_sql(table: str) -> str:
 
 
 def compute_into_stage(
-    kpi_date: dt.date,
-    run_id: str,
-    stage: str,
-    *,
-    attempt: str,
-    batch_id: str,
-    computed_at: dt.datetime,
+    kpi_date: dt.date, run_id: str, stage: str, *, attempt: str, batch_id: str
 ) -> list[str]:
     """Once the input tables hold the date's rows: compute its KPIs and add them to the
     stage table, stamped with the attempt and this batch (Load takes the batch its result
     names: a retried or stopped batch's rows are never taken beside it)."""
     return [
         *date_kpi_statements(kpi_date, run_id),
-        insert_into_stage_sql(stage, OUTPUT_TABLE, attempt, batch_id, computed_at),
+        insert_into_stage_sql(stage, OUTPUT_TABLE, attempt, batch_id),
     ]
 
 

@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import io
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -97,9 +98,10 @@ class PostgresWarehouse:
                     inserted += int(cur.rowcount)
         return inserted
 
-    def compute_date(self, job: DateJob) -> dict[str, int]:
-        computed_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        redshift = compute_batch(self._table, job, computed_at, self._role())
+    def compute_date(self, job: DateJob) -> tuple[dict[str, int], str]:
+        # No ClientToken here: every computation is a batch of its own, never taken twice.
+        batch = uuid.uuid4().hex
+        redshift = compute_batch(self._table, job, batch, self._role())
         _as_redshift(redshift, f"the KPIs of {job.kpi_date}")
         check_batch(redshift)  # the Data API's limits apply to what Redshift would be sent
         storage = self._copy_storage()
@@ -108,12 +110,7 @@ class PostgresWarehouse:
             for table in INPUT_TABLES
         }
         statements = compute_into_stage(
-            job.kpi_date,
-            job.run_id,
-            stage_table(self._table),
-            attempt=job.attempt,
-            batch_id=job.batch_id,
-            computed_at=computed_at,
+            job.kpi_date, job.run_id, stage_table(self._table), attempt=job.attempt, batch_id=batch
         )
         with self._transaction(f"the KPIs of {job.kpi_date}") as cur:
             self._fill_inputs(cur, inputs)
@@ -121,7 +118,8 @@ class PostgresWarehouse:
                 cur.execute(statement)
             cur.execute(FIGURES_SQL)
             record = cur.fetchone()
-        return {name: int(value or 0) for name, value in zip(FIGURES, record or (), strict=True)}
+        figures = {name: int(value or 0) for name, value in zip(FIGURES, record or (), strict=True)}
+        return figures, batch
 
     # --- the preflight: what a step may do, tried with its own identity, nothing kept -----
 

@@ -94,19 +94,13 @@ def load_batch(
     return before + (copy if batch.has_parts else []) + after
 
 
-def compute_batch(
-    table: str, job: DateJob, computed_at: dt.datetime, copy_role_arn: str
-) -> list[str]:
-    """Every statement of a date's batch, in order; the last one reads its figures."""
+def compute_batch(table: str, job: DateJob, batch: str, copy_role_arn: str) -> list[str]:
+    """Every statement of a date's batch ``batch``, in order; the last one reads its
+    figures. The same text for the same batch id, however often it is submitted."""
     return [
         *input_batch(job, copy_role_arn),
         *compute_into_stage(
-            job.kpi_date,
-            job.run_id,
-            stage_table(table),
-            attempt=job.attempt,
-            batch_id=job.batch_id,
-            computed_at=computed_at,
+            job.kpi_date, job.run_id, stage_table(table), attempt=job.attempt, batch_id=batch
         ),
         FIGURES_SQL,
     ]
@@ -168,23 +162,30 @@ class RedshiftDataApiWarehouse:
         table = self._settings.warehouse_table
         role = self._settings.redshift_copy_role_arn or ""
         statements = load_batch(table, batch, loaded_at, role)
-        work = ("load", batch.prefix, ",".join(sorted({d.isoformat() for d in batch.kpi_dates})))
-        description = self._run(statements, work, "music-kpi-load")
+        # A load is idempotent (it replaces whole dates and keeps the batches it takes): its
+        # token only keeps one invocation's batch from running twice.
+        dates = ",".join(sorted({d.isoformat() for d in batch.kpi_dates}))
+        work = ("load", batch.prefix, dates, loaded_at.isoformat())
+        description = self._run(lambda _: statements, work, "music-kpi-load")
         inserts = [i for i, sql in enumerate(statements) if sql.startswith(f"INSERT INTO {table} ")]
         sub_statements = description.get("SubStatements") or []
         if len(sub_statements) == len(statements):
             return sum(int(sub_statements[i].get("ResultRows", 0)) for i in inserts)
         return int(description.get("ResultRows", 0))
 
-    def compute_date(self, job: DateJob) -> dict[str, int]:
+    def compute_date(self, job: DateJob) -> tuple[dict[str, int], str]:
         table = self._settings.warehouse_table
         role = self._settings.redshift_copy_role_arn or ""
-        computed_at = self._now().replace(microsecond=0)
+        # Each submission its own batch id, derived from its token: a retried invocation
+        # handed the batch a timed-out one started gets that batch's id back with it.
         description = self._run(
-            compute_batch(table, job, computed_at, role),
-            ("compute", job.batch_id),
+            lambda submission: compute_batch(
+                table, job, batch_id("batch", job.work_id, submission), role
+            ),
+            ("compute", job.work_id),
             f"music-kpi-transform-{job.kpi_date.isoformat()}",
         )
+        committed = batch_id("batch", job.work_id, description["_submission"])
         sub_statements = description.get("SubStatements") or []
         if not sub_statements:
             raise WarehouseStatementFailed("Redshift reported no statement of the batch")
@@ -195,10 +196,11 @@ class RedshiftDataApiWarehouse:
         except BotoCoreError as exc:
             raise WarehouseUnavailable(f"Redshift Data API unreachable: {exc}") from exc
         (record,) = result["Records"]
-        return {
+        figures = {
             name: int(field.get("longValue", 0))
             for name, field in zip(FIGURES, record, strict=True)
         }
+        return figures, committed
 
     # --- the preflight: what a step may do, tried with its own identity, nothing kept -----
 
@@ -220,7 +222,7 @@ class RedshiftDataApiWarehouse:
         """Run a batch whose last statement is a SELECT; its rows, by column name. The batch
         keeps nothing: it writes temporary tables only, gone with its session."""
         # A token of its own: a read runs anew every time (a grant may have changed).
-        description = self._run(statements, (name, uuid.uuid4().hex), name)
+        description = self._run(lambda _: statements, (name, uuid.uuid4().hex), name)
         sub_statements = description.get("SubStatements") or [{"Id": description.get("Id")}]
         try:
             result = self._client.get_statement_result(Id=sub_statements[-1]["Id"])
@@ -234,19 +236,24 @@ class RedshiftDataApiWarehouse:
             for record in result.get("Records", [])
         ]
 
-    def _run(self, statements: list[str], work: tuple[str, ...], name: str) -> dict[str, Any]:
+    def _run(
+        self, statements_for: Callable[[int], list[str]], work: tuple[str, ...], name: str
+    ) -> dict[str, Any]:
         """Run the batch of ``work``: submitted under a token of the work and a submission
         number, so a retried invocation finds the batch its predecessor started (still
         running, or finished) instead of running it twice; a batch that failed before this
-        invocation began (it committed nothing) is submitted again under the next number."""
-        check_batch(statements)
+        invocation began (it committed nothing) is submitted again under the next number.
+        ``statements_for(submission)`` is the same text for the same number. The description
+        returned carries the number of the batch that finished (``_submission``)."""
         for submission in range(SUBMISSIONS):
+            statements = statements_for(submission)
+            check_batch(statements)
             token = batch_id(*work, submission)
             started = self._now()
             statement_id, created_at = self._submit(statements, name, token)
             description, error = self._wait(statement_id)
             if error is None:
-                return description
+                return {**description, "_submission": submission}
             earlier = created_at is not None and created_at < started - dt.timedelta(seconds=5)
             if not earlier or submission == SUBMISSIONS - 1:
                 raise error
@@ -307,11 +314,12 @@ class RedshiftDataApiWarehouse:
             if self._clock() + pause > self._deadline:
                 break
             self._sleep(pause)
-        # Still running when the function is about to time out: cancel it, so the retry Step
-        # Functions makes does not run beside it (its token would find it running anyway).
-        self._cancel(statement_id)
+        # Still running when the function is about to time out: the retry Step Functions
+        # makes submits the same token and is handed this batch, still running, to wait
+        # for: a long batch is never cancelled and started over.
         raise WarehouseUnavailable(
-            f"Redshift batch {statement_id} still running as the function's time ran out; cancelled"
+            f"Redshift batch {statement_id} still running as the function's time ran out: "
+            "the retry waits for it"
         )
 
     def _cancel(self, statement_id: str) -> None:

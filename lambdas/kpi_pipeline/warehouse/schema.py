@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from kpi_pipeline.warehouse import KpiBatch
@@ -69,16 +69,18 @@ def create_table_sql(table: str, *, redshift: bool = True) -> str:
 
 # The rows of the dates the warehouse engine computed, until Load moves them. One table for
 # every date and attempt: each batch of TransformInWarehouse inserts its rows stamped with
-# its attempt and a batch id of its own, and Load takes exactly the batches the attempt's
-# results name. Nothing is created or dropped at run time: a batch of a stopped run that
-# commits late adds rows no load takes (Load deletes them with the next load of their date,
-# or once they are a week old), and two dates computed at once only insert.
+# its attempt and a batch id of its own (every submission its own id), and Load takes
+# exactly the batches the attempt's results name, checking each one's row count. Nothing
+# is created or dropped at run time: a batch of a stopped run that commits late adds rows
+# no load takes. Load keeps the batches it took (a load run again takes them again) and
+# deletes the other batches of its dates, and any batch a week old.
 STAGE_BATCH = Column("batch_id", "VARCHAR(32)", "string", 32, not_null=True)
+COMPUTED_AT = Column("computed_at", "TIMESTAMP", "timestamp", not_null=True)
 STAGE_COLUMNS: tuple[Column, ...] = (
     *KPI_COLUMNS,
     Column("attempt", "VARCHAR(12)", "string", 12, not_null=True),
     STAGE_BATCH,
-    Column("computed_at", "TIMESTAMP", "timestamp", not_null=True),
+    COMPUTED_AT,
 )
 STAGE_RETENTION = dt.timedelta(days=7)
 
@@ -89,7 +91,12 @@ def stage_table(table: str) -> str:
 
 
 def create_stage_table_sql(stage: str, *, redshift: bool = True) -> str:
-    columns = ",\n    ".join(c.ddl for c in STAGE_COLUMNS)
+    # computed_at is the warehouse's clock: the statement that inserts a batch is the same
+    # text however often it is submitted (its ClientToken finds the first submission).
+    now = "GETDATE()" if redshift else "LOCALTIMESTAMP"
+    columns = ",\n    ".join(
+        f"{c.ddl} DEFAULT {now}" if c is COMPUTED_AT else c.ddl for c in STAGE_COLUMNS
+    )
     tail = "\nDISTSTYLE AUTO\nSORTKEY (kpi_date)" if redshift else ""
     return f"CREATE TABLE IF NOT EXISTS {stage} (\n    {columns}\n){tail}"
 
@@ -111,9 +118,9 @@ def _kpi_columns_ddl() -> str:
 
 
 # A statement that lists dates or batch ids lists at most this many: any number of them
-# loads in statements far under the Data API's 100,000 characters (a date is 14 characters,
-# a batch id 36).
-_LISTED_PER_STATEMENT = 1000
+# loads in statements under the Data API's 100,000 characters (a date is 14 characters, a
+# batch id 36: 1,500 of both make 75,000).
+_LISTED_PER_STATEMENT = 1500
 
 
 def delete_dates_sql(table: str, kpi_dates: list[dt.date]) -> list[str]:
@@ -136,41 +143,70 @@ def insert_from_sql(table: str, source: str, loaded_at: dt.datetime, where: str 
     )
 
 
+@dataclass(frozen=True)
+class StageBatch:
+    """A date the warehouse engine computed: the batch holding its rows, and how many."""
+
+    kpi_date: dt.date
+    batch_id: str
+    rows: int  # its genre and hourly rows, as its result counted them
+
+
 def insert_from_stage_sql(
-    table: str, stage: str, batch_ids: list[str], loaded_at: dt.datetime
+    table: str, stage: str, batches: list[StageBatch], loaded_at: dt.datetime
 ) -> list[str]:
-    """INSERTs of the stage rows of exactly ``batch_ids``, a chunk of batches each."""
-    quoted = [f"'{_checked_batch_id(b)}'" for b in sorted(set(batch_ids))]
-    return [
-        insert_from_sql(table, stage, loaded_at, f" WHERE batch_id IN ({', '.join(chunk)})")
-        for chunk in _chunks(quoted)
-    ]
+    """For each chunk of batches: a check that the stage holds exactly their rows (a
+    failing CAST rolls the load back otherwise: a batch cleared or never committed would
+    empty its date), then the INSERT of exactly those rows of their dates."""
+    statements = []
+    for chunk in _chunks(sorted(batches, key=lambda b: b.kpi_date)):
+        ids = ", ".join(f"'{_checked_batch_id(b.batch_id)}'" for b in chunk)
+        dates = ", ".join(f"'{b.kpi_date.isoformat()}'" for b in chunk)
+        where = f" WHERE batch_id IN ({ids}) AND kpi_date IN ({dates})"
+        expected = sum(int(b.rows) for b in chunk)
+        statements.append(
+            f"SELECT CAST(CASE WHEN count(*) = {expected} THEN '0' ELSE "
+            f"'the stage table lacks rows of the batches this load takes' END AS INTEGER) "
+            f"AS stage_rows_present FROM {stage}{where}"
+        )
+        statements.append(insert_from_sql(table, stage, loaded_at, where))
+    return statements
 
 
-def clear_stage_sql(stage: str, kpi_dates: list[dt.date], loaded_at: dt.datetime) -> list[str]:
-    """The stage rows of the replaced dates (every attempt's: a failed run's too), and rows a
-    week old (a stopped run's batch that committed after its run ended)."""
+def clear_stage_sql(
+    stage: str, kpi_dates: list[dt.date], kept: list[StageBatch], loaded_at: dt.datetime
+) -> list[str]:
+    """The stage rows of the replaced dates but the batches this load took (a load run
+    again takes them again), and rows a week old (a stopped run's batch that committed
+    after its run ended)."""
     expired = _timestamp(loaded_at - STAGE_RETENTION)
-    return [
-        *delete_dates_sql(stage, kpi_dates),
-        f"DELETE FROM {stage} WHERE computed_at < {expired}",
-    ]
+    keep_of: dict[dt.date, list[str]] = {}
+    for batch in kept:
+        keep_of.setdefault(batch.kpi_date, []).append(_checked_batch_id(batch.batch_id))
+    deletes = []
+    for chunk in _chunks(sorted(set(kpi_dates))):
+        dates = ", ".join(f"'{d.isoformat()}'" for d in chunk)
+        keep = ", ".join(f"'{b}'" for d in chunk for b in sorted(set(keep_of.get(d, []))))
+        deletes.append(
+            f"DELETE FROM {stage} WHERE kpi_date IN ({dates})"
+            + (f" AND batch_id NOT IN ({keep})" if keep else "")
+        )
+    return [*deletes, f"DELETE FROM {stage} WHERE computed_at < {expired}"]
 
 
-def insert_into_stage_sql(
-    stage: str, source: str, attempt: str, batch_id: str, computed_at: dt.datetime
-) -> str:
+def insert_into_stage_sql(stage: str, source: str, attempt: str, batch_id: str) -> str:
     """The rows of ``source`` cast to the table's types (strings cut to the column widths),
-    stamped with the attempt and the batch that computed them."""
-    names = ", ".join(c.name for c in STAGE_COLUMNS)
+    stamped with the attempt and the batch that computed them (computed_at: the column's
+    default, the warehouse's clock)."""
+    names = ", ".join(c.name for c in STAGE_COLUMNS if c is not COMPUTED_AT)
     values = ", ".join(f"CAST({c.name} AS {c.sql_type})" for c in KPI_COLUMNS)
-    if not _ATTEMPT.fullmatch(attempt):
+    if not ATTEMPT.fullmatch(attempt):
         raise ValueError(f"not an attempt id: {attempt!r}")
-    stamps = f"'{attempt}', '{_checked_batch_id(batch_id)}', {_timestamp(computed_at)}"
+    stamps = f"'{attempt}', '{_checked_batch_id(batch_id)}'"
     return f"INSERT INTO {stage} ({names}) SELECT {values}, {stamps} FROM {source}"
 
 
-_ATTEMPT = re.compile(r"[0-9a-f]{12}")
+ATTEMPT = re.compile(r"[0-9a-f]{12}")
 BATCH_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -185,6 +221,8 @@ def _timestamp(moment: dt.datetime) -> str:
     stamp = moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
     return f"TIMESTAMP '{stamp}'"
 
+
+_Item = TypeVar("_Item")
 
 # What the Redshift Data API accepts in one BatchExecuteStatement.
 MAX_BATCH_STATEMENTS = 40
@@ -207,9 +245,10 @@ def load_statements(
         before.append(create_parts_sql())
         after.append(insert_from_sql(table, PARTS, loaded_at))
     stage = stage_table(table)
-    if batch.stage_batches:
-        after += insert_from_stage_sql(table, stage, list(batch.stage_batches), loaded_at)
-    after += clear_stage_sql(stage, batch.kpi_dates, loaded_at)
+    taken = list(batch.stage_batches)
+    if taken:
+        after += insert_from_stage_sql(table, stage, taken, loaded_at)
+    after += clear_stage_sql(stage, batch.kpi_dates, taken, loaded_at)
     check_batch(before + after)
     return before, after
 
@@ -230,7 +269,7 @@ def check_batch(statements: list[str]) -> None:
         )
 
 
-def _chunks(items: list[str]) -> list[list[str]]:
+def _chunks(items: list[_Item]) -> list[list[_Item]]:
     return [
         items[i : i + _LISTED_PER_STATEMENT] for i in range(0, len(items), _LISTED_PER_STATEMENT)
     ]
