@@ -50,6 +50,7 @@ def test_the_happy_path_runs_the_steps_in_the_specified_order(states):
     assert follow(states) == [
         "StartRun",
         "CheckRequest",
+        "Preflight?",
         "AcquireLock",
         "CheckSourceData",
         "HasSourceData?",
@@ -90,7 +91,8 @@ def test_the_daily_run_ingests_and_an_operators_request_goes_straight_to_plannin
 def test_a_request_is_checked_before_the_lock_is_taken(states):
     check = states["CheckRequest"]
     assert check["Parameters"]["execution_input.$"] == "$$.Execution.Input"
-    assert check["Next"] == "AcquireLock"
+    assert check["Next"] == "Preflight?"
+    assert states["Preflight?"]["Default"] == "AcquireLock"
     assert check["ResultPath"] == "$.request"
     caught = [c["Next"] for c in check["Catch"]]
     assert caught == ["CheckRequestFailed"]
@@ -391,3 +393,37 @@ def test_state_machine_logs_everything_and_traces():
             ),
         },
     )
+
+
+def test_a_preflight_takes_no_lock_and_each_probe_fails_on_its_own(states):
+    """{"preflight": true} goes from CheckRequest to the checks, never through the lock;
+    a probe that crashes becomes a failed check and the next probe still runs."""
+    (choice,) = states["Preflight?"]["Choices"]
+    assert choice == {
+        "Variable": "$.request.kind",
+        "StringEquals": "preflight",
+        "Next": "Preflight",
+    }
+    checks = states["Preflight"]
+    assert checks["Type"] == "Parallel" and checks["Next"] == "PreflightArchive"
+    probes = {}
+    for branch in checks["Branches"]:
+        for name, state in branch["States"].items():
+            if state["Type"] == "Task" and name != "PreflightAlert":
+                probes[name] = state
+    assert sorted(probes) == sorted(
+        f"Preflight{s}"
+        for s in (
+            "CheckSourceData",
+            "ListNewFiles",
+            "IngestFile",
+            "Transform",
+            "TransformInWarehouse",
+            "Load",
+        )
+    )
+    for name, state in probes.items():
+        assert [c["Next"] for c in state["Catch"]] == [f"{name}Crashed"]
+        assert state["Parameters"]["preflight"] is True
+    assert states["PreflightArchive"]["Next"] == "PreflightPassed?"
+    assert "AcquireLock" not in follow(states, "Preflight")

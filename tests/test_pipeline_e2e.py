@@ -62,9 +62,10 @@ def test_a_run_computes_exactly_the_reference_kpis(harness, sample):
         "quarantine/files/run_id=first/streams_bad_header.csv",
         "quarantine/files/run_id=first/streams_bad_header.csv.reason.json",
     ]
-    assert execution.states_entered()[:6] == [
+    assert execution.states_entered()[:7] == [
         "StartRun",
         "CheckRequest",
+        "Preflight?",
         "AcquireLock",
         "CheckSourceData",
         "HasSourceData?",
