@@ -258,10 +258,15 @@ class LocalChecks:
         denied = [str(v) for v in local.iam.violations]
         too_large = local.payloads.describe()
         largest = local.payloads.largest
+        from local_runner.redshift.grammar import CHECKED
+
         lines = [
             f"  AWS limits    {len(local.iam.verified):,} distinct calls allowed by the "
             f"synthesized IAM policies, {len(denied)} denied; largest state payload "
-            f"{largest.size if largest else 0:,} bytes of 262,144"
+            f"{largest.size if largest else 0:,} bytes of 262,144",
+            f"  Redshift      {CHECKED.statements:,} warehouse statements parsed with Redshift's "
+            f"grammar ({len(CHECKED.shapes)} distinct), none refused; each step as its own "
+            "database user",
         ]
         lines += [f"  DENIED        {v}" for v in denied]
         lines += [f"  TOO LARGE     {p}" for p in too_large]
