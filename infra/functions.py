@@ -171,6 +171,9 @@ class PipelineFunctions(Construct):
                 env["SOURCE_HOST"] = c.source.host
             if c.source.database:
                 env["SOURCE_DATABASE"] = c.source.database
+        if "lock" in step.settings:
+            env["LOCK_TABLE"] = self._storage.lock_table.table_name
+            env["WRITER_TIMEOUT_SECONDS"] = str(writer_timeout_seconds(c))
         if "transform_engine" in step.settings:
             env["TRANSFORM_ENGINE"] = c.transform.engine
             env["WAREHOUSE_ENGINE_MIN_PLAYS"] = str(c.transform.warehouse_min_plays)
@@ -305,6 +308,16 @@ class PipelineFunctions(Construct):
         _objects(archive, data, WRITE, "archive/", "quarantine/files/", "runs/", "source/")
         _list(archive, data)
 
+        # The steps that write shared state check the lock still names their execution.
+        for step in ALL_STEPS:
+            if "lock" in step.settings:
+                roles[step.key].add_to_policy(
+                    iam.PolicyStatement(
+                        actions=["dynamodb:GetItem"],
+                        resources=[self._storage.lock_table.table_arn],
+                    )
+                )
+
         # Encrypted buckets: reading needs the key's Decrypt, writing its GenerateDataKey
         # (and Decrypt, to complete a multipart upload).
         landing_key = self._config.landing.kms_key_arn
@@ -437,6 +450,12 @@ class PipelineFunctions(Construct):
         _list(copy_role, data, "kpis/")
         if self._storage.data_key:
             _use_key(copy_role, self._storage.data_key.key_arn, ("kms:Decrypt",))
+
+
+def writer_timeout_seconds(config: PipelineConfig) -> int:
+    """The longest a function of the pipeline runs, and a minute: a stopped run's functions
+    are all over by then (the lock's take-over waits this long)."""
+    return max(config.function(step.key).timeout_seconds for step in ALL_STEPS) + 60
 
 
 def role_name(config: PipelineConfig, step: Step) -> str:

@@ -15,7 +15,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import PipelineConfig
-from infra.functions import PipelineFunctions
+from infra.functions import PipelineFunctions, writer_timeout_seconds
 from infra.monitoring import PipelineMonitoring
 from infra.nag import acknowledge_findings
 from infra.packaging import PipelineLayers
@@ -65,6 +65,8 @@ class PipelineStack(Stack):
             pipeline_name=name,
             ingest_concurrency=config.ingest_concurrency,
             transform_concurrency=config.transform_concurrency,
+            # the longest a stopped run's function may still write, and a minute more
+            takeover_grace_seconds=writer_timeout_seconds(config),
         )
         self.state_machine = sfn.StateMachine(
             self,

@@ -59,7 +59,7 @@ INGEST_FILE = Step(
     "IngestFile",
     "extract_s3.handler.ingest_file",
     "Validates one stream file into curated Parquet and quarantine",
-    frozenset({"storage", "engine"}),
+    frozenset({"storage", "engine", "lock"}),
     frozenset({"base", "duckdb", "aws_sdk_pandas"}),
 )
 REPLAY_QUARANTINE = Step(
@@ -67,7 +67,7 @@ REPLAY_QUARANTINE = Step(
     "ReplayQuarantine",
     "extract_s3.replay.handler",
     "Checks quarantined rows again; accepts once those valid now",
-    frozenset({"storage", "engine"}),
+    frozenset({"storage", "engine", "lock"}),
     frozenset({"base", "duckdb", "aws_sdk_pandas"}),
 )
 PLAN_TRANSFORM = Step(
@@ -75,7 +75,7 @@ PLAN_TRANSFORM = Step(
     "PlanTransform",
     "transform.plan.handler",
     "Plans the dates to recompute from the ledger and pins their catalogue",
-    frozenset({"storage", "transform_engine"}),
+    frozenset({"storage", "transform_engine", "lock"}),
     frozenset({"base"}),
 )
 TRANSFORM = Step(
@@ -99,7 +99,7 @@ LOAD = Step(
     "Load",
     "load.handler.handler",
     "Replaces the touched dates of music_kpi_metrics in one transaction",
-    frozenset({"storage", "warehouse"}),
+    frozenset({"storage", "warehouse", "lock"}),
     frozenset({"base"}),
 )
 ARCHIVE = Step(
@@ -107,7 +107,7 @@ ARCHIVE = Step(
     "Archive",
     "archive.handler.handler",
     "Moves the manifest's files to archive or quarantine and writes the run summary",
-    frozenset({"storage"}),
+    frozenset({"storage", "lock"}),
     frozenset({"base"}),
 )
 

@@ -21,7 +21,13 @@ from pathlib import Path
 
 from infra.config import ConfigError, PipelineConfig, load_config
 from infra.steps import LOAD, TRANSFORM_IN_WAREHOUSE, role_name
-from kpi_pipeline.warehouse.schema import create_stage_table_sql, create_table_sql, stage_table
+from kpi_pipeline.warehouse.schema import (
+    create_fence_sql,
+    create_stage_table_sql,
+    create_table_sql,
+    fence_table,
+    stage_table,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).with_name("warehouse_setup.sql")
@@ -93,6 +99,8 @@ def render(config: PipelineConfig, database: str | None = None) -> str:
         "readers": READERS,
         "create_table": create_table_sql(table),
         "create_stage": create_stage_table_sql(stage_table(table)),
+        "create_fence": "\n".join(f"{sql};" for sql in create_fence_sql(fence_table(table))),
+        "fence": fence_table(table),
         "grant_temp_and_usage": "\n".join(
             line
             for user in users.distinct

@@ -17,6 +17,11 @@ CREATE GROUP {readers};
 
 {create_stage};
 
+-- The fence: the newest lock token that loaded the table. A load takes it in its own
+-- transaction and is refused if a run with a newer token loaded since (a stopped run's
+-- load, still running in the warehouse after another run took the pipeline's lock over).
+{create_fence}
+
 -- 3. What each step may do, and nothing more. Both use temporary tables (Load stages the
 -- Lambda-computed parts, TransformInWarehouse its inputs and intermediate results).
 {grant_temp_and_usage}
@@ -24,6 +29,7 @@ GRANT USAGE ON SCHEMA {schema} TO GROUP {readers};
 GRANT INSERT ON {stage} TO {transform_user};
 GRANT SELECT, DELETE ON {stage} TO {load_user};
 GRANT SELECT, INSERT, DELETE ON {table} TO {load_user};
+GRANT SELECT, UPDATE ON {fence} TO {load_user};
 GRANT SELECT ON {table} TO GROUP {readers};
 
 -- 4. COPY reads S3 with the role {copy_role_arn},

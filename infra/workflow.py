@@ -54,6 +54,9 @@ DYNAMODB_TRANSIENT_ERRORS = [
 ]
 LOCK_TAKEN = "DynamoDB.ConditionalCheckFailedException"
 SNAPSHOT = {"users_key.$": "$.snapshot.users_key", "songs_key.$": "$.snapshot.songs_key"}
+# The lock this execution holds, with its fencing token: every step that writes shared state
+# checks it is still the holder's before it writes (a redriven or stopped execution is not).
+LOCK = {"execution.$": "$$.Execution.Id", "fence.$": "$.lock_token.fence"}
 
 
 class PipelineDefinition(Construct):
@@ -73,6 +76,7 @@ class PipelineDefinition(Construct):
         pipeline_name: str,
         ingest_concurrency: int,
         transform_concurrency: int,
+        takeover_grace_seconds: int,
     ) -> None:
         super().__init__(scope, construct_id)
         self._functions = functions
@@ -158,7 +162,7 @@ class PipelineDefinition(Construct):
         already_running = self._outcome("AlreadyRunning", "already_running", {}, release=False)
         acquire = self._lock_write(
             "AcquireLock",
-            "attribute_not_exists(lock_id) OR holder = :me",  # a retried acquire is ours
+            "attribute_not_exists(holder) OR holder = :me",  # a retried acquire is ours
             {":me": sfn.JsonPath.string_at("$$.Execution.Id")},
         )
         read_holder = tasks.DynamoGetItem(
@@ -209,14 +213,25 @@ class PipelineDefinition(Construct):
         self._catch(check_holder, "CheckLockHolder")
         acquire.add_catch(read_holder, errors=[LOCK_TAKEN], result_path="$.lock_error")
         self._catch(acquire, "AcquireLock")
+        # A stopped or timed-out execution's Lambda invocations go on until their own
+        # timeout: the lock is taken over once the longest of them is certainly over, so no
+        # function of the old holder writes after the new one started. (Its Data API batches
+        # may run longer: the warehouse's fence refuses them, kpi_pipeline.warehouse.)
+        wait_out = sfn.Wait(
+            self,
+            "WaitOutHolderFunctions",
+            comment="the ended holder's functions may still write until their timeout",
+            time=sfn.WaitTime.duration(Duration.seconds(takeover_grace_seconds)),
+        )
+        wait_out.next(take_over)
         holder_running = (
             sfn.Choice(self, "HolderStillRunning?")
             .when(sfn.Condition.string_equals("$.holder.status", "RUNNING"), already_running)
-            .otherwise(take_over)
+            .otherwise(wait_out)
         )
         lock_free = (
             sfn.Choice(self, "LockReleased?", comment="released between the write and the read")
-            .when(sfn.Condition.is_not_present("$.lock.Item"), acquire)
+            .when(sfn.Condition.is_not_present("$.lock.Item.holder"), acquire)
             .otherwise(check_holder.next(holder_running))
         )
         read_holder.next(lock_free)
@@ -258,6 +273,7 @@ class PipelineDefinition(Construct):
                 "run_id.$": RUN_ID,
                 "file.$": "$$.Map.Item.Value",
                 "snapshot": SNAPSHOT,
+                "lock": LOCK,
                 # where a file's result goes (the run id made safe for S3 keys)
                 "results_prefix.$": "$.manifest.results_prefix",
             },
@@ -266,7 +282,12 @@ class PipelineDefinition(Construct):
         )
         ingest_file = self._invoke(
             INGEST_FILE,
-            {"run_id.$": "$.run_id", "file.$": "$.file", "snapshot.$": "$.snapshot"},
+            {
+                "run_id.$": "$.run_id",
+                "file.$": "$.file",
+                "snapshot.$": "$.snapshot",
+                "lock.$": "$.lock",
+            },
             result_path="$",
         )
         # A file whose ingestion still fails after the retries must not hold back the others:
@@ -312,7 +333,7 @@ class PipelineDefinition(Construct):
 
         plan = self._task(
             PLAN_TRANSFORM,
-            {"run_id.$": RUN_ID, "snapshot": SNAPSHOT, "request.$": "$.request"},
+            {"run_id.$": RUN_ID, "snapshot": SNAPSHOT, "request.$": "$.request", "lock": LOCK},
             "$.transform",
         )
         # One date per child execution, each within one function's limits: a backlog of any
@@ -359,6 +380,7 @@ class PipelineDefinition(Construct):
                 "kpi_dates.$": "$.transform.kpi_dates",
                 "plan_version.$": "$.transform.plan_version",
                 "attempt.$": "$.transform.attempt",
+                "lock": LOCK,
             },
             "$.load",
         )
@@ -383,6 +405,7 @@ class PipelineDefinition(Construct):
                 "source.$": "$.snapshot",
                 "transform.$": "$.transform",
                 "load.$": "$.load",
+                "lock": LOCK,
             },
             "$",  # the run summary becomes the execution's output
         )
@@ -407,7 +430,7 @@ class PipelineDefinition(Construct):
         )
         replay = self._task(
             REPLAY_QUARANTINE,
-            {"run_id.$": RUN_ID, "snapshot": SNAPSHOT, "request.$": "$.request"},
+            {"run_id.$": RUN_ID, "snapshot": SNAPSHOT, "request.$": "$.request", "lock": LOCK},
             "$.replay",
         )
         replay.next(plan)
@@ -698,47 +721,64 @@ class PipelineDefinition(Construct):
         record.next(then)
         return record
 
-    def _lock_write(self, name: str, condition: str, values: dict[str, str]) -> tasks.DynamoPutItem:
-        """Write the lock item naming this execution, if ``condition`` holds."""
+    def _lock_write(
+        self, name: str, condition: str, values: dict[str, str]
+    ) -> tasks.DynamoUpdateItem:
+        """Name this execution the lock's holder, if ``condition`` holds, and hand out the
+        next fencing token: the lock item's ``fence``, one more on every acquisition, kept
+        when the lock is released. Every step that writes shared state carries it, and Load's
+        warehouse transaction refuses a token older than the last it saw."""
         execution_id = sfn.JsonPath.string_at("$$.Execution.Id")
-        task = tasks.DynamoPutItem(
+        task = tasks.DynamoUpdateItem(
             self,
             name,
-            comment="One run at a time: the lock names this execution",
+            comment="One run at a time: the lock names this execution, with a new token",
             table=self._lock_table,
-            item={
-                "lock_id": tasks.DynamoAttributeValue.from_string(LOCK_ID),
-                "holder": tasks.DynamoAttributeValue.from_string(execution_id),
-                "run_id": tasks.DynamoAttributeValue.from_string(
-                    sfn.JsonPath.string_at("$$.Execution.Name")
-                ),
-                "acquired_at": tasks.DynamoAttributeValue.from_string(
-                    sfn.JsonPath.string_at("$$.State.EnteredTime")
-                ),
-            },
+            key={"lock_id": tasks.DynamoAttributeValue.from_string(LOCK_ID)},
+            update_expression=(
+                "SET holder = :holder, run_id = :run, acquired_at = :at ADD fence :one"
+            ),
             condition_expression=condition,
             expression_attribute_values={
-                key: tasks.DynamoAttributeValue.from_string(value) for key, value in values.items()
+                ":holder": tasks.DynamoAttributeValue.from_string(execution_id),
+                ":run": tasks.DynamoAttributeValue.from_string(
+                    sfn.JsonPath.string_at("$$.Execution.Name")
+                ),
+                ":at": tasks.DynamoAttributeValue.from_string(
+                    sfn.JsonPath.string_at("$$.State.EnteredTime")
+                ),
+                ":one": tasks.DynamoAttributeValue.from_number(1),
+                **{
+                    key: tasks.DynamoAttributeValue.from_string(value)
+                    for key, value in values.items()
+                },
             },
-            result_path=sfn.JsonPath.DISCARD,
+            return_values=tasks.DynamoReturnValues.UPDATED_NEW,
+            result_selector={"fence.$": "$.Attributes.fence.N"},
+            result_path="$.lock_token",
         )
         _retry_transient(task, DYNAMODB_TRANSIENT_ERRORS)
         return task
 
-    def _release_lock(self, name: str, then: sfn.IChainable) -> tasks.DynamoDeleteItem:
-        """Delete the lock item if this execution holds it, then go on to ``then`` whatever
-        happens: a lock left behind is taken over once its holder is no longer running."""
-        release = tasks.DynamoDeleteItem(
+    def _release_lock(self, name: str, then: sfn.IChainable) -> tasks.DynamoUpdateItem:
+        """Release the lock if this execution holds it (its fence counter stays), then go on
+        to ``then`` whatever happens: a lock left behind is taken over once its holder no
+        longer runs."""
+        release = tasks.DynamoUpdateItem(
             self,
             name,
             comment="Release the lock this execution holds",
             table=self._lock_table,
             key={"lock_id": tasks.DynamoAttributeValue.from_string(LOCK_ID)},
+            update_expression="REMOVE holder, run_id SET released_at = :at",
             condition_expression="holder = :me",
             expression_attribute_values={
                 ":me": tasks.DynamoAttributeValue.from_string(
                     sfn.JsonPath.string_at("$$.Execution.Id")
-                )
+                ),
+                ":at": tasks.DynamoAttributeValue.from_string(
+                    sfn.JsonPath.string_at("$$.State.EnteredTime")
+                ),
             },
             result_path=sfn.JsonPath.DISCARD,
         )

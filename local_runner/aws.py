@@ -33,7 +33,7 @@ from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
 from local_runner.databases import dsn_as
-from local_runner.faults import LambdaKilled, SideEffects, observed
+from local_runner.faults import LambdaKilled, SideEffects, current_run, observed
 from local_runner.iam import STATE_MACHINE_ACCESS_KEY, IamCheck, Principal, enforced
 from local_runner.limits import PayloadCheck, measured_payloads, tolerated_failures_enforced
 from local_runner.redshift.grammar import redshift_grammar_enforced
@@ -124,6 +124,11 @@ class LocalAws:
         self.iam = iam_check(pipeline)
         self.payloads = PayloadCheck()
         self.failures: list[tuple[str, str, str]] = []  # (function, error, traceback)
+        self.zombies: list[threading.Thread] = []  # invocations of executions since stopped
+        self._zombie_lock = threading.Lock()
+        self._stopped_runs: set[str] = set()
+        self._redriven: dict[str, str] = {}  # run id -> the ARN of the execution redriven
+        self._redrives = 0
         env = pipeline.environment()
         self.side_effects = SideEffects(env.get("DATA_BUCKET", ""), env.get("LANDING_BUCKET", ""))
 
@@ -134,6 +139,7 @@ class LocalAws:
         self._stack.enter_context(_quicker_moto())
         self._stack.enter_context(_patched_invoke(self._invoke))
         self._stack.enter_context(_sdk_integration_casing())
+        self._stack.enter_context(_grace_waits_for(self.await_zombies))
         self._stack.enter_context(_atomic_object_operations())
         self._stack.enter_context(_eventually_consistent_listing(self._list_executions_lag))
         self._stack.enter_context(_credentials_per_principal(self.iam))
@@ -264,50 +270,134 @@ class LocalAws:
         return call
 
     def _invoke(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
+        """One Lambda invocation, in a thread of its own: when its execution is stopped
+        (:meth:`stop`), Step Functions is answered at once and the invocation goes on, as in
+        AWS, until it returns (a zombie: see :meth:`await_zombies`)."""
         name = (
             function_name.rsplit(":", 1)[-1] if function_name.startswith("arn:") else function_name
         )
         function, handler = self._handlers[name]
+        event = json.loads(body) if body else {}
+        run = str(event.get("run_id") or "") if isinstance(event, dict) else ""
+        lock = event.get("lock") if isinstance(event, dict) else None
+        if run in self._redriven and isinstance(lock, dict):
+            # A redriven execution keeps its ARN in AWS: so does the token it carries.
+            lock["execution"] = self._redriven[run]
+        answer: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            run_token = current_run.set(run or None)
+            try:
+                answer.update(self._call_handler(function, handler, event))
+            finally:
+                current_run.reset(run_token)
+                done.set()
+
+        worker = threading.Thread(
+            target=contextvars.copy_context().run, args=(work,), name=f"{name}:{run}", daemon=True
+        )
+        worker.start()
+        while not done.wait(0.02):
+            if run and run in self._stopped_runs:
+                with self._zombie_lock:
+                    self.zombies.append(worker)
+                # Whatever Step Functions is answered, the stopped execution goes no further.
+                return b"{}"
+        if answer.get("failed"):
+            response_headers["x-amz-function-error"] = "Unhandled"
+        return bytes(answer["body"])
+
+    def _call_handler(
+        self, function: LocalFunction, handler: Callable[..., Any], event: Any
+    ) -> dict[str, Any]:
         context = LambdaContext(
             function_name=function.name,
             invoked_function_arn=function.arn,
             memory_limit_in_mb=function.memory_mb,
             timeout_seconds=function.timeout_seconds,
         )
-        event = json.loads(body) if body else {}
         from kpi_pipeline.settings import invocation_environment
 
         calling = _calling_function.set(function_access_key(function))
         variables = self._invocation_environment(function, context)
         try:
             with invocation_environment(variables):
-                return json.dumps(handler(event, context)).encode()
+                return {"body": json.dumps(handler(event, context)).encode()}
         except LambdaKilled as killed:
             # What Lambda returns for an invocation that timed out, its work half done.
-            response_headers["x-amz-function-error"] = "Unhandled"
-            return json.dumps(
-                {
-                    "errorType": "Sandbox.Timedout",
-                    "errorMessage": f"Task timed out after {function.timeout_seconds}.00 "
-                    f"seconds ({killed})",
-                }
-            ).encode()
+            body = {
+                "errorType": "Sandbox.Timedout",
+                "errorMessage": f"Task timed out after {function.timeout_seconds}.00 "
+                f"seconds ({killed})",
+            }
+            return {"body": json.dumps(body).encode(), "failed": True}
         except Exception as exc:
             self.failures.append((function.name, type(exc).__name__, traceback.format_exc()))
             # What the Lambda service returns for an unhandled error: Step Functions
             # matches Retry and Catch on errorType, the exception's class name.
-            response_headers["x-amz-function-error"] = "Unhandled"
-            return json.dumps(
-                {
-                    "errorType": type(exc).__name__,
-                    "errorMessage": str(exc),
-                    "stackTrace": traceback.format_tb(exc.__traceback__)[-5:],
-                }
-            ).encode()
+            error: dict[str, Any] = {
+                "errorType": type(exc).__name__,
+                "errorMessage": str(exc),
+                "stackTrace": traceback.format_tb(exc.__traceback__)[-5:],
+            }
+            return {"body": json.dumps(error).encode(), "failed": True}
         finally:
             _calling_function.reset(calling)
             if "WORK_DIR" in variables and "WORK_DIR" in self._overrides:
                 shutil.rmtree(variables["WORK_DIR"], ignore_errors=True)  # the environment ends
+
+    # --- executions that end while their work goes on ------------------------------------------
+
+    def stop(self, execution_arn: str, cause: str = "stopped by an operator") -> None:
+        """StopExecution as AWS does it: the execution ends ABORTED at once, and whatever
+        Lambda invocation (or warehouse batch) it had in flight goes on as a zombie."""
+        self._stopped_runs.add(execution_arn.rsplit(":", 1)[-1])
+        self.client("stepfunctions").stop_execution(executionArn=execution_arn, cause=cause)
+
+    def await_zombies(self) -> None:
+        """What the lock's take-over waits for (WaitOutHolderFunctions): every Lambda
+        invocation of an ended execution is over once the longest function timeout has
+        passed. A zombie held before a warehouse commit stands for a Data API batch, which
+        Lambda's timeout does not end: it stays held (the warehouse's fence is its guard)."""
+        self.side_effects.release_held(lambda park: park.before.action != "commit")
+        with self._zombie_lock:
+            zombies = list(self.zombies)
+        for zombie in zombies:
+            if not self.side_effects.holds(zombie.ident):
+                zombie.join(timeout=300)
+
+    def redrive(self, execution: Execution) -> str:
+        """RedriveExecution, which moto lacks, as AWS documents it: the execution runs again
+        from the state it failed (or was stopped) in, with that state's input; the states
+        before it (the lock's included) do not run again. Returns the redriven execution's
+        ARN (here a new one, of a copy of the state machine starting at that state; the
+        lock token the steps carry names the original, as in AWS)."""
+        top = self.pipeline.definition["States"]
+        entered = [
+            e["stateEnteredEventDetails"]
+            for e in execution.history
+            if "stateEnteredEventDetails" in e and e["stateEnteredEventDetails"]["name"] in top
+        ]
+        failed = execution.failed_state
+        state = next(
+            (d for d in reversed(entered) if failed is None or d["name"] == failed), entered[-1]
+        )
+        copy = {**self.pipeline.definition, "StartAt": state["name"]}
+        sfn = self.client("stepfunctions")
+        self._redrives += 1
+        machine = sfn.create_state_machine(
+            name=f"{self.pipeline.state_machine_name}-redrive-{self._redrives}",
+            definition=json.dumps(copy),
+            roleArn=sfn.describe_state_machine(stateMachineArn=self.state_machine_arn)["roleArn"],
+        )["stateMachineArn"]
+        self._redriven[execution.run_id] = execution.arn
+        self._stopped_runs.discard(execution.run_id)  # the redriven execution runs
+        return str(
+            sfn.start_execution(
+                stateMachineArn=machine, name=execution.run_id, input=state["input"]
+            )["executionArn"]
+        )
 
     def invoke_handler(self, handler_suffix: str, event: dict[str, Any]) -> dict[str, Any]:
         """Call a function's handler as its Lambda would be (its credentials, its context)."""
@@ -583,6 +673,24 @@ def _quicker_moto() -> Iterator[None]:
     finally:
         BaseBackend.urls = urls_property  # type: ignore[method-assign]
         boto_client.boto3 = real_boto3
+
+
+@contextlib.contextmanager
+def _grace_waits_for(await_zombies: Callable[[], None]) -> Iterator[None]:
+    """The Wait state (WaitOutHolderFunctions: the longest function timeout) as what it
+    stands for, without sleeping: until every zombie Lambda invocation is over."""
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function import wait_function
+
+    original = wait_function.WaitFunction._wait_interval
+
+    def wait(self: Any, env: Any, wait_seconds: int) -> None:
+        await_zombies()
+
+    wait_function.WaitFunction._wait_interval = wait  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        wait_function.WaitFunction._wait_interval = original  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager

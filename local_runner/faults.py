@@ -10,6 +10,7 @@ out does (``Sandbox.Timedout``), with its side effect done and nothing after it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -66,6 +67,27 @@ class LambdaKilled(Exception):
     """The invocation dies here (as on a timeout): raised right after a side effect."""
 
 
+# The run whose Lambda invocation (or Data API batch) the current thread carries out.
+current_run: contextvars.ContextVar[str | None] = contextvars.ContextVar("run", default=None)
+
+
+@dataclass
+class Park:
+    """Hold one run's invocation right before a side effect: it goes on (as a zombie, when
+    its execution was stopped meanwhile) once released."""
+
+    before: SideEffect
+    run_id: str
+    reached: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    thread: int | None = None  # the thread it holds, once reached
+
+    def hold(self) -> None:
+        self.thread = threading.get_ident()
+        self.reached.set()
+        assert self.release.wait(timeout=300), f"{self.before} of {self.run_id} never released"
+
+
 @dataclass
 class SideEffects:
     """What the functions wrote, in order; optionally a crash after one of them."""
@@ -76,7 +98,39 @@ class SideEffects:
     crash_after: SideEffect | None = None
     crash_every_time: bool = False  # every invocation dies there, retries included
     crashes: int = 0
+    parks: list[Park] = field(default_factory=list)
+    _held: list[Park] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def park_before(self, effect: SideEffect, run_id: str) -> Park:
+        """Hold ``run_id``'s invocation right before its first ``effect``."""
+        park = Park(effect, run_id)
+        self.parks.append(park)
+        return park
+
+    def release_held(self, which: Callable[[Park], bool]) -> None:
+        """Let go the held invocations ``which`` selects."""
+        with self._lock:
+            held = [p for p in self._held if which(p)]
+        for park in held:
+            park.release.set()
+
+    def holds(self, thread: int | None) -> bool:
+        """Whether an invocation is held in ``thread`` and not released."""
+        with self._lock:
+            return any(p.thread == thread and not p.release.is_set() for p in self._held)
+
+    def about_to(self, effect: SideEffect) -> None:
+        """Called right before ``effect``: hold the invocation if a park awaits it."""
+        run = current_run.get()  # None in a thread of S3's transfer manager: the first one
+        with self._lock:
+            due = [p for p in self.parks if p.before == effect and (run is None or p.run_id == run)]
+            for park in due:
+                self.parks.remove(park)
+        for park in due:
+            with self._lock:
+                self._held.append(park)
+            park.hold()
 
     def classify(self, operation: str, params: dict[str, Any]) -> tuple[str, str] | None:
         action = _ACTIONS.get(operation)
@@ -119,19 +173,23 @@ def observed(
     compute_date = PostgresWarehouse.compute_date
 
     def call(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
-        result = make_api_call(self, operation, params)
         step = principal_of(self)
         classified = effects.classify(operation, params) if step else None
+        if step and classified:
+            effects.about_to(SideEffect(step, *classified))
+        result = make_api_call(self, operation, params)
         if step and classified:
             effects.happened(SideEffect(step, *classified))
         return result
 
     def commit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        effects.about_to(SideEffect("Load", "commit", "warehouse dates"))
         rows = replace_dates(self, *args, **kwargs)
         effects.happened(SideEffect("Load", "commit", "warehouse dates"))
         return rows
 
     def compute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        effects.about_to(SideEffect("TransformInWarehouse", "commit", "date stage table"))
         figures = compute_date(self, *args, **kwargs)
         effects.happened(SideEffect("TransformInWarehouse", "commit", "date stage table"))
         return figures

@@ -183,12 +183,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from local_runner.redshift.grammar import CHECKED
     from tests.harness import IAM_VERIFIED, PAYLOADS
     from tests.test_crash_matrix import MATRIX
+    from tests.test_zombie_matrix import ZOMBIE_MATRIX
 
     if _is_worker(session.config):
         REPORTS.mkdir(parents=True, exist_ok=True)
         worker = session.config.workerinput["workerid"]
         found = {
             "matrix": MATRIX,
+            "zombies": ZOMBIE_MATRIX,
             "iam": sorted(IAM_VERIFIED),
             "payloads": PAYLOADS,
             "grammar": {"shapes": sorted(CHECKED.shapes), "statements": CHECKED.statements},
@@ -206,8 +208,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         REPLAY_CRASH_POINTS,
         WAREHOUSE_CRASH_POINTS,
     )
+    from tests.test_zombie_matrix import ZOMBIE_MATRIX, ZOMBIE_POINTS
 
-    matrix, verified = dict(MATRIX), set(IAM_VERIFIED)
+    matrix, verified, zombies = dict(MATRIX), set(IAM_VERIFIED), dict(ZOMBIE_MATRIX)
     measured, largest = PAYLOADS["measured"], PAYLOADS["largest"]
     shapes, statements = set(CHECKED.shapes), CHECKED.statements
     for report in sorted(REPORTS.glob("*.json")):
@@ -215,6 +218,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         shapes.update(found["grammar"]["shapes"])
         statements += found["grammar"]["statements"]
         matrix.update(found["matrix"])
+        zombies.update(found.get("zombies", {}))
         verified.update(tuple(call) for call in found["iam"])
         measured += found["payloads"]["measured"]
         largest = max(largest, found["payloads"]["largest"])
@@ -223,6 +227,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         order = {str(point): i for i, point in enumerate(points)}
         terminalreporter.write_line("crash matrix (point -> outcome):")
         for point, outcome in sorted(matrix.items(), key=lambda i: order[i[0].split(" [")[0]]):
+            terminalreporter.write_line(f"  {point:<42} -> {outcome}")
+    if zombies:
+        order = {str(point): i for i, (point, _) in enumerate(ZOMBIE_POINTS)}
+        terminalreporter.write_line("zombie matrix (a stopped run's write -> outcome):")
+        for point, outcome in sorted(zombies.items(), key=lambda i: order.get(i[0], 99)):
             terminalreporter.write_line(f"  {point:<42} -> {outcome}")
     if measured:
         size, event, state, field = largest

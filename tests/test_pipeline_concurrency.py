@@ -104,20 +104,32 @@ def test_a_start_while_the_first_run_is_between_transform_and_load_touches_nothi
 
 
 def lock_item(harness: Harness) -> dict | None:
+    """The lock item while held (a released lock keeps only its fence counter)."""
     (table,) = harness.local.pipeline.tables
     item = harness.local.client("dynamodb").get_item(
         TableName=table, Key={"lock_id": {"S": "pipeline"}}, ConsistentRead=True
     )
-    return item.get("Item")
+    found = item.get("Item")
+    return found if found and "holder" in found else None
 
 
-def test_every_end_releases_the_lock(harness, sample):
+def fence(harness: Harness) -> int:
+    (table,) = harness.local.pipeline.tables
+    item = harness.local.client("dynamodb").get_item(
+        TableName=table, Key={"lock_id": {"S": "pipeline"}}, ConsistentRead=True
+    )
+    return int(item.get("Item", {}).get("fence", {}).get("N", 0))
+
+
+def test_every_end_releases_the_lock_and_every_acquisition_a_newer_token(harness, sample):
     harness.load_source(sample.users_csv, sample.songs_csv)
     assert harness.run("nothing-to-do").output["status"] == "no_new_files"
     assert lock_item(harness) is None
+    assert fence(harness) == 1
     harness.put_streams(sample.stream_files[0])
     assert harness.run("loads").output["status"] == "loaded"
     assert lock_item(harness) is None
+    assert fence(harness) == 2
     harness.put_streams(sample.stream_files[1])
     harness.wrap_handler("load.handler.handler", lambda handler: _raise)
     assert harness.run("fails").status == "FAILED"
@@ -136,15 +148,18 @@ def test_a_lock_left_by_an_aborted_execution_is_taken_over(harness, sample):
     entered, release = harness.hold("extract_s3.handler.list_new_files", run_id="stopped")
     stopped = harness.local.start("stopped")
     assert entered.wait(timeout=60)
-    harness.local.client("stepfunctions").stop_execution(executionArn=stopped)
-    release.set()
+    harness.local.stop(stopped)  # ABORTED at once; its ListNewFiles goes on
     assert harness.local.wait(stopped).status == "ABORTED"
     assert lock_item(harness)["run_id"]["S"] == "stopped"
+    release.set()
 
     execution = harness.run("next")
 
     assert execution.output["status"] == "loaded"
-    assert "TakeOverLock" in execution.states_entered()
+    entered = execution.states_entered()
+    # the stopped run's functions may write until their timeout: the take-over waits
+    assert entered.index("WaitOutHolderFunctions") < entered.index("TakeOverLock")
+    assert fence(harness) == 2
     assert lock_item(harness) is None
     reference = compute_reference(sample.users_csv, sample.songs_csv, [sample.stream_files[0]])
     assert_matches_reference(harness.warehouse(), reference)

@@ -10,8 +10,9 @@ from kpi_pipeline.contracts import (
     RunSummary,
 )
 from kpi_pipeline.layout import Layout
+from kpi_pipeline.lock import check_lock
 from kpi_pipeline.observability import step_handler
-from kpi_pipeline.settings import StorageSettings, load
+from kpi_pipeline.settings import LockSettings, StorageSettings, load
 from kpi_pipeline.storage import Storage
 
 
@@ -23,6 +24,7 @@ def _preflight(request: PreflightReportRequest) -> PreflightReport:
     "Archive", ArchiveRequest, preflight=_preflight, preflight_model=PreflightReportRequest
 )
 def handler(request: ArchiveRequest) -> RunSummary:
+    check_lock(request.lock, load(LockSettings).lock_table)
     return archiving.archive_run(
         request, storage=Storage(), layout=Layout.from_settings(load(StorageSettings))
     )

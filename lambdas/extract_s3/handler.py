@@ -12,10 +12,12 @@ from kpi_pipeline.contracts import (
     RunRequest,
 )
 from kpi_pipeline.layout import Layout
+from kpi_pipeline.lock import check_lock
 from kpi_pipeline.observability import step_handler
 from kpi_pipeline.settings import (
     EngineSettings,
     IngestSettings,
+    LockSettings,
     ScratchSettings,
     StorageSettings,
     load,
@@ -47,6 +49,7 @@ def list_new_files(request: RunRequest) -> ManifestSummary:
 
 @step_handler("IngestFile", IngestRequest, preflight=_reading_preflight)
 def ingest_file(request: IngestRequest) -> IngestResult:
+    check_lock(request.lock, load(LockSettings).lock_table)
     # Imported here: DuckDB and pyarrow are in this step's layers only, not in ListNewFiles'.
     from kpi_pipeline import streams
 

@@ -32,6 +32,14 @@ class RunRequest(Contract):
     run_id: RunId
 
 
+class LockToken(Contract):
+    """The pipeline's lock as this execution took it: a step that writes shared state checks
+    that the lock still names this execution with this token (kpi_pipeline.lock)."""
+
+    execution: str = Field(min_length=1, max_length=2048)  # the execution's ARN
+    fence: int = Field(ge=1)  # one more on every acquisition: newer runs hold larger ones
+
+
 class ExtractRequest(RunRequest):
     """ExtractRds: the run, and the execution's input (``{"full_extract": true}`` asks for
     every table to be read whole, the reconciliation that finds deleted rows)."""
@@ -150,6 +158,7 @@ class IngestRequest(Contract):
     run_id: RunId
     file: ManifestEntry
     snapshot: SnapshotRef
+    lock: LockToken | None = None  # the state machine's; None outside it (tests, tools)
 
 
 # "failed": the IngestFile task itself failed after its retries (recorded by the Map's Catch).
@@ -183,6 +192,7 @@ class TransformRequest(Contract):
     run_id: RunId
     snapshot: SnapshotRef
     request: RunOptions = RunOptions()  # a recompute plans its range, not the pending markers
+    lock: LockToken | None = None  # the state machine's; None outside it (tests, tools)
 
 
 class RecomputeReport(Contract):
@@ -254,6 +264,7 @@ class LoadRequest(Contract):
     kpi_dates: list[dt.date]
     plan_version: int | None = None  # the plan the KPI parts were computed from
     attempt: Attempt | None = None  # the plan's attempt: its dates, their engines, results
+    lock: LockToken | None = None  # the state machine's; None outside it (tests, tools)
 
 
 class LoadResult(Contract):
@@ -270,6 +281,7 @@ class ReplayRequest(Contract):
     run_id: RunId
     snapshot: SnapshotRef
     request: RunOptions
+    lock: LockToken | None = None  # the state machine's; None outside it (tests, tools)
 
 
 class ReplayResult(Contract):
@@ -311,6 +323,7 @@ class ArchiveRequest(Contract):
     source: SourceSnapshot
     transform: TransformResult
     load: LoadResult = LoadResult(skipped=True)
+    lock: LockToken | None = None  # the state machine's; None outside it (tests, tools)
 
 
 RunStatus = Literal[

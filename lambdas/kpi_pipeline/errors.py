@@ -81,6 +81,12 @@ class InvalidRequest(PipelineError):
     malformed date...): refused before the run takes the lock or touches anything."""
 
 
+class LockLost(PipelineError):
+    """This execution no longer holds the pipeline's lock with its token (it was stopped
+    and another run took the lock over, or it was redriven after it released the lock):
+    it writes nothing; a new execution catches up from the ledger."""
+
+
 class IngestFailed(PipelineError):
     """Files could not be ingested (the rest of the run went through; they wait in landing)."""
 
@@ -92,5 +98,6 @@ FATAL_ERRORS: tuple[type[PipelineError], ...] = (
     WarehouseStatementFailed,
     ScratchSpaceExhausted,
     InvalidRequest,
+    LockLost,
     IngestFailed,
 )

@@ -51,8 +51,12 @@ class Ledger:
 
     def pending(self) -> list[str]:
         """Contents with a pending marker."""
+        return sorted(self.pending_since())
+
+    def pending_since(self) -> dict[str, dt.datetime]:
+        """Contents with a pending marker, and when each marker was written."""
         objects = self.storage.list_objects(self.layout.data_bucket, self.layout.pending_prefix)
-        return sorted(_stem(o.key) for o in objects if o.key.endswith(".json"))
+        return {_stem(o.key): o.last_modified for o in objects if o.key.endswith(".json")}
 
     def accepted_by_date(self, kpi_dates: Iterable[dt.date]) -> dict[dt.date, list[str]]:
         """For each date, the contents whose accepted plays include that date."""

@@ -54,6 +54,8 @@ def load_kpis(
         request.kpi_dates,
         has_parts=bool(in_lambda),
         stage_batches=tuple(stages),
+        fence=request.lock.fence if request.lock else None,
+        run_id=request.run_id,
     )
     rows = warehouse.replace_dates(batch, loaded_at)
     count(KPI_ROWS_LOADED, rows)

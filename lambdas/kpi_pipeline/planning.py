@@ -62,22 +62,42 @@ class Planned:
     unloadable: list[str]  # markers no load can ever clear: no ledger entry, or no date
 
 
-def make_plan(ledger: Ledger, version: int = 1) -> Planned:
+def make_plan(
+    ledger: Ledger,
+    version: int = 1,
+    *,
+    writers_end_within: dt.timedelta = dt.timedelta(minutes=16),
+    now: dt.datetime | None = None,
+) -> Planned:
     """The dates of every pending content the ledger accepted, each with all its contents.
 
     A marker without a ledger entry belongs to an ingest that died before accepting its
-    file (the file, if it is still in landing, is ingested again and marked again); a marker
-    whose content was accepted without a single valid play has no date to load. Neither
-    can ever be loaded: they are reported so that the caller clears them.
+    file (the file, if it is still in landing, is ingested again and marked again), once it
+    is older than the longest a writer runs (``writers_end_within``): a younger one may be an
+    ingest still at work, of a run that failed meanwhile, which writes its entry next. A
+    marker whose content was accepted without a single valid play has no date to load.
+    Neither can ever be loaded: they are reported so that the caller clears them.
     """
-    pending = ledger.pending()
+    since = ledger.pending_since()
+    pending = sorted(since)
     entries = ledger.entries(pending)
     loadable = sorted(key for key in pending if key in entries and entries[key].get("kpi_dates"))
     dates = {d for key in loadable for d in entry_dates(entries[key])}
+    moment = now or dt.datetime.now(dt.UTC)
+    orphaned = [
+        key
+        for key in pending
+        if key not in loadable
+        and (key in entries or moment - _aware(since[key]) > writers_end_within)
+    ]
     return Planned(
         plan=LoadPlan(ledger.accepted_by_date(dates), loadable, version),
-        unloadable=sorted(set(pending) - set(loadable)),
+        unloadable=sorted(orphaned),
     )
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def outdated_dates(plan: LoadPlan, ledger: Ledger) -> list[dt.date]:

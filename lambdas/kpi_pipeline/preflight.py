@@ -393,7 +393,7 @@ def load(
     """Load: its privileges on the KPI table and the stage table, and COPY of a KPI part
     through the COPY role (counted, never loaded)."""
     from kpi_pipeline.warehouse import KpiBatch
-    from kpi_pipeline.warehouse.schema import stage_table
+    from kpi_pipeline.warehouse.schema import fence_table, stage_table
 
     checks = Checks(step)
     stage = stage_table(table)
@@ -404,6 +404,7 @@ def load(
             for name, target, privileges in (
                 ("table", table, ("SELECT", "INSERT", "DELETE")),
                 ("stage", stage, ("SELECT", "DELETE")),
+                ("fence", fence_table(table), ("SELECT", "UPDATE")),
             )
             for privilege in privileges
         },

@@ -141,6 +141,21 @@ class SourceSettings(_EnvModel):
         return self
 
 
+class LockSettings(_EnvModel):
+    """The DynamoDB table holding the pipeline's lock (one run at a time)."""
+
+    lock_table: str = Field(
+        min_length=3, max_length=255, description="the lock's DynamoDB table (LockTable)"
+    )
+    writer_timeout_seconds: int = Field(
+        default=960,
+        ge=60,
+        le=3600,
+        description="the longest a function that writes shared state may run (its timeout, "
+        "and a minute): a pending marker without a ledger entry older than this is orphaned",
+    )
+
+
 class IngestSettings(_EnvModel):
     max_files_per_run: int = Field(
         default=1000,

@@ -44,6 +44,7 @@ def plan_transform(
     storage: Storage,
     layout: Layout,
     engines: TransformEngineSettings,
+    writers_end_within: dt.timedelta = dt.timedelta(minutes=16),
 ) -> TransformResult:
     ledger = Ledger(storage, layout)
     previous = read_plan(storage, layout, request.run_id)
@@ -52,7 +53,7 @@ def plan_transform(
     if request.request.kind == "recompute":
         plan, recompute = _plan_range(request, ledger, version)
     else:
-        plan = _plan_pending(ledger, version)
+        plan = _plan_pending(ledger, version, writers_end_within)
     write_plan(storage, layout, request.run_id, plan)
     if not plan.kpi_dates:
         logger.info("no date to recompute: nothing accepted is waiting for the warehouse")
@@ -102,9 +103,9 @@ def plan_transform(
     )
 
 
-def _plan_pending(ledger: Ledger, version: int) -> LoadPlan:
+def _plan_pending(ledger: Ledger, version: int, writers_end_within: dt.timedelta) -> LoadPlan:
     """The daily plan: the dates of accepted content the warehouse lacks."""
-    planned = make_plan(ledger, version=version)
+    planned = make_plan(ledger, version=version, writers_end_within=writers_end_within)
     if planned.unloadable:
         logger.warning(
             "pending markers no load can clear were removed (an ingest that died before "

@@ -5,8 +5,9 @@ from __future__ import annotations
 from kpi_pipeline import loading, preflight
 from kpi_pipeline.contracts import LoadRequest, LoadResult, PreflightRequest, PreflightResult
 from kpi_pipeline.layout import Layout
+from kpi_pipeline.lock import check_lock
 from kpi_pipeline.observability import step_handler
-from kpi_pipeline.settings import StorageSettings, WarehouseSettings, load
+from kpi_pipeline.settings import LockSettings, StorageSettings, WarehouseSettings, load
 from kpi_pipeline.storage import Storage
 from kpi_pipeline.warehouse import open_warehouse
 
@@ -25,6 +26,7 @@ def _preflight(request: PreflightRequest) -> PreflightResult:
 
 @step_handler("Load", LoadRequest, preflight=_preflight)
 def handler(request: LoadRequest) -> LoadResult:
+    check_lock(request.lock, load(LockSettings).lock_table)
     return loading.load_kpis(
         request,
         warehouse=open_warehouse(load(WarehouseSettings)),

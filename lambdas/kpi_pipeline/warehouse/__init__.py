@@ -20,6 +20,10 @@ class KpiBatch:
     kpi_dates: list[dt.date]  # every date replaced, whichever engine computed it
     has_parts: bool = True  # False: every date was computed in the warehouse
     stage_batches: tuple[StageBatch, ...] = ()  # the stage table's batches to take
+    # The lock's fencing token of the run loading (None outside the state machine): the
+    # load commits only if no run with a newer token loaded before it.
+    fence: int | None = None
+    run_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,38 @@ def create_stage_table_sql(stage: str, *, redshift: bool = True) -> str:
 
 
 PARTS = "kpi_parts"  # the temporary table Load COPYs the Lambda-computed parts into
+FENCE_KEY = "music-kpi"  # the fence table's one row
+
+
+def fence_table(table: str) -> str:
+    """The fence beside ``table``: the newest lock token that loaded it."""
+    return f"{table}_fence"
+
+
+def create_fence_sql(fence: str) -> list[str]:
+    """The fence table and its one row (token 0: every run may load first)."""
+    return [
+        f"CREATE TABLE IF NOT EXISTS {fence} (\n    pipeline VARCHAR(64) NOT NULL,\n"
+        "    token BIGINT NOT NULL,\n    run_id VARCHAR(128),\n    fenced_at TIMESTAMP\n)",
+        f"INSERT INTO {fence} (pipeline, token) SELECT '{FENCE_KEY}', 0 "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {fence} WHERE pipeline = '{FENCE_KEY}')",
+    ]
+
+
+def fence_sql(fence: str, token: int, run_id: str) -> list[str]:
+    """The load's first statements: take the fence for ``token`` unless a newer token took
+    it (the UPDATE waits for a load running at the same time), then fail the whole load
+    (a CAST of a sentence) if the fence is not this token's. A stopped run's load that
+    commits late is refused here, inside its own transaction."""
+    run = run_id.replace("'", "''")
+    token = int(token)
+    return [
+        f"UPDATE {fence} SET token = {token}, run_id = '{run}', fenced_at = GETDATE() "
+        f"WHERE pipeline = '{FENCE_KEY}' AND token <= {token}",
+        f"SELECT CAST(CASE WHEN max(token) = {token} THEN '0' ELSE 'a run with a newer lock "
+        f"token loaded since: this load is stale' END AS INTEGER) AS fence_holds FROM {fence} "
+        f"WHERE pipeline = '{FENCE_KEY}'",
+    ]
 
 
 def lock_table_sql(table: str) -> str:
@@ -240,6 +272,8 @@ def load_statements(
         # Two loads at once would each delete only the rows they can see, then both insert:
         # taking the lock first makes the second wait and replace the first.
         before.append(lock_table_sql(table))
+    if batch.fence is not None:
+        before += fence_sql(fence_table(table), batch.fence, batch.run_id)
     after = delete_dates_sql(table, batch.kpi_dates)
     if batch.has_parts:
         before.append(create_parts_sql())

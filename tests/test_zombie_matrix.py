@@ -1,0 +1,180 @@
+"""The zombie matrix: an execution is stopped while one of its Lambda invocations (or a Data
+API batch) goes on, as AWS lets it; another run takes the lock over and loads; the zombie
+then makes its write. After the next daily run: the warehouse equals the reference of every
+file, nothing is pending that should not be, no file is lost.
+
+In AWS a stopped execution's Lambda invocation ends at its function's timeout at the latest,
+and the lock is taken over only after the longest timeout (WaitOutHolderFunctions: locally,
+until the zombie invocations are over). A warehouse batch outlives that: the fence row in the
+warehouse refuses a load whose token is older than the last load's. Redrive (which moto
+lacks) is modelled as AWS documents it: the execution runs again from the state it ended in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from local_runner.faults import SideEffect
+from local_runner.sample_data import write_stream_file
+from tests.harness import SAMPLE_CONFIG, Harness, assert_matches_reference, running_harness
+from tests.reference_kpis import compute_reference
+
+pytestmark = pytest.mark.e2e
+DAY = SAMPLE_CONFIG.start_date
+
+# Every write a stale invocation can make after another run took the lock, with the harness
+# it needs ("auto": the warehouse engine computes the scenario's date).
+ZOMBIE_POINTS: tuple[tuple[SideEffect, str], ...] = (
+    (SideEffect("IngestFile", "put", "curated plays"), "lambda"),
+    (SideEffect("IngestFile", "put", "pending marker"), "lambda"),
+    (SideEffect("IngestFile", "put", "ledger entry"), "lambda"),
+    (SideEffect("PlanTransform", "put", "load plan"), "lambda"),
+    (SideEffect("Load", "commit", "warehouse dates"), "lambda"),
+    (SideEffect("Load", "delete", "pending marker"), "lambda"),
+    (SideEffect("Archive", "copy", "archived file"), "lambda"),
+    (SideEffect("Archive", "delete", "landing file"), "lambda"),
+    (SideEffect("Archive", "put", "source mark"), "lambda"),
+    (SideEffect("TransformInWarehouse", "commit", "date stage table"), "auto"),
+)
+ZOMBIE_MATRIX: dict[str, str] = {}  # printed by conftest's terminal summary
+
+
+@pytest.fixture(scope="module")
+def day_files(tmp_path_factory) -> tuple[Path, Path]:
+    """Two files of the same date: the second lands once the first run was stopped."""
+    folder = tmp_path_factory.mktemp("zombie-files")
+    f1 = write_stream_file(
+        folder / "streams_f1.csv", config=SAMPLE_CONFIG, day=DAY, plays=300, seed=41
+    )
+    f2 = write_stream_file(
+        folder / "streams_f2.csv", config=SAMPLE_CONFIG, day=DAY, plays=200, seed=42
+    )
+    return f1, f2
+
+
+@pytest.fixture
+def harnesses(
+    pipeline, warehouse_engine_pipeline, new_database, tmp_path, retry_sleeps
+) -> Iterator[dict[str, object]]:
+    """The harness of each kind, built on demand (one per test)."""
+    built: dict[str, object] = {}
+    stack = []
+
+    def get(kind: str) -> Harness:
+        if kind not in built:
+            chosen = pipeline if kind == "lambda" else warehouse_engine_pipeline
+            context = running_harness(chosen, new_database, tmp_path / kind)
+            built[kind] = context.__enter__()
+            stack.append(context)
+        return built[kind]  # type: ignore[return-value]
+
+    yield {"get": get}
+    for context in reversed(stack):
+        context.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize(("point", "kind"), ZOMBIE_POINTS, ids=lambda p: str(p))
+def test_a_stopped_runs_write_after_another_run_took_the_lock_loses_and_invents_nothing(
+    harnesses, sample, day_files, point: SideEffect, kind: str
+) -> None:
+    harness: Harness = harnesses["get"](kind)  # type: ignore[operator]
+    f1, f2 = day_files
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(f1)
+    park = harness.local.side_effects.park_before(point, "A")
+    a = harness.local.start("A")
+    assert park.reached.wait(timeout=120), f"A never reached {point}"
+    harness.local.stop(a)
+    assert harness.local.wait(a).status == "ABORTED"
+
+    harness.put_streams(f2)
+    b = harness.run("B")  # takes the lock over once A's functions are over
+    park.release.set()  # A's warehouse batch (if that is the zombie) commits now, late
+    for zombie in harness.local.zombies:
+        zombie.join(timeout=120)
+    c = harness.run("C")
+
+    assert b.status == "SUCCEEDED", b.cause
+    assert c.status == "SUCCEEDED", c.cause
+    assert "TakeOverLock" in b.states_entered()
+    reference = compute_reference(sample.users_csv, sample.songs_csv, [f1, f2])
+    assert_matches_reference(harness.warehouse(), reference)
+    assert harness.keys(harness.data_bucket, "ledger/pending/") == [], "markers left"
+    landing_bucket, prefix = harness.landing
+    assert harness.keys(landing_bucket, prefix) == [], "a file left in landing"
+    archived = harness.keys(harness.data_bucket, "archive/")
+    for path in (f1, f2):
+        assert any(key.endswith("/" + path.name) for key in archived), path.name
+    when = (
+        "after B loaded (a warehouse batch)"
+        if point.action == "commit"
+        else "while B waited out A's functions"
+    )
+    ZOMBIE_MATRIX[str(point)] = (
+        f"A stopped before it, wrote it {when}; B {b.output['status']}, next run "
+        f"{c.output['status']}; warehouse = reference, nothing pending, no file lost"
+    )
+
+
+def test_a_redriven_run_writes_nothing_once_another_run_holds_the_lock(harness, sample, day_files):
+    """A fails at Load (released its lock); B loads; A is redriven from Load: its Load sees
+    the lock is B's and refuses (LockLost), and the warehouse keeps B's rows."""
+    f1, f2 = day_files
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(f1)
+    real = harness.local._handlers
+    (load_name,) = [n for n, (f, _) in real.items() if f.handler == "load.handler.handler"]
+    function, handler = real[load_name]
+
+    def broken(event, context):
+        raise RuntimeError("the warehouse went away")
+
+    real[load_name] = (function, broken)
+    a = harness.run("A")
+    assert a.status == "FAILED" and a.failed_state == "Load"
+    real[load_name] = (function, handler)
+    harness.put_streams(f2)
+    b = harness.run("B")
+    assert b.output["status"] == "loaded"
+    before = harness.warehouse()
+
+    redriven = harness.local.wait(harness.local.redrive(a))
+
+    assert redriven.status == "FAILED"
+    assert redriven.error == "LockLost"
+    assert "no longer holds the pipeline's lock" in str(redriven.cause)
+    assert harness.warehouse() == before
+    reference = compute_reference(sample.users_csv, sample.songs_csv, [f1, f2])
+    assert_matches_reference(harness.warehouse(), reference)
+
+
+def test_a_stopped_run_redriven_before_anyone_took_the_lock_finishes_its_work(
+    harness, sample, day_files
+):
+    """Stopped in Load with the lock still its own, A is redriven from Load: it loads."""
+    f1, _ = day_files
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(f1)
+    park = harness.local.side_effects.park_before(
+        SideEffect("Load", "commit", "warehouse dates"), "A"
+    )
+    a = harness.local.start("A")
+    assert park.reached.wait(timeout=120)
+    harness.local.stop(a)  # its Load's batch never commits: it stands for one cancelled
+    stopped = harness.local.wait(a)
+    assert stopped.status == "ABORTED"
+
+    redriven = harness.local.wait(harness.local.redrive(stopped))
+
+    assert redriven.status == "SUCCEEDED", redriven.cause
+    assert redriven.output["status"] == "loaded"
+    assert redriven.states_entered()[0] == "Load"
+    reference = compute_reference(sample.users_csv, sample.songs_csv, [f1])
+    assert_matches_reference(harness.warehouse(), reference)
+    park.release.set()  # the first batch, let go now, loads the same dates again
+    for zombie in harness.local.zombies:
+        zombie.join(timeout=120)
+    assert_matches_reference(harness.warehouse(), reference)
