@@ -292,6 +292,10 @@ class PipelineConfig(_Model):
     monitoring: MonitoringConfig = MonitoringConfig()
     functions: dict[str, FunctionOverride] = {}
     max_files_per_run: int = Field(default=1000, ge=1, le=10_000)
+    # The most dates one run loads (a state carries them, 13 bytes each; every statement
+    # that lists them is chunked): a file with thousands of dates loads over several runs,
+    # oldest first, and never delays an ordinary day's files.
+    max_dates_per_run: int = Field(default=1000, ge=1, le=2000)
     ingest_concurrency: int = Field(default=10, ge=1, le=40)
     transform_concurrency: int = Field(default=10, ge=1, le=40)
     # The most dates one {"recompute": ...} execution may replace (a bigger range: split it).

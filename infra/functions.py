@@ -177,6 +177,7 @@ class PipelineFunctions(Construct):
         if "transform_engine" in step.settings:
             env["TRANSFORM_ENGINE"] = c.transform.engine
             env["WAREHOUSE_ENGINE_MIN_PLAYS"] = str(c.transform.warehouse_min_plays)
+            env["MAX_DATES_PER_RUN"] = str(c.max_dates_per_run)
         if step.key == "extract_rds":
             env["DUCKDB_MEMORY_LIMIT_MB"] = str(EXTRACT_DUCKDB_MEMORY_MB)
         if "ingest" in step.settings:
@@ -236,6 +237,10 @@ class PipelineFunctions(Construct):
         landing = self._storage.landing_bucket
         prefix = self._config.landing.prefix
         roles = self.roles
+
+        # CheckRequest: has an execution of this name run before (a name comes back after
+        # 90 days)? It lists the run's records, nothing else.
+        _list(roles["check_request"], data, "runs/")
 
         for key in ("check_source", "extract_rds"):
             self._read_source_secret(roles[key])

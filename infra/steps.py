@@ -25,7 +25,7 @@ CHECK_REQUEST = Step(
     "CheckRequest",
     "transform.request.handler",
     "Checks what the execution asks for (daily, recompute, replay) before the lock",
-    frozenset({"requests"}),
+    frozenset({"requests", "storage"}),
     frozenset({"base"}),
 )
 CHECK_SOURCE = Step(

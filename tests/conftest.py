@@ -132,6 +132,16 @@ def warehouse_engine_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture(scope="session")
+def capped_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The local environment synthesized with max_dates_per_run 5: a backlog of dates loads
+    over several runs."""
+    from local_runner.template import load_pipeline, synthesize
+
+    out = tmp_path_factory.mktemp("cdk.out-capped")
+    return load_pipeline(synthesize(out, changes={"max_dates_per_run": 5}))
+
+
+@pytest.fixture(scope="session")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Sample users, songs and stream files (tests.harness.SAMPLE_CONFIG)."""
     from local_runner.sample_data import generate

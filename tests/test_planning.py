@@ -41,3 +41,31 @@ def test_a_marker_without_an_entry_is_cleared_only_once_no_writer_can_still_add_
         "no-plays",
         "young",
     ]
+
+
+def test_a_file_of_ten_thousand_dates_loads_a_share_per_run_and_never_delays_a_day(aws):
+    """Issue 17, item 5: one file of 7,200 dates (any year 1-9999 is valid) made every
+    later load fail; it now loads max_dates per run, oldest first, and an ordinary file is
+    loaded by the first run that sees it."""
+    first = dt.date(1, 1, 1)
+    odd = [(first + dt.timedelta(days=n)).isoformat() for n in range(10_000)]
+    ledger = ledger_with(
+        aws,
+        {
+            "odd": {"kpi_dates": odd, "loaded_dates": odd[:30]},  # 30 loaded by a run before
+            "today": {"kpi_dates": ["2026-12-05"]},
+        },
+    )
+    for content, dates in (("odd", odd), ("today", ["2026-12-05"])):
+        for day in dates[:80] + dates[-1:]:  # curated objects of the dates it may plan
+            aws.s3.put_object(
+                Bucket=BUCKET, Key=f"curated/plays/kpi_date={day}/{content}.parquet", Body=b"x"
+            )
+
+    planned = make_plan(ledger, max_dates=50).plan
+
+    assert len(planned.kpi_dates) == 50
+    assert planned.kpi_dates[-1] == dt.date(2026, 12, 5)  # the day's file first
+    assert [d.isoformat() for d in planned.kpi_dates[:49]] == odd[30:79]  # then the oldest
+    assert planned.pending == ["today"]  # its marker goes; the odd file's stays
+    assert [d.isoformat() for d in planned.partial["odd"]] == odd[30:79]

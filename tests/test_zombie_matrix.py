@@ -178,3 +178,29 @@ def test_a_stopped_run_redriven_before_anyone_took_the_lock_finishes_its_work(
     for zombie in harness.local.zombies:
         zombie.join(timeout=120)
     assert_matches_reference(harness.warehouse(), reference)
+
+
+def test_a_name_used_before_is_refused_before_anything_is_touched(harness, sample, day_files):
+    """Issue 17, item 4: Step Functions takes a name again 90 days after its execution
+    closed, and a recompute under it kept the old run's catalogue copy as its own."""
+    f1, _ = day_files
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(f1)
+    assert harness.run("monthly-fix").output["status"] == "loaded"
+
+    # The same name, 90 days later (moto keeps every name: the step is invoked as then).
+    with pytest.raises(RuntimeError, match="InvalidRequest") as refused:
+        harness.local.invoke_handler(
+            "transform.request.handler",
+            {
+                "run_id": "monthly-fix",
+                "execution_input": {
+                    "recompute": {"from": "2024-06-24", "to": "2024-06-24", "catalogue": "current"}
+                },
+            },
+        )
+    assert "an execution named 'monthly-fix' ran before" in str(refused.value)
+    fresh = harness.local.invoke_handler(
+        "transform.request.handler", {"run_id": "monthly-fix-2", "execution_input": {}}
+    )
+    assert fresh["kind"] == "daily"

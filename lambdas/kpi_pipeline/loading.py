@@ -132,6 +132,9 @@ def _stage_batches(
 
 
 def _mark_loaded(ledger: Ledger, plan: LoadPlan, run_id: str) -> None:
+    """Every content the plan covered is loaded: its entry says by which run, its marker
+    goes. A content the plan took only some dates of keeps its marker, and its entry
+    records those dates as loaded (the next plans take the rest)."""
     storage, layout = ledger.storage, ledger.layout
 
     def mark(content_key: str) -> None:
@@ -140,5 +143,15 @@ def _mark_loaded(ledger: Ledger, plan: LoadPlan, run_id: str) -> None:
             key = layout.ledger_key(content_key)
             storage.put_json(layout.data_bucket, key, {**entry, "loaded_by_run": run_id})
 
+    def mark_part(item: tuple[str, list[dt.date]]) -> None:
+        content_key, dates = item
+        entry = ledger.entry(content_key)
+        if entry is None:
+            return
+        loaded = sorted({*entry.get("loaded_dates", []), *(d.isoformat() for d in dates)})
+        key = layout.ledger_key(content_key)
+        storage.put_json(layout.data_bucket, key, {**entry, "loaded_dates": loaded})
+
     parallel(mark, plan.pending)
+    parallel(mark_part, list(plan.partial.items()))
     ledger.remove_pending(plan.pending)

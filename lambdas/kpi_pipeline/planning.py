@@ -11,7 +11,7 @@ makes a new one (a bounded number of times).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kpi_pipeline.errors import DataGateError, PlanOutdated
@@ -29,6 +29,9 @@ class LoadPlan:
     # The pending markers this plan covers: removed once its dates are in the warehouse.
     pending: list[str]
     version: int = 1
+    # Pending contents with more dates than this plan takes: the dates it loads of each
+    # (recorded as loaded in their ledger entries); their markers stay for the rest.
+    partial: dict[str, list[dt.date]] = field(default_factory=dict)
 
     @property
     def kpi_dates(self) -> list[dt.date]:
@@ -42,6 +45,7 @@ class LoadPlan:
                 d.isoformat(): keys for d, keys in sorted(self.contents_by_date.items())
             },
             "pending": self.pending,
+            "partial": {k: [d.isoformat() for d in v] for k, v in sorted(self.partial.items())},
         }
 
     @classmethod
@@ -53,6 +57,10 @@ class LoadPlan:
             },
             pending=list(document.get("pending", [])),
             version=int(document.get("version", 1)),
+            partial={
+                k: [dt.date.fromisoformat(d) for d in v]
+                for k, v in document.get("partial", {}).items()
+            },
         )
 
 
@@ -68,21 +76,33 @@ def make_plan(
     *,
     writers_end_within: dt.timedelta = dt.timedelta(minutes=16),
     now: dt.datetime | None = None,
+    max_dates: int | None = None,
 ) -> Planned:
-    """The dates of every pending content the ledger accepted, each with all its contents.
+    """The dates of pending contents the ledger accepted (at most ``max_dates``), each with
+    all its contents.
 
     A marker without a ledger entry belongs to an ingest that died before accepting its
     file (the file, if it is still in landing, is ingested again and marked again), once it
     is older than the longest a writer runs (``writers_end_within``): a younger one may be an
     ingest still at work, of a run that failed meanwhile, which writes its entry next. A
-    marker whose content was accepted without a single valid play has no date to load.
-    Neither can ever be loaded: they are reported so that the caller clears them.
+    marker whose content has no date left to load (accepted without a valid play, or every
+    date loaded already) needs no load. Both are reported so that the caller clears them.
+
+    Dates are taken content by content, the contents with the fewest dates first, as long as
+    all of a content's dates fit; the rest is filled with the oldest dates left. So a file
+    with thousands of dates (any year 1-9999 is valid) is loaded a share per run, oldest
+    first, and never delays a day's ordinary files, which the first run to see them loads.
     """
     since = ledger.pending_since()
     pending = sorted(since)
     entries = ledger.entries(pending)
-    loadable = sorted(key for key in pending if key in entries and entries[key].get("kpi_dates"))
-    dates = {d for key in loadable for d in entry_dates(entries[key])}
+    remaining = {
+        key: sorted(set(entry_dates(entries[key])) - set(_loaded_dates(entries[key])))
+        for key in pending
+        if key in entries
+    }
+    loadable = sorted(key for key, dates in remaining.items() if dates)
+    chosen = _choose_dates({key: remaining[key] for key in loadable}, max_dates)
     moment = now or dt.datetime.now(dt.UTC)
     orphaned = [
         key
@@ -90,10 +110,34 @@ def make_plan(
         if key not in loadable
         and (key in entries or moment - _aware(since[key]) > writers_end_within)
     ]
+    covered = [key for key in loadable if set(remaining[key]) <= chosen]
+    partial = {
+        key: sorted(set(remaining[key]) & chosen)
+        for key in loadable
+        if key not in covered and set(remaining[key]) & chosen
+    }
     return Planned(
-        plan=LoadPlan(ledger.accepted_by_date(dates), loadable, version),
+        plan=LoadPlan(ledger.accepted_by_date(chosen), covered, version, partial),
         unloadable=sorted(orphaned),
     )
+
+
+def _choose_dates(dates_of: dict[str, list[dt.date]], max_dates: int | None) -> set[dt.date]:
+    every = {d for dates in dates_of.values() for d in dates}
+    if max_dates is None or len(every) <= max_dates:
+        return every
+    chosen: set[dt.date] = set()
+    for _, dates in sorted(dates_of.items(), key=lambda item: (len(item[1]), item[0])):
+        if len(chosen | set(dates)) <= max_dates:
+            chosen |= set(dates)
+    for kpi_date in sorted(every - chosen)[: max_dates - len(chosen)]:
+        chosen.add(kpi_date)
+    return chosen
+
+
+def _loaded_dates(entry: dict[str, Any]) -> list[dt.date]:
+    """The dates of a content loaded already by a plan that took only part of them."""
+    return [dt.date.fromisoformat(d) for d in entry.get("loaded_dates", [])]
 
 
 def _aware(moment: dt.datetime) -> dt.datetime:

@@ -30,6 +30,7 @@ from kpi_pipeline.contracts import RunOptions
 from kpi_pipeline.errors import InvalidRequest
 from kpi_pipeline.layout import Layout, run_key
 from kpi_pipeline.reasons import REPLAYABLE_REASONS, RowReason
+from kpi_pipeline.storage import Storage
 
 NOTES = ("trigger", "Comment", "comment")  # free text: the schedule's, the console's default
 KNOWN_KEYS = ("full_extract", "recompute", "replay_quarantine", "preflight", *NOTES)
@@ -43,6 +44,24 @@ def check_run_id(run_id: str) -> None:
         raise InvalidRequest(
             f"an execution may not be named {run_id!r}: its records would mix with every "
             "run's outcome documents (runs/outcomes/); start it with another name"
+        )
+
+
+def check_name_unused(run_id: str, storage: Storage, layout: Layout) -> None:
+    """Step Functions takes an execution's name again 90 days after it closed; everything a
+    run keeps is keyed by its name (its records, its catalogue copy, its outcome), so a name
+    that has records already is refused: a recompute under a reused name would keep the old
+    run's catalogue as its own."""
+    bucket = layout.data_bucket
+    found = next(iter(storage.list_objects(bucket, f"runs/{run_key(run_id)}/")), None) or next(
+        iter(storage.list_objects(bucket, f"{Layout.outcomes_prefix}{run_key(run_id)}.json")),
+        None,
+    )
+    if found is not None:
+        raise InvalidRequest(
+            f"an execution named {run_id!r} ran before (its records are under "
+            f"s3://{bucket}/runs/): start this one with another name (or none: the console and "
+            "the schedule make a unique one)"
         )
 
 

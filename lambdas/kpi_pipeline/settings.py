@@ -211,6 +211,14 @@ class TransformEngineSettings(_EnvModel):
         "is computed in the warehouse",
     )
 
+    max_dates_per_run: int = Field(
+        default=1000,
+        ge=1,
+        le=2000,
+        description="the most dates one run loads; the rest wait for the next runs, oldest "
+        "first (cdk.json max_dates_per_run)",
+    )
+
     def engine_for(self, plays: int) -> Literal["lambda", "warehouse"]:
         if self.transform_engine == "auto":
             return "warehouse" if plays > self.warehouse_engine_min_plays else "lambda"

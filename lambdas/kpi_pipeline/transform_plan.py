@@ -53,7 +53,7 @@ def plan_transform(
     if request.request.kind == "recompute":
         plan, recompute = _plan_range(request, ledger, version)
     else:
-        plan = _plan_pending(ledger, version, writers_end_within)
+        plan = _plan_pending(ledger, version, writers_end_within, engines.max_dates_per_run)
     write_plan(storage, layout, request.run_id, plan)
     if not plan.kpi_dates:
         logger.info("no date to recompute: nothing accepted is waiting for the warehouse")
@@ -103,9 +103,23 @@ def plan_transform(
     )
 
 
-def _plan_pending(ledger: Ledger, version: int, writers_end_within: dt.timedelta) -> LoadPlan:
-    """The daily plan: the dates of accepted content the warehouse lacks."""
-    planned = make_plan(ledger, version=version, writers_end_within=writers_end_within)
+def _plan_pending(
+    ledger: Ledger, version: int, writers_end_within: dt.timedelta, max_dates: int
+) -> LoadPlan:
+    """The daily plan: the dates of accepted content the warehouse lacks, at most
+    ``max_dates`` of them (the rest wait for the next runs)."""
+    planned = make_plan(
+        ledger, version=version, writers_end_within=writers_end_within, max_dates=max_dates
+    )
+    if planned.plan.partial:
+        logger.warning(
+            "more dates are pending than one run loads: the rest wait for the next runs",
+            extra={
+                "dates_planned": len(planned.plan.kpi_dates),
+                "max_dates_per_run": max_dates,
+                "contents_in_part": len(planned.plan.partial),
+            },
+        )
     if planned.unloadable:
         logger.warning(
             "pending markers no load can clear were removed (an ingest that died before "
