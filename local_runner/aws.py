@@ -352,8 +352,9 @@ class LocalAws:
     def stop(self, execution_arn: str, cause: str = "stopped by an operator") -> None:
         """StopExecution as AWS does it: the execution ends ABORTED at once, and whatever
         Lambda invocation (or warehouse batch) it had in flight goes on as a zombie."""
-        self._stopped_runs.add(execution_arn.rsplit(":", 1)[-1])
+        # Stopped first: the invocation answered next must find its execution ended.
         self.client("stepfunctions").stop_execution(executionArn=execution_arn, cause=cause)
+        self._stopped_runs.add(execution_arn.rsplit(":", 1)[-1])
 
     def await_zombies(self) -> None:
         """What the lock's take-over waits for (WaitOutHolderFunctions): every Lambda

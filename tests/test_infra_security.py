@@ -47,6 +47,7 @@ SETTINGS_MODELS = {
     "warehouse": step_settings.WarehouseSettings,
     "transform_engine": step_settings.TransformEngineSettings,
     "requests": step_settings.RequestSettings,
+    "lock": step_settings.LockSettings,
 }
 EVERY_FUNCTION_ENV = {
     "POWERTOOLS_SERVICE_NAME",
@@ -169,9 +170,14 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         "*",
         condition={"StringEquals": {"redshift-data:statement-owner-iam-userid": "${aws:userid}"}},
     )
+    lock_table = f"<{logical_id(stack, stack.storage.lock_table)}.Arn>"
+    lock = allow(("dynamodb:GetItem",), lock_table)  # is the lock still this execution's?
     by_step = {
-        # reads the execution's input from its event: no AWS call at all
-        "check_request": set(),
+        # the execution's input, and whether its name has records already (a name is
+        # taken again 90 days after its execution closed)
+        "check_request": allow(
+            ("s3:ListBucket",), data, condition={"StringLike": {"s3:prefix": ["runs/*"]}}
+        ),
         "check_source": secret,
         "extract_rds": secret
         | objects(WRITE, data, "snapshots/", "quarantine/source/")
@@ -188,18 +194,19 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
             condition={"StringLike": {"s3:prefix": ["ledger/pending/*"]}},
         )
         | objects(WRITE, data, "runs/"),
-        "ingest_file": objects(READ, PROD_LANDING, PROD_PREFIX)
+        "ingest_file": lock
+        | objects(READ, PROD_LANDING, PROD_PREFIX)
         | landing_list
         | objects(READ, data, "snapshots/", "ledger/", "catalogue/")
         | objects(WRITE, data, "curated/", "quarantine/rows/", "ledger/", "runs/", "catalogue/")
         | data_list,
         # the quarantined rows, earlier replays, pins and today's snapshot; a new content
-        "replay_quarantine": objects(
-            READ, data, "quarantine/rows/", "ledger/", "catalogue/", "snapshots/"
-        )
+        "replay_quarantine": lock
+        | objects(READ, data, "quarantine/rows/", "ledger/", "catalogue/", "snapshots/")
         | objects(WRITE, data, "curated/", "ledger/", "catalogue/", "runs/")
         | data_list,
-        "plan_transform": objects(READ, data, "runs/", "ledger/", "snapshots/", "catalogue/")
+        "plan_transform": lock
+        | objects(READ, data, "runs/", "ledger/", "snapshots/", "catalogue/")
         | objects(WRITE, data, "runs/", "catalogue/")
         | objects(("s3:DeleteObject",), data, "ledger/pending/")
         | data_list,
@@ -211,13 +218,15 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         | data_list
         | data_api
         | results,
-        "load": objects(READ, data, "runs/", "ledger/", "kpis/")
+        "load": lock
+        | objects(READ, data, "runs/", "ledger/", "kpis/")
         | objects(WRITE, data, "ledger/")
         | objects(("s3:DeleteObject",), data, "ledger/pending/")
         | data_list
         | data_api
         | results,
-        "archive": objects((*READ, "s3:DeleteObject"), PROD_LANDING, PROD_PREFIX)
+        "archive": lock
+        | objects((*READ, "s3:DeleteObject"), PROD_LANDING, PROD_PREFIX)
         | landing_list
         | objects(READ, data, "runs/", "archive/", "quarantine/files/")
         | objects(WRITE, data, "archive/", "quarantine/files/", "runs/", "source/")
@@ -540,7 +549,7 @@ def test_the_state_machine_role_holds_the_lock_alerts_invokes_and_records_failur
         "xray:PutTraceSegments",
     }
     assert actual - service_wide - {metrics} == (
-        allow(("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"), table)
+        allow(("dynamodb:UpdateItem", "dynamodb:GetItem"), table)  # take, read, release
         | allow(("states:DescribeExecution",), executions)  # is the lock's holder running?
         | allow(("sns:Publish",), topic)
         | allow(("lambda:InvokeFunction",), *functions, *(f"{fn}:*" for fn in functions))

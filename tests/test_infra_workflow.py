@@ -143,6 +143,7 @@ def test_ingest_is_a_distributed_map_reading_the_file_list_from_s3(states):
         "run_id.$": "$.run.run_id",
         "file.$": "$$.Map.Item.Value",
         "snapshot": {"users_key.$": "$.snapshot.users_key", "songs_key.$": "$.snapshot.songs_key"},
+        "lock": {"execution.$": "$$.Execution.Id", "fence.$": "$.lock_token.fence"},
         "results_prefix.$": "$.manifest.results_prefix",
     }
     processor = ingest["ItemProcessor"]["ProcessorConfig"]
@@ -264,11 +265,17 @@ def test_every_step_is_caught_and_its_name_reaches_the_alert(states):
 
 def test_one_run_at_a_time_by_a_conditional_write_of_the_lock(states):
     acquire = states["AcquireLock"]
-    assert acquire["Resource"] == "arn:<AWS::Partition>:states:::dynamodb:putItem"
-    assert acquire["Parameters"]["ConditionExpression"] == (
-        "attribute_not_exists(lock_id) OR holder = :me"
+    assert acquire["Resource"] == "arn:<AWS::Partition>:states:::dynamodb:updateItem"
+    parameters = acquire["Parameters"]
+    assert parameters["ConditionExpression"] == "attribute_not_exists(holder) OR holder = :me"
+    # the holder, and a fencing token one larger than any handed out before
+    assert parameters["UpdateExpression"] == (
+        "SET holder = :holder, run_id = :run, acquired_at = :at ADD fence :one"
     )
-    assert acquire["Parameters"]["Item"]["holder"] == {"S.$": "$$.Execution.Id"}
+    assert parameters["ExpressionAttributeValues"][":holder"] == {"S.$": "$$.Execution.Id"}
+    assert parameters["ReturnValues"] == "UPDATED_NEW"
+    assert acquire["ResultSelector"] == {"fence.$": "$.Attributes.fence.N"}
+    assert acquire["ResultPath"] == "$.lock_token"
     taken = [c for c in acquire["Catch"] if c["ErrorEquals"] != ["States.ALL"]]
     assert taken == [
         {
@@ -284,13 +291,20 @@ def test_one_run_at_a_time_by_a_conditional_write_of_the_lock(states):
     assert running["Choices"] == [
         {"Variable": "$.holder.status", "StringEquals": "RUNNING", "Next": "AlreadyRunning"}
     ]
-    assert running["Default"] == "TakeOverLock"
+    # an ended holder's functions may write until their timeout: the take-over waits it out
+    assert running["Default"] == "WaitOutHolderFunctions"
+    wait = states["WaitOutHolderFunctions"]
+    assert (wait["Type"], wait["Seconds"], wait["Next"]) == ("Wait", 960, "TakeOverLock")
     assert states["TakeOverLock"]["Parameters"]["ConditionExpression"] == "holder = :stale"
     # the run that never held the lock ends without releasing it (its end is counted)
     assert states["AlreadyRunning"]["Next"] == "RecordAlreadyRunning"
     assert states[states["RecordAlreadyRunning"]["Next"]]["Type"] == "Succeed"
     for release in ("ReleaseLock", "ReleaseLockAfterFailure"):
         assert states[release]["Parameters"]["ConditionExpression"] == "holder = :me"
+        # the counter stays: the next acquisition's token is larger still
+        assert states[release]["Parameters"]["UpdateExpression"] == (
+            "REMOVE holder, run_id SET released_at = :at"
+        )
         assert [c["ErrorEquals"] for c in states[release]["Catch"]] == [["States.ALL"]]
 
 
@@ -427,3 +441,11 @@ def test_a_preflight_takes_no_lock_and_each_probe_fails_on_its_own(states):
         assert state["Parameters"]["preflight"] is True
     assert states["PreflightArchive"]["Next"] == "PreflightPassed?"
     assert "AcquireLock" not in follow(states, "Preflight")
+
+
+def test_every_step_that_writes_shared_state_carries_the_lock_token(states):
+    lock = {"execution.$": "$$.Execution.Id", "fence.$": "$.lock_token.fence"}
+    for state in ("PlanTransform", "Load", "Archive", "ReplayQuarantine"):
+        assert states[state]["Parameters"]["lock"] == lock, state
+    ingest = states["IngestStreams"]["ItemProcessor"]["States"]["IngestFile"]
+    assert ingest["Parameters"]["lock.$"] == "$.lock"

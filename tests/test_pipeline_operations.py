@@ -87,11 +87,13 @@ def data_objects(harness: Harness) -> dict[str, str]:
 
 
 def lock_item(harness: Harness) -> dict[str, Any] | None:
+    """The lock item while held (a released lock keeps only its fence counter)."""
     (table,) = harness.local.pipeline.tables
     item = harness.local.client("dynamodb").get_item(
         TableName=table, Key={"lock_id": {"S": "pipeline"}}, ConsistentRead=True
     )
-    return item.get("Item")
+    found = item.get("Item")
+    return found if found and "holder" in found else None
 
 
 def loaded_by(harness: Harness) -> dict[tuple[str, str], str]:

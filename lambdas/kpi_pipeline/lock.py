@@ -27,11 +27,13 @@ from kpi_pipeline.errors import ConfigurationError, LockLost, StorageUnavailable
 LOCK_ID = "pipeline"  # the one lock item (infra/workflow.py LOCK_ID)
 
 
-def check_lock(token: LockToken | None, table: str, client: Any | None = None) -> None:
+def check_lock(token: LockToken | None, table: str | None, client: Any | None = None) -> None:
     """Raise :class:`LockLost` unless the lock names ``token``'s execution and fence. No
     token (a call outside the state machine: tests, tools) checks nothing."""
     if token is None:
         return
+    if not table:
+        raise ConfigurationError("LOCK_TABLE is not set: the step cannot check the lock")
     dynamodb = client or aws.client("dynamodb")
     try:
         item = dynamodb.get_item(

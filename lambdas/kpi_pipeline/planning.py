@@ -103,7 +103,7 @@ def make_plan(
     }
     loadable = sorted(key for key, dates in remaining.items() if dates)
     chosen = _choose_dates({key: remaining[key] for key in loadable}, max_dates)
-    moment = now or dt.datetime.now(dt.UTC)
+    moment = now or _now()
     orphaned = [
         key
         for key in pending
@@ -138,6 +138,10 @@ def _choose_dates(dates_of: dict[str, list[dt.date]], max_dates: int | None) -> 
 def _loaded_dates(entry: dict[str, Any]) -> list[dt.date]:
     """The dates of a content loaded already by a plan that took only part of them."""
     return [dt.date.fromisoformat(d) for d in entry.get("loaded_dates", [])]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def _aware(moment: dt.datetime) -> dt.datetime:

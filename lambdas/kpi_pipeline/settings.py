@@ -144,8 +144,11 @@ class SourceSettings(_EnvModel):
 class LockSettings(_EnvModel):
     """The DynamoDB table holding the pipeline's lock (one run at a time)."""
 
-    lock_table: str = Field(
-        min_length=3, max_length=255, description="the lock's DynamoDB table (LockTable)"
+    lock_table: str | None = Field(
+        default=None,
+        min_length=3,
+        max_length=255,
+        description="the lock's DynamoDB table (LockTable)",
     )
     writer_timeout_seconds: int = Field(
         default=960,
