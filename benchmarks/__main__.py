@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--source-only", action="store_true", help="only ExtractRds against the 2M-user source"
     )
+    parser.add_argument(
+        "--poison-only",
+        action="store_true",
+        help="only IngestFile's memory on 200 MB of valid and of wrong-field rows",
+    )
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO / "lambdas"))
@@ -117,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     files = materialise(data)
     print(f"data: {files.describe(data)} (ready in {time.perf_counter() - started:.0f} s)\n")
+    if args.poison_only:
+        _poison(files)
+        return 0
     print(HEADER)
 
     baseline = None
@@ -136,8 +144,44 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     _summary(ours, baseline)
+    _poison(files)
     _source()
     return 0
+
+
+def _poison(files: Any) -> None:
+    """IngestFile on 200 MB of rows with a field too many (all quarantined as malformed_row)
+    against 200 MB of the same rows as they are: the bound is its valid peak plus 20%."""
+    from benchmarks.data import POISON_BYTES, poison_files
+
+    paths = poison_files(files)
+    root = Path(tempfile.mkdtemp(prefix="music-kpi-bench-poison-"))
+    try:
+        snapshot_dir = root / "snapshot"
+        snapshot_dir.mkdir()
+        print(f"\npoison input: {POISON_BYTES / 1e6:,.0f} MB files\n")
+        print(HEADER)
+        snapshot = (str(files.users_csv), str(files.songs_csv), str(snapshot_dir))
+        measure("source snapshot (users + songs)", "snapshot", *snapshot)
+        figures = []
+        for label, path in paths.items():
+            work = root / path.stem
+            work.mkdir()
+            args = (str(path), str(snapshot_dir), str(work))
+            figure, _ = measure(f"ingest, {label}", "ingest", *args)
+            figures.append(figure)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    valid, *poison = figures
+    print()
+    for figure in poison:
+        ratio = figure.peak_mb / valid.peak_mb
+        verdict = "within" if ratio <= 1.2 else "OVER"
+        print(
+            f"IngestFile memory on {figure.label.removeprefix('ingest, ')}: {figure.peak_mb:,.0f} "
+            f"MB peak, {ratio:.2f}x its {valid.peak_mb:,.0f} MB on valid rows ({verdict} the 1.20x "
+            "bound)"
+        )
 
 
 def _source() -> None:

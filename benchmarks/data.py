@@ -95,3 +95,48 @@ def materialise(data: DataSet) -> BenchFiles:
         )
     stamp.write_text(definition, encoding="utf-8")
     return files
+
+
+POISON_BYTES = 200_000_000
+
+
+WIDE_EXTRA_FIELDS = 50_000
+
+
+def poison_files(files: BenchFiles) -> dict[str, Path]:
+    """Stream files of 200 MB: rows of the first stream file as they are (valid but for the
+    generator's dirt); the same rows with one field too many (every row malformed); and with
+    50,000 fields too many. IngestFile's peak on the others must stay near the first's."""
+    folder = CACHE / "poison"
+    paths = {
+        "valid rows": folder / "valid_rows.csv",
+        "wrong-field rows": folder / "wrong_field_rows.csv",
+        f"rows of {WIDE_EXTRA_FIELDS:,} extra fields": folder / "wide_rows.csv",
+    }
+    stamp = folder / "definition.json"
+    definition = json.dumps({"bytes": POISON_BYTES, "from": str(files.streams[0]), "v": 2})
+    if stamp.exists() and stamp.read_text(encoding="utf-8") == definition:
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    with files.streams[0].open("rb") as source:
+        header = source.readline()
+        rows = source.read().splitlines(keepends=True)
+    wide = b",x" * WIDE_EXTRA_FIELDS + b"\n"
+    spellings = (
+        bytes,
+        lambda row: row.rstrip(b"\r\n") + b",x\n",
+        lambda row: row.rstrip(b"\r\n") + wide,
+    )
+    for path, spell in zip(paths.values(), spellings, strict=True):
+        with path.open("wb") as out:
+            out.write(header)
+            written = len(header)
+            while written < POISON_BYTES:
+                for row in rows:
+                    line = spell(row)
+                    out.write(line)
+                    written += len(line)
+                    if written >= POISON_BYTES:
+                        break
+    stamp.write_text(definition, encoding="utf-8")
+    return paths

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kpi_pipeline import ingest
 from kpi_pipeline.engine import connect
 from kpi_pipeline.ingest import (
     AcceptedFile,
@@ -237,6 +238,29 @@ def test_a_row_with_another_field_count_than_the_header_is_malformed_and_kept_ra
     rows = quarantined(result)
     assert [row["record_number"] for row in rows] == [None] * len(MALFORMED_LINES)
     assert without_record_number(rows) == [malformed_row(line) for line in MALFORMED_LINES]
+
+
+def test_malformed_rows_go_to_disk_as_they_come_and_all_are_kept_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poison file (issue 17): malformed rows are spooled to a Parquet file a few at a time
+    instead of piling up in memory; every one is kept, as read, in file order, beside rows
+    quarantined for other reasons and valid plays. A row of 50,000 extra fields included."""
+    monkeypatch.setattr(ingest, "_SPOOL_BYTES", 64)  # a flush every few rows
+    wide = "1,A,2024-06-25 10:00:00" + ",x" * 50_000
+    bad = [f"{n},A,2024-06-25 10:00:00,extra{n}" for n in range(300)] + [wide]
+    lines = [*bad[:150], "1,A,2024-06-25 10:00:00", "abc,A,2024-06-25 10:00:00", *bad[150:]]
+    result = accepted(tmp_path, HEADER + "\n".join(lines) + "\n")
+
+    assert result.rows_quarantined == {"invalid_user_id": 1, "malformed_row": len(bad)}
+    assert curated(result) == [play(1, "A")]
+    rows = quarantined(result)
+    assert without_record_number(rows) == [
+        bad_row("invalid_user_id", "abc", "A", "2024-06-25 10:00:00"),
+        *(malformed_row(line) for line in bad),
+    ]
+    spool = tmp_path / "out" / "malformed_rows.parquet"
+    assert pq.ParquetFile(spool).metadata.num_row_groups > 100  # written as they came
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from kpi_pipeline.engine import create_table, create_view, literal, scalar
 from kpi_pipeline.reasons import FileReason, RowReason
@@ -31,6 +32,7 @@ ASCII_WHITESPACE = " \t\r\n\f\v"  # what "surrounding whitespace" means, here an
 _BLOCK_SIZE = 16 * 1024 * 1024
 _CSV_BLOCK_SIZE = 4 * 1024 * 1024  # small batches: DuckDB parses them on every core
 _HEADER_PROBE_BYTES = 1024 * 1024
+_SPOOL_BYTES = 4 * 1024 * 1024  # malformed rows held in memory before they go to disk
 _BOM = codecs.BOM_UTF8
 
 
@@ -98,7 +100,8 @@ def validate_stream_file(
     if isinstance(columns, RejectedFile):
         return columns
 
-    malformed: list[str] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    malformed = MalformedRows(out_dir / "malformed_rows.parquet")
     try:
         # Parsed as it streams in: the text rows are never held as a table of their own.
         con.register("raw_rows", _open_rows(csv_path, columns, malformed))
@@ -106,6 +109,8 @@ def validate_stream_file(
         con.unregister("raw_rows")
     except (pa.ArrowInvalid, duckdb.Error) as exc:
         return RejectedFile(FileReason.UNREADABLE_CSV, _first_line(exc))
+    finally:
+        malformed.close()
 
     dates = [
         row[0]
@@ -155,38 +160,23 @@ def register_snapshots(
 
 
 def _write_outputs(
-    con: duckdb.DuckDBPyConnection, malformed: list[str], lineage: Lineage, out_dir: Path
+    con: duckdb.DuckDBPyConnection, malformed: MalformedRows, lineage: Lineage, out_dir: Path
 ) -> AcceptedFile:
     """The quarantined rows, then the valid plays: each a single pass over the rows."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    con.register(
-        "malformed_rows",
-        pa.table({"raw_record": pa.array(malformed, type=pa.string())}),
-    )
     create_table(con, "quarantined", "ingest/quarantined_rows.sql")
     counts = dict(
         con.execute("SELECT reason, count(*) FROM quarantined GROUP BY reason").fetchall()
     )
-    valid_rows = (
-        scalar(con, "SELECT count(*) FROM parsed_rows")
-        - sum(counts.values())
-        + counts.get(RowReason.MALFORMED_ROW, 0)
-    )
+    valid_rows = scalar(con, "SELECT count(*) FROM parsed_rows") - sum(counts.values())
+    if malformed.count:
+        counts[RowReason.MALFORMED_ROW.value] = malformed.count
     plays_by_date, plays_per_date = _write_plays(con, lineage, out_dir)
     plays_valid = sum(plays_per_date.values())
 
     quarantine_path = None
     if counts:
         quarantine_path = out_dir / "quarantined_rows.parquet"
-        con.execute(
-            f"""
-            COPY (
-                SELECT *, ? AS source_key, ? AS content_key, ? AS run_id
-                FROM quarantined ORDER BY record_number NULLS LAST
-            ) TO {literal(quarantine_path)} (FORMAT parquet, COMPRESSION zstd)
-            """,
-            [lineage.source_key, lineage.content_key, lineage.run_id],
-        )
+        _write_quarantine(con, malformed, lineage, quarantine_path)
     return AcceptedFile(
         plays_by_date=plays_by_date,
         plays_valid=plays_valid,
@@ -195,6 +185,46 @@ def _write_outputs(
         quarantine_path=quarantine_path,
         plays_per_date=plays_per_date,
     )
+
+
+def _write_quarantine(
+    con: duckdb.DuckDBPyConnection, malformed: MalformedRows, lineage: Lineage, path: Path
+) -> None:
+    """One Parquet file of the quarantined rows: those with a reason of their own in record
+    order, then the malformed rows as read, copied from the spool a row group at a time
+    (never held whole, in memory or in DuckDB)."""
+    lineage_values = {
+        "source_key": lineage.source_key,
+        "content_key": lineage.content_key,
+        "run_id": lineage.run_id,
+    }
+    rows = con.sql(
+        "SELECT *, ? AS source_key, ? AS content_key, ? AS run_id "
+        "FROM quarantined ORDER BY record_number",
+        params=list(lineage_values.values()),
+    ).to_arrow_reader(64 * 1024)
+    schema = rows.schema
+    constants = {**lineage_values, "reason": RowReason.MALFORMED_ROW.value}
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for batch in rows:
+            writer.write_batch(batch)
+        for raw in malformed.batches():
+            writer.write_batch(_as_quarantined(raw, schema, constants))
+
+
+def _as_quarantined(
+    raw: pa.RecordBatch, schema: pa.Schema, constants: dict[str, str]
+) -> pa.RecordBatch:
+    """Malformed rows (raw_record) in the quarantine's columns: no values of their own."""
+
+    def column(field: pa.Field) -> pa.Array:
+        if field.name == "raw_record":
+            return raw.column("raw_record")
+        if field.name in constants:
+            return pa.repeat(constants[field.name], raw.num_rows).cast(field.type)
+        return pa.nulls(raw.num_rows, type=field.type)
+
+    return pa.record_batch([column(field) for field in schema], schema=schema)
 
 
 def _write_plays(
@@ -339,12 +369,55 @@ def _resolve_columns(header: list[str]) -> dict[str, str] | RejectedFile:
     return {name: names[0] for name, names in found.items()}
 
 
-def _open_rows(path: Path, columns: dict[str, str], malformed: list[str]) -> pa.RecordBatchReader:
-    """Stream the required columns as text, numbering records; collect malformed rows."""
+class MalformedRows:
+    """The rows whose field count differs from the header's, as read: written to a Parquet
+    file as they come, so memory holds a few megabytes of them whatever the file holds (a
+    file of nothing else, or a row of 50,000 fields, is bounded like any other)."""
+
+    _SCHEMA = pa.schema([("raw_record", pa.string())])
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._rows: list[str] = []
+        self._held = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    def add(self, text: str) -> None:
+        self._rows.append(text)
+        self.count += 1
+        self._held += len(text)
+        if self._held >= _SPOOL_BYTES:
+            self._flush()
+
+    def close(self) -> None:
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows, in the order read, a row group at a time."""
+        if self.count:
+            yield from pq.ParquetFile(self.path).iter_batches(batch_size=16 * 1024)
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, self._SCHEMA, compression="zstd")
+        self._writer.write_table(pa.table({"raw_record": self._rows}, schema=self._SCHEMA))
+        self._rows, self._held = [], 0
+
+
+def _open_rows(
+    path: Path, columns: dict[str, str], malformed: MalformedRows
+) -> pa.RecordBatchReader:
+    """Stream the required columns as text, numbering records; spool malformed rows."""
 
     def on_invalid_row(row: pa_csv.InvalidRow) -> str:
         # A row whose field count differs from the header's: quarantined, never dropped.
-        malformed.append(row.text)
+        malformed.add(row.text)
         return "skip"
 
     raw_names = list(columns.values())

@@ -1,7 +1,7 @@
--- The quarantined rows of one stream file, each with its reason and its values as written
--- (KPIS.md: quarantined with its reason, never silently dropped).
--- Inputs: classified_rows (classify_stream_rows.sql), malformed_rows(raw_record): the rows
--- whose field count is not the header's, as read.
+-- The quarantined rows of one stream file that parsed into fields, each with its reason and
+-- its values as written (KPIS.md: quarantined with its reason, never silently dropped).
+-- Input: classified_rows (classify_stream_rows.sql). The rows whose field count is not the
+-- header's (malformed_row) are kept as read, beside these (kpi_pipeline.ingest).
 SELECT
     record_number,
     -- parse_stream_rows.sql keeps a raw value only where the typed one does not spell it
@@ -13,7 +13,3 @@ SELECT
 FROM classified_rows
 WHERE reason IS NOT NULL
 
-UNION ALL
-
-SELECT NULL, NULL, NULL, NULL, raw_record, 'malformed_row'
-FROM malformed_rows
