@@ -182,6 +182,7 @@ class PipelineFunctions(Construct):
             env["DUCKDB_MEMORY_LIMIT_MB"] = str(EXTRACT_DUCKDB_MEMORY_MB)
         if "ingest" in step.settings:
             env["MAX_FILES_PER_RUN"] = str(c.max_files_per_run)
+            env["MAX_FILE_ATTEMPTS"] = str(c.max_file_attempts)
         if "requests" in step.settings:
             env["MAX_RECOMPUTE_DAYS"] = str(c.max_recompute_days)
         if "warehouse" in step.settings:
@@ -308,9 +309,12 @@ class PipelineFunctions(Construct):
         self._grant_copy_role()
 
         archive = roles["archive"]
-        _objects(archive, data, READ, "runs/", "archive/", "quarantine/files/")
+        attempts = "quarantine/attempts/"  # files that failed to ingest (kpi_pipeline.attempts)
+        _objects(archive, data, READ, "runs/", "archive/", "quarantine/files/", attempts)
         # source/: what the run read of the source is marked processed
-        _objects(archive, data, WRITE, "archive/", "quarantine/files/", "runs/", "source/")
+        _objects(
+            archive, data, WRITE, "archive/", "quarantine/files/", "runs/", "source/", attempts
+        )
         _list(archive, data)
 
         # The steps that write shared state check the lock still names their execution.

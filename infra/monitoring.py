@@ -130,7 +130,21 @@ class PipelineMonitoring(Construct):
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
         no_rds_data.add_alarm_action(alert)
-        self.alarms = [failed_alarm, no_rds_data]
+        # Files arrived and not one play was accepted (all refused by the spec, or given up
+        # on after failing to ingest): the run succeeds, the run summary names the files.
+        files_rejected = cw.Alarm(
+            self,
+            "FilesRejectedAlarm",
+            alarm_description="A run ended files_rejected: files arrived and none gave a play "
+            "(the run summary's rejected_files says which and why)",
+            metric=run_metric(m.RUNS_ENDED, status="files_rejected"),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        files_rejected.add_alarm_action(alert)
+        self.alarms = [failed_alarm, no_rds_data, files_rejected]
 
         if config.schedule.enabled:
             self.alarms += self._schedule_alarms(config, state_machine, alert)

@@ -107,7 +107,7 @@ ARCHIVE = Step(
     "Archive",
     "archive.handler.handler",
     "Moves the manifest's files to archive or quarantine and writes the run summary",
-    frozenset({"storage", "lock"}),
+    frozenset({"storage", "lock", "ingest"}),
     frozenset({"base"}),
 )
 

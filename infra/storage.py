@@ -118,6 +118,13 @@ class PipelineStorage(Construct):
                 s3.LifecycleRule(
                     id="expire-kpi-batches", prefix="kpis/", expiration=Duration.days(90)
                 ),
+                # A file's failed attempts are rewritten by every run it fails; those of a
+                # file that went through (or went away) are of no use after that.
+                s3.LifecycleRule(
+                    id="expire-ingest-attempts",
+                    prefix="quarantine/attempts/",
+                    expiration=Duration.days(30),
+                ),
             ],
         )
         if config.landing.bucket_name:

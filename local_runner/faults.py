@@ -42,6 +42,7 @@ KINDS: tuple[tuple[str, str], ...] = (
     (r"^ledger/files/", "ledger entry"),
     (r"^kpis/", "KPI part"),
     (r"^archive/", "archived file"),
+    (r"^quarantine/attempts/", "ingest attempts"),
     (r"^quarantine/files/.*\.reason\.json$", "quarantine reason"),
     (r"^quarantine/files/", "quarantined file"),
 )

@@ -149,7 +149,8 @@ def _run_locked(
     _report(summary, alerts, rows, out, state, run_id, say)
     for line in checks.lines:
         say(line)
-    failed = summary["status"] == "failed" or not checks.passed
+    # files_rejected: files arrived and none gave a play; in AWS it alarms
+    failed = summary["status"] in {"failed", "files_rejected"} or not checks.passed
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -234,11 +235,35 @@ def _execute(
         alerts = local.alerts()
         document = "preflight" if "preflight" in run_input else "summary"
         written = local.read_json(env["DATA_BUCKET"], f"runs/{run_key(run_id)}/{document}.json")
+        if written is None and document == "summary":
+            written = _counts_so_far(local, env["DATA_BUCKET"], run_id)
         folder.save(
             local.save_buckets,
             lambda dump: _dump_warehouse(databases.warehouse_dsn, dump),
         )
     return execution, alerts, written, LocalChecks.of(local)
+
+
+def _counts_so_far(local: LocalAws, bucket: str, run_id: str) -> dict[str, Any] | None:
+    """A run that failed before Archive wrote its summary: what its IngestFile results say
+    (files, plays and quarantined rows), so that its summary does not show zeros."""
+    from kpi_pipeline.archiving import file_counts
+    from kpi_pipeline.contracts import IngestResult, RunSummary
+    from kpi_pipeline.layout import run_key
+
+    pages = local.client("s3").get_paginator("list_objects_v2")
+    keys = [
+        item["Key"]
+        for page in pages.paginate(Bucket=bucket, Prefix=f"runs/{run_key(run_id)}/ingest/")
+        for item in page.get("Contents", [])
+    ]
+    if not keys:
+        return None
+    results = [IngestResult.model_validate(local.read_json(bucket, key)) for key in keys]
+    counts = file_counts(results).model_dump()
+    return RunSummary.model_validate({"status": "failed", "run_id": run_id, **counts}).model_dump(
+        mode="json"
+    )
 
 
 def _dump_warehouse(dsn: str, dump: Path) -> list[list[str]]:
@@ -345,34 +370,50 @@ def _report(
         say(f"  cause         {_cause_message(summary.get('cause'))}")
         for alert in alerts:
             say(f"  alert sent    {alert.get('subject')}")
+        if any(summary[k] for k in ("files_processed", "files_quarantined", "files_failed")):
+            say("  before it failed:")  # what its IngestFile results say
+            _report_files(summary, say)
     else:
-        s = summary
-        why = s["files_quarantined_by_reason"] or ""
-        say(
-            f"  files         {s['files_processed']} processed, {s['files_already_processed']} "
-            f"already processed, {s['files_quarantined']} quarantined {why}"
-        )
-        say(f"  plays         {s['plays_valid']:,} valid, {s['duplicates']:,} duplicates")
-        for table, read in s.get("source_tables", {}).items():
-            say(
-                f"  source {table:<6} {read['mode']} extract: {read['rows_read']:,} rows read, "
-                f"{read['rows_changed']:,} changed, {read['rows_deleted']:,} deleted"
-                + (f", watermark {read['watermark']}" if read.get("watermark") else "")
-            )
-        quarantined = summary["rows_quarantined"]
-        say(f"  quarantined   {sum(quarantined.values()):,} rows {quarantined or ''}")
-        _report_request(summary, say)
-        dates = summary["kpi_dates"]
-        span = f"{dates[0]} .. {dates[-1]} ({len(dates)})" if dates else "none"
-        say(f"  KPI dates     {span}, {summary['kpi_rows_loaded']:,} rows loaded")
-        in_warehouse = summary.get("kpi_dates_in_warehouse", 0)
-        say(
-            f"  computed by   {len(dates) - in_warehouse} dates in Lambda (DuckDB), "
-            f"{in_warehouse} in the warehouse (SQL)"
-        )
+        _report_files(summary, say)
+        _report_loaded(summary, say)
     say(f"  warehouse     {out / 'music_kpi_metrics.csv'} ({rows:,} rows)")
     say(f"  summary       {out / 'run_summary.json'}")
     say(f"  logs          {state / 'logs' / (run_id + '.jsonl')}")
+
+
+def _report_files(s: dict[str, Any], say: Callable[[str], None]) -> None:
+    """The files, each rejected one with its reason, the plays and quarantined rows."""
+    why = s["files_quarantined_by_reason"] or ""
+    failed = f", {s['files_failed']} failed" if s["files_failed"] else ""
+    say(
+        f"  files         {s['files_processed']} processed, {s['files_already_processed']} "
+        f"already processed, {s['files_quarantined']} quarantined {why}{failed}"
+    )
+    for note in s.get("rejected_files", []):
+        detail = f" ({note['detail'][:200]})" if note.get("detail") else ""
+        say(f"    rejected    {note['key']}: {note['reason']}{detail}")
+    say(f"  plays         {s['plays_valid']:,} valid, {s['duplicates']:,} duplicates")
+    quarantined = s["rows_quarantined"]
+    say(f"  quarantined   {sum(quarantined.values()):,} rows {quarantined or ''}")
+
+
+def _report_loaded(s: dict[str, Any], say: Callable[[str], None]) -> None:
+    """What the source gave, what was asked, and what reached the warehouse."""
+    for table, read in s.get("source_tables", {}).items():
+        say(
+            f"  source {table:<6} {read['mode']} extract: {read['rows_read']:,} rows read, "
+            f"{read['rows_changed']:,} changed, {read['rows_deleted']:,} deleted"
+            + (f", watermark {read['watermark']}" if read.get("watermark") else "")
+        )
+    _report_request(s, say)
+    dates = s["kpi_dates"]
+    span = f"{dates[0]} .. {dates[-1]} ({len(dates)})" if dates else "none"
+    say(f"  KPI dates     {span}, {s['kpi_rows_loaded']:,} rows loaded")
+    in_warehouse = s.get("kpi_dates_in_warehouse", 0)
+    say(
+        f"  computed by   {len(dates) - in_warehouse} dates in Lambda (DuckDB), "
+        f"{in_warehouse} in the warehouse (SQL)"
+    )
 
 
 def _report_preflight(

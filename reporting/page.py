@@ -426,7 +426,7 @@ def _status(status: object) -> str:
         else "quiet"
         if text in _QUIET
         else "bad"
-        if text == "failed"
+        if text in {"failed", "files_rejected"}
         else ""
     )
     return f'<span class="status {tone}">{_e(text)}</span>'

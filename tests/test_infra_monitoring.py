@@ -218,7 +218,10 @@ def test_a_dead_feed_alarms_when_no_play_was_loaded_for_a_day_and_a_half(prod):
     )
 
 
-def test_a_run_ending_no_rds_data_alarms(prod):
+@pytest.mark.parametrize("status", ["no_rds_data", "files_rejected"])
+def test_a_run_ending_with_nothing_usable_alarms(prod, status):
+    """The source emptied, or files arrived and not one play was accepted: the run succeeds,
+    and someone must look."""
     stack, template = prod
     template.has_resource_properties(
         "AWS::CloudWatch::Alarm",
@@ -227,7 +230,7 @@ def test_a_run_ending_no_rds_data_alarms(prod):
             "MetricName": metric_names.RUNS_ENDED,
             "Dimensions": [
                 {"Name": "service", "Value": metric_names.SERVICE},
-                {"Name": "status", "Value": "no_rds_data"},
+                {"Name": "status", "Value": status},
             ],
             "Statistic": "Sum",
             "ComparisonOperator": "GreaterThanOrEqualToThreshold",
@@ -236,7 +239,7 @@ def test_a_run_ending_no_rds_data_alarms(prod):
             "AlarmActions": [ref(stack, stack.alert_topic)],
         },
     )
-    template.resource_count_is("AWS::CloudWatch::Alarm", 4)
+    template.resource_count_is("AWS::CloudWatch::Alarm", 5)
 
 
 def test_dev_has_no_missed_run_alarm_because_its_schedule_is_off(dev):
@@ -293,7 +296,7 @@ def test_the_dashboard_shows_every_alarm(prod):
     assert sorted(alarms["properties"]["alarms"]) == sorted(
         f"<{logical_id(stack, alarm)}.Arn>" for alarm in stack.monitoring.alarms
     )
-    assert len(stack.monitoring.alarms) == 4
+    assert len(stack.monitoring.alarms) == 5
 
 
 def test_the_dashboard_charts_the_pipelines_own_metrics(prod):

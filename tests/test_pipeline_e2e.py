@@ -441,43 +441,6 @@ def test_a_late_file_is_computed_with_the_catalogue_of_its_dates_first_computati
     assert first_computed_on_day_one
 
 
-def test_a_file_that_cannot_be_ingested_waits_in_landing_while_the_rest_is_loaded(
-    harness, sample, retry_sleeps
-):
-    harness.load_source(sample.users_csv, sample.songs_csv)
-    good, doomed = sample.stream_files[0], sample.stream_files[1]
-    harness.put_streams(good, doomed)
-
-    def crash_on(name):
-        def wrap(handler):
-            def ingest(event, context):
-                if event["file"]["key"].endswith(name):
-                    raise MemoryError("DuckDB ran out of memory")  # retried, then caught
-                return handler(event, context)
-
-            return ingest
-
-        return wrap
-
-    harness.wrap_handler("extract_s3.handler.ingest_file", crash_on(doomed.name))
-    execution = harness.run("partly")
-
-    assert execution.status == "FAILED"
-    assert execution.failed_state == "Archive"
-    assert execution.error == "IngestFailed"
-    assert f"{doomed.name}: MemoryError: DuckDB ran out of memory" in execution.cause
-    assert retry_sleeps == []  # not a transient error: recorded at once, no retry
-    # the good file went all the way through ...
-    reference = compute_reference(sample.users_csv, sample.songs_csv, [good])
-    assert_matches_reference(harness.warehouse(), reference)
-    # ... the doomed one waits in landing, and the summary says so
-    bucket, prefix = harness.landing
-    assert harness.keys(bucket, prefix) == [f"{prefix}{doomed.name}"]
-    summary = harness.local.read_json(harness.data_bucket, "runs/partly/summary.json")
-    assert (summary["files_processed"], summary["files_failed"]) == (1, 1)
-    assert harness.local.alerts()[0]["failed_state"] == "Archive"
-
-
 def test_a_file_without_a_valid_play_leaves_nothing_pending(harness, sample, tmp_path):
     """Accepted, but every row quarantined: nothing waits for the warehouse, so the next
     run without files ends at once (no_new_files) instead of going through every step."""

@@ -12,7 +12,7 @@ from kpi_pipeline.contracts import (
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.lock import check_lock
 from kpi_pipeline.observability import step_handler
-from kpi_pipeline.settings import LockSettings, StorageSettings, load
+from kpi_pipeline.settings import IngestSettings, LockSettings, StorageSettings, load
 from kpi_pipeline.storage import Storage
 
 
@@ -26,5 +26,8 @@ def _preflight(request: PreflightReportRequest) -> PreflightReport:
 def handler(request: ArchiveRequest) -> RunSummary:
     check_lock(request.lock, load(LockSettings).lock_table)
     return archiving.archive_run(
-        request, storage=Storage(), layout=Layout.from_settings(load(StorageSettings))
+        request,
+        storage=Storage(),
+        layout=Layout.from_settings(load(StorageSettings)),
+        max_file_attempts=load(IngestSettings).max_file_attempts,
     )

@@ -13,13 +13,15 @@ since then stays in landing for the next run.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import Counter
 
+from kpi_pipeline.attempts import error_message, give_up_on
 from kpi_pipeline.contracts import (
     ArchiveRequest,
+    FileCounts,
     IngestResult,
     ManifestEntry,
+    RejectedFileNote,
     ReplayResult,
     RunStatus,
     RunSummary,
@@ -35,7 +37,9 @@ from kpi_pipeline.storage import Storage
 from kpi_pipeline.transform_plan import transform_totals
 
 
-def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) -> RunSummary:
+def archive_run(
+    request: ArchiveRequest, *, storage: Storage, layout: Layout, max_file_attempts: int = 3
+) -> RunSummary:
     # First: a missing figure fails the step before any file is moved.
     totals = transform_totals(request.transform, request.run_id, storage=storage, layout=layout)
     replay = _replay_result(request, storage, layout)
@@ -45,6 +49,14 @@ def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) ->
     else:
         files = read_manifest(storage, layout, request.manifest.manifest_key).files
         results = {r.index: r for r in read_ingest_results(storage, layout, request.run_id)}
+    # A file that failed too often, or in a way that repeats, is quarantined whole.
+    results |= give_up_on(
+        [r for r in results.values() if r.outcome == "failed"],
+        request.run_id,
+        max_attempts=max_file_attempts,
+        storage=storage,
+        layout=layout,
+    )
 
     def archive(entry: ManifestEntry) -> bool:
         result = results.get(entry.index)
@@ -88,8 +100,9 @@ def archive_run(request: ArchiveRequest, *, storage: Storage, layout: Layout) ->
     if failed:
         # Everything else is loaded and archived; fail the run so that someone looks.
         raise IngestFailed(
-            f"{len(failed)} file(s) could not be ingested and stay in landing: "
-            + "; ".join(f"{r.key}: {r.reason}: {_error_message(r.detail)}" for r in failed)
+            f"{len(failed)} file(s) could not be ingested and stay in landing for the next "
+            f"run (quarantined after {max_file_attempts} failed runs): "
+            + "; ".join(f"{r.key}: {r.reason}: {error_message(r.detail)}" for r in failed)
         )
     return summary
 
@@ -105,56 +118,55 @@ def _replay_result(
     return ReplayResult.model_validate(document)
 
 
-def _status(request: ArchiveRequest) -> RunStatus:
+def _status(request: ArchiveRequest, rejected: list[RejectedFileNote]) -> RunStatus:
     if request.request.kind == "recompute":
         return "recomputed"
     if request.request.kind == "replay_quarantine":
         return "replayed"
-    # "loaded": the warehouse was updated. Otherwise nothing new reached it: every file
-    # was already processed, quarantined whole, or held only quarantined rows.
-    return "no_new_files" if request.load.skipped else "loaded"
+    if not request.load.skipped:
+        return "loaded"  # the warehouse was updated
+    # Nothing new reached the warehouse: files arrived and gave no play (an alert: a
+    # producer is sending what the spec refuses), or none was new.
+    return "files_rejected" if rejected else "no_new_files"
+
+
+MAX_NOTES = 100
+
+
+def rejected_files(results: list[IngestResult]) -> list[RejectedFileNote]:
+    """The files that gave the run no play: quarantined whole, or accepted with every row
+    quarantined (content processed before was accepted then; a file left in landing, for
+    its storage class or a failure, is not refused)."""
+    notes = []
+    for r in results:
+        if r.outcome == "quarantined":
+            notes.append(RejectedFileNote(key=r.key, reason=r.reason or "", detail=r.detail))
+        elif r.outcome == "processed" and r.plays_valid == 0:
+            rows = ", ".join(f"{n:,} {reason}" for reason, n in sorted(r.rows_quarantined.items()))
+            notes.append(
+                RejectedFileNote(key=r.key, reason="every_row_quarantined", detail=rows or None)
+            )
+    return notes
 
 
 def summarise(
     request: ArchiveRequest, results: list[IngestResult], *, files_archived: int
 ) -> RunSummary:
-    outcomes = Counter(r.outcome for r in results)
-    unreadable = request.manifest.files_unreadable_by_reason  # left in landing by the listing
-    rows_quarantined: Counter[str] = Counter()
-    for result in results:
-        rows_quarantined.update(result.rows_quarantined)
+    files = file_counts(results, request.manifest.files_unreadable_by_reason)
     return RunSummary(
-        status=_status(request),
+        status=_status(request, files.rejected_files),
         run_id=request.run_id,
         kind=request.request.kind,
         started_at=request.started_at,
         finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         recompute=request.transform.recompute,
         replay=request.replay,
-        files_processed=outcomes["processed"],
-        files_already_processed=outcomes["already_processed"],
-        files_quarantined=outcomes["quarantined"],
-        files_skipped=outcomes["skipped"],
-        files_unreadable=outcomes["unreadable"] + sum(unreadable.values()),
-        files_unreadable_by_reason=dict(
-            sorted(
-                (
-                    Counter(unreadable)
-                    + Counter(r.reason or "" for r in results if r.outcome == "unreadable")
-                ).items()
-            )
-        ),
-        files_failed=outcomes["failed"],
+        **files.model_dump(exclude={"rejected_files"}),
+        rejected_files=files.rejected_files,
         files_deferred=request.manifest.files_deferred,
         files_ignored=request.manifest.files_ignored,
         files_archived=files_archived,
-        plays_valid=sum(r.plays_valid for r in results),
-        duplicates=sum(r.duplicates for r in results),
         duplicates_across_files=request.transform.duplicates_across_files,
-        rows_quarantined=dict(sorted(rows_quarantined.items())),
-        files_quarantined_by_reason=dict(
-            sorted(Counter(r.reason or "" for r in results if r.outcome == "quarantined").items())
-        ),
         source_users=request.source.users,
         source_songs=request.source.songs,
         source_rows_quarantined=request.source.source_rows_quarantined,
@@ -169,10 +181,30 @@ def summarise(
     )
 
 
-def _error_message(cause: str | None) -> str:
-    """The message of a Lambda error cause (a JSON document with errorMessage), shortened."""
-    try:
-        message = json.loads(cause or "").get("errorMessage", cause)
-    except (ValueError, AttributeError):
-        message = cause
-    return str(message)[:300]
+def file_counts(
+    results: list[IngestResult], unreadable_at_listing: dict[str, int] | None = None
+) -> FileCounts:
+    """What the run's IngestFile results add up to: the summary's file and row counts, and
+    (a failed run's summary) all that is known of a run that never reached Archive."""
+    outcomes = Counter(r.outcome for r in results)
+    unreadable = Counter(unreadable_at_listing or {}) + Counter(
+        r.reason or "" for r in results if r.outcome == "unreadable"
+    )
+    rows_quarantined: Counter[str] = Counter()
+    for result in results:
+        rows_quarantined.update(result.rows_quarantined)
+    quarantined = Counter(r.reason or "" for r in results if r.outcome == "quarantined")
+    return FileCounts(
+        files_processed=outcomes["processed"],
+        files_already_processed=outcomes["already_processed"],
+        files_quarantined=outcomes["quarantined"],
+        files_skipped=outcomes["skipped"],
+        files_unreadable=sum(unreadable.values()),
+        files_unreadable_by_reason=dict(sorted(unreadable.items())),
+        files_failed=outcomes["failed"],
+        plays_valid=sum(r.plays_valid for r in results),
+        duplicates=sum(r.duplicates for r in results),
+        rows_quarantined=dict(sorted(rows_quarantined.items())),
+        files_quarantined_by_reason=dict(sorted(quarantined.items())),
+        rejected_files=rejected_files(results)[:MAX_NOTES],
+    )

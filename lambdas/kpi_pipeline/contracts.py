@@ -334,15 +334,23 @@ RunStatus = Literal[
     "failed",
     "recomputed",  # a recompute ran (its dates in kpi_dates, what it replaced in recompute)
     "replayed",  # a replay of the quarantine ran (what it accepted in replay)
+    # files arrived and not one play was accepted: every file quarantined whole, unreadable
+    # or with every row quarantined (rejected_files says which and why); it alerts
+    "files_rejected",
 ]
 
 
-class RunSummary(Contract):
-    status: RunStatus
-    run_id: str
-    kind: RunKind = "daily"
-    started_at: str | None = None
-    finished_at: str | None = None
+class RejectedFileNote(Contract):
+    """A landing file that gave the run no play, and why (the run summary lists them)."""
+
+    key: str
+    reason: str  # a file reason (kpi_pipeline.reasons), or "every_row_quarantined"
+    detail: str | None = None
+
+
+class FileCounts(Contract):
+    """What a run's IngestFile results add up to (kpi_pipeline.archiving.file_counts)."""
+
     files_processed: int = 0
     files_already_processed: int = 0
     files_quarantined: int = 0
@@ -350,14 +358,24 @@ class RunSummary(Contract):
     files_unreadable: int = 0  # its storage class forbids reading it: left in landing
     files_unreadable_by_reason: dict[str, int] = Field(default_factory=dict)
     files_failed: int = 0  # ingestion failed after retries: left in landing, run alerts
+    plays_valid: int = 0
+    duplicates: int = 0
+    rows_quarantined: dict[str, int] = Field(default_factory=dict)
+    files_quarantined_by_reason: dict[str, int] = Field(default_factory=dict)
+    # the files that gave no play and why (the first 100; the counts are above)
+    rejected_files: list[RejectedFileNote] = Field(default_factory=list)
+
+
+class RunSummary(FileCounts):
+    status: RunStatus
+    run_id: str
+    kind: RunKind = "daily"
+    started_at: str | None = None
+    finished_at: str | None = None
     files_deferred: int = 0
     files_ignored: int = 0
     files_archived: int = 0
-    plays_valid: int = 0
-    duplicates: int = 0
     duplicates_across_files: int = 0
-    rows_quarantined: dict[str, int] = Field(default_factory=dict)
-    files_quarantined_by_reason: dict[str, int] = Field(default_factory=dict)
     source_users: int = 0
     source_songs: int = 0
     source_rows_quarantined: dict[str, int] = Field(default_factory=dict)

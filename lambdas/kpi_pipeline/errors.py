@@ -68,6 +68,17 @@ class DataGateError(PipelineError):
     """A data check failed (e.g. no valid song left after cleaning the source)."""
 
 
+class CorruptObject(DataGateError):
+    """An object the pipeline kept (curated plays, a catalogue, its own state) cannot be
+    read: the message names it and what to do (kpi_pipeline.kept)."""
+
+    # The data bucket is versioned and keeps an object's earlier versions for 30 days.
+    RESTORE = (
+        "restore its last good version, then start the run again (docs/runbook.md, 'A kept "
+        "object cannot be read')"
+    )
+
+
 class WarehouseStatementFailed(PipelineError):
     """The warehouse rejected a statement (FAILED or ABORTED)."""
 
@@ -95,6 +106,7 @@ FATAL_ERRORS: tuple[type[PipelineError], ...] = (
     ConfigurationError,
     SourceSchemaError,
     DataGateError,
+    CorruptObject,
     WarehouseStatementFailed,
     ScratchSpaceExhausted,
     InvalidRequest,

@@ -20,6 +20,7 @@ from pathlib import Path
 from kpi_pipeline import engine
 from kpi_pipeline.contracts import SourceSnapshot, SourceTableExtract
 from kpi_pipeline.errors import DataGateError, SourceUnavailable
+from kpi_pipeline.kept import parquet_problem
 from kpi_pipeline.layout import SONG_TABLES, Layout
 from kpi_pipeline.observability import SOURCE_ROWS_EXTRACTED, count, logger
 from kpi_pipeline.parallel import parallel
@@ -86,7 +87,7 @@ def extract_snapshot(
     now = dt.datetime.now(dt.UTC)
     with open_scratch(scratch, "extract") as space:
         tmp = space.path
-        marks = read_marks(storage, layout)
+        marks = read_marks(storage, layout, full_extract=full_extract)
         previous = {
             table: _download(
                 table, marks.get(table), tmp / f"previous_{table}.parquet", storage, layout
@@ -237,11 +238,26 @@ def _plan_read(
 def _download(
     table: str, mark: TableMark | None, path: Path, storage: Storage, layout: Layout
 ) -> Path | None:
-    """The table's previous raw snapshot (None: no mark, its snapshot expired, or it holds
-    other columns than are extracted now)."""
+    """The table's previous raw snapshot (None: no mark, its snapshot expired, it holds
+    other columns than are extracted now, or it cannot be read: the table is then read
+    whole, which needs nothing kept)."""
     if mark is None or mark.columns != EXTRACTED_COLUMNS[table]:
         return None
-    return path if storage.download_file(layout.data_bucket, mark.raw_key, path) else None
+    if not storage.download_file(layout.data_bucket, mark.raw_key, path):
+        return None
+    problem = parquet_problem(path)
+    if problem:
+        logger.warning(
+            "the kept raw snapshot cannot be read: the table is read whole, and a new one kept",
+            extra={
+                "table": table,
+                "object": f"s3://{layout.data_bucket}/{mark.raw_key}",
+                "problem": problem,
+            },
+        )
+        path.unlink()
+        return None
+    return path
 
 
 def _merge(

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from kpi_pipeline import engine
 from kpi_pipeline.contracts import TransformDateRequest, TransformDateResult
+from kpi_pipeline.kept import download_parquet
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.ledger import Ledger
 from kpi_pipeline.observability import logger
@@ -106,12 +107,13 @@ def _transform_date(
 ) -> dict[str, int]:
     """Compute the KPIs of one date, upload them as one part, free the scratch space."""
     songs = work / "songs.parquet"
-    if not storage.download_file(layout.data_bucket, songs_key, songs):
-        raise FileNotFoundError(f"songs catalogue s3://{layout.data_bucket}/{songs_key} is missing")
+    bucket = layout.data_bucket
+    if not download_parquet(storage, bucket, songs_key, songs, what="the songs catalogue"):
+        raise FileNotFoundError(f"songs catalogue s3://{bucket}/{songs_key} is missing")
     artists = work / "song_artists.parquet"
     # Split at extract; a catalogue pinned before that has none, and is split here.
-    has_artists = storage.download_file(
-        layout.data_bucket, layout.song_artists_key(songs_key), artists
+    has_artists = download_parquet(
+        storage, bucket, layout.song_artists_key(songs_key), artists, what="the song artists"
     )
     plays = _download_curated(storage, layout, kpi_date, contents, work / "plays")
     con = engine.connect(engine_settings, work, spill_limit_mb=space.spill_limit_mb())
@@ -244,7 +246,9 @@ def _download_curated(
     keys = [layout.curated_plays_key(kpi_date, content) for content in contents]
     paths = [into / f"{i:06d}.parquet" for i in range(len(keys))]
     done = parallel(
-        lambda kp: storage.download_file(layout.data_bucket, kp[0], kp[1]),
+        lambda kp: download_parquet(
+            storage, layout.data_bucket, kp[0], kp[1], what="the curated plays"
+        ),
         zip(keys, paths, strict=True),
     )
     missing = [key for key, present in zip(keys, done, strict=True) if not present]

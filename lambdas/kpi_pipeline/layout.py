@@ -175,6 +175,7 @@ class Layout:
 
     # --- rejected data and processed files -----------------------------------------------
     quarantine_rows_prefix = "quarantine/rows/"
+    attempts_prefix = "quarantine/attempts/"  # failed ingest attempts (kpi_pipeline.attempts)
 
     def quarantine_rows_key(self, content_key: str) -> str:
         return f"{self.quarantine_rows_prefix}{content_key}.parquet"

@@ -32,6 +32,7 @@ from kpi_pipeline.catalogue import pin_dates, snapshot_of_dates
 from kpi_pipeline.contracts import ReplayRequest, ReplayResult
 from kpi_pipeline.engine import create_table, create_view, literal, parquet_list
 from kpi_pipeline.ingest import copy_plays, register_snapshots
+from kpi_pipeline.kept import download_parquet
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.ledger import Ledger
 from kpi_pipeline.observability import logger
@@ -145,7 +146,9 @@ def _download(storage: Storage, layout: Layout, contents: list[str], tmp: Path) 
 
     def download(indexed: tuple[int, str]) -> Path:
         path = folder / f"{indexed[0]}.parquet"
-        storage.download_file(layout.data_bucket, layout.quarantine_rows_key(indexed[1]), path)
+        key = layout.quarantine_rows_key(indexed[1])
+        if not download_parquet(storage, layout.data_bucket, key, path, what="quarantined rows"):
+            raise FileNotFoundError(f"quarantined rows s3://{layout.data_bucket}/{key} are missing")
         return path
 
     return parallel(download, list(enumerate(contents)))

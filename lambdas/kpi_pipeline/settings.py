@@ -166,6 +166,13 @@ class IngestSettings(_EnvModel):
         le=10_000,  # the list lives in S3; the Distributed Map runs one child per file
         description="files taken into one run's manifest; the rest wait for the next run",
     )
+    max_file_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="runs in a row a file may fail to ingest before it is quarantined whole "
+        "(cdk.json max_file_attempts)",
+    )
 
 
 class RequestSettings(_EnvModel):

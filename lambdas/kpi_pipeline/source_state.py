@@ -14,7 +14,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from kpi_pipeline.contracts import SourceSnapshot
+from kpi_pipeline.errors import CorruptObject
 from kpi_pipeline.layout import Layout
+from kpi_pipeline.observability import logger
 from kpi_pipeline.storage import Storage
 
 
@@ -29,8 +31,25 @@ class TableMark:
     key_unique: bool = False
 
 
-def read_marks(storage: Storage, layout: Layout) -> dict[str, TableMark]:
-    document = storage.get_json(layout.data_bucket, layout.source_state_key) or {}
+def read_marks(
+    storage: Storage, layout: Layout, *, full_extract: bool = False
+) -> dict[str, TableMark]:
+    """The tables' marks. A marks document that cannot be read fails the run, saying what to
+    do, unless the run reads every table whole anyway ({"full_extract": true}): that run
+    needs no mark, and writes a new document."""
+    try:
+        document = storage.get_json(layout.data_bucket, layout.source_state_key) or {}
+    except CorruptObject as exc:
+        if full_extract:
+            logger.warning(
+                "the source marks cannot be read: this full read replaces them",
+                extra={"problem": str(exc)},
+            )
+            return {}
+        raise CorruptObject(
+            f'{exc}; or start an execution with {{"full_extract": true}}: it reads every '
+            "source table whole and writes new marks"
+        ) from exc
     return {
         table: TableMark(
             raw_key=str(mark["raw_key"]),

@@ -18,7 +18,12 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from kpi_pipeline import aws
-from kpi_pipeline.errors import ConfigurationError, ObjectArchived, StorageUnavailable
+from kpi_pipeline.errors import (
+    ConfigurationError,
+    CorruptObject,
+    ObjectArchived,
+    StorageUnavailable,
+)
 
 _TRANSIENT = {
     "SlowDown",
@@ -108,7 +113,13 @@ class Storage:
             raise _translate(exc, f"reading s3://{bucket}/{key}") from exc
         except BotoCoreError as exc:
             raise _translate(exc, f"reading s3://{bucket}/{key}") from exc
-        return json.loads(body)
+        try:
+            return json.loads(body)
+        except ValueError as exc:  # also UnicodeDecodeError
+            raise CorruptObject(
+                f"s3://{bucket}/{key} is not a readable JSON document ({exc}): "
+                + CorruptObject.RESTORE
+            ) from exc
 
     # --- files ------------------------------------------------------------------------------
     def upload_file(self, path: Path, bucket: str, key: str) -> None:

@@ -23,6 +23,7 @@ from kpi_pipeline.catalogue import pin_dates, snapshot_of_dates
 from kpi_pipeline.contracts import IngestRequest, IngestResult, ManifestEntry, SnapshotRef
 from kpi_pipeline.errors import ObjectArchived
 from kpi_pipeline.ingest import AcceptedFile, Lineage, RejectedFile, Snapshot, validate_stream_file
+from kpi_pipeline.kept import download_parquet
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.listing import ARCHIVED_STORAGE_CLASS
 from kpi_pipeline.observability import (
@@ -186,7 +187,7 @@ def download_snapshots(
             (ref.users_key, snapshot.users_parquet),
             (ref.songs_key, snapshot.songs_parquet),
         ):
-            if not storage.download_file(layout.data_bucket, key, path):
+            if not download_parquet(storage, layout.data_bucket, key, path, what="the catalogue"):
                 raise FileNotFoundError(f"snapshot s3://{layout.data_bucket}/{key} is missing")
         local[ref] = snapshot
     return local
