@@ -29,6 +29,7 @@ from types import SimpleNamespace
 from typing import Any, TextIO
 
 import boto3
+from botocore.config import Config
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
@@ -441,7 +442,11 @@ class LocalAws:
 
     # --- running -----------------------------------------------------------------------------
     def client(self, service: str) -> Any:
-        return boto3.client(service, region_name=REGION)
+        """A client of the test's own credentials (kept for the process, as the others)."""
+        with _CLIENTS_LOCK:
+            if service not in _OWN_CLIENTS:
+                _OWN_CLIENTS[service] = _shared_session().client(service, region_name=REGION)
+            return _OWN_CLIENTS[service]
 
     def start(self, run_id: str, run_input: dict[str, Any] | None = None) -> str:
         return str(
@@ -464,16 +469,18 @@ class LocalAws:
         deadline = time.monotonic() + timeout_seconds
         while True:
             description = sfn.describe_execution(executionArn=execution_arn)
-            history = self._history(execution_arn)
-            if on_event:
-                for event in history[seen:]:
-                    on_event(event)
-            seen = len(history)
-            if description["status"] in TERMINAL:
+            ended = description["status"] in TERMINAL
+            if on_event or ended:  # the whole history each time: only to report progress
+                history = self._history(execution_arn)
+                if on_event:
+                    for event in history[seen:]:
+                        on_event(event)
+                seen = len(history)
+            if ended:
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"execution {execution_arn} still running")
-            time.sleep(0.1)
+            time.sleep(0.1 if on_event else 0.05)
         output = description.get("output")
         return Execution(
             run_id=description["name"],
@@ -601,6 +608,22 @@ def _readable(logical_id: str) -> str:
     return logical_id.removeprefix("Functions").rsplit("Function", 1)[0] or logical_id
 
 
+# Clients signing as each principal, kept for the process: a client holds no state of moto's
+# (that is in its backends), and creating one costs more than most calls it makes.
+_PRINCIPAL_CLIENTS: dict[tuple[str, str], Any] = {}
+_OWN_CLIENTS: dict[str, Any] = {}  # LocalAws.client: the test's (or make run's) own
+_CLIENTS_LOCK = threading.Lock()  # guards both client caches and their one session
+_SESSION: list[boto3.session.Session] = []
+
+
+def _shared_session() -> boto3.session.Session:
+    """One session for the clients made here, so that each service's model loads once
+    (sessions are not thread-safe: callers hold _CLIENTS_LOCK)."""
+    if not _SESSION:
+        _SESSION.append(boto3.session.Session())
+    return _SESSION[0]
+
+
 @contextlib.contextmanager
 def _credentials_per_principal(check: IamCheck) -> Iterator[None]:
     """Give each function, and the COPY role, clients that sign with its own access key.
@@ -612,8 +635,8 @@ def _credentials_per_principal(check: IamCheck) -> Iterator[None]:
     from kpi_pipeline import aws
 
     original = aws.client
-    clients: dict[tuple[str, str], Any] = {}
-    lock = threading.Lock()
+    clients = _PRINCIPAL_CLIENTS
+    lock = _CLIENTS_LOCK
 
     def client(service: str, *, role_arn: str | None = None) -> Any:
         key = COPY_ROLE_ACCESS_KEY if role_arn else _calling_function.get()
@@ -621,7 +644,7 @@ def _credentials_per_principal(check: IamCheck) -> Iterator[None]:
             return original(service, role_arn=role_arn) if role_arn else original(service)
         with lock:
             if (service, key) not in clients:
-                clients[(service, key)] = boto3.session.Session().client(
+                clients[(service, key)] = _shared_session().client(
                     service,
                     region_name=REGION,
                     aws_access_key_id=key,
@@ -637,12 +660,27 @@ def _credentials_per_principal(check: IamCheck) -> Iterator[None]:
         aws.client = original
 
 
+# moto's state machine interpreter asks for a boto3 client for every task it runs; kept for
+# the process, by what the client is made of (a Config by its options, not its identity).
+_INTERPRETER_CLIENTS: dict[tuple[Any, ...], Any] = {}
+_VALID_DEFINITIONS: set[str] = set()  # state machine definitions moto validated already
+
+
+def _client_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    def spelled(value: Any) -> Any:
+        if isinstance(value, Config):
+            return repr(sorted(value._user_provided_options.items()))
+        return repr(value)
+
+    return (args, tuple(sorted((k, spelled(v)) for k, v in kwargs.items())))
+
+
 @contextlib.contextmanager
 def _quicker_moto() -> Iterator[None]:
     """Two per-request costs of moto that a run of a thousand files pays a thousand times:
     every request rebuilds the backend's URL table (S3's by reloading a module), and the
-    state machine interpreter creates a new boto3 client for every task. Both are cached
-    for the run; neither changes what a call does."""
+    state machine interpreter creates a new boto3 client for every task. Both are cached;
+    neither changes what a call does."""
     from moto.core.base_backend import BaseBackend
 
     urls_property = BaseBackend.urls
@@ -657,23 +695,33 @@ def _quicker_moto() -> Iterator[None]:
     from moto.stepfunctions.parser.asl.utils import boto_client
 
     real_boto3 = boto_client.boto3
-    clients: dict[tuple[Any, ...], Any] = {}
-    lock = threading.Lock()
 
     def client(*args: Any, **kwargs: Any) -> Any:
-        key = (args, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
-        with lock:
-            if key not in clients:
-                clients[key] = real_boto3.client(*args, **kwargs)
-            return clients[key]
+        key = _client_key(args, kwargs)
+        with _CLIENTS_LOCK:
+            if key not in _INTERPRETER_CLIENTS:
+                _INTERPRETER_CLIENTS[key] = _shared_session().client(*args, **kwargs)
+            return _INTERPRETER_CLIENTS[key]
+
+    # CreateStateMachine parses the definition to validate it: once per definition will do.
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+
+    validate = StepFunctionsParserBackend._validate_definition
+
+    def validate_once(definition: str) -> None:
+        if definition not in _VALID_DEFINITIONS:
+            validate(definition)
+            _VALID_DEFINITIONS.add(definition)
 
     BaseBackend.urls = property(urls)  # type: ignore[method-assign,assignment]
     boto_client.boto3 = SimpleNamespace(client=client)
+    StepFunctionsParserBackend._validate_definition = staticmethod(validate_once)  # type: ignore[method-assign]
     try:
         yield
     finally:
         BaseBackend.urls = urls_property  # type: ignore[method-assign]
         boto_client.boto3 = real_boto3
+        StepFunctionsParserBackend._validate_definition = staticmethod(validate)  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
