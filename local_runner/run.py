@@ -288,7 +288,8 @@ class LocalChecks:
         lines = [
             f"  AWS limits    {len(local.iam.verified):,} distinct calls allowed by the "
             f"synthesized IAM policies, {len(denied)} denied; largest state payload "
-            f"{largest.size if largest else 0:,} bytes of 262,144",
+            f"{largest.size if largest else 0:,} bytes of 262,144"
+            + (f" ({largest.event} {largest.state} {largest.field})" if largest else ""),
             f"  Redshift      {CHECKED.statements:,} warehouse statements parsed with Redshift's "
             f"grammar ({len(CHECKED.shapes)} distinct), none refused; each step as its own "
             "database user",

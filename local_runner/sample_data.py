@@ -915,6 +915,24 @@ def _generate(out_dir: Path, config: SampleConfig) -> tuple[SampleData, list[str
     return data, report
 
 
+MANY_DATES_FILE = "streams_many_dates.csv"
+MANY_DATES_FROM = datetime.date(1990, 1, 1)
+
+
+def write_many_dates_file(path: Path, users_csv: Path, songs_csv: Path, dates: int) -> int:
+    """One valid play on each of ``dates`` consecutive days from 1990-01-01: a small file
+    no day delivers, which loads over several runs (``max_dates_per_run``)."""
+    with users_csv.open(encoding="utf-8") as users, songs_csv.open(encoding="utf-8") as songs:
+        user = list(csv.DictReader(users))[0]["user_id"]
+        track = list(csv.DictReader(songs))[0]["track_id"]
+    with path.open("w", encoding="utf-8") as out:
+        out.write("user_id,track_id,listen_time\n")
+        for n in range(dates):
+            day = MANY_DATES_FROM + datetime.timedelta(days=n)
+            out.write(f"{user},{track},{day.isoformat()}T12:00:00Z\n")
+    return dates
+
+
 def generate(out_dir: Path, config: SampleConfig = SampleConfig()) -> SampleData:
     """Write users.csv, songs.csv and the stream files of `config` into `out_dir`."""
     return _generate(out_dir, config)[0]
@@ -931,6 +949,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=defaults.users)
     parser.add_argument("--tracks", type=int, default=defaults.tracks)
     parser.add_argument("--no-bad-file", action="store_true")
+    parser.add_argument(
+        "--many-dates",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"also write {MANY_DATES_FILE}: one play on each of N days from {MANY_DATES_FROM}",
+    )
     args = parser.parse_args(argv)
     config = SampleConfig(
         seed=args.seed,
@@ -940,7 +965,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         plays_per_day=args.plays_per_day,
         include_bad_file=not args.no_bad_file,
     )
-    _, report = _generate(args.out_dir, config)
+    data, report = _generate(args.out_dir, config)
+    if args.many_dates:
+        path = args.out_dir / MANY_DATES_FILE
+        write_many_dates_file(path, data.users_csv, data.songs_csv, args.many_dates)
+        report.append(f"{path}: {args.many_dates} rows, one on each of {args.many_dates} days")
     print("\n".join(report))
     return 0
 

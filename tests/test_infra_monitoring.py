@@ -250,7 +250,7 @@ def test_dev_has_no_missed_run_alarm_because_its_schedule_is_off(dev):
     template.resource_properties_count_is(
         "AWS::CloudWatch::Alarm", {"MetricName": metric_names.PLAYS_LOADED}, 0
     )
-    template.resource_count_is("AWS::CloudWatch::Alarm", 2)
+    template.resource_count_is("AWS::CloudWatch::Alarm", 3)
 
 
 def test_the_daily_schedule_is_disabled_in_dev_but_still_targets_the_machine(dev):

@@ -228,8 +228,10 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         "archive": lock
         | objects((*READ, "s3:DeleteObject"), PROD_LANDING, PROD_PREFIX)
         | landing_list
-        | objects(READ, data, "runs/", "archive/", "quarantine/files/")
-        | objects(WRITE, data, "archive/", "quarantine/files/", "runs/", "source/")
+        | objects(READ, data, "runs/", "archive/", "quarantine/files/", "quarantine/attempts/")
+        | objects(
+            WRITE, data, "archive/", "quarantine/files/", "runs/", "source/", "quarantine/attempts/"
+        )
         | data_list,
     }
     return base | by_step[step.key]

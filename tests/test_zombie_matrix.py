@@ -12,6 +12,7 @@ lacks) is modelled as AWS documents it: the execution runs again from the state 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,6 +117,78 @@ def test_a_stopped_runs_write_after_another_run_took_the_lock_loses_and_invents_
     ZOMBIE_MATRIX[str(point)] = (
         f"A stopped before it, wrote it {when}; B {b.output['status']}, next run "
         f"{c.output['status']}; warehouse = reference, nothing pending, no file lost"
+    )
+
+
+REPLAY = {"replay_quarantine": {"reasons": ["unknown_user_id"]}}
+REPLAY_ZOMBIE_POINTS = (
+    SideEffect("ReplayQuarantine", "put", "curated plays"),
+    SideEffect("ReplayQuarantine", "put", "pending marker"),
+    SideEffect("ReplayQuarantine", "put", "ledger entry"),
+)
+
+
+@pytest.fixture(scope="module")
+def late_users(tmp_path_factory, sample) -> tuple[Path, Path]:
+    """A file of plays by four users the source lacks yet (on a date no other file has, so
+    it is never pinned), and the users table with them."""
+    folder = tmp_path_factory.mktemp("zombie-late-users")
+    track = sample.songs_csv.read_text().splitlines()[1].split(",")[1]
+    late = folder / "streams_late_users.csv"
+    day = DAY + dt.timedelta(days=7)
+    late.write_text(
+        "user_id,track_id,listen_time\n"
+        + "".join(f"{9000 + n},{track},{day} 1{n}:00:00\n" for n in range(4))
+    )
+    users = folder / "users.csv"
+    lines = sample.users_csv.read_text().splitlines()
+    first = lines[1].split(",")
+    users.write_text(
+        "\n".join([*lines, *(",".join([str(9000 + n), *first[1:]]) for n in range(4))]) + "\n"
+    )
+    return late, users
+
+
+@pytest.mark.parametrize("point", REPLAY_ZOMBIE_POINTS, ids=str)
+def test_a_stopped_replays_write_after_another_replay_took_the_lock_counts_nothing_twice(
+    harness, sample, day_files, late_users, point: SideEffect
+) -> None:
+    """Replay A is stopped before a write; replay B takes the lock over and accepts the rows;
+    A's write lands late. Each row is accepted once, and the warehouse is the reference."""
+    f1, _ = day_files
+    late, users = late_users
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(f1, late)
+    assert harness.run("day-1").output["rows_quarantined"]["unknown_user_id"] >= 4
+    harness.load_source(users, sample.songs_csv)
+    park = harness.local.side_effects.park_before(point, "A")
+    a = harness.local.start("A", REPLAY)
+    assert park.reached.wait(timeout=120), f"A never reached {point}"
+    harness.local.stop(a)
+    assert harness.local.wait(a).status == "ABORTED"
+
+    b = harness.run("B", REPLAY)
+    park.release.set()
+    for zombie in harness.local.zombies:
+        zombie.join(timeout=120)
+    c = harness.run("C")
+
+    assert b.status == "SUCCEEDED", b.cause
+    assert c.status == "SUCCEEDED", c.cause
+    reference = compute_reference(users, sample.songs_csv, [f1, late])
+    assert_matches_reference(harness.warehouse(), reference)
+    assert harness.keys(harness.data_bucket, "ledger/pending/") == [], "markers left"
+    entries = [
+        harness.local.read_json(harness.data_bucket, key)
+        for key in harness.keys(harness.data_bucket, "ledger/files/")
+        if "-replay-" in key
+    ]
+    accepted = [(e["replay_of"], n) for e in entries for n in e["replayed_rows"]]
+    assert len(accepted) == len(set(accepted)) == 4, "a row accepted twice, or lost"
+    ZOMBIE_MATRIX[str(point)] = (
+        f"replay A stopped before it, wrote it while B waited out A's functions; B "
+        f"{b.output['status']}, next run {c.output['status']}; warehouse = reference, each "
+        "row accepted once"
     )
 
 

@@ -118,16 +118,17 @@ def _replay_result(
     return ReplayResult.model_validate(document)
 
 
-def _status(request: ArchiveRequest, rejected: list[RejectedFileNote]) -> RunStatus:
+def _status(request: ArchiveRequest, files: FileCounts) -> RunStatus:
     if request.request.kind == "recompute":
         return "recomputed"
     if request.request.kind == "replay_quarantine":
         return "replayed"
     if not request.load.skipped:
         return "loaded"  # the warehouse was updated
-    # Nothing new reached the warehouse: files arrived and gave no play (an alert: a
-    # producer is sending what the spec refuses), or none was new.
-    return "files_rejected" if rejected else "no_new_files"
+    # Nothing new reached the warehouse. Files arrived and not one was accepted, now or
+    # before (an alert: a producer sends what the spec refuses); or nothing was new.
+    refused = files.rejected_files and not files.files_already_processed
+    return "files_rejected" if refused else "no_new_files"
 
 
 MAX_NOTES = 100
@@ -154,7 +155,7 @@ def summarise(
 ) -> RunSummary:
     files = file_counts(results, request.manifest.files_unreadable_by_reason)
     return RunSummary(
-        status=_status(request, files.rejected_files),
+        status=_status(request, files),
         run_id=request.run_id,
         kind=request.request.kind,
         started_at=request.started_at,

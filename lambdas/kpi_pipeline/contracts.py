@@ -7,7 +7,7 @@ limited to 256 KiB. Field names here are the state machine's JSON paths.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import ClassVar, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -181,8 +181,23 @@ class IngestResult(Contract):
     duplicates: int = 0
     rows_quarantined: dict[str, int] = Field(default_factory=dict)
     kpi_dates: list[dt.date] = Field(default_factory=list)
+    kpi_date_count: int = 0
     ingested_by_run: str | None = None  # for already-processed content
     loaded_by_run: str | None = None
+
+    # What the Map's state carries: a file may hold a play on each of thousands of dates,
+    # 14 bytes each in JSON, and a state holds 256 KiB. The result document lists them all.
+    STATE_DATES: ClassVar[int] = 100
+
+    def in_state(self) -> IngestResult:
+        """The result as the state machine receives it: at most STATE_DATES of its dates
+        (``kpi_date_count`` says how many there are)."""
+        return self.model_copy(
+            update={
+                "kpi_dates": self.kpi_dates[: self.STATE_DATES],
+                "kpi_date_count": len(self.kpi_dates),
+            }
+        )
 
 
 # --- Transform / Load ------------------------------------------------------------------------

@@ -87,6 +87,7 @@ def ingest_file(
                 request, content_key, local, space, storage, layout, engine_settings
             )
 
+    result = result.model_copy(update={"kpi_date_count": len(result.kpi_dates)})
     storage.put_json(
         layout.data_bucket,
         layout.ingest_result_key(request.run_id, entry.index),
@@ -97,7 +98,7 @@ def ingest_file(
         "file ingested",
         extra={"key": entry.key, "outcome": result.outcome, "reason": result.reason},
     )
-    return result
+    return result.in_state()
 
 
 def _ingest_new(

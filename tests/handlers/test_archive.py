@@ -88,6 +88,14 @@ def test_archive_moves_exactly_the_manifest_files_and_writes_the_summary(
         "kpi_dates": ["2024-06-25"],
         "kpi_rows_loaded": 3,
         "kpi_dates_in_warehouse": 0,
+        # named even when other files loaded (status files_rejected only when none did)
+        "rejected_files": [
+            {
+                "key": "landing/bad.csv",
+                "reason": "missing_columns",
+                "detail": "header lacks listen_time (has: user_id, track_id, played)",
+            }
+        ],
     }
     assert read_json(s3, f"runs/{RUN}/summary.json") == {
         **summary,
@@ -171,9 +179,10 @@ def test_archive_never_deletes_a_file_replaced_between_its_copy_and_its_delete(
     assert read_bytes(s3, LANDING_BUCKET, key) == newer.encode()  # waits for the next run
 
 
-def test_archive_reports_no_new_files_when_the_load_was_skipped(
+def test_archive_reports_files_rejected_when_no_file_gave_a_play(
     snapshot: dict[str, Any], cloud: Any
 ) -> None:
+    """Files arrived and every one was refused: not a quiet no_new_files (issue 17)."""
     put_landing(cloud.s3, "bad.csv", NO_LISTEN_TIME)
     manifest = list_new_files(event("list_new_files"), CONTEXT)
     ingest_manifest(RUN, manifest, snapshot)
@@ -182,7 +191,14 @@ def test_archive_reports_no_new_files_when_the_load_was_skipped(
 
     summary = archive(RUN, manifest, snapshot, transformed, None)
 
-    assert summary["status"] == "no_new_files"
+    assert summary["status"] == "files_rejected"
+    assert summary["rejected_files"] == [
+        {
+            "key": "landing/bad.csv",
+            "reason": "missing_columns",
+            "detail": "header lacks listen_time (has: user_id, track_id, played)",
+        }
+    ]
     assert (summary["files_quarantined"], summary["files_archived"]) == (1, 1)
     assert (summary["kpi_dates"], summary["kpi_rows_loaded"]) == ([], 0)
     assert read_json(cloud.s3, f"runs/{RUN}/summary.json") == summary

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,9 @@ import pytest
 
 from extract_s3.handler import ingest_file, list_new_files
 from kpi_pipeline import settings as pipeline_settings
+from kpi_pipeline.contracts import IngestResult
 from kpi_pipeline.errors import ScratchSpaceExhausted
+from local_runner.limits import PAYLOAD_LIMIT_BYTES
 from tests.handlers.support import (
     CONTEXT,
     DATA_BUCKET,
@@ -133,6 +137,32 @@ def test_ingest_file_publishes_curated_plays_a_ledger_entry_and_its_result(
     assert read_json(s3, f"runs/{RUN}/ingest/0.json") == result
     assert keys(s3, DATA_BUCKET, "quarantine/rows/") == [f"quarantine/rows/{content_key}.parquet"]
     assert list((tmp_path / "lambda-tmp").iterdir()) == []  # /tmp is left clean
+
+
+def test_a_file_of_many_dates_answers_the_state_machine_within_its_payload_limit(
+    snapshot: dict[str, Any], cloud: Any
+) -> None:
+    """Issue 17: a file with a play on each of 20,000 dates returned every date to the Map
+    (14 bytes each: 280 KB, past Step Functions' 256 KiB), and its ingest failed every run.
+    The state gets the first 100 and the count; the result document lists them all."""
+    days = [dt.date(2001, 1, 1) + dt.timedelta(days=n) for n in range(150)]
+    body = "user_id,track_id,listen_time\n" + "".join(f"1,A,{d} 10:00:00\n" for d in days)
+    put_landing(cloud.s3, "streams_many_dates.csv", body)
+    manifest = list_new_files(event("list_new_files"), CONTEXT)
+
+    result = ingest_file(
+        event("ingest_file", file=manifest_files(manifest)[0], snapshot=snapshot_ref(snapshot)),
+        CONTEXT,
+    )
+
+    assert (len(result["kpi_dates"]), result["kpi_date_count"]) == (100, 150)
+    document = read_json(cloud.s3, f"runs/{RUN}/ingest/0.json")
+    assert document["kpi_dates"] == [d.isoformat() for d in days]
+    many = IngestResult.model_validate(
+        {**document, "kpi_dates": [dt.date(1, 1, 1) + dt.timedelta(days=n) for n in range(20_000)]}
+    )
+    assert len(json.dumps(many.model_dump(mode="json"))) > PAYLOAD_LIMIT_BYTES
+    assert len(json.dumps(many.in_state().model_dump(mode="json"))) < 10_000
 
 
 def test_ingest_file_recognises_the_same_bytes_under_another_name(
