@@ -292,9 +292,9 @@ class PipelineConfig(_Model):
     monitoring: MonitoringConfig = MonitoringConfig()
     functions: dict[str, FunctionOverride] = {}
     max_files_per_run: int = Field(default=1000, ge=1, le=10_000)
-    # Runs in a row a file may fail to ingest (it stays in landing and the run fails) before
-    # it is quarantined whole as ingest_failed; a failure that repeats (out of memory, /tmp
-    # too small) is quarantined at once (kpi_pipeline.attempts).
+    # Failed runs of a file (it stays in landing and the run fails; outages are not counted)
+    # before it is quarantined whole as ingest_failed; a failure that repeats (out of
+    # memory twice, /tmp too small) is quarantined at once (kpi_pipeline.attempts).
     max_file_attempts: int = Field(default=3, ge=1, le=10)
     # The most dates one run loads (a state carries them, 13 bytes each; every statement
     # that lists them is chunked): a file with thousands of dates loads over several runs,

@@ -241,7 +241,8 @@ class PipelineFunctions(Construct):
 
         # CheckRequest: has an execution of this name run before (a name comes back after
         # 90 days)? It lists the run's records, nothing else.
-        _list(roles["check_request"], data, "runs/")
+        # a name that ran before: its records, or what never expires (catalogue, archive)
+        _list(roles["check_request"], data, "runs/", *NAME_KEYED_PREFIXES)
 
         for key in ("check_source", "extract_rds"):
             self._read_source_secret(roles[key])
@@ -527,9 +528,15 @@ def _objects(
     acknowledge_prefixes(role, bucket.bucket_arn, prefixes, landing=landing)
 
 
-def _list(role: iam.IRole, bucket: s3.IBucket, prefix: str | None = None) -> None:
-    """Allow listing ``bucket`` (only under ``prefix`` when one is given)."""
-    conditions = {"StringLike": {"s3:prefix": [f"{prefix}*"]}} if prefix else None
+# What a run keeps under its name beyond runs/ (which expires after 90 days, when Step
+# Functions takes a name again): CheckRequest refuses a name found under any of them.
+NAME_KEYED_PREFIXES = ("catalogue/songs/run_id=", "archive/run_id=")
+
+
+def _list(role: iam.IRole, bucket: s3.IBucket, *prefixes: str | None) -> None:
+    """Allow listing ``bucket`` (only under ``prefixes`` when any is given)."""
+    wanted = [f"{prefix}*" for prefix in prefixes if prefix]
+    conditions = {"StringLike": {"s3:prefix": wanted}} if wanted else None
     role.add_to_principal_policy(
         iam.PolicyStatement(
             actions=["s3:ListBucket"], resources=[bucket.bucket_arn], conditions=conditions

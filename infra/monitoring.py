@@ -19,6 +19,7 @@ from infra.schedule import longest_gap
 from infra.steps import ALL_STEPS, INGEST_FILE, LIST_FILES, LOAD
 from kpi_pipeline import metric_names as m
 from kpi_pipeline.metric_names import NAMESPACE, SERVICE
+from kpi_pipeline.reasons import FileReason
 
 FAILED_STATUSES = ["FAILED", "TIMED_OUT", "ABORTED"]
 
@@ -144,7 +145,31 @@ class PipelineMonitoring(Construct):
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
         files_rejected.add_alarm_action(alert)
-        self.alarms = [failed_alarm, no_rds_data, files_rejected]
+        # A file IngestFile could not get through was given up on (kpi_pipeline.attempts):
+        # quarantined whole as ingest_failed, whatever else the run loaded.
+        given_up = cw.Alarm(
+            self,
+            "FilesGivenUpAlarm",
+            alarm_description="A file failed to ingest too often (or ran out of memory twice) "
+            "and was quarantined whole as ingest_failed: docs/runbook.md",
+            metric=cw.Metric(
+                namespace=NAMESPACE,
+                metric_name=m.FILES_QUARANTINED,
+                dimensions_map={
+                    "service": SERVICE,
+                    "step": "Archive",
+                    "reason": FileReason.INGEST_FAILED.value,
+                },
+                statistic="Sum",
+                period=Duration.hours(1),
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        given_up.add_alarm_action(alert)
+        self.alarms = [failed_alarm, no_rds_data, files_rejected, given_up]
 
         if config.schedule.enabled:
             self.alarms += self._schedule_alarms(config, state_machine, alert)

@@ -148,5 +148,8 @@ class PipelineStorage(Construct):
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),
-            removal_policy=RemovalPolicy.DESTROY,  # holds a lease, nothing to keep
+            # The item's fence counter must only grow (the warehouse's fence row holds the
+            # last token that loaded): kept when the stack goes, protected from deletion.
+            removal_policy=RemovalPolicy.RETAIN,
+            deletion_protection=True,
         )

@@ -31,12 +31,15 @@ from infra.steps import (
     TRANSFORM_IN_WAREHOUSE,
     Step,
 )
-from kpi_pipeline.errors import RETRYABLE_ERRORS, PlanOutdated
+from kpi_pipeline.errors import OUT_OF_MEMORY_ERRORS, RETRYABLE_ERRORS, PlanOutdated
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.metric_names import NAMESPACE, PLAYS_LOADED, RUNS_ENDED, SERVICE
 
 # Lambda service hiccups, plus the errors our code raises for transient trouble.
 TRANSIENT_ERRORS = [
+    # (Lambda.ClientExecutionTimeoutException: the call timed out on Step Functions' side and
+    # the function may still run; every step is idempotent, so trying again is safe)
+    "Lambda.ClientExecutionTimeoutException",
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
@@ -82,6 +85,7 @@ class PipelineDefinition(Construct):
         self._functions = functions
         self._lock_table = lock_table
         self._data_bucket = data_bucket
+        self._pipeline_name = pipeline_name
         region = Stack.of(self).region
 
         failure = sfn.Pass(
@@ -180,26 +184,7 @@ class PipelineDefinition(Construct):
         # lease: a holder that is no longer running loses it. DescribeExecution reads one
         # execution; a stale answer can only say RUNNING for one that just ended (the
         # conservative side: this run ends already_running and the next one proceeds).
-        check_holder = tasks.CallAwsService(
-            self,
-            "CheckLockHolder",
-            comment="Is the lock's holder still running?",
-            service="sfn",
-            action="describeExecution",
-            parameters={"ExecutionArn.$": "$.lock.Item.holder.S"},
-            iam_action="states:DescribeExecution",
-            iam_resources=[
-                Stack.of(self).format_arn(
-                    service="states",
-                    resource="execution",
-                    resource_name=f"{pipeline_name}:*",
-                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                )
-            ],
-            result_selector={"status.$": "$.Status"},
-            result_path="$.holder",
-        )
-        _retry_transient(check_holder, ["Sfn.SfnException", "Sfn.ThrottlingException"])
+        check_holder = self._describe_holder("CheckLockHolder", "Is the lock's holder running?")
         take_over = self._lock_write(
             "TakeOverLock",
             "holder = :stale",  # unless someone else took it over first
@@ -207,27 +192,46 @@ class PipelineDefinition(Construct):
         )
         take_over.add_catch(already_running, errors=[LOCK_TAKEN], result_path="$.lock_error")
         self._catch(take_over, "TakeOverLock")
-        check_holder.add_catch(
-            take_over, errors=["Sfn.ExecutionDoesNotExistException"], result_path="$.holder"
-        )
-        self._catch(check_holder, "CheckLockHolder")
         acquire.add_catch(read_holder, errors=[LOCK_TAKEN], result_path="$.lock_error")
         self._catch(acquire, "AcquireLock")
         # A stopped or timed-out execution's Lambda invocations go on until their own
         # timeout: the lock is taken over once the longest of them is certainly over, so no
         # function of the old holder writes after the new one started. (Its Data API batches
-        # may run longer: the warehouse's fence refuses them, kpi_pipeline.warehouse.)
+        # may run longer: the warehouse's fence refuses them, kpi_pipeline.warehouse.) The
+        # holder is asked again after the wait: an operator may have redriven it meanwhile.
         wait_out = sfn.Wait(
             self,
             "WaitOutHolderFunctions",
             comment="the ended holder's functions may still write until their timeout",
             time=sfn.WaitTime.duration(Duration.seconds(takeover_grace_seconds)),
         )
-        wait_out.next(take_over)
+        recheck_holder = self._describe_holder(
+            "RecheckLockHolder", "Was the holder redriven while we waited?"
+        )
+        wait_out.next(recheck_holder)
+        # A holder that never existed (a lock item written by hand) is waited out too.
+        check_holder.add_catch(
+            wait_out, errors=["Sfn.ExecutionDoesNotExistException"], result_path="$.holder"
+        )
+        recheck_holder.add_catch(
+            take_over, errors=["Sfn.ExecutionDoesNotExistException"], result_path="$.holder"
+        )
+        self._catch(check_holder, "CheckLockHolder")
+        self._catch(recheck_holder, "RecheckLockHolder")
+        # RUNNING, or PENDING_REDRIVE (a redrive was asked and is about to run): not ended.
+        still_running = sfn.Condition.or_(
+            sfn.Condition.string_equals("$.holder.status", "RUNNING"),
+            sfn.Condition.string_equals("$.holder.status", "PENDING_REDRIVE"),
+        )
         holder_running = (
             sfn.Choice(self, "HolderStillRunning?")
-            .when(sfn.Condition.string_equals("$.holder.status", "RUNNING"), already_running)
+            .when(still_running, already_running)
             .otherwise(wait_out)
+        )
+        recheck_holder.next(
+            sfn.Choice(self, "HolderBackSinceTheWait?")
+            .when(still_running, already_running)
+            .otherwise(take_over)
         )
         lock_free = (
             sfn.Choice(self, "LockReleased?", comment="released between the write and the read")
@@ -289,6 +293,11 @@ class PipelineDefinition(Construct):
                 "lock.$": "$.lock",
             },
             result_path="$",
+        )
+        # Out of memory: once more, in a fresh sandbox (memory a warm one kept can be the
+        # cause); a second time, Archive quarantines the file (kpi_pipeline.attempts).
+        ingest_file.add_retry(
+            errors=list(OUT_OF_MEMORY_ERRORS), interval=Duration.seconds(1), max_attempts=1
         )
         # A file whose ingestion still fails after the retries must not hold back the others:
         # its failure is recorded as its result, Archive leaves it in landing and fails the
@@ -471,6 +480,30 @@ class PipelineDefinition(Construct):
             .when(sfn.Condition.string_equals("$.request.kind", "preflight"), preflight)
             .otherwise(acquire)
         )
+
+    def _describe_holder(self, name: str, comment: str) -> tasks.CallAwsService:
+        """DescribeExecution of the lock's holder: its status in ``$.holder.status``."""
+        task = tasks.CallAwsService(
+            self,
+            name,
+            comment=comment,
+            service="sfn",
+            action="describeExecution",
+            parameters={"ExecutionArn.$": "$.lock.Item.holder.S"},
+            iam_action="states:DescribeExecution",
+            iam_resources=[
+                Stack.of(self).format_arn(
+                    service="states",
+                    resource="execution",
+                    resource_name=f"{self._pipeline_name}:*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            ],
+            result_selector={"status.$": "$.Status"},
+            result_path="$.holder",
+        )
+        _retry_transient(task, ["Sfn.SfnException", "Sfn.ThrottlingException"])
+        return task
 
     def _preflight(self, alert_topic: sns.ITopic, pipeline_name: str) -> sfn.IChainable:
         """{"preflight": true}: each step checks, with its own role, what it will need; the

@@ -34,7 +34,13 @@ from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
 from local_runner.databases import dsn_as
-from local_runner.faults import LambdaKilled, SideEffects, current_run, observed
+from local_runner.faults import (
+    LambdaKilled,
+    LambdaOutOfMemory,
+    SideEffects,
+    current_run,
+    observed,
+)
 from local_runner.iam import STATE_MACHINE_ACCESS_KEY, IamCheck, Principal, enforced
 from local_runner.limits import PayloadCheck, measured_payloads, tolerated_failures_enforced
 from local_runner.redshift.grammar import redshift_grammar_enforced
@@ -331,6 +337,13 @@ class LocalAws:
                 "errorType": "Sandbox.Timedout",
                 "errorMessage": f"Task timed out after {function.timeout_seconds}.00 "
                 f"seconds ({killed})",
+            }
+            return {"body": json.dumps(body).encode(), "failed": True}
+        except LambdaOutOfMemory:
+            body = {
+                "errorType": "Runtime.OutOfMemory",
+                "errorMessage": f"RequestId: {context.aws_request_id} Error: Runtime exited "
+                "with error: signal: killed",
             }
             return {"body": json.dumps(body).encode(), "failed": True}
         except Exception as exc:

@@ -294,6 +294,19 @@ def local_warehouse_setup(database: str, env_name: str = "local") -> str:
     return render(load_config(context, env_name), database=database)
 
 
+# Redshift's functions the pipeline calls, in PostgreSQL: GETDATE() (the stage table's
+# computed_at default, the fence's fenced_at), the local time of the session, which runs in
+# UTC; db_collation(), which the preflight asks: a byte-wise ('C') database compares strings
+# as Redshift's case_sensitive one does.
+REDSHIFT_FUNCTIONS = (
+    "CREATE OR REPLACE FUNCTION public.getdate() RETURNS timestamp LANGUAGE sql "
+    "STABLE AS $$ SELECT LOCALTIMESTAMP $$",
+    "CREATE OR REPLACE FUNCTION public.db_collation() RETURNS text LANGUAGE sql "
+    "STABLE AS $$ SELECT CASE WHEN datcollate = 'C' THEN 'case_sensitive' ELSE "
+    "'case_insensitive' END FROM pg_database WHERE datname = current_database() $$",
+)
+
+
 def apply_warehouse_setup(admin_dsn: str, edit: Callable[[str], str] | None = None) -> None:
     """Run the local environment's warehouse setup (infra/warehouse_setup.sql; ``edit``
     changes its text first) as its administrator would, on PostgreSQL, after taking from
@@ -314,19 +327,8 @@ def apply_warehouse_setup(admin_dsn: str, edit: Callable[[str], str] | None = No
                 )
             )
             cur.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-            # Redshift's GETDATE() (the stage table's computed_at default): the local time of
-            # the session, which runs in UTC.
-            cur.execute(
-                "CREATE OR REPLACE FUNCTION public.getdate() RETURNS timestamp LANGUAGE sql "
-                "STABLE AS $$ SELECT LOCALTIMESTAMP $$"
-            )
-            # Redshift's db_collation(), which the preflight asks: a byte-wise ('C')
-            # database compares strings as Redshift's case_sensitive one does.
-            cur.execute(
-                "CREATE OR REPLACE FUNCTION public.db_collation() RETURNS text LANGUAGE sql "
-                "STABLE AS $$ SELECT CASE WHEN datcollate = 'C' THEN 'case_sensitive' ELSE "
-                "'case_insensitive' END FROM pg_database WHERE datname = current_database() $$"
-            )
+            for statement in REDSHIFT_FUNCTIONS:
+                cur.execute(statement)
             for statement, creates in postgres_statements(setup_sql):
                 if creates is not None:
                     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (creates,))

@@ -68,6 +68,11 @@ class LambdaKilled(Exception):
     """The invocation dies here (as on a timeout): raised right after a side effect."""
 
 
+class LambdaOutOfMemory(Exception):
+    """The invocation is killed for passing its memory size, as Lambda does: raised by a
+    test's wrapper, answered as Lambda answers (errorType Runtime.OutOfMemory)."""
+
+
 # The run whose Lambda invocation (or Data API batch) the current thread carries out.
 current_run: contextvars.ContextVar[str | None] = contextvars.ContextVar("run", default=None)
 

@@ -923,8 +923,8 @@ def write_many_dates_file(path: Path, users_csv: Path, songs_csv: Path, dates: i
     """One valid play on each of ``dates`` consecutive days from 1990-01-01: a small file
     no day delivers, which loads over several runs (``max_dates_per_run``)."""
     with users_csv.open(encoding="utf-8") as users, songs_csv.open(encoding="utf-8") as songs:
-        user = list(csv.DictReader(users))[0]["user_id"]
-        track = list(csv.DictReader(songs))[0]["track_id"]
+        user = next(iter(csv.DictReader(users)))["user_id"]
+        track = next(iter(csv.DictReader(songs)))["track_id"]
     with path.open("w", encoding="utf-8") as out:
         out.write("user_id,track_id,listen_time\n")
         for n in range(dates):

@@ -218,6 +218,27 @@ def test_a_dead_feed_alarms_when_no_play_was_loaded_for_a_day_and_a_half(prod):
     )
 
 
+def test_a_file_given_up_on_alarms(prod):
+    """A file quarantined whole as ingest_failed (kpi_pipeline.attempts) alarms, whatever
+    else its run loaded."""
+    stack, template = prod
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": metric_names.NAMESPACE,
+            "MetricName": metric_names.FILES_QUARANTINED,
+            "Dimensions": [
+                {"Name": "reason", "Value": "ingest_failed"},
+                {"Name": "service", "Value": metric_names.SERVICE},
+                {"Name": "step", "Value": "Archive"},
+            ],
+            "Statistic": "Sum",
+            "Threshold": 1,
+            "AlarmActions": [ref(stack, stack.alert_topic)],
+        },
+    )
+
+
 @pytest.mark.parametrize("status", ["no_rds_data", "files_rejected"])
 def test_a_run_ending_with_nothing_usable_alarms(prod, status):
     """The source emptied, or files arrived and not one play was accepted: the run succeeds,
@@ -239,7 +260,7 @@ def test_a_run_ending_with_nothing_usable_alarms(prod, status):
             "AlarmActions": [ref(stack, stack.alert_topic)],
         },
     )
-    template.resource_count_is("AWS::CloudWatch::Alarm", 5)
+    template.resource_count_is("AWS::CloudWatch::Alarm", 6)
 
 
 def test_dev_has_no_missed_run_alarm_because_its_schedule_is_off(dev):
@@ -250,7 +271,7 @@ def test_dev_has_no_missed_run_alarm_because_its_schedule_is_off(dev):
     template.resource_properties_count_is(
         "AWS::CloudWatch::Alarm", {"MetricName": metric_names.PLAYS_LOADED}, 0
     )
-    template.resource_count_is("AWS::CloudWatch::Alarm", 3)
+    template.resource_count_is("AWS::CloudWatch::Alarm", 4)
 
 
 def test_the_daily_schedule_is_disabled_in_dev_but_still_targets_the_machine(dev):
@@ -296,7 +317,7 @@ def test_the_dashboard_shows_every_alarm(prod):
     assert sorted(alarms["properties"]["alarms"]) == sorted(
         f"<{logical_id(stack, alarm)}.Arn>" for alarm in stack.monitoring.alarms
     )
-    assert len(stack.monitoring.alarms) == 5
+    assert len(stack.monitoring.alarms) == 6
 
 
 def test_the_dashboard_charts_the_pipelines_own_metrics(prod):

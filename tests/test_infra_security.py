@@ -176,7 +176,13 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         # the execution's input, and whether its name has records already (a name is
         # taken again 90 days after its execution closed)
         "check_request": allow(
-            ("s3:ListBucket",), data, condition={"StringLike": {"s3:prefix": ["runs/*"]}}
+            ("s3:ListBucket",),
+            data,
+            condition={
+                "StringLike": {
+                    "s3:prefix": ["runs/*", "catalogue/songs/run_id=*", "archive/run_id=*"]
+                }
+            },
         ),
         "check_source": secret,
         "extract_rds": secret

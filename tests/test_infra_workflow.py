@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aws_cdk.assertions import Match
 
-from kpi_pipeline.errors import FATAL_ERRORS, RETRYABLE_ERRORS
+from kpi_pipeline.errors import FATAL_ERRORS, OUT_OF_MEMORY_ERRORS, RETRYABLE_ERRORS
 from tests.cdk_apps import definition, template_of
 
 pytestmark = pytest.mark.cdk
@@ -232,7 +232,17 @@ def test_every_task_retries_transient_errors_only_with_backoff_and_jitter(states
     per_date = states["TransformDates"]["ItemProcessor"]["States"]["Transform"]
     inner_tasks = [("IngestFile", inner), ("Transform", per_date)]
     for name, state in [(n, states[n]) for n in TASKS] + inner_tasks:
-        retry, timed_out = state["Retry"]
+        retry, timed_out, *more = state["Retry"]
+        if name == "IngestFile":  # out of memory: once more, in a fresh sandbox
+            assert more == [
+                {
+                    "ErrorEquals": list(OUT_OF_MEMORY_ERRORS),
+                    "IntervalSeconds": 1,
+                    "MaxAttempts": 1,
+                }
+            ]
+        else:
+            assert more == [], name
         assert timed_out["ErrorEquals"] == ["Sandbox.Timedout"]  # a function that timed out
         assert timed_out["MaxAttempts"] == 1  # is tried once more: every step is idempotent
         assert retryable <= set(retry["ErrorEquals"]), name
@@ -287,14 +297,32 @@ def test_one_run_at_a_time_by_a_conditional_write_of_the_lock(states):
     assert states["ReadLockHolder"]["Parameters"]["ConsistentRead"] is True
     check = states["CheckLockHolder"]
     assert check["Resource"].endswith(":states:::aws-sdk:sfn:describeExecution")
-    running = states["HolderStillRunning?"]
-    assert running["Choices"] == [
-        {"Variable": "$.holder.status", "StringEquals": "RUNNING", "Next": "AlreadyRunning"}
+    # RUNNING, or PENDING_REDRIVE (a redrive asked for, about to run): the holder goes on
+    not_ended = [
+        {
+            "Or": [
+                {"Variable": "$.holder.status", "StringEquals": "RUNNING"},
+                {"Variable": "$.holder.status", "StringEquals": "PENDING_REDRIVE"},
+            ],
+            "Next": "AlreadyRunning",
+        }
     ]
+    running = states["HolderStillRunning?"]
+    assert running["Choices"] == not_ended
     # an ended holder's functions may write until their timeout: the take-over waits it out
     assert running["Default"] == "WaitOutHolderFunctions"
     wait = states["WaitOutHolderFunctions"]
-    assert (wait["Type"], wait["Seconds"], wait["Next"]) == ("Wait", 960, "TakeOverLock")
+    assert (wait["Type"], wait["Seconds"], wait["Next"]) == ("Wait", 960, "RecheckLockHolder")
+    # ... then asks again: an operator may have redriven the holder meanwhile
+    recheck = states["RecheckLockHolder"]
+    assert recheck["Resource"].endswith(":states:::aws-sdk:sfn:describeExecution")
+    assert recheck["Next"] == "HolderBackSinceTheWait?"
+    back = states["HolderBackSinceTheWait?"]
+    assert (back["Choices"], back["Default"]) == (not_ended, "TakeOverLock")
+    # a holder that does not exist is waited out too, never taken over at once
+    (gone,) = [c for c in check["Catch"] if c["ErrorEquals"] != ["States.ALL"]]
+    assert gone["ErrorEquals"] == ["Sfn.ExecutionDoesNotExistException"]
+    assert gone["Next"] == "WaitOutHolderFunctions"
     assert states["TakeOverLock"]["Parameters"]["ConditionExpression"] == "holder = :stale"
     # the run that never held the lock ends without releasing it (its end is counted)
     assert states["AlreadyRunning"]["Next"] == "RecordAlreadyRunning"

@@ -12,6 +12,7 @@ import pytest
 
 from kpi_pipeline.attempts import attempts_key
 from kpi_pipeline.errors import ScratchSpaceExhausted
+from local_runner.faults import LambdaOutOfMemory
 from local_runner.run import _counts_so_far
 from local_runner.sample_data import write_stream_file
 from tests.harness import SAMPLE_CONFIG, assert_matches_reference
@@ -20,12 +21,15 @@ from tests.reference_kpis import compute_reference
 pytestmark = pytest.mark.e2e
 
 
-def failing_on(name: str, error: Exception):
-    """IngestFile, failing with ``error`` on the file called ``name`` (every attempt)."""
+def failing_on(name: str, error: Exception, calls: list[str] | None = None):
+    """IngestFile, failing with ``error`` on the file called ``name`` (every attempt, each
+    recorded in ``calls``)."""
 
     def wrap(handler):
         def ingest(event, context):
             if event["file"]["key"].endswith(name):
+                if calls is not None:
+                    calls.append(name)
                 raise error
             return handler(event, context)
 
@@ -61,7 +65,7 @@ def test_a_file_that_keeps_failing_waits_in_landing_then_is_quarantined_after_th
     assert first.status == "FAILED"
     assert (first.failed_state, first.error) == ("Archive", "IngestFailed")
     assert f"{doomed.name}: RuntimeError: parser crashed" in first.cause
-    assert "quarantined after 3 failed runs" in first.cause
+    assert "failed runs counted against it: 1 of 3, then it is quarantined" in first.cause
     assert retry_sleeps == []  # not a transient error: recorded at once, no retry
     # the good file went all the way through ...
     assert_matches_reference(
@@ -95,20 +99,23 @@ def test_a_file_that_keeps_failing_waits_in_landing_then_is_quarantined_after_th
 @pytest.mark.parametrize(
     "error",
     [
+        LambdaOutOfMemory(),
         MemoryError("DuckDB ran out of memory"),
         ScratchSpaceExhausted("the stream file needs 9 GB of /tmp; 4 GB free"),
     ],
-    ids=["out-of-memory", "scratch-exhausted"],
+    ids=["killed-out-of-memory", "memory-error", "scratch-exhausted"],
 )
 def test_a_failure_that_repeats_on_every_attempt_quarantines_the_file_at_once(
     harness, sample, error
 ):
-    """Out of memory, or /tmp too small for the file: the next run would fail the same way,
-    so the file is quarantined whole at once, with the error, and the run goes through."""
+    """Out of memory (twice: the state machine retries it once, in a fresh sandbox), or /tmp
+    too small for the file: the next run would fail the same way, so the file is
+    quarantined whole at once, with the error, and the run goes through."""
     harness.load_source(sample.users_csv, sample.songs_csv)
     good, doomed = sample.stream_files[0], sample.stream_files[1]
     harness.put_streams(good, doomed)
-    harness.wrap_handler("extract_s3.handler.ingest_file", failing_on(doomed.name, error))
+    calls: list[str] = []
+    harness.wrap_handler("extract_s3.handler.ingest_file", failing_on(doomed.name, error, calls))
 
     execution = harness.run("once")
 
@@ -120,7 +127,10 @@ def test_a_failure_that_repeats_on_every_attempt_quarantines_the_file_at_once(
         (f"{harness.landing[1]}{doomed.name}", "ingest_failed")
     ]
     reason = reason_of(harness, "once", doomed.name)
-    assert type(error).__name__ in reason["detail"] and "repeats" in reason["detail"]
+    name = "Runtime.OutOfMemory" if isinstance(error, LambdaOutOfMemory) else type(error).__name__
+    assert name in reason["detail"] and "repeats" in reason["detail"]
+    tries = 1 if isinstance(error, ScratchSpaceExhausted) else 2
+    assert len([f for f in calls if f == doomed.name]) == tries
     assert harness.keys(*harness.landing) == []
     assert_matches_reference(
         harness.warehouse(), compute_reference(sample.users_csv, sample.songs_csv, [good])
@@ -137,7 +147,9 @@ def test_a_day_whose_files_are_all_refused_ends_files_rejected_naming_them(
     latin1.write_bytes(b"user_id,track_id,listen_time\n1,caf\xe9,2024-06-25 10:00:00\n")
     unknown = tmp_path / "streams_unknown_users.csv"
     unknown.write_text("user_id,track_id,listen_time\n999999,x,2024-06-25 10:00:00\n")
-    harness.put_streams(latin1, unknown)
+    quiet = tmp_path / "streams_quiet_day.csv"  # a header, no row: no refusal
+    quiet.write_text("user_id,track_id,listen_time\n")
+    harness.put_streams(latin1, unknown, quiet)
 
     execution = harness.run("refused")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from typing import Any
 
 from kpi_pipeline.layout import Layout
@@ -69,3 +70,20 @@ def test_a_file_of_ten_thousand_dates_loads_a_share_per_run_and_never_delays_a_d
     assert [d.isoformat() for d in planned.kpi_dates[:49]] == odd[30:79]  # then the oldest
     assert planned.pending == ["today"]  # its marker goes; the odd file's stays
     assert [d.isoformat() for d in planned.partial["odd"]] == odd[30:79]
+
+
+def test_a_backlog_of_one_date_files_never_crowds_out_the_newest_file(aws):
+    """Review of issue 17: with more one-date contents than the cap, ties went by content
+    key (a hash), so an old backlog of one-date files could push today's file out for
+    several runs. Among as few dates, the content marked last goes first."""
+    backlog = {f"old-{n:02d}": {"kpi_dates": [f"2001-01-{n + 1:02d}"]} for n in range(20)}
+    ledger = ledger_with(aws, backlog)
+    time.sleep(1.1)  # S3's LastModified is to the second
+    ledger_with(aws, {"0-today": {"kpi_dates": ["2026-12-05"]}})  # sorts first by key, too
+    ledger = ledger_with(aws, {"zz-today": {"kpi_dates": ["2026-12-06"]}})
+
+    planned = make_plan(ledger, max_dates=5).plan
+
+    assert dt.date(2026, 12, 6) in planned.kpi_dates
+    assert dt.date(2026, 12, 5) in planned.kpi_dates
+    assert "zz-today" in planned.pending

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,10 +25,13 @@ from kpi_pipeline.warehouse.postgres import PostgresWarehouse
 from kpi_pipeline.warehouse.schema import (
     KPI_COLUMNS,
     StageBatch,
+    create_fence_sql,
     create_stage_table_sql,
     create_table_sql,
+    fence_table,
     stage_table,
 )
+from local_runner.databases import REDSHIFT_FUNCTIONS
 from tests.conftest import create_database
 
 BUCKET = "kpi-data"
@@ -329,6 +332,38 @@ def test_a_row_rejected_mid_load_rolls_back_the_delete(
         warehouse.replace_dates(batch, T2)
 
     assert db.rows() == before
+
+
+def test_a_load_with_an_older_lock_token_than_the_fence_is_refused_saying_why(
+    warehouse: PostgresWarehouse, s3: Any, db: Db, tmp_path: Path
+) -> None:
+    """A stopped run's load that commits after a newer run's is refused in its own
+    transaction; the message says which token the fence holds, and where to look when no
+    run loaded since (a recreated lock table restarts the tokens)."""
+    rows = [genre_row(D1, "pop", "run-2")]
+    batch = upload_batch(s3, tmp_path, "kpis/run-2.parquet", rows, [D1])
+    for statement in (*REDSHIFT_FUNCTIONS, *create_fence_sql(fence_table(db.table))):
+        _execute(db.dsn, statement)
+    warehouse.replace_dates(replace(batch, fence=2, run_id="run-2"), T1)
+
+    stale = replace(batch, fence=1, run_id="run-1")
+    with pytest.raises(WarehouseStatementFailed) as refused:
+        warehouse.replace_dates(stale, T2)
+
+    message = str(refused.value)
+    assert "the fence holds lock token 2, newer than this load's 1" in message
+    assert "docs/runbook.md" in message
+    assert db.rows() == [as_tuple(rows[0], T1)]
+    _execute(db.dsn, f"DELETE FROM {fence_table(db.table)}")
+    with pytest.raises(WarehouseStatementFailed, match=r"fence row of .* is missing"):
+        warehouse.replace_dates(replace(batch, fence=3, run_id="run-3"), T2)
+
+
+def _execute(dsn: str, sql: str) -> None:
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
 
 
 def test_a_missing_kpi_file_raises_and_leaves_the_table_untouched(

@@ -261,7 +261,12 @@ def test_a_name_used_before_is_refused_before_anything_is_touched(harness, sampl
     harness.put_streams(f1)
     assert harness.run("monthly-fix").output["status"] == "loaded"
 
-    # The same name, 90 days later (moto keeps every name: the step is invoked as then).
+    # The same name, 90 days later (moto keeps every name: the step is invoked as then), when
+    # the lifecycle rule has expired runs/ (the catalogue copy and the archive stay).
+    s3 = harness.local.client("s3")
+    for key in harness.keys(harness.data_bucket, "runs/"):
+        if "monthly-fix" in key:
+            s3.delete_object(Bucket=harness.data_bucket, Key=key)
     with pytest.raises(RuntimeError, match="InvalidRequest") as refused:
         harness.local.invoke_handler(
             "transform.request.handler",
@@ -277,3 +282,41 @@ def test_a_name_used_before_is_refused_before_anything_is_touched(harness, sampl
         "transform.request.handler", {"run_id": "monthly-fix-2", "execution_input": {}}
     )
     assert fresh["kind"] == "daily"
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        "extract_s3.handler.ingest_file",
+        "transform.plan.handler",
+        "load.handler.handler",
+        "archive.handler.handler",
+    ],
+)
+def test_a_step_whose_lock_token_is_no_longer_current_writes_nothing(
+    harness, sample, day_files, handler
+):
+    """Each step that writes what other runs read checks the lock first: called again with
+    a run's token after that run released the lock (a redrive, a late retry), it fails with
+    LockLost before its first write. Removing the check from any one step fails its case."""
+    f1, _ = day_files
+    events: list[dict] = []
+
+    def recording(real):
+        def call(event, context):
+            events.append(event)
+            return real(event, context)
+
+        return call
+
+    harness.wrap_handler(handler, recording)
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(f1)
+    assert harness.run("A").output["status"] == "loaded"
+    harness.put_streams(f1)  # what an ingest would take again
+    writes = len(harness.local.side_effects.seen)
+
+    with pytest.raises(RuntimeError, match="LockLost"):
+        harness.local.invoke_handler(handler, events[0])
+
+    assert harness.local.side_effects.seen[writes:] == []

@@ -28,4 +28,4 @@ def handler(request: ReplayRequest) -> ReplayResult:
         layout=Layout.from_settings(load(StorageSettings)),
         engine_settings=load(EngineSettings),
         scratch=load(ScratchSettings),
-    )
+    ).in_state()  # its document lists every date

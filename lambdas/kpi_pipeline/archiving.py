@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 
-from kpi_pipeline.attempts import error_message, give_up_on
+from kpi_pipeline.attempts import attempts_so_far, error_message, give_up_on
 from kpi_pipeline.contracts import (
     ArchiveRequest,
     FileCounts,
@@ -53,6 +53,7 @@ def archive_run(
     results |= give_up_on(
         [r for r in results.values() if r.outcome == "failed"],
         request.run_id,
+        files_in_run=len(results),
         max_attempts=max_file_attempts,
         storage=storage,
         layout=layout,
@@ -99,10 +100,15 @@ def archive_run(
     failed = [r for r in results.values() if r.outcome == "failed"]
     if failed:
         # Everything else is loaded and archived; fail the run so that someone looks.
+        attempts = parallel(lambda r: attempts_so_far(r, storage, layout), failed)
         raise IngestFailed(
             f"{len(failed)} file(s) could not be ingested and stay in landing for the next "
-            f"run (quarantined after {max_file_attempts} failed runs): "
-            + "; ".join(f"{r.key}: {r.reason}: {error_message(r.detail)}" for r in failed)
+            "run: "
+            + "; ".join(
+                f"{r.key}: {r.reason}: {error_message(r.detail)} (failed runs counted "
+                f"against it: {n} of {max_file_attempts}, then it is quarantined)"
+                for r, n in zip(failed, attempts, strict=True)
+            )
         )
     return summary
 
@@ -123,30 +129,29 @@ def _status(request: ArchiveRequest, files: FileCounts) -> RunStatus:
         return "recomputed"
     if request.request.kind == "replay_quarantine":
         return "replayed"
-    if not request.load.skipped:
-        return "loaded"  # the warehouse was updated
-    # Nothing new reached the warehouse. Files arrived and not one was accepted, now or
-    # before (an alert: a producer sends what the spec refuses); or nothing was new.
-    refused = files.rejected_files and not files.files_already_processed
-    return "files_rejected" if refused else "no_new_files"
+    # Files arrived and not one was accepted, now or before: an alert (a producer sends what
+    # the spec refuses), even when the run loaded dates an earlier run left pending.
+    if files.rejected_files and not (files.plays_valid or files.files_already_processed):
+        return "files_rejected"
+    # "loaded": the warehouse was updated; else nothing new reached it.
+    return "no_new_files" if request.load.skipped else "loaded"
 
 
-MAX_NOTES = 100
+MAX_NOTES = 50  # the summary is the execution's output: a state of 256 KiB at most
 
 
 def rejected_files(results: list[IngestResult]) -> list[RejectedFileNote]:
     """The files that gave the run no play: quarantined whole, or accepted with every row
-    quarantined (content processed before was accepted then; a file left in landing, for
-    its storage class or a failure, is not refused)."""
+    quarantined. Not refused: content processed before (accepted then), a file left in
+    landing (its storage class, a failure), a file of a header and no row (a quiet day)."""
     notes = []
     for r in results:
         if r.outcome == "quarantined":
-            notes.append(RejectedFileNote(key=r.key, reason=r.reason or "", detail=r.detail))
-        elif r.outcome == "processed" and r.plays_valid == 0:
+            detail = r.detail[:300] if r.detail else None
+            notes.append(RejectedFileNote(key=r.key, reason=r.reason or "", detail=detail))
+        elif r.outcome == "processed" and r.plays_valid == 0 and r.rows_quarantined:
             rows = ", ".join(f"{n:,} {reason}" for reason, n in sorted(r.rows_quarantined.items()))
-            notes.append(
-                RejectedFileNote(key=r.key, reason="every_row_quarantined", detail=rows or None)
-            )
+            notes.append(RejectedFileNote(key=r.key, reason="every_row_quarantined", detail=rows))
     return notes
 
 
@@ -161,7 +166,7 @@ def summarise(
         started_at=request.started_at,
         finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         recompute=request.transform.recompute,
-        replay=request.replay,
+        replay=request.replay.in_state() if request.replay else None,
         **files.model_dump(exclude={"rejected_files"}),
         rejected_files=files.rejected_files,
         files_deferred=request.manifest.files_deferred,

@@ -1,18 +1,23 @@
 """Files that IngestFile could not get through: retried by the next runs, then quarantined.
 
 A file whose IngestFile fails after its retries stays in landing, and Archive fails the run
-so that someone looks (kpi_pipeline.archiving). Each failed attempt is counted, per file
-version (its landing key and ETag), in ``quarantine/attempts/<hash>.json``: one entry per
-run, so a retried Archive counts a run once. A file is given up on, and quarantined whole
-with the reason ``ingest_failed`` (its errors in the detail), when
+so that someone looks (kpi_pipeline.archiving). Each failed attempt that the file itself
+may have caused is counted in ``quarantine/attempts/<hash of its landing key>.json``, one
+entry per run (a retried Archive counts its run once). A file is given up on, quarantined
+whole with the reason ``ingest_failed`` (its errors in the detail), an ``ingest_failed``
+metric emitted (FilesGivenUpAlarm), when
 
-- its failure is deterministic: the same file fails the same way on every attempt (it
-  exhausted the function's memory or its /tmp: raise ``functions.ingest_file`` and put the
-  file back in landing), or
-- it failed ``max_file_attempts`` runs in a row (cdk.json; default 3).
+- its failure repeats on every attempt: it ran out of memory twice (the state machine
+  retries that once, in a fresh sandbox), or ``/tmp`` is too small for it (its size decides
+  that); raise ``functions.ingest_file`` and put the file back in landing; or
+- it failed ``max_file_attempts`` runs (cdk.json; default 3; a count lapses 30 days after
+  its last failure).
 
-One poison file then costs at most that many failed runs, never every run after it. A new
-version of the file (another ETag) starts counting again.
+Not counted: the failures of the pipeline or of AWS rather than of the file (throttling,
+a service error, a setting, the lock, an object the pipeline kept, the source or the
+warehouse unavailable), and a run in which every file failed (an outage, not a poison
+file) unless it had only one. A file is known by its key and size: a producer that sends
+the same file again under the same key (a new ETag under SSE-KMS) keeps its count.
 """
 
 from __future__ import annotations
@@ -23,16 +28,31 @@ import json
 from typing import Any
 
 from kpi_pipeline.contracts import IngestResult
-from kpi_pipeline.errors import ScratchSpaceExhausted
+from kpi_pipeline.errors import (
+    OUT_OF_MEMORY_ERRORS,
+    RETRYABLE_ERRORS,
+    ConfigurationError,
+    CorruptObject,
+    InvalidRequest,
+    LockLost,
+    ScratchSpaceExhausted,
+)
 from kpi_pipeline.layout import Layout
+from kpi_pipeline.observability import FILES_QUARANTINED, count, logger
 from kpi_pipeline.parallel import parallel
 from kpi_pipeline.reasons import FileReason
 from kpi_pipeline.storage import Storage
 
-# The same file fails the same way again: Lambda's out-of-memory kill, Python's own
-# MemoryError, or a /tmp too small for the file (its size decides it).
-DETERMINISTIC_ERRORS = frozenset(
-    {"Runtime.OutOfMemory", "MemoryError", ScratchSpaceExhausted.__name__}
+# Out of memory, already retried once by the state machine; or /tmp too small for the file.
+DETERMINISTIC_ERRORS = frozenset({*OUT_OF_MEMORY_ERRORS, ScratchSpaceExhausted.__name__})
+# The pipeline's or AWS's trouble, whatever the file: never held against it.
+NOT_THE_FILES = frozenset(
+    {
+        *(error.__name__ for error in RETRYABLE_ERRORS),
+        *(e.__name__ for e in (ConfigurationError, CorruptObject, InvalidRequest, LockLost)),
+        "States.Runtime",
+        "States.Permissions",
+    }
 )
 
 
@@ -40,33 +60,48 @@ def give_up_on(
     failed: list[IngestResult],
     run_id: str,
     *,
+    files_in_run: int,
     max_attempts: int,
     storage: Storage,
     layout: Layout,
 ) -> dict[int, IngestResult]:
     """Count this run's failed attempt of each file; answer, by manifest index, the files
     given up on, as quarantined results (reason ``ingest_failed``)."""
+    outage = len(failed) > 1 and len(failed) == files_in_run
 
-    def count(result: IngestResult) -> IngestResult | None:
-        key = attempts_key(result.key)
-        previous = storage.get_json(layout.data_bucket, key) or {}
-        runs: dict[str, Any] = (
-            previous.get("runs", {}) if previous.get("etag") == result.etag else {}
-        )
-        runs.setdefault(
-            run_id,
-            {"error": result.reason, "message": error_message(result.detail), "at": _now()},
-        )
-        storage.put_json(
-            layout.data_bucket, key, {"key": result.key, "etag": result.etag, "runs": runs}
-        )
-        deterministic = result.reason in DETERMINISTIC_ERRORS
-        if not deterministic and len(runs) < max_attempts:
+    def attempt(result: IngestResult) -> IngestResult | None:
+        error = error_name(result)
+        deterministic = error in DETERMINISTIC_ERRORS
+        if not deterministic and (outage or error in NOT_THE_FILES):
             return None
+        key = attempts_key(result.key)
+        document = _previous(storage, layout.data_bucket, key)
+        same_file = document.get("size") == result.size
+        runs: dict[str, Any] = document.get("runs", {}) if same_file else {}
+        given_up_by = document.get("given_up_by") if same_file else None
+        if given_up_by and given_up_by != run_id:
+            runs, given_up_by = {}, None  # put back in landing after it was given up on
+        runs.setdefault(
+            run_id, {"error": error, "message": error_message(result.detail), "at": _now()}
+        )
+        give_up = deterministic or len(runs) >= max_attempts
+        storage.put_json(
+            layout.data_bucket,
+            key,
+            {
+                "key": result.key,
+                "size": result.size,
+                "runs": runs,
+                "given_up_by": run_id if give_up else None,
+            },
+        )
+        if not give_up:
+            return None
+        count(FILES_QUARANTINED, 1, reason=FileReason.INGEST_FAILED.value)
         why = (
             "a failure that repeats on every attempt"
             if deterministic
-            else (f"{len(runs)} failed runs (max_file_attempts {max_attempts})")
+            else f"{len(runs)} failed runs (max_file_attempts {max_attempts})"
         )
         errors = "; ".join(f"{r['error']}: {r['message']}" for r in runs.values())
         return result.model_copy(
@@ -77,8 +112,23 @@ def give_up_on(
             }
         )
 
-    given_up = parallel(count, failed)
+    given_up = parallel(attempt, failed)
     return {r.index: r for r in given_up if r is not None}
+
+
+def attempts_so_far(failed: IngestResult, storage: Storage, layout: Layout) -> int:
+    """How many runs this file has failed so far (0: none counted against it)."""
+    document = _previous(storage, layout.data_bucket, attempts_key(failed.key))
+    return len(document.get("runs", {})) if document.get("size") == failed.size else 0
+
+
+def error_name(result: IngestResult) -> str:
+    """The error a failed file's result records; Lambda reports an out-of-memory kill as
+    Lambda.Unknown on some runtimes, with the kill in its cause."""
+    name = result.reason or ""
+    if name == "Lambda.Unknown" and "memory" in (result.detail or "").lower():
+        return "Runtime.OutOfMemory"
+    return name
 
 
 def attempts_key(landing_key: str) -> str:
@@ -94,6 +144,18 @@ def error_message(cause: str | None) -> str:
     except (ValueError, AttributeError):
         message = cause
     return str(message)[:300]
+
+
+def _previous(storage: Storage, bucket: str, key: str) -> dict[str, Any]:
+    """The counting so far; one that cannot be read is started again (it is only a count)."""
+    try:
+        document = storage.get_json(bucket, key)
+    except CorruptObject as exc:
+        logger.warning("ingest attempts unreadable: counted anew", extra={"problem": str(exc)})
+        return {}
+    if not isinstance(document, dict) or not isinstance(document.get("runs", {}), dict):
+        return {}
+    return document
 
 
 def _now() -> str:

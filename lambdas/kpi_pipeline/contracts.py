@@ -7,7 +7,7 @@ limited to 256 KiB. Field names here are the state machine's JSON paths.
 from __future__ import annotations
 
 import datetime as dt
-from typing import ClassVar, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -185,19 +185,9 @@ class IngestResult(Contract):
     ingested_by_run: str | None = None  # for already-processed content
     loaded_by_run: str | None = None
 
-    # What the Map's state carries: a file may hold a play on each of thousands of dates,
-    # 14 bytes each in JSON, and a state holds 256 KiB. The result document lists them all.
-    STATE_DATES: ClassVar[int] = 100
-
-    def in_state(self) -> IngestResult:
-        """The result as the state machine receives it: at most STATE_DATES of its dates
-        (``kpi_date_count`` says how many there are)."""
-        return self.model_copy(
-            update={
-                "kpi_dates": self.kpi_dates[: self.STATE_DATES],
-                "kpi_date_count": len(self.kpi_dates),
-            }
-        )
+    def in_state(self) -> Self:
+        """As the state machine receives it: at most STATE_DATES of its dates."""
+        return self.model_copy(update=_dates_in_state(self.kpi_dates, self.kpi_date_count))
 
 
 # --- Transform / Load ------------------------------------------------------------------------
@@ -314,6 +304,21 @@ class ReplayResult(Contract):
     plays_valid: int = 0  # the accepted rows, repeats of one play counted once
     contents: int = 0  # new ledger contents (one per quarantined file with accepted rows)
     kpi_dates: list[dt.date] = Field(default_factory=list)  # the accepted plays' dates
+    kpi_date_count: int = 0
+
+    def in_state(self) -> Self:
+        """As the state machine receives it: at most STATE_DATES of its dates."""
+        return self.model_copy(update=_dates_in_state(self.kpi_dates, self.kpi_date_count))
+
+
+# What a state carries of a result's dates: a file may hold a play on each of thousands of
+# dates, 14 bytes each in JSON, and a state holds 256 KiB. Its S3 document lists them all.
+STATE_DATES = 100
+
+
+def _dates_in_state(dates: list[dt.date], count: int) -> dict[str, Any]:
+    """The first STATE_DATES dates, and how many there are in all."""
+    return {"kpi_dates": dates[:STATE_DATES], "kpi_date_count": max(count, len(dates))}
 
 
 # --- Archive / summary ---------------------------------------------------------------------------
@@ -377,7 +382,7 @@ class FileCounts(Contract):
     duplicates: int = 0
     rows_quarantined: dict[str, int] = Field(default_factory=dict)
     files_quarantined_by_reason: dict[str, int] = Field(default_factory=dict)
-    # the files that gave no play and why (the first 100; the counts are above)
+    # the files that gave no play and why (the first 50; the counts are above)
     rejected_files: list[RejectedFileNote] = Field(default_factory=list)
 
 

@@ -102,6 +102,10 @@ class IngestFailed(PipelineError):
     """Files could not be ingested (the rest of the run went through; they wait in landing)."""
 
 
+# What a Lambda that ran out of memory fails with: the runtime's kill, or Python's own
+# MemoryError. The state machine retries IngestFile once on these (a fresh sandbox).
+OUT_OF_MEMORY_ERRORS = ("Runtime.OutOfMemory", "MemoryError")
+
 FATAL_ERRORS: tuple[type[PipelineError], ...] = (
     ConfigurationError,
     SourceSchemaError,

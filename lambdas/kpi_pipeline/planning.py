@@ -88,8 +88,9 @@ def make_plan(
     marker whose content has no date left to load (accepted without a valid play, or every
     date loaded already) needs no load. Both are reported so that the caller clears them.
 
-    Dates are taken content by content, the contents with the fewest dates first, as long as
-    all of a content's dates fit; the rest is filled with the oldest dates left. So a file
+    Dates are taken content by content, the contents with the fewest dates first (the newest
+    first among as few), as long as all of a content's dates fit; the rest is filled with the
+    oldest dates left. So a file
     with thousands of dates (any year 1-9999 is valid) is loaded a share per run, oldest
     first, and never delays a day's ordinary files, which the first run to see them loads.
     """
@@ -102,7 +103,7 @@ def make_plan(
         if key in entries
     }
     loadable = sorted(key for key, dates in remaining.items() if dates)
-    chosen = _choose_dates({key: remaining[key] for key in loadable}, max_dates)
+    chosen = _choose_dates({key: remaining[key] for key in loadable}, since, max_dates)
     moment = now or _now()
     orphaned = [
         key
@@ -122,12 +123,21 @@ def make_plan(
     )
 
 
-def _choose_dates(dates_of: dict[str, list[dt.date]], max_dates: int | None) -> set[dt.date]:
+def _choose_dates(
+    dates_of: dict[str, list[dt.date]], since: dict[str, dt.datetime], max_dates: int | None
+) -> set[dt.date]:
     every = {d for dates in dates_of.values() for d in dates}
     if max_dates is None or len(every) <= max_dates:
         return every
     chosen: set[dt.date] = set()
-    for _, dates in sorted(dates_of.items(), key=lambda item: (len(item[1]), item[0])):
+
+    def first(item: tuple[str, list[dt.date]]) -> tuple[int, float, str]:
+        # The fewest dates first; among as few, the content marked last (this run's files
+        # before an old backlog of one-date files), then by key (a stable plan).
+        key, dates = item
+        return (len(dates), -_aware(since[key]).timestamp(), key)
+
+    for _, dates in sorted(dates_of.items(), key=first):
         if len(chosen | set(dates)) <= max_dates:
             chosen |= set(dates)
     for kpi_date in sorted(every - chosen)[: max_dates - len(chosen)]:

@@ -17,7 +17,7 @@ class FileReason(StrEnum):
     UNREADABLE_CSV = "unreadable_csv"
     MISSING_COLUMNS = "missing_columns"
     AMBIGUOUS_COLUMNS = "ambiguous_columns"
-    # IngestFile failed on it in a way that repeats, or max_file_attempts runs in a row
+    # IngestFile failed on it in a way that repeats, or max_file_attempts runs
     # (kpi_pipeline.attempts): given up on, so that it cannot fail every run.
     INGEST_FAILED = "ingest_failed"
 

@@ -37,9 +37,19 @@ KNOWN_KEYS = ("full_extract", "recompute", "replay_quarantine", "preflight", *NO
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
+RUN_ID_BYTES = 128  # music_kpi_metrics.run_id is a VARCHAR(128) (KPIS.md): bytes, in Redshift
+
+
 def check_run_id(run_id: str) -> None:
     """A run's records live under ``runs/<run>/``; ``runs/outcomes/`` holds every run's
-    outcome document, so no run may be named ``outcomes``."""
+    outcome document, so no run may be named ``outcomes``. Its name is every KPI row's
+    run_id, at most 128 bytes in UTF-8 (80 characters outside ASCII can be 320)."""
+    if len(run_id.encode()) > RUN_ID_BYTES:
+        raise InvalidRequest(
+            f"an execution name may have at most {RUN_ID_BYTES} bytes in UTF-8 (the KPI "
+            f"table's run_id); this one has {len(run_id.encode())}: start it with a shorter "
+            "name"
+        )
     if run_key(run_id) == PurePosixPath(Layout.outcomes_prefix).name:
         raise InvalidRequest(
             f"an execution may not be named {run_id!r}: its records would mix with every "
@@ -53,16 +63,22 @@ def check_name_unused(run_id: str, storage: Storage, layout: Layout) -> None:
     that has records already is refused: a recompute under a reused name would keep the old
     run's catalogue as its own."""
     bucket = layout.data_bucket
-    found = next(iter(storage.list_objects(bucket, f"runs/{run_key(run_id)}/")), None) or next(
-        iter(storage.list_objects(bucket, f"{Layout.outcomes_prefix}{run_key(run_id)}.json")),
-        None,
+    name = run_key(run_id)
+    # runs/ expires after 90 days, when the name may come back: the catalogue copy and the
+    # archive never do (infra.functions.NAME_KEYED_PREFIXES may list them).
+    keyed = (
+        f"runs/{name}/",
+        f"{Layout.outcomes_prefix}{name}.json",
+        layout.catalogue_songs_key(run_id),
+        f"archive/run_id={name}/",
     )
-    if found is not None:
-        raise InvalidRequest(
-            f"an execution named {run_id!r} ran before (its records are under "
-            f"s3://{bucket}/runs/): start this one with another name (or none: the console and "
-            "the schedule make a unique one)"
-        )
+    for prefix in keyed:
+        if next(iter(storage.list_objects(bucket, prefix)), None) is not None:
+            raise InvalidRequest(
+                f"an execution named {run_id!r} ran before (s3://{bucket}/{prefix} exists): "
+                "start this one with another name (or none: the console and the schedule "
+                "make a unique one)"
+            )
 
 
 def check_request(execution_input: Any, *, max_recompute_days: int) -> RunOptions:

@@ -170,7 +170,7 @@ class IngestSettings(_EnvModel):
         default=3,
         ge=1,
         le=10,
-        description="runs in a row a file may fail to ingest before it is quarantined whole "
+        description="failed runs of a file (counted against it) before it is quarantined whole "
         "(cdk.json max_file_attempts)",
     )
 

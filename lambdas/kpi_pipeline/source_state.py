@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from kpi_pipeline.contracts import SourceSnapshot
 from kpi_pipeline.errors import CorruptObject
@@ -34,34 +35,43 @@ class TableMark:
 def read_marks(
     storage: Storage, layout: Layout, *, full_extract: bool = False
 ) -> dict[str, TableMark]:
-    """The tables' marks. A marks document that cannot be read fails the run, saying what to
-    do, unless the run reads every table whole anyway ({"full_extract": true}): that run
-    needs no mark, and writes a new document."""
+    """The tables' marks. A marks document that cannot be read (not JSON, or not the shape
+    written here) fails the run, saying what to do, unless the run reads every table whole
+    anyway ({"full_extract": true}): that run needs no mark, and writes a new document."""
     try:
-        document = storage.get_json(layout.data_bucket, layout.source_state_key) or {}
-    except CorruptObject as exc:
+        return _marks(storage.get_json(layout.data_bucket, layout.source_state_key) or {})
+    except (CorruptObject, AttributeError, KeyError, TypeError, ValueError) as exc:
+        where = f"s3://{layout.data_bucket}/{layout.source_state_key}"
+        problem = str(exc) if isinstance(exc, CorruptObject) else f"{where} is not marks: {exc!r}"
         if full_extract:
             logger.warning(
                 "the source marks cannot be read: this full read replaces them",
-                extra={"problem": str(exc)},
+                extra={"problem": problem},
             )
             return {}
         raise CorruptObject(
-            f'{exc}; or start an execution with {{"full_extract": true}}: it reads every '
+            f'{problem}; start an execution with {{"full_extract": true}}: it reads every '
             "source table whole and writes new marks"
         ) from exc
-    return {
-        table: TableMark(
-            raw_key=str(mark["raw_key"]),
-            full_at=str(mark["full_at"]),
-            watermark=mark.get("watermark"),
-            changed_column=mark.get("changed_column"),
-            run_id=str(mark.get("run_id", "")),
-            columns=tuple(mark.get("columns", ())),
-            key_unique=bool(mark.get("key_unique", False)),
-        )
-        for table, mark in document.get("tables", {}).items()
-    }
+
+
+def _marks(document: dict[str, Any]) -> dict[str, TableMark]:
+    return (
+        {
+            str(table): TableMark(
+                raw_key=str(mark["raw_key"]),
+                full_at=dt.datetime.fromisoformat(str(mark["full_at"])).isoformat(),
+                watermark=mark.get("watermark"),
+                changed_column=mark.get("changed_column"),
+                run_id=str(mark.get("run_id", "")),
+                columns=tuple(str(c) for c in mark.get("columns", ())),
+                key_unique=bool(mark.get("key_unique", False)),
+            )
+            for table, mark in document["tables"].items()
+        }
+        if document
+        else {}
+    )
 
 
 def mark_processed(storage: Storage, layout: Layout, source: SourceSnapshot, run_id: str) -> None:

@@ -125,14 +125,19 @@ def fence_sql(fence: str, token: int, run_id: str) -> list[str]:
     it (the UPDATE waits for a load running at the same time), then fail the whole load
     (a CAST of a sentence) if the fence is not this token's. A stopped run's load that
     commits late is refused here, inside its own transaction."""
-    run = run_id.replace("'", "''")
+    # (a run id is at most 128 bytes: CheckRequest refuses longer names)
+    run = run_id.encode()[:128].decode(errors="ignore").replace("'", "''")
     token = int(token)
     return [
         f"UPDATE {fence} SET token = {token}, run_id = '{run}', fenced_at = GETDATE() "
         f"WHERE pipeline = '{FENCE_KEY}' AND token <= {token}",
-        f"SELECT CAST(CASE WHEN max(token) = {token} THEN '0' ELSE 'a run with a newer lock "
-        f"token loaded since: this load is stale' END AS INTEGER) AS fence_holds FROM {fence} "
-        f"WHERE pipeline = '{FENCE_KEY}'",
+        f"SELECT CAST(CASE WHEN max(token) = {token} THEN '0' "
+        f"WHEN max(token) IS NULL THEN 'the fence row of {fence} is missing: run the "
+        "warehouse setup again (make warehouse-sql)' "
+        f"ELSE 'the fence holds lock token ' || CAST(max(token) AS VARCHAR) || ', newer "
+        f"than this load''s {token}: a later run loaded since and this load is stale; if no "
+        "run did, the lock table was recreated (docs/runbook.md, The fence refuses every "
+        f"load)' END AS INTEGER) AS fence_holds FROM {fence} WHERE pipeline = '{FENCE_KEY}'",
     ]
 
 
