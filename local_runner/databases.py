@@ -193,6 +193,34 @@ def _create_database(admin_dsn: str, name: str) -> None:
         conn.close()
 
 
+def source_reader(admin_dsn: str) -> str:
+    """A DSN of the source as the extract reads it in RDS: a role of its own that may read
+    ``users`` and ``songs`` (as they are now and as they are created later) and see when
+    other sessions' transactions began (pg_read_all_stats: the watermark stops at the oldest
+    open one, see kpi_pipeline.source.HORIZON_SQL); no superuser. Idempotent."""
+    params = parse_dsn(admin_dsn)
+    database = params.get("dbname", "postgres")
+    role = f"{database}_extract"[:63]
+    conn = psycopg2.connect(admin_dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            if cur.fetchone() is None:
+                name = pgsql.Identifier(role)
+                for statement in (
+                    "CREATE ROLE {} LOGIN",
+                    "GRANT CONNECT ON DATABASE {db} TO {}",
+                    "GRANT USAGE ON SCHEMA public TO {}",
+                    "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}",
+                    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}",
+                    "GRANT pg_read_all_stats TO {}",
+                ):
+                    cur.execute(pgsql.SQL(statement).format(name, db=pgsql.Identifier(database)))
+    finally:
+        conn.close()
+    return make_dsn(admin_dsn, user=role)
+
+
 def replace_source_tables(dsn: str, users_csv: Path, songs_csv: Path) -> dict[str, int]:
     """Replace ``users`` and ``songs`` with the CSV files' rows (Spotify layout for songs)."""
     conn = psycopg2.connect(dsn)

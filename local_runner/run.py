@@ -30,6 +30,7 @@ from local_runner.databases import (
     local_databases,
     replace_source_tables,
     restore_table,
+    source_reader,
     warehouse_loads,
 )
 from local_runner.state import Snapshot, StateFolder, StateInUse
@@ -220,7 +221,7 @@ def _execute(
         LocalAws(
             pipeline,
             overrides={"WAREHOUSE_DSN": databases.warehouse_dsn, "WORK_DIR": str(state / "tmp")},
-            secrets={env["SOURCE_SECRET_ARN"]: dsn_to_secret(databases.source_dsn)},
+            secrets={env["SOURCE_SECRET_ARN"]: dsn_to_secret(_extract_dsn(databases))},
             log_stream=log,
         ) as local,
     ):
@@ -471,3 +472,9 @@ def _cause_message(cause: object) -> str:
         return str(json.loads(str(cause)).get("errorMessage", cause))[:1000]
     except (ValueError, AttributeError):
         return str(cause)[:1000]
+
+
+def _extract_dsn(databases: Databases) -> str:
+    """The embedded source as the extract reads RDS: its own role (source_reader); a
+    source given as $RDS_DSN, as given."""
+    return source_reader(databases.source_dsn) if databases.embedded else databases.source_dsn

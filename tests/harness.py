@@ -22,6 +22,7 @@ from local_runner.databases import (
     apply_warehouse_setup,
     dsn_to_secret,
     replace_source_tables,
+    source_reader,
 )
 from local_runner.sample_data import SampleConfig
 from tests.reference_kpis import Reference
@@ -148,7 +149,7 @@ def running_harness(
     local = LocalAws(
         pipeline,
         overrides={"WAREHOUSE_DSN": warehouse, "WORK_DIR": str(tmp_path / "lambda-tmp")},
-        secrets={pipeline.environment()["SOURCE_SECRET_ARN"]: dsn_to_secret(source)},
+        secrets={pipeline.environment()["SOURCE_SECRET_ARN"]: dsn_to_secret(source_reader(source))},
         **options,
     )
     with local:

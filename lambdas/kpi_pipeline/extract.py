@@ -101,17 +101,19 @@ def extract_snapshot(
             for table in SOURCE_COLUMNS
         }
         con = engine.connect(engine_settings, tmp, spill_limit_mb=space.spill_limit_mb())
-        files = {table: tmp / f"{table}.csv" for table in reads}
-        copies = db.read_tables(reads, lambda table: files[table].open("wb"))
+        copies = db.read_tables(reads, lambda name: (tmp / f"{name}.csv").open("wb"))
         tables = {}
         for table, read in reads.items():
-            incremental = read.since is not None
-            rows_read, changed, deleted, key_unique = _merge(
-                con, table, files[table], previous[table], incremental=incremental
+            incremental = read.incremental
+            keys = tmp / f"{table}.keys.csv" if incremental else None
+            rows_read, keys_read, changed, deleted, key_unique = _merge(
+                con, table, tmp / f"{table}.csv", previous[table], keys=keys
             )
-            if rows_read != copies[table].rows:
+            sent = copies[table]
+            if (rows_read, keys_read) != (sent.rows, sent.keys):
                 raise SourceUnavailable(
-                    f"{table}: COPY sent {copies[table].rows:,} rows, {rows_read:,} arrived"
+                    f"{table}: COPY sent {sent.rows:,} rows and {sent.keys or 0:,} keys, "
+                    f"{rows_read:,} and {keys_read or 0:,} arrived"
                 )
             mark = marks.get(table)
             tables[table] = SourceTableExtract(
@@ -216,11 +218,14 @@ def _plan_read(
     now: dt.datetime,
 ) -> TableRead:
     """Incremental when the table has a change column and a usable mark (same column, a
-    unique key, a watermark, its raw snapshot at hand, a full read recent enough); else
-    whole."""
+    unique key, a watermark, its raw snapshot at hand, a full read recent enough) and more
+    columns are extracted than its key (an incremental read also reads the key column
+    whole, to find the deletes: of users, that is every column extracted); else whole."""
     column = source.changed_column(table)
     if column is None:
         return TableRead()
+    if EXTRACTED_COLUMNS[table] == (KEY_COLUMNS[table],):
+        return TableRead(changed_column=column)
     due = dt.timedelta(days=source.source_full_extract_every_days)
     if (
         full_extract
@@ -266,32 +271,32 @@ def _merge(
     read: Path,
     previous: Path | None,
     *,
-    incremental: bool,
-) -> tuple[int, int, int, bool]:
+    keys: Path | None,
+) -> tuple[int, int | None, int, int, bool]:
     """``raw_<table>``: the rows read, merged by key into the previous raw snapshot when
-    the read was incremental, written to ``raw_<table>.parquet`` (the next increment's
-    base). Returns the rows read, changed and (a full read) deleted since ``previous``, and
+    the read was incremental (``keys``: the key column read whole at the same moment),
+    written to ``raw_<table>.parquet`` (the next increment's base).
+
+    Returns the rows and keys read, the rows changed and deleted since ``previous``, and
     whether every row has a key, none twice (else the next read is whole: a merge by a
     key that is NULL or repeated could keep a stale row or lose one)."""
     names = EXTRACTED_COLUMNS[table]
-    columns = ", ".join(f"'{name}': 'VARCHAR'" for name in names)
-    con.execute(
-        f"CREATE TEMP TABLE read_{table} AS SELECT * FROM read_csv({engine.literal(read)}, "
-        f"header = true, columns = {{{columns}}}, allow_quoted_nulls = false, quote = '\"', "
-        "escape = '\"', auto_detect = false)"
-    )
-    rows_read = engine.scalar(con, f"SELECT count(*) FROM read_{table}")
     key = KEY_COLUMNS[table]
+    _read_csv(con, f"read_{table}", read, names)
+    rows_read = engine.scalar(con, f"SELECT count(*) FROM read_{table}")
+    keys_read = None
     before = f"read_parquet({engine.literal(previous)})" if previous else None
-    if incremental and before:  # an incremental read is planned only with its base at hand
-        # The changed rows replace the base's rows of the same key; rows without a key
-        # cannot be matched, so they are kept once each.
+    if keys is not None and before:  # an incremental read is planned with its base at hand
+        _read_csv(con, f"keys_{table}", keys, (key,))
+        keys_read = engine.scalar(con, f"SELECT count(*) FROM keys_{table}")
+        # The base's rows whose key is still in the table and was not read again, then the
+        # rows read (rows without a key cannot be matched: each is kept once).
         con.execute(
             f"""
             CREATE TEMP TABLE merged_{table} AS
             SELECT * FROM {before} AS kept
-            WHERE kept.{key} IS NULL
-                OR NOT EXISTS (SELECT 1 FROM read_{table} AS r WHERE r.{key} = kept.{key})
+            WHERE kept.{key} IN (SELECT {key} FROM keys_{table})
+                AND kept.{key} NOT IN (SELECT {key} FROM read_{table} WHERE {key} IS NOT NULL)
             UNION ALL
             SELECT * FROM read_{table} WHERE {key} IS NOT NULL
             UNION ALL
@@ -311,16 +316,19 @@ def _merge(
         if before
         else f"SELECT count(*) FROM read_{table}",
     )
+    # Deleted: keys of the previous snapshot the table no longer has.
     deleted = (
         engine.scalar(
             con,
             f"SELECT count(*) FROM (SELECT {key} FROM {before} WHERE {key} IS NOT NULL "
             f"EXCEPT SELECT {key} FROM merged_{table})",
         )
-        if before and not incremental
+        if before
         else 0
     )
     read.unlink()  # parsed: its space is the snapshot's
+    if keys is not None:
+        keys.unlink()
     # Uploaded with the snapshot, once the data gate passed.
     raw = engine.literal(read.with_name(f"raw_{table}.parquet"))
     con.execute(
@@ -340,4 +348,16 @@ def _merge(
             f"AS INTEGER) FROM merged_{table}",
         )
     )
-    return rows_read, changed, deleted, key_unique
+    return rows_read, keys_read, changed, deleted, key_unique
+
+
+def _read_csv(
+    con: engine.duckdb.DuckDBPyConnection, name: str, path: Path, columns: tuple[str, ...]
+) -> None:
+    """A CSV that COPY sent (text columns, NULL unquoted and empty) as a temp table."""
+    types = ", ".join(f"'{column}': 'VARCHAR'" for column in columns)
+    con.execute(
+        f"CREATE TEMP TABLE {name} AS SELECT * FROM read_csv({engine.literal(path)}, "
+        f"header = true, columns = {{{types}}}, allow_quoted_nulls = false, quote = '\"', "
+        "escape = '\"', auto_detect = false)"
+    )

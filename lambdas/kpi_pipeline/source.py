@@ -25,6 +25,7 @@ from psycopg2 import sql as pgsql
 from kpi_pipeline import aws
 from kpi_pipeline.contracts import SourceCheck
 from kpi_pipeline.errors import ConfigurationError, SourceSchemaError, SourceUnavailable
+from kpi_pipeline.observability import logger
 from kpi_pipeline.settings import SourceSettings
 
 # The types a change column may have: a point in time, compared as timestamptz in UTC.
@@ -136,17 +137,55 @@ def connection_params(
 
 @dataclass(frozen=True)
 class TableRead:
-    """How to read one table: whole, or the rows changed since a moment."""
+    """How to read one table: whole, or the rows changed since a moment (and then its key
+    column whole: the rows deleted since are those whose key is gone)."""
 
     changed_column: str | None = None
     since: str | None = None  # a timestamptz literal; None: every row
     overlap_seconds: int = 0  # read from this long before ``since``
 
+    @property
+    def incremental(self) -> bool:
+        return self.since is not None and self.changed_column is not None
+
 
 @dataclass(frozen=True)
 class TableCopy:
     rows: int  # the rows COPY sent
-    watermark: str | None  # the change column's largest value when it was read
+    watermark: str | None  # where the next read starts: see Horizon
+    keys: int | None = None  # an incremental read: the keys COPY sent (every row's)
+
+
+# The moment before which every change to the tables is committed and visible to the read.
+# A row's change time is set by its writer (``DEFAULT now()``: its transaction's start), but
+# the row becomes visible only at commit: a transaction open across the read commits rows
+# stamped before the read, which no read from the table's largest change time would return.
+# So the watermark never passes the start of the oldest transaction open in the database
+# (pg_stat_activity.xact_start of client sessions; a prepared transaction, its PREPARE
+# time), nor the moment this is asked (statement_timestamp()), which comes before the read's
+# own snapshot: a transaction that commits in between began after it. Another role's session
+# shows its xact_start only to a member of pg_read_all_stats: the extract's user needs it.
+HORIZON_SQL = """
+SELECT
+    least(
+        statement_timestamp(),
+        min(xact_start) FILTER (WHERE pid <> pg_backend_pid()),
+        (SELECT min(prepared) FROM pg_prepared_xacts WHERE database = current_database())
+    )::text,
+    statement_timestamp()::text,
+    count(*) FILTER (WHERE pid <> pg_backend_pid() AND query = '<insufficient privilege>')
+FROM pg_stat_activity
+WHERE datname = current_database()
+    -- another role's session shows no backend_type to a user that may not see it
+    AND (backend_type = 'client backend' OR query = '<insufficient privilege>')
+"""
+
+
+@dataclass(frozen=True)
+class Horizon:
+    at: str  # the oldest open transaction's start, else when it was asked
+    asked_at: str
+    unseen_sessions: int  # other roles' sessions whose transactions the user cannot see
 
 
 class SourceDatabase:
@@ -229,12 +268,14 @@ class SourceDatabase:
         """Each table's extracted columns as text, written to ``sink(table)`` as CSV with a
         header (NULL unquoted and empty, an empty string quoted), all at one moment.
 
-        A read with a change column also returns the column's largest value (the next
-        watermark); one with ``since`` reads only the rows changed at or after it less the
-        overlap.
+        A read with a change column also returns the next watermark: the column's largest
+        value, capped at the :data:`HORIZON_SQL`. One with ``since`` reads only the rows
+        changed at or after it less the overlap, and the key column whole to
+        ``sink("<table>.keys")``.
         """
         copies = {}
         with self._connect() as conn:
+            horizon = self._horizon(conn) if any(r.changed_column for r in reads.values()) else None
             conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
             with conn.cursor() as cur:
                 # Timestamps become text and watermarks compare in UTC, whatever the server.
@@ -245,20 +286,54 @@ class SourceDatabase:
                     # column (the state machine's error contract), not as UndefinedColumn.
                     self._check_columns(cur, table, read.changed_column)
                     watermark = None
-                    if read.changed_column:
-                        # Never past now: one row stamped in the future would otherwise hide
-                        # every change made until then.
+                    if read.changed_column and horizon:
+                        # Never past the horizon: not past an open transaction's start, and
+                        # not past now (one row stamped in the future would otherwise hide
+                        # every change made until then).
                         cur.execute(
                             pgsql.SQL(
-                                "SELECT least(max({})::timestamptz, transaction_timestamp())::text "
-                                "FROM {}"
-                            ).format(pgsql.Identifier(read.changed_column), pgsql.Identifier(table))
+                                "SELECT least(max({})::timestamptz, {}::timestamptz)::text FROM {}"
+                            ).format(
+                                pgsql.Identifier(read.changed_column),
+                                pgsql.Literal(horizon.at),
+                                pgsql.Identifier(table),
+                            )
                         )
                         watermark = cur.fetchone()[0]
                     with sink(table) as out:
                         cur.copy_expert(self._copy_sql(cur, table, read), out, COPY_BUFFER_BYTES)
-                    copies[table] = TableCopy(rows=int(cur.rowcount), watermark=watermark)
+                    rows = int(cur.rowcount)
+                    keys = None
+                    if read.incremental:
+                        with sink(f"{table}.keys") as out:
+                            cur.copy_expert(self._keys_sql(cur, table), out, COPY_BUFFER_BYTES)
+                        keys = int(cur.rowcount)
+                    copies[table] = TableCopy(rows=rows, watermark=watermark, keys=keys)
         return copies
+
+    @staticmethod
+    def _horizon(conn: Any) -> Horizon:
+        """The :data:`HORIZON_SQL`, asked in a transaction of its own, before the read's."""
+        with conn.cursor() as cur:
+            cur.execute(HORIZON_SQL)
+            at, asked_at, unseen = cur.fetchone()
+            cur.execute("SELECT current_user")
+            user = cur.fetchone()[0]
+        conn.commit()
+        if unseen:
+            raise ConfigurationError(
+                f"the source user {user} cannot see the transactions of {unseen} other "
+                "session(s) of the database (pg_stat_activity), so an incremental read cannot "
+                "tell when a transaction open across it started: GRANT pg_read_all_stats TO "
+                f"{user} (in RDS, as the master user), or unset source.<table>.changed_column "
+                "to read the tables whole"
+            )
+        if at != asked_at:
+            logger.info(
+                "the watermark stops at the oldest transaction open in the source",
+                extra={"open_since": at, "asked_at": asked_at},
+            )
+        return Horizon(at=at, asked_at=asked_at, unseen_sessions=int(unseen))
 
     @staticmethod
     def _copy_sql(cur: Any, table: str, read: TableRead) -> str:
@@ -278,6 +353,13 @@ class SourceDatabase:
                 pgsql.Literal(read.overlap_seconds),
                 pgsql.Identifier(read.changed_column),
             )
+        copy = pgsql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(query)
+        return str(copy.as_string(cur))
+
+    @staticmethod
+    def _keys_sql(cur: Any, table: str) -> str:
+        key = pgsql.Identifier(KEY_COLUMNS[table])
+        query = pgsql.SQL("SELECT {}::text AS {} FROM {}").format(key, key, pgsql.Identifier(table))
         copy = pgsql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(query)
         return str(copy.as_string(cur))
 

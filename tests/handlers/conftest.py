@@ -11,7 +11,7 @@ import pytest
 from extract_rds.handler import extract_tables
 from kpi_pipeline import aws as pipeline_aws
 from kpi_pipeline.observability import logger as pipeline_logger
-from local_runner.databases import dsn_to_secret
+from local_runner.databases import dsn_to_secret, source_reader
 from tests.handlers.support import (
     CONTEXT,
     DATA_BUCKET,
@@ -47,7 +47,8 @@ def cloud(aws: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 def source_dsn(cloud: Any, new_database: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """An empty source database, and its RDS-style secret (with a password) in moto."""
     dsn = new_database("source")
-    secret = {**dsn_to_secret(dsn), "password": PASSWORD}  # the test server trusts anyway
+    # The extract's own role, as in RDS (the test server trusts it, password or not).
+    secret = {**dsn_to_secret(source_reader(dsn)), "password": PASSWORD}
     cloud.secrets.create_secret(Name=SECRET_ID, SecretString=json.dumps(secret))
     monkeypatch.setenv("SOURCE_SECRET_ARN", SECRET_ID)
     monkeypatch.setenv("SOURCE_SSLMODE", "disable")  # the test server speaks no TLS

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from typing import Any
 
+import psycopg2
 import pyarrow.parquet as pq
 import pytest
+from psycopg2.extensions import make_dsn
 
 from extract_rds.handler import extract_tables
 from kpi_pipeline import settings as pipeline_settings
 from kpi_pipeline.contracts import SourceSnapshot
-from kpi_pipeline.errors import SourceSchemaError
+from kpi_pipeline.errors import ConfigurationError, SourceSchemaError
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.settings import StorageSettings, load
 from kpi_pipeline.source_state import mark_processed
 from kpi_pipeline.storage import Storage
-from tests.handlers.support import CONTEXT, DATA_BUCKET, event, execute, read_json
+from tests.handlers.support import CONTEXT, DATA_BUCKET, SECRET_ID, event, execute, read_json
 
 # A moment before any change the tests make (every row starts there).
 START = "2024-06-01 00:00:00+00"
@@ -84,31 +87,87 @@ def change_the_source(dsn: str) -> None:
 def test_each_incremental_snapshot_equals_a_full_extract_of_that_moment(
     incremental: str, cloud: Any
 ) -> None:
+    """Inserts, an update and deletes (a song, a user) between two reads: the incremental
+    snapshot is the full read's at once, not after the next reconciliation (a deleted user
+    kept in the snapshot would validate plays on a new date and be pinned with it)."""
     first = extract("run-1")
     assert {t: r["mode"] for t, r in first["tables"].items()} == {"users": "full", "songs": "full"}
     change_the_source(incremental)
+    execute(incremental, "DELETE FROM users WHERE user_id = 2")
 
     second = extract("run-2")
     reference = extract("reference-2", full=True, mark=False)
 
     users, songs = second["tables"]["users"], second["tables"]["songs"]
-    # Read: the rows changed at or after the watermark (START: the untouched rows are
-    # stamped exactly there, so they are read again). Changed: the new user; the new song
-    # and the updated one (a delete is not seen through a watermark).
-    assert (users["mode"], users["rows_read"], users["rows_changed"]) == ("incremental", 3, 1)
+    # Users are ids only: the whole key column is the whole read, every run.
+    assert (users["mode"], users["rows_read"], users["rows_changed"]) == ("full", 2, 1)
+    assert users["rows_deleted"] == 1
+    # Songs: read from the watermark (START: the untouched rows are stamped exactly there,
+    # so they are read again); changed, the new song and the updated one; deleted, song 1,
+    # gone from the key column read whole beside the changes.
     assert (songs["mode"], songs["rows_read"], songs["rows_changed"]) == ("incremental", 3, 2)
+    assert songs["rows_deleted"] == 1
     assert songs["watermark"] > START
-    got, want = snapshot_rows(cloud, second), snapshot_rows(cloud, reference)
-    assert got["users"] == want["users"]
-    deleted = [r for r in got["songs"] if r not in want["songs"]]
-    assert [dict(r)["id"] for r in deleted] == [1]  # until the reconciliation
-    assert [r for r in got["songs"] if r not in deleted] == want["songs"]
+    assert snapshot_rows(cloud, second) == snapshot_rows(cloud, reference)
 
-    third = extract("run-3", full=True)  # {"full_extract": true}: the reconciliation
+    third = extract("run-3", full=True)  # {"full_extract": true}: nothing left to find
 
     assert third["tables"]["songs"]["mode"] == "full"
-    assert third["tables"]["songs"]["rows_deleted"] == 1
-    assert snapshot_rows(cloud, third) == want
+    assert third["tables"]["songs"]["rows_deleted"] == 0
+    assert snapshot_rows(cloud, third) == snapshot_rows(cloud, reference)
+
+
+def test_a_song_deleted_and_inserted_again_under_another_key_is_one_song(
+    incremental: str, cloud: Any
+) -> None:
+    """A correction by delete and re-insert under a new id: the old row is gone at once."""
+    extract("run-1")
+    execute(
+        incremental,
+        "DELETE FROM songs WHERE id = 2; "
+        "INSERT INTO songs (id, track_id, artists, album_name, track_name, popularity, "
+        "duration_ms, track_genre) VALUES (20, 'B', 'Y', 'Album', 'Song B', 45, 240000, 'pop')",
+    )
+
+    second = extract("run-2")
+
+    songs = [dict(r) for r in snapshot_rows(cloud, second)["songs"]]
+    assert [(s["track_id"], s["popularity"]) for s in songs if s["track_id"] == "B"] == [("B", 45)]
+    assert second["tables"]["songs"]["rows_deleted"] == 1
+
+
+@pytest.mark.parametrize("overlap", [0, 2])
+def test_a_transaction_open_across_a_read_is_read_once_it_commits(
+    incremental: str, cloud: Any, monkeypatch: pytest.MonkeyPatch, overlap: int
+) -> None:
+    """A batch job opens a transaction and stamps its row with now() (the transaction's
+    start); other rows change and commit after it; the read sees their times but not the
+    open row. The watermark must stop at the open transaction's start, or the row, once
+    committed, is older than every later read's start: never read (the overlap, here 0 and
+    2 s, does not save it once the transaction has been open for longer)."""
+    configure(monkeypatch, overlap_seconds=overlap)
+    extract("run-1")
+    batch = psycopg2.connect(incremental)
+    try:
+        with batch.cursor() as cur:  # BEGIN (psycopg2 opens the transaction)
+            cur.execute(
+                "INSERT INTO songs (id, track_id, artists, album_name, track_name, popularity, "
+                "duration_ms, track_genre) VALUES (9, 'J', 'Z', 'Album', 'Batch', 50, 100000, "
+                "'pop')"
+            )
+        time.sleep(overlap + 1)
+        execute(incremental, "UPDATE songs SET popularity = 1, updated_at = now() WHERE id = 0")
+        during = extract("run-2")
+        batch.commit()
+    finally:
+        batch.close()
+
+    after = extract("run-3")
+
+    assert "J" not in {dict(r)["track_id"] for r in snapshot_rows(cloud, during)["songs"]}
+    assert "J" in {dict(r)["track_id"] for r in snapshot_rows(cloud, after)["songs"]}
+    reference = extract("reference-3", full=True, mark=False)
+    assert snapshot_rows(cloud, after) == snapshot_rows(cloud, reference)
 
 
 def test_a_run_that_fails_before_its_load_reads_the_same_changes_again(
@@ -120,10 +179,12 @@ def test_a_run_that_fails_before_its_load_reads_the_same_changes_again(
     failed = extract("run-2", mark=False)  # never reached Archive: no mark
     again = extract("run-3")
 
+    # The same reads (a whole read's time aside: users are read whole every run).
     assert again["tables"] == {
-        table: {**read, "raw_key": again["tables"][table]["raw_key"]}
+        table: {**read, **{k: again["tables"][table][k] for k in ("raw_key", "full_at")}}
         for table, read in failed["tables"].items()
     }
+    assert again["tables"]["songs"]["full_at"] == failed["tables"]["songs"]["full_at"]
     assert snapshot_rows(cloud, again) == snapshot_rows(cloud, failed)
     state = read_json(cloud.s3, "source/state.json")
     assert state["tables"]["songs"]["run_id"] == "run-3"
@@ -158,13 +219,14 @@ def test_a_table_is_read_whole_again_once_its_last_full_read_is_too_old(
     configure(monkeypatch, full_extract_every_days=7)
     extract("run-1")
     state = read_json(cloud.s3, "source/state.json")
-    state["tables"]["users"]["full_at"] = "2020-01-01T00:00:00+00:00"
+    assert extract("run-2")["tables"]["songs"]["mode"] == "incremental"
+    state = read_json(cloud.s3, "source/state.json")
+    state["tables"]["songs"]["full_at"] = "2020-01-01T00:00:00+00:00"
     cloud.s3.put_object(Bucket=DATA_BUCKET, Key="source/state.json", Body=json.dumps(state))
 
-    second = extract("run-2")
+    third = extract("run-3")
 
-    assert second["tables"]["users"]["mode"] == "full"
-    assert second["tables"]["songs"]["mode"] == "incremental"
+    assert third["tables"]["songs"]["mode"] == "full"
 
 
 def test_a_change_column_the_table_lacks_or_that_is_no_timestamp_is_named(
@@ -226,7 +288,6 @@ def test_a_key_repeated_in_the_source_makes_the_next_read_whole(
     second = extract("run-2")
 
     assert second["tables"]["songs"]["mode"] == "full"
-    assert second["tables"]["users"]["mode"] == "incremental"
 
 
 def test_a_raw_snapshot_of_other_columns_is_never_merged_into(incremental: str, cloud: Any) -> None:
@@ -240,3 +301,29 @@ def test_a_raw_snapshot_of_other_columns_is_never_merged_into(incremental: str, 
 
     assert second["tables"]["songs"]["mode"] == "full"
     assert second["tables"]["songs"]["rows_deleted"] == 0  # not compared with the old file
+
+
+def test_an_extract_user_that_cannot_see_other_sessions_is_told_what_to_grant(
+    incremental: str, cloud: Any
+) -> None:
+    """Without pg_read_all_stats, another role's open transaction is invisible (its
+    xact_start NULL): the watermark could pass it. The read refuses, naming the grant."""
+    extract("run-1")
+    reader = json.loads(cloud.secrets.get_secret_value(SecretId=SECRET_ID)["SecretString"])
+    execute(incremental, f"REVOKE pg_read_all_stats FROM {reader['username']}")
+    other = f"{reader['username']}_app"[:63]
+    execute(incremental, f"CREATE ROLE {other} LOGIN")
+    try:
+        app = psycopg2.connect(make_dsn(incremental, user=other))
+        try:
+            with pytest.raises(
+                ConfigurationError,
+                match=rf"GRANT pg_read_all_stats TO {reader['username']} .*or unset source",
+            ):
+                extract("run-2")
+        finally:
+            app.close()
+        execute(incremental, f"GRANT pg_read_all_stats TO {reader['username']}")
+        assert extract("run-3")["tables"]["songs"]["mode"] == "incremental"
+    finally:
+        execute(incremental, f"DROP ROLE IF EXISTS {other}")
