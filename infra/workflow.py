@@ -31,7 +31,13 @@ from infra.steps import (
     TRANSFORM_IN_WAREHOUSE,
     Step,
 )
-from kpi_pipeline.errors import OUT_OF_MEMORY_ERRORS, RETRYABLE_ERRORS, PlanOutdated
+from kpi_pipeline.errors import (
+    LAMBDA_SERVICE_ERRORS,
+    MAYBE_OUT_OF_MEMORY_ERRORS,
+    OUT_OF_MEMORY_ERRORS,
+    RETRYABLE_ERRORS,
+    PlanOutdated,
+)
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.metric_names import NAMESPACE, PLAYS_LOADED, RUNS_ENDED, SERVICE
 
@@ -39,11 +45,7 @@ from kpi_pipeline.metric_names import NAMESPACE, PLAYS_LOADED, RUNS_ENDED, SERVI
 TRANSIENT_ERRORS = [
     # (Lambda.ClientExecutionTimeoutException: the call timed out on Step Functions' side and
     # the function may still run; every step is idempotent, so trying again is safe)
-    "Lambda.ClientExecutionTimeoutException",
-    "Lambda.ServiceException",
-    "Lambda.AWSLambdaException",
-    "Lambda.SdkClientException",
-    "Lambda.TooManyRequestsException",
+    *LAMBDA_SERVICE_ERRORS,
     *(error.__name__ for error in RETRYABLE_ERRORS),
 ]
 LAMBDA_TIMED_OUT = "Sandbox.Timedout"  # the error of a Lambda invocation that timed out
@@ -294,10 +296,13 @@ class PipelineDefinition(Construct):
             },
             result_path="$",
         )
-        # Out of memory: once more, in a fresh sandbox (memory a warm one kept can be the
-        # cause); a second time, Archive quarantines the file (kpi_pipeline.attempts).
+        # Out of memory, in each form Lambda reports it: once more, in a fresh sandbox (memory
+        # a warm one kept can be the cause); a second time, Archive quarantines the file
+        # (kpi_pipeline.attempts).
         ingest_file.add_retry(
-            errors=list(OUT_OF_MEMORY_ERRORS), interval=Duration.seconds(1), max_attempts=1
+            errors=[*OUT_OF_MEMORY_ERRORS, *MAYBE_OUT_OF_MEMORY_ERRORS],
+            interval=Duration.seconds(1),
+            max_attempts=1,
         )
         # A file whose ingestion still fails after the retries must not hold back the others:
         # its failure is recorded as its result, Archive leaves it in landing and fails the

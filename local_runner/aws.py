@@ -339,9 +339,9 @@ class LocalAws:
                 f"seconds ({killed})",
             }
             return {"body": json.dumps(body).encode(), "failed": True}
-        except LambdaOutOfMemory:
+        except LambdaOutOfMemory as killed:
             body = {
-                "errorType": "Runtime.OutOfMemory",
+                "errorType": killed.error_type,
                 "errorMessage": f"RequestId: {context.aws_request_id} Error: Runtime exited "
                 "with error: signal: killed",
             }

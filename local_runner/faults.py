@@ -69,8 +69,13 @@ class LambdaKilled(Exception):
 
 
 class LambdaOutOfMemory(Exception):
-    """The invocation is killed for passing its memory size, as Lambda does: raised by a
-    test's wrapper, answered as Lambda answers (errorType Runtime.OutOfMemory)."""
+    """The invocation is killed for passing its memory size: raised by a test's wrapper,
+    answered as Lambda answers, with ``error_type`` Runtime.OutOfMemory or (as the Python
+    runtimes often report it) Runtime.ExitError, "signal: killed" in the message."""
+
+    def __init__(self, error_type: str = "Runtime.OutOfMemory") -> None:
+        super().__init__(error_type)
+        self.error_type = error_type
 
 
 # The run whose Lambda invocation (or Data API batch) the current thread carries out.

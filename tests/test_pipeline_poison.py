@@ -100,10 +100,11 @@ def test_a_file_that_keeps_failing_waits_in_landing_then_is_quarantined_after_th
     "error",
     [
         LambdaOutOfMemory(),
+        LambdaOutOfMemory("Runtime.ExitError"),
         MemoryError("DuckDB ran out of memory"),
         ScratchSpaceExhausted("the stream file needs 9 GB of /tmp; 4 GB free"),
     ],
-    ids=["killed-out-of-memory", "memory-error", "scratch-exhausted"],
+    ids=["killed-out-of-memory", "killed-exit-error", "memory-error", "scratch-exhausted"],
 )
 def test_a_failure_that_repeats_on_every_attempt_quarantines_the_file_at_once(
     harness, sample, error

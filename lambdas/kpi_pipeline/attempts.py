@@ -14,10 +14,13 @@ metric emitted (FilesGivenUpAlarm), when
   its last failure).
 
 Not counted: the failures of the pipeline or of AWS rather than of the file (throttling,
-a service error, a setting, the lock, an object the pipeline kept, the source or the
-warehouse unavailable), and a run in which every file failed (an outage, not a poison
-file) unless it had only one. A file is known by its key and size: a producer that sends
-the same file again under the same key (a new ETag under SSE-KMS) keeps its count.
+a Lambda service error, a setting, the lock, an object the pipeline kept, the source or the
+warehouse unavailable). A run in which every file failed, more than one (an outage, or a
+setting such as the memory size, more likely than poison files), is counted only once a
+file has failed twice ``max_file_attempts`` runs, and never gives a file up at once.
+
+A file is known by its key and size: a producer that sends the same file again under the
+same key (a new ETag under SSE-KMS) keeps its count.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import Any
 
 from kpi_pipeline.contracts import IngestResult
 from kpi_pipeline.errors import (
+    LAMBDA_SERVICE_ERRORS,
+    MAYBE_OUT_OF_MEMORY_ERRORS,
     OUT_OF_MEMORY_ERRORS,
     RETRYABLE_ERRORS,
     ConfigurationError,
@@ -49,6 +54,7 @@ DETERMINISTIC_ERRORS = frozenset({*OUT_OF_MEMORY_ERRORS, ScratchSpaceExhausted._
 NOT_THE_FILES = frozenset(
     {
         *(error.__name__ for error in RETRYABLE_ERRORS),
+        *LAMBDA_SERVICE_ERRORS,
         *(e.__name__ for e in (ConfigurationError, CorruptObject, InvalidRequest, LockLost)),
         "States.Runtime",
         "States.Permissions",
@@ -67,13 +73,16 @@ def give_up_on(
 ) -> dict[int, IngestResult]:
     """Count this run's failed attempt of each file; answer, by manifest index, the files
     given up on, as quarantined results (reason ``ingest_failed``)."""
+    # Every file of the run failed: an outage, or a setting (the memory size), rather than
+    # each file; counted only once such runs reach twice max_attempts (two poison files
+    # alone in landing would otherwise fail every run for good).
     outage = len(failed) > 1 and len(failed) == files_in_run
 
     def attempt(result: IngestResult) -> IngestResult | None:
         error = error_name(result)
-        deterministic = error in DETERMINISTIC_ERRORS
-        if not deterministic and (outage or error in NOT_THE_FILES):
+        if error in NOT_THE_FILES:
             return None
+        deterministic = error in DETERMINISTIC_ERRORS and not outage
         key = attempts_key(result.key)
         document = _previous(storage, layout.data_bucket, key)
         same_file = document.get("size") == result.size
@@ -82,9 +91,11 @@ def give_up_on(
         if given_up_by and given_up_by != run_id:
             runs, given_up_by = {}, None  # put back in landing after it was given up on
         runs.setdefault(
-            run_id, {"error": error, "message": error_message(result.detail), "at": _now()}
+            run_id,
+            {"error": error, "message": error_message(result.detail), "at": _now(), "all": outage},
         )
-        give_up = deterministic or len(runs) >= max_attempts
+        alone = sum(1 for r in runs.values() if not r.get("all"))
+        give_up = deterministic or alone >= max_attempts or len(runs) >= 2 * max_attempts
         storage.put_json(
             layout.data_bucket,
             key,
@@ -97,11 +108,13 @@ def give_up_on(
         )
         if not give_up:
             return None
-        count(FILES_QUARANTINED, 1, reason=FileReason.INGEST_FAILED.value)
+        if given_up_by != run_id:  # a retried Archive gave it up already: counted once
+            count(FILES_QUARANTINED, 1, reason=FileReason.INGEST_FAILED.value)
         why = (
             "a failure that repeats on every attempt"
             if deterministic
-            else f"{len(runs)} failed runs (max_file_attempts {max_attempts})"
+            else f"{len(runs)} failed runs (max_file_attempts {max_attempts}; runs in which "
+            f"every file failed count from {2 * max_attempts})"
         )
         errors = "; ".join(f"{r['error']}: {r['message']}" for r in runs.values())
         return result.model_copy(
@@ -123,11 +136,12 @@ def attempts_so_far(failed: IngestResult, storage: Storage, layout: Layout) -> i
 
 
 def error_name(result: IngestResult) -> str:
-    """The error a failed file's result records; Lambda reports an out-of-memory kill as
-    Lambda.Unknown on some runtimes, with the kill in its cause."""
+    """The error a failed file's result records; an out-of-memory kill reported as
+    Runtime.ExitError ("signal: killed") or Lambda.Unknown ("memory") is named as such."""
     name = result.reason or ""
-    if name == "Lambda.Unknown" and "memory" in (result.detail or "").lower():
-        return "Runtime.OutOfMemory"
+    cause = (result.detail or "").lower()
+    if name in MAYBE_OUT_OF_MEMORY_ERRORS and ("signal: killed" in cause or "memory" in cause):
+        return OUT_OF_MEMORY_ERRORS[0]
     return name
 
 

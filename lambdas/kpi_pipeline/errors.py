@@ -105,6 +105,18 @@ class IngestFailed(PipelineError):
 # What a Lambda that ran out of memory fails with: the runtime's kill, or Python's own
 # MemoryError. The state machine retries IngestFile once on these (a fresh sandbox).
 OUT_OF_MEMORY_ERRORS = ("Runtime.OutOfMemory", "MemoryError")
+# What Lambda may report an out-of-memory kill as (the kill is in its cause: "signal:
+# killed"; "memory"): the state machine retries them once too, like OUT_OF_MEMORY_ERRORS.
+MAYBE_OUT_OF_MEMORY_ERRORS = ("Runtime.ExitError", "Lambda.Unknown")
+# The Lambda service's own errors (throttling, a service fault, a call timed out on Step
+# Functions' side): retried by the state machine, never a file's fault.
+LAMBDA_SERVICE_ERRORS = (
+    "Lambda.ClientExecutionTimeoutException",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+)
 
 FATAL_ERRORS: tuple[type[PipelineError], ...] = (
     ConfigurationError,
