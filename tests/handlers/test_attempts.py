@@ -20,9 +20,14 @@ def failed(index: int, name: str, error: str, message: str = "boom") -> IngestRe
     """A file's result as the Map's Catch records it: the error, and Lambda's cause."""
     cause = json.dumps({"errorType": error, "errorMessage": message})
     return IngestResult(
-        index=index, key=f"landing/{name}", etag="e", size=100, outcome="failed",
-        reason=error, detail=cause,
-    )  # fmt: skip
+        index=index,
+        key=f"landing/{name}",
+        etag="e",
+        size=100,
+        outcome="failed",
+        reason=error,
+        detail=cause,
+    )
 
 
 def runs(results: list[IngestResult], *, files_in_run: int, n: int) -> list[dict[int, Any]]:
@@ -36,7 +41,7 @@ def runs(results: list[IngestResult], *, files_in_run: int, n: int) -> list[dict
             max_attempts=3,
             storage=Storage(),
             layout=layout,
-        )  # fmt: skip
+        )
         for i in range(n)
     ]
 
