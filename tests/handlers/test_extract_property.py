@@ -68,11 +68,11 @@ class Source:
         elif kind == "reinsert_song":
             self.next_id += 1
             self._sql(
-                "WITH gone AS (DELETE FROM songs WHERE id = %s RETURNING *) "
-                "INSERT INTO songs SELECT %s, track_id, artists, album_name, track_name, "
-                "popularity, duration_ms, explicit, danceability, energy, key, loudness, mode, "
-                "speechiness, acousticness, instrumentalness, liveness, valence, tempo, "
-                "time_signature, track_genre, now() FROM gone" % (args[0], self.next_id)
+                f"WITH gone AS (DELETE FROM songs WHERE id = {args[0]} RETURNING *) "
+                f"INSERT INTO songs SELECT {self.next_id}, track_id, artists, album_name, "
+                "track_name, popularity, duration_ms, explicit, danceability, energy, key, "
+                "loudness, mode, speechiness, acousticness, instrumentalness, liveness, valence, "
+                "tempo, time_signature, track_genre, now() FROM gone"
             )
         elif kind == "insert_user":
             self._sql(
