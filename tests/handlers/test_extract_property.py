@@ -6,6 +6,7 @@ it (derandomized: the same examples on every machine, shrunk to the smallest on 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import psycopg2
@@ -99,10 +100,8 @@ class Source:
             with conn.cursor() as cur:
                 # Blocked by the held transaction's row: that row is not the step's to touch.
                 cur.execute("SET lock_timeout = '200ms'")
-                try:
+                with contextlib.suppress(psycopg2.errors.LockNotAvailable):
                     cur.execute(statement)
-                except psycopg2.errors.LockNotAvailable:
-                    pass
         finally:
             conn.close()
 
