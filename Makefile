@@ -27,10 +27,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)  ## create the virtual environment with every package
 
-run: $(STAMP)  ## run the pipeline locally: make run [DATA=dir] [OUT=dir] [STATE=dir] [ENGINE=lambda|warehouse|auto] [RECOMPUTE=FROM..TO [CATALOGUE=current] | REPLAY=reason,... [DATES=FROM..TO] | PREFLIGHT=1]
+run: $(STAMP)  ## run the pipeline locally: make run [DATA=dir] [OUT=dir] [STATE=dir] [ENGINE=lambda|warehouse|auto] [FULL_EXTRACT=1] [RECOMPUTE=FROM..TO [CATALOGUE=current] | REPLAY=reason,... [DATES=FROM..TO] | REVALIDATE=FROM..TO | PREFLIGHT=1]
 	$(PY) -m local_runner $(if $(DATA),--data "$(DATA)") --out "$(OUT)" --state "$(STATE)" $(if $(ENGINE),--engine "$(ENGINE)") \
 		$(if $(RECOMPUTE),--recompute "$(RECOMPUTE)") $(if $(CATALOGUE),--catalogue "$(CATALOGUE)") \
-		$(if $(REPLAY),--replay "$(REPLAY)") $(if $(DATES),--dates "$(DATES)") $(if $(PREFLIGHT),--preflight)
+		$(if $(REPLAY),--replay "$(REPLAY)") $(if $(DATES),--dates "$(DATES)") $(if $(PREFLIGHT),--preflight) \
+		$(if $(REVALIDATE),--revalidate "$(REVALIDATE)") $(if $(FULL_EXTRACT),--full-extract)
 
 report: $(STAMP)  ## one self-contained HTML KPI report: make report [OUT=dir] [DSN=...] [SUMMARIES=s3://bucket]
 	$(PY) -m reporting --out "$(OUT)" --state "$(STATE)" $(if $(DSN),--dsn "$(DSN)") $(if $(SUMMARIES),--summaries "$(SUMMARIES)")

@@ -270,10 +270,23 @@ class PipelineFunctions(Construct):
         _list(ingest, data)
 
         replay = roles["replay_quarantine"]
-        # the quarantined rows, earlier replays' entries, each date's pin and today's snapshot
-        _objects(replay, data, READ, "quarantine/rows/", "ledger/", "catalogue/", "snapshots/")
-        # a new content per file (curated plays, pending marker, ledger entry); its result
-        _objects(replay, data, WRITE, "curated/", "ledger/", "catalogue/", "runs/")
+        # the quarantined rows, earlier replays' entries, each date's pin and today's snapshot;
+        # a revalidation, the curated plays
+        _objects(
+            replay,
+            data,
+            READ,
+            "quarantine/rows/",
+            "ledger/",
+            "catalogue/",
+            "snapshots/",
+            "curated/",
+        )
+        # a new content per file (curated plays, pending marker, ledger entry); its result; a
+        # revalidation's moved plays (quarantined rows) and the curated objects without them
+        _objects(
+            replay, data, WRITE, "curated/", "ledger/", "catalogue/", "runs/", "quarantine/rows/"
+        )
         _list(replay, data)
 
         plan = roles["plan_transform"]

@@ -24,7 +24,7 @@ CHECK_REQUEST = Step(
     "check_request",
     "CheckRequest",
     "transform.request.handler",
-    "Checks what the execution asks for (daily, recompute, replay) before the lock",
+    "Checks what the execution asks for (daily, recompute, replay...) before the lock",
     frozenset({"requests", "storage"}),
     frozenset({"base"}),
 )
@@ -66,7 +66,7 @@ REPLAY_QUARANTINE = Step(
     "replay_quarantine",
     "ReplayQuarantine",
     "extract_s3.replay.handler",
-    "Checks quarantined rows again; accepts once those valid now",
+    "Checks quarantined rows again (accepts once those valid now), or accepted plays",
     frozenset({"storage", "engine", "lock"}),
     frozenset({"base", "duckdb", "aws_sdk_pandas"}),
 )

@@ -438,7 +438,7 @@ class PipelineDefinition(Construct):
         no_landing_files = sfn.Pass(
             self,
             "NoLandingFiles",
-            comment="A recompute or a replay touches no landing file",
+            comment="A recompute, a replay or a revalidation touches no landing file",
             result=sfn.Result.from_object({"file_count": 0}),
             result_path="$.manifest",
         )
@@ -449,8 +449,18 @@ class PipelineDefinition(Construct):
         )
         replay.next(plan)
         no_landing_files.next(
-            sfn.Choice(self, "ReplayFirst?", comment="a replay accepts rows, then plans")
-            .when(sfn.Condition.string_equals("$.request.kind", "replay_quarantine"), replay)
+            sfn.Choice(
+                self,
+                "ReplayFirst?",
+                comment="a replay accepts rows (a revalidation moves plays out), then plans",
+            )
+            .when(
+                sfn.Condition.or_(
+                    sfn.Condition.string_equals("$.request.kind", "replay_quarantine"),
+                    sfn.Condition.string_equals("$.request.kind", "revalidate"),
+                ),
+                replay,
+            )
             .otherwise(plan)
         )
         new_files = (

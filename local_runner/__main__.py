@@ -48,6 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dates", metavar="FROM..TO", help="with --replay: only these dates")
     parser.add_argument(
+        "--revalidate",
+        metavar="FROM..TO",
+        help="re-check the accepted plays of these dates against their pins; move those that "
+        "fail now to the quarantine and recompute their dates",
+    )
+    parser.add_argument(
+        "--full-extract",
+        action="store_true",
+        help='read the source tables whole ({"full_extract": true})',
+    )
+    parser.add_argument(
         "--preflight",
         action="store_true",
         help="check, with each step's own role, what the pipeline needs; keep nothing",
@@ -67,33 +78,44 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def execution_input(args: argparse.Namespace) -> dict[str, Any]:
-    """The state machine's input for ``make run RECOMPUTE=... | REPLAY=...`` (checked by
-    its CheckRequest step, as in AWS: here only the command line's own shape)."""
-    if args.recompute and args.replay:
-        raise UsageError("RECOMPUTE and REPLAY cannot be asked in one run: one, then the other")
+    """The state machine's input for ``make run RECOMPUTE=... | REPLAY=... | REVALIDATE=...``
+    (checked by its CheckRequest step, as in AWS: here only the command line's own shape)."""
+    revalidate = getattr(args, "revalidate", None)
+    full_extract = getattr(args, "full_extract", False)
+    operations = [n for n, v in (("RECOMPUTE", args.recompute), ("REPLAY", args.replay),
+                                 ("REVALIDATE", revalidate)) if v]  # fmt: skip
+    if len(operations) > 1:
+        raise UsageError(
+            f"{' and '.join(operations)} cannot be asked in one run: one, then the other"
+        )
     if getattr(args, "preflight", False):
-        if args.recompute or args.replay:
-            raise UsageError("PREFLIGHT touches no data: it goes without RECOMPUTE or REPLAY")
+        if operations or full_extract:
+            raise UsageError(
+                "PREFLIGHT touches no data: it goes without RECOMPUTE, REPLAY, REVALIDATE or "
+                "FULL_EXTRACT"
+            )
         return {"preflight": True}
     if args.catalogue and not args.recompute:
         raise UsageError("CATALOGUE goes with RECOMPUTE=FROM..TO")
     if args.dates and not args.replay:
         raise UsageError("DATES goes with REPLAY=REASONS (RECOMPUTE takes its own range)")
+    run_input: dict[str, Any] = {"full_extract": True} if full_extract else {}
     if args.recompute:
         date_from, date_to = _range("RECOMPUTE", args.recompute)
-        return {
-            "recompute": {
-                "from": date_from,
-                "to": date_to,
-                "catalogue": args.catalogue or "pinned",
-            }
+        run_input["recompute"] = {
+            "from": date_from,
+            "to": date_to,
+            "catalogue": args.catalogue or "pinned",
         }
-    if args.replay:
+    elif args.replay:
         replay: dict[str, Any] = {"reasons": [r.strip() for r in args.replay.split(",")]}
         if args.dates:
             replay["from"], replay["to"] = _range("DATES", args.dates)
-        return {"replay_quarantine": replay}
-    return {}
+        run_input["replay_quarantine"] = replay
+    elif revalidate:
+        date_from, date_to = _range("REVALIDATE", revalidate)
+        run_input["revalidate"] = {"from": date_from, "to": date_to}
+    return run_input
 
 
 def _range(name: str, text: str) -> tuple[str, str]:

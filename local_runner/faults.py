@@ -33,6 +33,7 @@ KINDS: tuple[tuple[str, str], ...] = (
     (r"^runs/[^/]+/transform/[^/]+/manifests/", "COPY manifest"),
     (r"^runs/[^/]+/summary\.json$", "run summary"),
     (r"^runs/[^/]+/replay\.json$", "replay result"),
+    (r"^runs/[^/]+/revalidate\.json$", "revalidation result"),
     (r"^runs/[^/]+/recompute\.json$", "recompute details"),
     (r"^catalogue/dates/", "date pin"),
     (r"^catalogue/(songs|users|song_artists|song_tracks)/", "pinned snapshot"),

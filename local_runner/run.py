@@ -227,7 +227,7 @@ def _execute(
     ):
         saved = folder.current()
         restored = local.load_buckets(saved.s3) if saved else 0
-        daily = not ({"recompute", "replay_quarantine", "preflight"} & set(run_input))
+        daily = not ({"recompute", "replay_quarantine", "revalidate", "preflight"} & set(run_input))
         streams = list(inputs.stream_files) if daily else []
         keys = local.put_files(env["LANDING_BUCKET"], env["LANDING_PREFIX"], streams)
         say(f"  s3     {restored:,} objects restored, {len(keys)} files put in landing\n")
@@ -445,7 +445,7 @@ def _report_preflight(
 
 
 def _report_request(summary: dict[str, Any], say: Callable[[str], None]) -> None:
-    """What a recompute replaced, or what a replay accepted."""
+    """What a recompute replaced, what a replay accepted, or what a revalidation moved."""
     if recompute := summary.get("recompute"):
         repinned = recompute["repinned"]
         say(
@@ -463,6 +463,15 @@ def _report_request(summary: dict[str, Any], say: Callable[[str], None]) -> None
             f"{sum(replay['rows_still_quarantined'].values()):,} still quarantined "
             f"{replay['rows_still_quarantined'] or ''}; {replay['rows_replayed_before']:,} "
             "accepted by an earlier replay"
+        )
+    if revalidation := summary.get("revalidation"):
+        moved = revalidation["plays_quarantined"]
+        say(
+            f"  revalidation  {revalidation['date_from']} .. {revalidation['date_to']}: "
+            f"{revalidation['plays_checked']:,} accepted plays re-checked in "
+            f"{revalidation['contents_checked']:,} curated objects; {sum(moved.values()):,} "
+            f"moved to the quarantine {moved or ''} ({revalidation['kpi_date_count']} dates "
+            f"recomputed); {revalidation['plays_quarantined_before']:,} moved by an earlier one"
         )
 
 

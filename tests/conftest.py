@@ -216,6 +216,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         CRASH_POINTS,
         MATRIX,
         REPLAY_CRASH_POINTS,
+        REVALIDATE_CRASH_POINTS,
         WAREHOUSE_CRASH_POINTS,
     )
     from tests.test_zombie_matrix import ZOMBIE_MATRIX, ZOMBIE_POINTS
@@ -233,8 +234,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         measured += found["payloads"]["measured"]
         largest = max(largest, found["payloads"]["largest"])
     if matrix:
-        points = (*CRASH_POINTS, *WAREHOUSE_CRASH_POINTS, *REPLAY_CRASH_POINTS)
-        order = {str(point): i for i, point in enumerate(points)}
+        points = (
+            *map(str, (*CRASH_POINTS, *WAREHOUSE_CRASH_POINTS, *REPLAY_CRASH_POINTS)),
+            *(f"{point} (revalidate)" for point in REVALIDATE_CRASH_POINTS),
+        )
+        order = {point: i for i, point in enumerate(points)}
         terminalreporter.write_line("crash matrix (point -> outcome):")
         for point, outcome in sorted(matrix.items(), key=lambda i: order[i[0].split(" [")[0]]):
             terminalreporter.write_line(f"  {point:<42} -> {outcome}")

@@ -254,3 +254,71 @@ def test_a_crash_in_a_replay_loses_and_counts_nothing_twice(
         f"{effects.crashes} crash(es); replay 1 {outcome(first)}; next replay "
         f"{second.output['status']}; warehouse = reference, each row accepted once"
     )
+
+
+# What a revalidation writes before its dates are planned like a daily run's: per curated
+# object with plays invalid now, their quarantined rows, the marker and entry of the new
+# content that holds them, then the object without them.
+REVALIDATE_CRASH_POINTS: tuple[SideEffect, ...] = (
+    SideEffect("ReplayQuarantine", "put", "quarantined rows"),
+    SideEffect("ReplayQuarantine", "put", "pending marker"),
+    SideEffect("ReplayQuarantine", "put", "ledger entry"),
+    SideEffect("ReplayQuarantine", "put", "curated plays"),
+    SideEffect("ReplayQuarantine", "put", "revalidation result"),
+)
+REVALIDATE = {"revalidate": {"from": "2024-01-01", "to": "2024-12-31"}}
+REPIN = {"recompute": {**REVALIDATE["revalidate"], "catalogue": "current"}}
+
+
+def revalidate_after_a_delete(harness: Harness, sample, files, late_users) -> object:
+    """Day 1 accepts the plays of four users; they are deleted from the source, their dates
+    re-pinned to today's tables; then the revalidation."""
+    late, users = late_users
+    harness.load_source(users, sample.songs_csv)
+    harness.put_streams(files["good"], late)
+    assert harness.run("day-1").output["status"] == "loaded"
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    assert harness.run("repin", REPIN).output["status"] == "recomputed"
+    return harness.run("revalidate-1", REVALIDATE)
+
+
+def test_the_revalidations_crash_points_are_what_it_writes(harness, sample, files, late_users):
+    execution = revalidate_after_a_delete(harness, sample, files, late_users)
+    assert execution.output["revalidation"]["plays_quarantined"] == {"unknown_user_id": 4}
+    seen = {e for e in harness.local.side_effects.distinct() if e.step == "ReplayQuarantine"}
+    assert sorted(seen) == sorted(REVALIDATE_CRASH_POINTS)
+
+
+@pytest.mark.parametrize("every_time", [False, True], ids=["once", "every-attempt"])
+@pytest.mark.parametrize("point", REVALIDATE_CRASH_POINTS, ids=str)
+def test_a_crash_in_a_revalidation_moves_each_play_once(
+    harness, sample, files, late_users, point, every_time
+):
+    """Once: the retry moves the same plays under the same keys. Every attempt: the
+    revalidation fails, and the next one moves each play once; no date is left stale."""
+    effects = harness.local.side_effects
+    effects.crash_after, effects.crash_every_time = point, every_time
+    first = revalidate_after_a_delete(harness, sample, files, late_users)
+    assert effects.crashes, f"{point} never happened"
+    effects.disarm()
+    second = harness.run("revalidate-2", REVALIDATE)
+    assert second.status == "SUCCEEDED", second.cause
+
+    late, _ = late_users
+    reference = compute_reference(sample.users_csv, sample.songs_csv, [files["good"], late])
+    assert_matches_reference(harness.warehouse(), reference)
+    assert harness.keys(harness.data_bucket, "ledger/pending/") == [], "markers left"
+    entries = [
+        harness.local.read_json(harness.data_bucket, key)
+        for key in harness.keys(harness.data_bucket, "ledger/files/")
+        if "-revalidated-" in key
+    ]
+    assert sum(sum(e["rows_quarantined"].values()) for e in entries) == 4, "moved twice or lost"
+    if first.status == "SUCCEEDED":
+        assert first.output["revalidation"]["plays_quarantined"] == {"unknown_user_id": 4}
+    result = second.output["revalidation"]
+    assert sum(result["plays_quarantined"].values()) + result["plays_quarantined_before"] == 4
+    MATRIX[f"{point} (revalidate) [{'every attempt' if every_time else 'once'}]"] = (
+        f"{effects.crashes} crash(es); revalidation 1 {outcome(first)}; next one "
+        f"{second.output['status']}; warehouse = reference, each play moved once"
+    )

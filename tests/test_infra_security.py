@@ -206,10 +206,11 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         | objects(READ, data, "snapshots/", "ledger/", "catalogue/")
         | objects(WRITE, data, "curated/", "quarantine/rows/", "ledger/", "runs/", "catalogue/")
         | data_list,
-        # the quarantined rows, earlier replays, pins and today's snapshot; a new content
+        # the quarantined rows, earlier replays, pins and today's snapshot; a new content;
+        # a revalidation reads the curated plays, and moves those invalid now to quarantine
         "replay_quarantine": lock
-        | objects(READ, data, "quarantine/rows/", "ledger/", "catalogue/", "snapshots/")
-        | objects(WRITE, data, "curated/", "ledger/", "catalogue/", "runs/")
+        | objects(READ, data, "quarantine/rows/", "ledger/", "catalogue/", "snapshots/", "curated/")
+        | objects(WRITE, data, "curated/", "ledger/", "catalogue/", "runs/", "quarantine/rows/")
         | data_list,
         "plan_transform": lock
         | objects(READ, data, "runs/", "ledger/", "snapshots/", "catalogue/")

@@ -79,11 +79,14 @@ def test_the_daily_run_ingests_and_an_operators_request_goes_straight_to_plannin
         "IngestStreams",
         *FROM_PLAN,
     ]
-    # a replay accepts rows first; a recompute plans its range at once
+    # a replay accepts rows first, a revalidation moves plays out first; a recompute plans
+    # its range at once
     assert states["ReplayFirst?"]["Choices"] == [
         {
-            "Variable": "$.request.kind",
-            "StringEquals": "replay_quarantine",
+            "Or": [
+                {"Variable": "$.request.kind", "StringEquals": kind}
+                for kind in ("replay_quarantine", "revalidate")
+            ],
             "Next": "ReplayQuarantine",
         }
     ]

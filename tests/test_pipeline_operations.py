@@ -407,3 +407,75 @@ def test_a_replay_limited_to_dates_leaves_the_others_quarantined(harness, sample
     rows = harness.warehouse()
     assert {str(r["kpi_date"]) for r in rows} >= {day_one.isoformat()}
     assert day_two.isoformat() not in {str(r["kpi_date"]) for r in rows}
+
+
+# --- revalidate ------------------------------------------------------------------------------
+
+
+def without_users(users_csv: Path, gone: set[str], out: Path) -> Path:
+    """The users table once ``gone`` were deleted from the source."""
+    rows = [r for r in csv.DictReader(users_csv.open(newline="")) if r["user_id"] not in gone]
+    with out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+REVALIDATE = {"revalidate": EVERY_DAY}
+
+
+def test_a_revalidation_moves_plays_invalid_now_to_the_quarantine_once(harness, sample, tmp_path):
+    """Users deleted from the source after their plays were accepted: a recompute with
+    catalogue current re-pins the dates to today's tables, which still counts the plays
+    (they were accepted); a revalidation moves them to the quarantine as unknown_user_id,
+    recomputes their dates (the warehouse is then what the corrected users give), counts
+    each play once however often it runs, and a replay takes them back should they return."""
+    streams = list(sample.stream_files)
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    harness.put_streams(*streams)
+    assert harness.run("daily").output["status"] == "loaded"
+    played = sorted(stream_user_ids(streams[:1]) & {
+        r["user_id"] for r in csv.DictReader(sample.users_csv.open(newline=""))
+    }, key=int)[:3]  # fmt: skip
+    corrected = without_users(sample.users_csv, set(played), tmp_path / "users.csv")
+    harness.load_source(corrected, sample.songs_csv)
+    assert harness.run("repin", recompute("current")).output["status"] == "recomputed"
+    before = compute_reference(sample.users_csv, sample.songs_csv, streams)
+    assert_matches_reference(harness.warehouse(), before)  # accepted plays are kept
+
+    first = harness.run("revalidate-1", REVALIDATE)
+
+    assert first.status == "SUCCEEDED", first.cause
+    assert first.output["status"] == "revalidated"
+    result = first.output["revalidation"]
+    after = compute_reference(corrected, sample.songs_csv, streams)
+    moved = after.rows_quarantined["unknown_user_id"] - before.rows_quarantined.get(
+        "unknown_user_id", 0
+    )
+    assert moved > 0
+    # every accepted play was checked, and the plays of the deleted users moved (a play the
+    # file holds twice is one play: moved once)
+    assert result["plays_checked"] == before.plays_valid
+    assert result["plays_quarantined"] == {
+        "unknown_user_id": before.plays_valid - after.plays_valid
+    }
+    assert result["kpi_dates"] == first.output["kpi_dates"] != []
+    assert_matches_reference(harness.warehouse(), after)
+    assert harness.keys(harness.data_bucket, "ledger/pending/") == []
+
+    again = harness.run("revalidate-2", REVALIDATE)
+
+    assert again.output["revalidation"]["plays_quarantined"] == {}
+    assert again.output["revalidation"]["plays_quarantined_before"] == sum(
+        result["plays_quarantined"].values()
+    )
+    assert again.output["kpi_dates"] == []
+    assert_matches_reference(harness.warehouse(), after)
+
+    # The users come back: the moved plays are quarantined rows like any, replayed in.
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    assert harness.run("repin-2", recompute("current")).output["status"] == "recomputed"
+    replay = harness.run("replay", {"replay_quarantine": {"reasons": ["unknown_user_id"]}})
+    assert replay.status == "SUCCEEDED", replay.cause
+    assert_matches_reference(harness.warehouse(), before)

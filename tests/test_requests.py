@@ -46,6 +46,19 @@ def test_a_recompute_takes_its_range_inclusive_and_keeps_pins_by_default():
     assert not one_day.covers(dt.date(2024, 6, 2))
 
 
+def test_a_revalidation_takes_a_bounded_range_of_dates():
+    options = check(
+        {"revalidate": {"from": "2024-06-01", "to": "2024-06-30"}, "full_extract": True}
+    )
+    assert (options.kind, options.date_from, options.date_to) == (
+        "revalidate",
+        dt.date(2024, 6, 1),
+        dt.date(2024, 6, 30),
+    )
+    with pytest.raises(InvalidRequest, match=r"revalidate covers 32 days .* max_recompute_days"):
+        check({"revalidate": {"from": "2024-06-01", "to": "2024-07-02"}})
+
+
 def test_a_replay_takes_replayable_reasons_and_an_optional_range():
     options = check({"replay_quarantine": {"reasons": ["unknown_track_id", "unknown_user_id"]}})
     assert options.kind == "replay_quarantine"
@@ -85,6 +98,12 @@ def test_only_the_reasons_a_snapshot_decides_can_be_replayed():
         ({"recompute": {"from": 20240625, "to": "2024-06-25"}}, "YYYY-MM-DD, not 20240625"),
         ({"recompute": {"from": "2024-06-25T00:00", "to": "2024-06-25"}}, "YYYY-MM-DD"),
         ({"replay_quarantine": {"reasons": "unknown_user_id"}}, "non-empty list"),
+        ({"revalidate": {"from": "2024-06-25"}}, r"'revalidate' .*\['from', 'to'\]|lacks"),
+        ({"revalidate": {"from": "2024-06-26", "to": "2024-06-25"}}, "is after revalidate.to"),
+        (
+            {"revalidate": {"from": "2024-06-25", "to": "2024-06-25"}, "recompute": {}},
+            "'recompute' and 'revalidate' cannot be asked in one execution",
+        ),
     ],
 )
 def test_a_bad_request_says_what_to_fix(bad, message):
@@ -100,7 +119,15 @@ def test_no_run_may_be_named_like_the_outcomes_folder():
 
 
 def args(**given: object) -> argparse.Namespace:
-    values = {"recompute": None, "catalogue": None, "replay": None, "dates": None, **given}
+    values = {
+        "recompute": None,
+        "catalogue": None,
+        "replay": None,
+        "dates": None,
+        "revalidate": None,
+        "full_extract": False,
+        **given,
+    }
     return argparse.Namespace(**values)
 
 
@@ -121,8 +148,14 @@ def test_make_run_turns_its_variables_into_the_execution_input():
             "to": "2024-06-25",
         }
     }
+    assert execution_input(args(revalidate="2024-06-24..2024-06-25", full_extract=True)) == {
+        "full_extract": True,
+        "revalidate": {"from": "2024-06-24", "to": "2024-06-25"},
+    }
+    assert execution_input(args(full_extract=True)) == {"full_extract": True}
     for wrong in (
         args(recompute="2024-06-24", replay="unknown_user_id"),
+        args(revalidate="2024-06-24", replay="unknown_user_id"),
         args(catalogue="current"),
         args(dates="2024-06-24"),
     ):

@@ -23,6 +23,7 @@ from kpi_pipeline.contracts import (
     ManifestEntry,
     RejectedFileNote,
     ReplayResult,
+    RevalidateResult,
     RunStatus,
     RunSummary,
 )
@@ -43,6 +44,7 @@ def archive_run(
     # First: a missing figure fails the step before any file is moved.
     totals = transform_totals(request.transform, request.run_id, storage=storage, layout=layout)
     replay = _replay_result(request, storage, layout)
+    revalidation = _revalidate_result(request, storage, layout)
     if request.manifest.manifest_key is None:  # a recompute or a replay: no landing file was taken
         files: list[ManifestEntry] = []
         results: dict[int, IngestResult] = {}
@@ -86,7 +88,9 @@ def archive_run(
 
     archived = sum(parallel(archive, files))  # thousands of files: in parallel
     summary = summarise(
-        request.model_copy(update={"transform": totals, "replay": replay}),
+        request.model_copy(
+            update={"transform": totals, "replay": replay, "revalidation": revalidation}
+        ),
         list(results.values()),
         files_archived=archived,
     )
@@ -124,11 +128,24 @@ def _replay_result(
     return ReplayResult.model_validate(document)
 
 
+def _revalidate_result(
+    request: ArchiveRequest, storage: Storage, layout: Layout
+) -> RevalidateResult | None:
+    if request.request.kind != "revalidate":
+        return None
+    document = storage.get_json(layout.data_bucket, layout.revalidate_result_key(request.run_id))
+    if document is None:
+        raise FileNotFoundError(f"the revalidation result of run {request.run_id} is missing")
+    return RevalidateResult.model_validate(document)
+
+
 def _status(request: ArchiveRequest, files: FileCounts) -> RunStatus:
     if request.request.kind == "recompute":
         return "recomputed"
     if request.request.kind == "replay_quarantine":
         return "replayed"
+    if request.request.kind == "revalidate":
+        return "revalidated"
     # Files arrived and not one was accepted, now or before: an alert (a producer sends what
     # the spec refuses), even when the run loaded dates an earlier run left pending.
     if files.rejected_files and not (files.plays_valid or files.files_already_processed):
@@ -167,6 +184,7 @@ def summarise(
         finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         recompute=request.transform.recompute,
         replay=request.replay.in_state() if request.replay else None,
+        revalidation=request.revalidation.in_state() if request.revalidation else None,
         **files.model_dump(exclude={"rejected_files"}),
         rejected_files=files.rejected_files,
         files_deferred=request.manifest.files_deferred,

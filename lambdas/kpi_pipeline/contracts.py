@@ -53,7 +53,7 @@ class ExtractRequest(RunRequest):
 
 # --- CheckRequest: what the execution asks for ------------------------------------------------
 
-RunKind = Literal["daily", "recompute", "replay_quarantine", "preflight"]
+RunKind = Literal["daily", "recompute", "replay_quarantine", "revalidate", "preflight"]
 Catalogue = Literal["pinned", "current"]
 
 
@@ -63,8 +63,9 @@ class CheckRequestInput(RunRequest):
 
 class RunOptions(Contract):
     """The execution's input, checked (kpi_pipeline.requests): a daily run, a recompute of
-    a range of dates, or a replay of quarantined rows. ``date_from``/``date_to`` bound the
-    dates (inclusive; a replay without them takes every date)."""
+    a range of dates, a replay of quarantined rows, or a revalidation of accepted plays.
+    ``date_from``/``date_to`` bound the dates (inclusive; a replay without them takes every
+    date)."""
 
     kind: RunKind = "daily"
     date_from: dt.date | None = None
@@ -311,6 +312,26 @@ class ReplayResult(Contract):
         return self.model_copy(update=_dates_in_state(self.kpi_dates, self.kpi_date_count))
 
 
+class RevalidateResult(Contract):
+    """Accepted plays of a range of dates checked again against their dates' pins; those
+    that fail now moved to the quarantine (kpi_pipeline.revalidate), counted by reason.
+    ``plays_quarantined`` counts this run's moves (a retry's dead attempt's included);
+    ``plays_quarantined_before``, those of earlier revalidations of the same dates."""
+
+    date_from: dt.date
+    date_to: dt.date
+    contents_checked: int = 0  # curated objects (a file's plays of one date) read
+    plays_checked: int = 0
+    plays_quarantined: dict[str, int] = Field(default_factory=dict)
+    plays_quarantined_before: int = 0
+    kpi_dates: list[dt.date] = Field(default_factory=list)  # the dates plays left
+    kpi_date_count: int = 0
+
+    def in_state(self) -> Self:
+        """As the state machine receives it: at most STATE_DATES of its dates."""
+        return self.model_copy(update=_dates_in_state(self.kpi_dates, self.kpi_date_count))
+
+
 # What a state carries of a result's dates: a file may hold a play on each of thousands of
 # dates, 14 bytes each in JSON, and a state holds 256 KiB. Its S3 document lists them all.
 STATE_DATES = 100
@@ -340,6 +361,7 @@ class ArchiveRequest(Contract):
     request: RunOptions = RunOptions()
     manifest: ManifestCounts = ManifestCounts()
     replay: ReplayResult | None = None  # read by Archive from the replay's result
+    revalidation: RevalidateResult | None = None  # read by Archive from its result
     source: SourceSnapshot
     transform: TransformResult
     load: LoadResult = LoadResult(skipped=True)
@@ -354,6 +376,7 @@ RunStatus = Literal[
     "failed",
     "recomputed",  # a recompute ran (its dates in kpi_dates, what it replaced in recompute)
     "replayed",  # a replay of the quarantine ran (what it accepted in replay)
+    "revalidated",  # accepted plays were checked again (what it moved in revalidation)
     # files arrived and not one play was accepted: every file quarantined whole, unreadable
     # or with every row quarantined (rejected_files says which and why); it alerts
     "files_rejected",
@@ -407,6 +430,7 @@ class RunSummary(FileCounts):
     kpi_dates_in_warehouse: int = 0  # of kpi_dates, those computed by the warehouse engine
     recompute: RecomputeReport | None = None
     replay: ReplayResult | None = None
+    revalidation: RevalidateResult | None = None
 
 
 # --- the preflight: {"preflight": true} ---------------------------------------------------------

@@ -121,6 +121,10 @@ class Layout:
         """A recompute's dates without plays, and each re-pinned date's previous catalogue."""
         return f"runs/{run_key(run_id)}/recompute.json"
 
+    def revalidate_result_key(self, run_id: str) -> str:
+        """What a revalidation checked and moved to the quarantine (Archive summarises it)."""
+        return f"runs/{run_key(run_id)}/revalidate.json"
+
     def replay_result_key(self, run_id: str) -> str:
         """What a replay of the quarantine re-checked and accepted (Archive summarises it)."""
         return f"runs/{run_key(run_id)}/replay.json"

@@ -10,6 +10,10 @@ An execution starts with one JSON object. The daily schedule sends ``{"trigger":
 - ``{"replay_quarantine": {"reasons": [...], "from": ..., "to": ...}}``: re-check the
   quarantined rows of those reasons against the snapshot their date is validated with, and
   recompute the dates of the rows that pass now;
+- ``{"revalidate": {"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}}``: re-check the accepted
+  plays of those dates against each date's pin (after a source correction and a recompute
+  with ``"catalogue": "current"``), move those that fail now to the quarantine with their
+  reason, and recompute their dates (kpi_pipeline.revalidate);
 - ``{"preflight": true}``: check, with each step's own role, what the pipeline will need
   (kpi_pipeline.preflight), and keep nothing.
 
@@ -33,7 +37,8 @@ from kpi_pipeline.reasons import REPLAYABLE_REASONS, RowReason
 from kpi_pipeline.storage import Storage
 
 NOTES = ("trigger", "Comment", "comment")  # free text: the schedule's, the console's default
-KNOWN_KEYS = ("full_extract", "recompute", "replay_quarantine", "preflight", *NOTES)
+OPERATIONS = ("recompute", "replay_quarantine", "revalidate")  # one per execution
+KNOWN_KEYS = ("full_extract", *OPERATIONS, "preflight", *NOTES)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -92,7 +97,7 @@ def check_request(execution_input: Any, *, max_recompute_days: int) -> RunOption
     unknown = sorted(set(execution_input) - set(KNOWN_KEYS))
     if unknown:
         raise InvalidRequest(
-            f"unknown input key(s) {unknown}: the pipeline accepts {list(KNOWN_KEYS[:4])} "
+            f"unknown input key(s) {unknown}: the pipeline accepts {list(KNOWN_KEYS[:5])} "
             "(and a free-text 'trigger' or 'Comment')"
         )
     if "preflight" in execution_input:
@@ -100,16 +105,18 @@ def check_request(execution_input: Any, *, max_recompute_days: int) -> RunOption
     full_extract = execution_input.get("full_extract", False)
     if not isinstance(full_extract, bool):
         raise InvalidRequest("'full_extract' must be true or false")
-    asked = [key for key in ("recompute", "replay_quarantine") if key in execution_input]
+    asked = [key for key in OPERATIONS if key in execution_input]
     if len(asked) > 1:
         raise InvalidRequest(
-            "'recompute' and 'replay_quarantine' cannot be asked in one execution: start one, "
-            "then the other"
+            f"{' and '.join(repr(a) for a in asked)} cannot be asked in one execution: start "
+            "one, then the other"
         )
     if not asked:
         return RunOptions()
     if asked[0] == "recompute":
         return _recompute(execution_input["recompute"], max_recompute_days)
+    if asked[0] == "revalidate":
+        return _revalidate(execution_input["revalidate"], max_recompute_days)
     return _replay(execution_input["replay_quarantine"])
 
 
@@ -132,6 +139,12 @@ def _recompute(options: Any, max_days: int) -> RunOptions:
             f"'current' (re-pin to today's songs), not {catalogue!r}"
         )
     return RunOptions(kind="recompute", date_from=date_from, date_to=date_to, catalogue=catalogue)
+
+
+def _revalidate(options: Any, max_days: int) -> RunOptions:
+    fields = _object("revalidate", options, required=("from", "to"), optional=())
+    date_from, date_to = _range("revalidate", fields, max_days)
+    return RunOptions(kind="revalidate", date_from=date_from, date_to=date_to)
 
 
 def _replay(options: Any) -> RunOptions:
