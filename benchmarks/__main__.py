@@ -209,11 +209,14 @@ def _source() -> None:
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    reads = ", ".join(f"{table} {how}" for table, how in result["by_table"].items())
     print(
         f"\nfull: {(USERS + SONGS) / full.seconds:,.0f} source rows/s, the database busy "
         f"{full_result['source_seconds']:.2f} s (COPY of both tables)\n"
-        f"incremental: {result['rows']:,} rows read ({result['changed']:,} changed), the "
-        f"database busy {result['source_seconds']:.2f} s; the step {incremental.seconds:.2f} s "
+        f"incremental: {result['rows']:,} rows read ({result['changed']:,} changed, "
+        f"{result['deleted']:,} deleted; {reads}; songs' key column read whole beside), the "
+        "database busy "
+        f"{result['source_seconds']:.2f} s; the step {incremental.seconds:.2f} s "
         "(it still cleans and writes the whole snapshot; its peak is the whole process's, "
         "the full read before it included)"
     )

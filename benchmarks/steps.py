@@ -186,5 +186,7 @@ def source_extract(dsn: str, mode: str, work: str) -> dict[str, Any]:
             "cpu_seconds": time.process_time() - cpu_before,
             "modes": sorted({t.mode for t in snapshot.tables.values()}),
             "changed": sum(t.rows_changed for t in snapshot.tables.values()),
+            "deleted": sum(t.rows_deleted for t in snapshot.tables.values()),
+            "by_table": {t: f"{r.mode} {r.rows_read:,} rows" for t, r in snapshot.tables.items()},
             "source_seconds": source_seconds[-1],
         }

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import psycopg2
 import pytest
 from botocore.stub import ANY, Stubber
 
@@ -45,7 +46,7 @@ def test_a_preflight_passes_and_keeps_nothing(harness: Any, sample: Any) -> None
     assert execution.status == "SUCCEEDED", execution.cause
     assert execution.output["status"] == "preflight_passed"
     checks = checks_of(harness, execution)
-    assert len(checks) == 16 and not failed(checks)
+    assert len(checks) == 17 and not failed(checks)
     steps = {check["step"] for check in checks.values()}
     assert steps == {
         "CheckSourceData",
@@ -87,7 +88,7 @@ def test_a_missing_privilege_names_the_grant_and_the_setup_command(
     assert check["step"] == "Load"
     assert check["detail"] == "as IAMR:music-kpi-local-load: lacks table_delete"
     assert "make warehouse-sql ENV=<env>" in check["fix"]
-    assert str(execution.cause).startswith("15 of 16 checks passed; failed: warehouse: Load")
+    assert str(execution.cause).startswith("16 of 17 checks passed; failed: warehouse: Load")
 
 
 def test_a_reserved_word_in_the_kpi_sql_is_named(
@@ -146,6 +147,32 @@ def test_an_unreachable_source_says_where_to_look(
     assert check["check"] == "source: reachable with the secret's credentials"
     assert check["detail"].startswith("SourceUnavailable: cannot connect to the source database")
     assert "security group" in check["fix"]
+
+
+def test_a_source_user_that_cannot_see_other_sessions_is_told_the_grant(
+    harness: Any, sample: Any
+) -> None:
+    """An incremental read caps its watermark at the oldest open transaction: its user must
+    see every session's (pg_read_all_stats). The first run would fail; the preflight says."""
+    harness.load_source(sample.users_csv, sample.songs_csv)
+    user = json.loads(
+        harness.local.client("secretsmanager").get_secret_value(
+            SecretId=harness.env["SOURCE_SECRET_ARN"]
+        )["SecretString"]
+    )["username"]
+    conn = psycopg2.connect(harness.source_dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(f"REVOKE pg_read_all_stats FROM {user}")
+    finally:
+        conn.close()
+
+    execution = harness.run("preflight-sessions", PREFLIGHT)
+
+    (check,) = failed(checks_of(harness, execution)).values()
+    assert check["step"] == "CheckSourceData"
+    assert check["detail"] == f"as {user}: cannot"
+    assert f"GRANT pg_read_all_stats TO {user}" in check["fix"]
 
 
 # --- make preflight ENV=...: the deployed state machine ------------------------------------------

@@ -221,6 +221,12 @@ class SourceDatabase:
                 "WHERE pid = pg_backend_pid()"
             )
             tls = (cur.fetchone() or (None,))[0]
+            # What the watermark's cap needs (HORIZON_SQL): to see every session's xact_start.
+            cur.execute(
+                "SELECT current_user, pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') "
+                "OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+            )
+            user, sees_sessions = cur.fetchone()
             tables: dict[str, Any] = {}
             for table in SOURCE_COLUMNS:
                 cur.execute(
@@ -250,7 +256,14 @@ class SourceDatabase:
                         "indexed": bool(cur.fetchone()[0]),
                     }
                 tables[table] = found
-        return {"server_version": version, "database": database, "tls": tls, "tables": tables}
+        return {
+            "server_version": version,
+            "database": database,
+            "tls": tls,
+            "user": user,
+            "sees_all_sessions": bool(sees_sessions),
+            "tables": tables,
+        }
 
     def row_counts(self) -> dict[str, int]:
         """Rows in each source table (the data gate's first check)."""
