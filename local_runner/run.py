@@ -470,7 +470,8 @@ def _report_request(summary: dict[str, Any], say: Callable[[str], None]) -> None
             f"  revalidation  {revalidation['date_from']} .. {revalidation['date_to']}: "
             f"{revalidation['plays_checked']:,} accepted plays re-checked in "
             f"{revalidation['contents_checked']:,} curated objects; {sum(moved.values()):,} "
-            f"moved to the quarantine {moved or ''} ({revalidation['kpi_date_count']} dates "
+            f"moved to the quarantine{f' {moved}' if moved else ''} "
+            f"({revalidation['kpi_date_count']} dates "
             f"recomputed); {revalidation['plays_quarantined_before']:,} moved by an earlier one"
         )
 
