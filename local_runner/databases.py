@@ -72,6 +72,8 @@ class Databases:
     warehouse_dsn: str
     embedded: bool
     left_running: bool = False  # an embedded server a killed run had left running
+    # $RDS_DSN: the user's own tables, read as they are and never written (nor a role made)
+    source_given: bool = False
 
 
 @contextmanager
@@ -80,7 +82,7 @@ def local_databases(state_dir: Path) -> Iterator[Databases]:
     source, warehouse = os.environ.get("RDS_DSN"), os.environ.get("WAREHOUSE_DSN")
     if source and warehouse:
         apply_warehouse_setup(warehouse)
-        yield Databases(source, warehouse, embedded=False)
+        yield Databases(source, warehouse, embedded=False, source_given=True)
         return
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
@@ -102,6 +104,7 @@ def local_databases(state_dir: Path) -> Iterator[Databases]:
             warehouse,
             embedded=True,
             left_running=left_running,
+            source_given=bool(source),
         )
     finally:
         server.cleanup()
@@ -219,6 +222,23 @@ def source_reader(admin_dsn: str) -> str:
     finally:
         conn.close()
     return make_dsn(admin_dsn, user=role)
+
+
+def count_source_rows(dsn: str) -> dict[str, int]:
+    """Rows of ``users`` and ``songs``, read in a read-only session (a source of one's own)."""
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.set_session(readonly=True)
+        with conn.cursor() as cur:
+            counts = {}
+            for table in ("users", "songs"):
+                cur.execute(pgsql.SQL("SELECT count(*) FROM {}").format(pgsql.Identifier(table)))
+                counts[table] = int(cur.fetchone()[0])
+            return counts
+    except psycopg2.Error as exc:
+        raise DataError(f"cannot read the tables of $RDS_DSN: {exc}".strip()) from None
+    finally:
+        conn.close()
 
 
 def replace_source_tables(dsn: str, users_csv: Path, songs_csv: Path) -> dict[str, int]:

@@ -25,6 +25,7 @@ from kpi_pipeline.warehouse.schema import TABLE_COLUMNS
 from local_runner.aws import Execution, LocalAws
 from local_runner.databases import (
     Databases,
+    count_source_rows,
     dsn_to_secret,
     export_table,
     local_databases,
@@ -124,9 +125,16 @@ def _run_locked(
             if databases.left_running:
                 say("  (the embedded PostgreSQL a killed run left running is reused)")
             _warehouse_in_step(folder.current(), databases.warehouse_dsn, say)
-            loaded = replace_source_tables(databases.source_dsn, inputs.users_csv, inputs.songs_csv)
-            where = "embedded PostgreSQL" if databases.embedded else "$RDS_DSN"
-            say(f"  source {where}: users {loaded['users']:,} rows, songs {loaded['songs']:,} rows")
+            if databases.source_given:
+                # A database the runner did not create is read-only to it.
+                rows = count_source_rows(databases.source_dsn)
+                where = "$RDS_DSN (your own tables, read only; DATA's users and songs unused)"
+            else:
+                rows = replace_source_tables(
+                    databases.source_dsn, inputs.users_csv, inputs.songs_csv
+                )
+                where = "embedded PostgreSQL (DATA's users.csv and songs.csv)"
+            say(f"  source {where}: users {rows['users']:,} rows, songs {rows['songs']:,} rows")
             template_path, cached = synthesis.result()
             pipeline = load_pipeline(template_path)
             how = "unchanged since the last synth" if cached else "just synthesized"
@@ -487,4 +495,6 @@ def _cause_message(cause: object) -> str:
 def _extract_dsn(databases: Databases) -> str:
     """The embedded source as the extract reads RDS: its own role (source_reader); a
     source given as $RDS_DSN, as given."""
-    return source_reader(databases.source_dsn) if databases.embedded else databases.source_dsn
+    if databases.source_given:
+        return databases.source_dsn
+    return source_reader(databases.source_dsn)

@@ -203,3 +203,41 @@ def test_python_m_local_runner_can_import_the_lambda_code_by_itself():
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_a_source_of_ones_own_is_read_as_it_is_and_never_written(
+    tmp_path, synthesized_template, monkeypatch, new_database
+):
+    """RDS_DSN: the user's own tables (a row, a column of their own) are read, never
+    replaced: DATA's users.csv and songs.csv are not loaded there, and the console says
+    which source the run read."""
+    import psycopg2
+
+    from local_runner.databases import replace_source_tables
+
+    data = generate(tmp_path / "data", SMALL)
+    source, warehouse = new_database("own_source"), new_database("own_warehouse")
+    replace_source_tables(source, data.users_csv, data.songs_csv)
+    conn = psycopg2.connect(source)
+    with conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE users ADD COLUMN loyalty TEXT DEFAULT 'gold'")
+        cur.execute("INSERT INTO users (user_id, user_name) VALUES (999999, 'Mine')")
+    conn.close()
+    monkeypatch.setenv("RDS_DSN", source)
+    monkeypatch.setenv("WAREHOUSE_DSN", warehouse)
+    (tmp_path / "data" / "users.csv").write_text("user_id\n1\n")  # would replace theirs
+
+    code, console = run(data.users_csv.parent, tmp_path / "state", synthesized_template)
+
+    assert code == EXIT_OK, console
+    assert "source $RDS_DSN (your own tables, read only" in console
+    conn = psycopg2.connect(source)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), count(*) FILTER (WHERE loyalty = 'gold') FROM users")
+        assert cur.fetchone() == (SMALL.users + 1, SMALL.users + 1)
+        # no role of the runner's created on their server either
+        cur.execute(
+            "SELECT count(*) FROM pg_roles WHERE rolname = current_database() || '_extract'"
+        )
+        assert cur.fetchone() == (0,)
+    conn.close()
