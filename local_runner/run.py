@@ -127,14 +127,14 @@ def _run_locked(
             _warehouse_in_step(folder.current(), databases.warehouse_dsn, say)
             if databases.source_given:
                 # A database the runner did not create is read-only to it.
-                rows = count_source_rows(databases.source_dsn)
+                source = count_source_rows(databases.source_dsn)
                 where = "$RDS_DSN (your own tables, read only; DATA's users and songs unused)"
             else:
-                rows = replace_source_tables(
+                source = replace_source_tables(
                     databases.source_dsn, inputs.users_csv, inputs.songs_csv
                 )
                 where = "embedded PostgreSQL (DATA's users.csv and songs.csv)"
-            say(f"  source {where}: users {rows['users']:,} rows, songs {rows['songs']:,} rows")
+            say(f"  source {where}: users {source['users']:,} rows, songs {source['songs']:,} rows")
             template_path, cached = synthesis.result()
             pipeline = load_pipeline(template_path)
             how = "unchanged since the last synth" if cached else "just synthesized"
