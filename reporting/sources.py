@@ -84,11 +84,26 @@ def select_sql(table: str) -> str:
     )
 
 
+# What a shown DSN never holds: the password, and the client key's.
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
 def mask_dsn(dsn: str) -> str:
-    """The DSN as it may be printed: any password replaced by ``***`` (URI user info, a
-    ``password=`` query parameter or a ``password=`` keyword of a libpq DSN)."""
-    masked = re.sub(r"(://[^/@:?#]*:)[^@/?#]+@", r"\1***@", dsn)
-    return re.sub(r"(?i)(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", r"\1***", masked)
+    """The DSN as it may be printed: a PostgreSQL DSN (URI or keywords) rebuilt from the
+    parameters the driver reads in it, without its passwords (so no spelling of a key or a
+    value, percent-encoded or escaped, can carry one through); a ``redshift://`` one as is
+    (it holds none)."""
+    if dsn.startswith("redshift://"):
+        return dsn
+    from psycopg2.extensions import make_dsn, parse_dsn
+
+    try:
+        parsed = parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        return "(a DSN that does not parse)"
+    first = ("host", "port", "dbname", "user")
+    order = [*(k for k in first if k in parsed), *sorted(set(parsed) - set(first))]
+    return make_dsn(**{k: parsed[k] for k in order if k not in SECRET_PARAMETERS})
 
 
 def redact(text: str, dsn: str | None) -> str:
@@ -107,7 +122,7 @@ def _secrets_of(dsn: str) -> list[str]:
         from psycopg2.extensions import parse_dsn
 
         parsed = parse_dsn(dsn)
-        return [v for v in (parsed.get("password"), parsed.get("sslpassword")) if v]
+        return [v for k, v in parsed.items() if k in SECRET_PARAMETERS and v]
     return []
 
 

@@ -320,25 +320,27 @@ def test_hourly_curve_fills_the_silent_hours_with_zero_listens() -> None:
     [
         (
             "postgresql://kpi:s3cr3t@db.example:5432/wh",
-            "postgresql://kpi:***@db.example:5432/wh",
+            "host=db.example port=5432 dbname=wh user=kpi",
             "s3cr3t",
         ),
         (
             "postgresql://kpi@db/wh?password=s3cr3t&sslmode=require",
-            "postgresql://kpi@db/wh?password=***&sslmode=require",
+            "host=db dbname=wh user=kpi sslmode=require",
             "s3cr3t",
         ),
-        (
-            "host=db user=kpi password='s3 cr3t' dbname=wh",
-            "host=db user=kpi password=*** dbname=wh",
-            "s3 cr3t",
-        ),
-        ("postgresql://kpi:p%40ss@db/wh", "postgresql://kpi:***@db/wh", "p@ss"),
-        ("host=db sslpassword=k3y dbname=wh", "host=db sslpassword=*** dbname=wh", "k3y"),
+        ("host=db user=kpi password='s3 cr3t' dbname=wh", "host=db dbname=wh user=kpi", "s3 cr3t"),
+        ("postgresql://kpi:p%40ss@db/wh", "host=db dbname=wh user=kpi", "p@ss"),
+        ("host=db sslpassword=k3y dbname=wh", "host=db dbname=wh", "k3y"),
+        # what a pattern over the text misses: a percent-encoded key, an escaped value
+        ("postgresql://kpi@db/wh?%70assword=s3cr3t", "host=db dbname=wh user=kpi", "s3cr3t"),
+        ("host=db password=s3\\ cr3t dbname=wh", "host=db dbname=wh", "s3 cr3t"),
         ("redshift://wg/dev?region=eu-west-1", "redshift://wg/dev?region=eu-west-1", None),
+        ("host=db password='s3cr3t", "(a DSN that does not parse)", None),
     ],
 )
 def test_dsn_passwords_are_masked(dsn: str, masked: str, password: str | None) -> None:
+    """The DSN shown is built from the parsed parameters without password and sslpassword
+    (the driver's own reading: no spelling of the key or the value escapes it)."""
     assert mask_dsn(dsn) == masked
     if password:  # a driver's message may quote the password, decoded
         message = redact(f"could not connect: {dsn} (password {password})", dsn)
@@ -650,7 +652,7 @@ def test_report_command_end_to_end_never_shows_the_password(
     assert "scheduled-0f3c" in page and plot_count(page) == 3 + 1 + 2
     for text in (done.stdout, done.stderr, page):
         assert password not in text
-    assert mask_dsn(dsn) in page and ":***@" in page
+    assert mask_dsn(dsn) in page and "password" not in mask_dsn(dsn)
 
 
 def test_an_unreachable_warehouse_fails_without_showing_the_password(
@@ -659,7 +661,7 @@ def test_an_unreachable_warehouse_fails_without_showing_the_password(
     dsn = "postgresql://kpi:hunter2-secret@127.0.0.1:9/wh?connect_timeout=2"
     code = main(["--out", str(tmp_path), "--dsn", dsn, "--state", str(tmp_path / "none")])
     err = capsys.readouterr().err
-    assert code == 1 and "cannot connect to postgresql://kpi:***@127.0.0.1:9/wh" in err
+    assert code == 1 and "cannot connect to host=127.0.0.1 port=9 dbname=wh user=kpi" in err
     assert "hunter2-secret" not in err and not (tmp_path / "kpi_report.html").exists()
 
 
