@@ -280,8 +280,21 @@ def _copy_csv(cur: object, table: str, path: Path, rename_first: set[str] | None
     return int(cur.rowcount)  # type: ignore[attr-defined]
 
 
-def export_table(dsn: str, table: str, columns: list[str], out: Path) -> int:
-    """Write the whole warehouse table as CSV with a header (header only if it is absent)."""
+# A cell a spreadsheet would run as a formula starts with one of these (OWASP's list).
+FORMULA_START = r"^[-=+@\t\r]"
+
+
+def export_table(
+    dsn: str, table: str, columns: list[str], out: Path, *, for_people: bool = False
+) -> int:
+    """Write the whole warehouse table as CSV with a header (header only if it is absent).
+
+    ``for_people``: the file someone opens in a spreadsheet. A text value that starts like a
+    formula (``= + - @``, tab, carriage return: a genre or a track name comes from the
+    data) gets a leading apostrophe, which spreadsheets show as text; the dump that STATE
+    restores from keeps every value as it is."""
+    from kpi_pipeline.warehouse.schema import TABLE_COLUMNS
+
     out.parent.mkdir(parents=True, exist_ok=True)
     conn = psycopg2.connect(dsn)
     try:
@@ -290,10 +303,19 @@ def export_table(dsn: str, table: str, columns: list[str], out: Path) -> int:
                 out.write_text(",".join(columns) + "\n")
                 return 0
             order = "kpi_date, kpi_type, track_genre NULLS FIRST, stream_hour NULLS FIRST"
+            texts = {c.name for c in TABLE_COLUMNS if c.arrow_type == "string"}
+            selected = [
+                pgsql.SQL("CASE WHEN {c} ~ {p} THEN '''' || {c} ELSE {c} END AS {c}").format(
+                    c=pgsql.Identifier(column), p=pgsql.Literal(FORMULA_START)
+                )
+                if for_people and column in texts
+                else pgsql.Identifier(column)
+                for column in columns
+            ]
             query = pgsql.SQL(
                 "COPY (SELECT {} FROM {} ORDER BY {}) TO STDOUT WITH CSV HEADER"
             ).format(
-                pgsql.SQL(", ").join(map(pgsql.Identifier, columns)),
+                pgsql.SQL(", ").join(selected),
                 pgsql.Identifier(*table.split(".")),
                 pgsql.SQL(order),
             )

@@ -148,6 +148,7 @@ def _run_locked(
                 WAREHOUSE_TABLE,
                 WAREHOUSE_COLUMNS,
                 out / "music_kpi_metrics.csv",
+                for_people=True,
             )
 
     if "preflight" in run_input:

@@ -241,3 +241,47 @@ def test_a_source_of_ones_own_is_read_as_it_is_and_never_written(
         )
         assert cur.fetchone() == (0,)
     conn.close()
+
+
+def test_the_csv_for_people_neutralises_formulas_and_the_state_dump_keeps_values(
+    tmp_path, new_database
+):
+    """A genre or a track named like a spreadsheet formula (=, +, -, @, tab, CR first) is
+    exported with a leading apostrophe in out/music_kpi_metrics.csv, the file people open;
+    the dump STATE restores the warehouse from keeps every value as it is."""
+    import psycopg2
+
+    from kpi_pipeline.warehouse.schema import create_table_sql
+    from local_runner.databases import export_table, restore_table
+
+    dsn = new_database("csv")
+    names = ["=HYPERLINK(\"https://evil.example\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)",
+             "\tTab", "\rCR", "rock", "a=b"]  # fmt: skip
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute(create_table_sql("music_kpi_metrics", redshift=False))
+        for name in names:
+            cur.execute(
+                "INSERT INTO music_kpi_metrics (kpi_type, kpi_date, track_genre, "
+                "most_popular_track, listen_count) VALUES ('genre', '2024-06-25', %s, %s, 1)",
+                (name, name),
+            )
+    conn.close()
+
+    people, dump = tmp_path / "people.csv", tmp_path / "dump.csv"
+    export_table(dsn, "music_kpi_metrics", WAREHOUSE_COLUMNS, people, for_people=True)
+    export_table(dsn, "music_kpi_metrics", WAREHOUSE_COLUMNS, dump)
+
+    shown = sorted(row["track_genre"] for row in csv.DictReader(people.open(newline="")))
+    assert shown == sorted(name if name in ("rock", "a=b") else f"'{name}" for name in names)
+    assert (
+        sorted(row["most_popular_track"] for row in csv.DictReader(people.open(newline="")))
+        == shown
+    )
+    other = new_database("csv_restored")
+    assert restore_table(other, "music_kpi_metrics", WAREHOUSE_COLUMNS, dump) == len(names)
+    conn = psycopg2.connect(other)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT track_genre FROM music_kpi_metrics ORDER BY 1")
+        assert [r[0] for r in cur.fetchall()] == sorted(names)
+    conn.close()
