@@ -150,6 +150,13 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _label(value: object) -> str:
+    """A data string as a chart draws it: Plotly renders a subset of HTML in labels, hover
+    text and legends (a link, bold...), so the string is escaped (Plotly shows an entity as
+    its character): a genre named like a link is shown, never followed."""
+    return _e(value)
+
+
 def _int(value: object) -> str:
     return DASH if value is None or value == "" else f"{int(str(value)):,}"
 
@@ -289,16 +296,20 @@ def _genre_chart(day: str, rows: list[Row]) -> str:
     fig = go.Figure(
         go.Bar(
             x=[int(r.get("listen_count") or 0) for r in top],
-            y=[str(r.get("track_genre")) for r in top],
+            y=[_label(r.get("track_genre")) for r in top],
             orientation="h",
             text=[f"{int(r.get('listen_count') or 0):,}" for r in top],
             textposition="auto",
-            customdata=[[r.get("popularity_index"), r.get("most_popular_track")] for r in top],
+            customdata=[
+                [r.get("popularity_index"), _label(r.get("most_popular_track"))] for r in top
+            ],
             hovertemplate="%{y}: %{x:,} listens<br>popularity %{customdata[0]:.1f}"
             "<br>%{customdata[1]}<extra></extra>",
         )
     )
-    fig.update_layout(title=f"Top {len(top)} genres by listens, {day}", xaxis_title="listens")
+    fig.update_layout(
+        title=f"Top {len(top)} genres by listens, {_label(day)}", xaxis_title="listens"
+    )
     return _chart(fig, f"genres-{day}", height=90 + 30 * len(top))
 
 
@@ -364,8 +375,10 @@ def _hourly_section(rows: list[Row]) -> str:
 
 
 def _stacked(runs: list[Row], series: dict[str, list[int]], name: str, title: str) -> str:
-    x = [str(run.get("run_id")) for run in runs]
-    fig = go.Figure([go.Bar(x=x, y=counts, name=reason) for reason, counts in series.items()])
+    x = [_label(run.get("run_id")) for run in runs]
+    fig = go.Figure(
+        [go.Bar(x=x, y=counts, name=_label(reason)) for reason, counts in series.items()]
+    )
     fig.update_layout(barmode="stack", title=title, yaxis_title="count", showlegend=True)
     fig.update_traces(width=min(0.8, 0.15 * len(runs)))  # one run: a bar, not a wall
     fig.update_xaxes(type="category", tickangle=-30, title_text="run (oldest first)")

@@ -209,6 +209,23 @@ def test_genre_chart_has_the_top_ten_only_and_table_every_genre() -> None:
     assert page.count("<tr><td>g") == 14
 
 
+def test_data_strings_reach_the_charts_as_text_never_as_plotly_markup() -> None:
+    """Plotly draws a subset of HTML in labels (<a href>, <b>, <br>): a genre or a track
+    named with it would become a live link in a chart. Every data string is escaped first
+    (Plotly shows the entity as the character)."""
+    link = '<a href="https://evil.example/">click</a>'
+    row = genre_row("2024-06-27", link, 100)
+    row["most_popular_track"] = "<b>" + link
+    page = render([row], [{**sample_summaries()[1], "rows_quarantined": {link: 1}}], META)
+    charts = "".join(
+        chart[: chart.index("</script>")] for chart in page.split('class="js-plotly-chart"')[1:]
+    )
+    charts = charts.replace("\\u002f", "/").replace("\\u003c", "<")  # JSON's escapes
+    assert "evil.example" in charts  # drawn...
+    assert "<a href" not in charts  # ...as text only
+    assert "&lt;a href=&quot;https://evil.example/&quot;&gt;click&lt;/a&gt;" in charts
+
+
 def test_page_lists_runs_newest_first_with_totals_and_durations() -> None:
     page = render([], sample_summaries(), META)
     runs = page[page.index('<section id="runs">') :]
