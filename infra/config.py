@@ -136,6 +136,9 @@ class NetworkConfig(_Model):
         return self
 
 
+UUID = r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$"
+
+
 class WarehouseConfig(_Model):
     """The KPI warehouse: Redshift (provisioned or Serverless); 'postgres' is local only."""
 
@@ -144,6 +147,11 @@ class WarehouseConfig(_Model):
     cluster_id: str | None = None
     db_user: str | None = None
     workgroup: str | None = None
+    # The id its ARN ends with (`aws redshift-serverless get-workgroup --workgroup-name NAME
+    # --query workgroup.workgroupId`): the grants name that one workgroup.
+    workgroup_id: (
+        Annotated[str, Field(pattern=r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$")] | None
+    ) = None
     secret_arn: Annotated[str, Field(pattern=SM_NAME_OR_ARN)] | None = None
     # The customer-managed KMS key secret_arn is encrypted with, if not AWS's own.
     secret_kms_key_arn: Annotated[str, Field(pattern=KMS_KEY_ARN)] | None = None
@@ -162,6 +170,13 @@ class WarehouseConfig(_Model):
         if bool(self.cluster_id) == bool(self.workgroup):
             raise ValueError(
                 "warehouse needs exactly one of cluster_id (provisioned) or workgroup (Serverless)"
+            )
+        if self.workgroup and not self.workgroup_id:
+            raise ValueError(
+                "warehouse.workgroup_id is needed with a workgroup: the id its ARN ends with "
+                "(aws redshift-serverless get-workgroup --workgroup-name "
+                f"{self.workgroup} --query workgroup.workgroupId), so that the grants name "
+                "this workgroup, not every one of the account"
             )
         if self.workgroup and self.db_user:
             raise ValueError(

@@ -22,7 +22,7 @@ from constructs import Construct
 
 from infra import steps
 from infra.config import EXTRACT_DUCKDB_MEMORY_MB, FunctionConfig, PipelineConfig
-from infra.nag import acknowledge, acknowledge_prefixes, as_nag_text
+from infra.nag import acknowledge_prefixes
 from infra.packaging import RUNTIME, PipelineLayers
 from infra.steps import ALL_STEPS, Step
 from infra.storage import PipelineStorage
@@ -363,9 +363,9 @@ class PipelineFunctions(Construct):
             return
         stack = Stack.of(self)
         if w.workgroup:
-            # Workgroup ARNs end with a generated id, not the name the config knows.
+            # A workgroup's ARN ends with its id (warehouse.workgroup_id), not its name.
             target = stack.format_arn(
-                service="redshift-serverless", resource="workgroup", resource_name="*"
+                service="redshift-serverless", resource="workgroup", resource_name=w.workgroup_id
             )
             credentials = ("redshift-serverless:GetCredentials", [target])
         else:
@@ -393,13 +393,6 @@ class PipelineFunctions(Construct):
                 resources=[target],
             )
         )
-        if w.workgroup:
-            acknowledge(
-                role,
-                f"IAM5[Resource::{as_nag_text(role, target)}]",
-                "Redshift Serverless workgroup ARNs end with a generated id, not the workgroup "
-                "name the configuration holds",
-            )
         # Statement ids are not ARNs: scope describing, cancelling (and reading results of)
         # statements to our own.
         own = ["redshift-data:DescribeStatement", "redshift-data:CancelStatement"]

@@ -140,6 +140,17 @@ def test_a_serverless_workgroup_refuses_a_db_user():
     assert "warehouse.db_user is for a provisioned cluster" in error_of(warehouse=warehouse)
 
 
+def test_a_serverless_workgroup_needs_the_id_its_arn_ends_with():
+    """Issue 20, item 10: a grant on workgroup/* covers every workgroup of the account and
+    region; the ARN ends with an id the name does not give."""
+    warehouse = dev("warehouse")
+    del warehouse["workgroup_id"]
+    message = error_of(warehouse=warehouse)
+    assert "warehouse.workgroup_id" in message and "get-workgroup" in message
+    bad = dev("warehouse") | {"workgroup_id": "*"}
+    assert "workgroup_id" in error_of(warehouse=bad)
+
+
 def test_a_provisioned_cluster_needs_a_db_user_or_a_secret():
     warehouse = dev("warehouse")
     del warehouse["workgroup"]

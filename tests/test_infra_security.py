@@ -433,7 +433,11 @@ def test_load_uses_a_serverless_workgroup_in_dev():
         for g in role_grants("dev", STEP["load"])
         if g[0].startswith(("redshift", "secretsmanager"))
     }
-    workgroups = "arn:<AWS::Partition>:redshift-serverless:eu-west-1:111111111111:workgroup/*"
+    # the one workgroup, by the id its ARN ends with: not every workgroup of the account
+    workgroups = (
+        "arn:<AWS::Partition>:redshift-serverless:eu-west-1:111111111111:"
+        "workgroup/0b6f2b6e-8f3a-4d3c-9c1e-2a5d7e9f1c3b"
+    )
     assert redshift == allow(
         ("redshift-data:BatchExecuteStatement", "redshift-serverless:GetCredentials"), workgroups
     ) | allow(
