@@ -140,13 +140,18 @@ def source(settings: Any, step: str) -> PreflightResult:
     if any(columns.get("changed_column") for columns in facts["tables"].values()):
         with checks.check(
             "source: its user sees when other sessions' transactions began (incremental reads)",
-            f"GRANT pg_read_all_stats TO {facts['user']} (in RDS, as the master user): an "
-            "incremental read caps its watermark at the oldest open transaction, which only "
-            "that role may see; or unset source.<table>.changed_column to read whole",
+            f"GRANT pg_read_all_stats TO {facts['user']} (in RDS, as the master user), on the "
+            "primary (a replica shows none of its transactions): an incremental read caps its "
+            "watermark at the oldest open transaction; or unset source.<table>.changed_column "
+            "to read whole",
         ) as outcome:
-            outcome["ok"] = facts["sees_all_sessions"]
+            outcome["ok"] = facts["sees_all_sessions"] and not facts["replica"]
             outcome["detail"] = f"as {facts['user']}: " + (
-                "member of pg_read_all_stats" if facts["sees_all_sessions"] else "cannot"
+                "a replica"
+                if facts["replica"]
+                else "member of pg_read_all_stats"
+                if facts["sees_all_sessions"]
+                else "cannot"
             )
     for table, columns in facts["tables"].items():
         with checks.check(

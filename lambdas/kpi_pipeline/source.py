@@ -161,10 +161,13 @@ class TableCopy:
 # the row becomes visible only at commit: a transaction open across the read commits rows
 # stamped before the read, which no read from the table's largest change time would return.
 # So the watermark never passes the start of the oldest transaction open in the database
-# (pg_stat_activity.xact_start of client sessions; a prepared transaction, its PREPARE
-# time), nor the moment this is asked (statement_timestamp()), which comes before the read's
-# own snapshot: a transaction that commits in between began after it. Another role's session
-# shows its xact_start only to a member of pg_read_all_stats: the extract's user needs it.
+# (pg_stat_activity.xact_start of its sessions but autovacuum's and replication's; a
+# prepared transaction, its PREPARE time), nor the moment this is asked
+# (statement_timestamp()), which comes before the read's own snapshot: a transaction that
+# commits in between began after it. Another role's session shows its xact_start only to a
+# member of pg_read_all_stats: the extract's user needs it. A replica shows none of the
+# primary's transactions: the read must be the primary's. The database's TimeZone says what
+# a ``timestamp without time zone`` column's wall times are.
 HORIZON_SQL = """
 SELECT
     least(
@@ -173,19 +176,24 @@ SELECT
         (SELECT min(prepared) FROM pg_prepared_xacts WHERE database = current_database())
     )::text,
     statement_timestamp()::text,
-    count(*) FILTER (WHERE pid <> pg_backend_pid() AND query = '<insufficient privilege>')
+    count(*) FILTER (WHERE pid <> pg_backend_pid() AND query = '<insufficient privilege>'),
+    pg_is_in_recovery(),
+    current_setting('TimeZone'),
+    current_user
 FROM pg_stat_activity
 WHERE datname = current_database()
-    -- another role's session shows no backend_type to a user that may not see it
-    AND (backend_type = 'client backend' OR query = '<insufficient privilege>')
+    -- (another role's session shows no backend_type to a user that may not see it)
+    AND coalesce(backend_type, '') NOT IN ('autovacuum worker', 'walsender')
 """
+# The TimeZone names of UTC: a timestamp without time zone is then UTC wall time.
+UTC_ZONES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "UCT", "Etc/UCT", "Universal", "Zulu"})
 
 
 @dataclass(frozen=True)
 class Horizon:
     at: str  # the oldest open transaction's start, else when it was asked
     asked_at: str
-    unseen_sessions: int  # other roles' sessions whose transactions the user cannot see
+    timezone: str  # the database's TimeZone (sessions' default)
 
 
 class SourceDatabase:
@@ -224,9 +232,10 @@ class SourceDatabase:
             # What the watermark's cap needs (HORIZON_SQL): to see every session's xact_start.
             cur.execute(
                 "SELECT current_user, pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') "
-                "OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+                "OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
+                "pg_is_in_recovery()"
             )
-            user, sees_sessions = cur.fetchone()
+            user, sees_sessions, replica = cur.fetchone()
             tables: dict[str, Any] = {}
             for table in SOURCE_COLUMNS:
                 cur.execute(
@@ -262,6 +271,7 @@ class SourceDatabase:
             "tls": tls,
             "user": user,
             "sees_all_sessions": bool(sees_sessions),
+            "replica": bool(replica),
             "tables": tables,
         }
 
@@ -297,7 +307,9 @@ class SourceDatabase:
                     # Checked here too, not only by row_counts: a table changed after
                     # CheckSourceData must fail ExtractRds as SourceSchemaError naming the
                     # column (the state machine's error contract), not as UndefinedColumn.
-                    self._check_columns(cur, table, read.changed_column)
+                    kind = self._check_columns(cur, table, read.changed_column)
+                    if kind == "timestamp without time zone" and horizon:
+                        _check_wall_time(table, read, horizon.timezone)
                     watermark = None
                     if read.changed_column and horizon:
                         # Never past the horizon: not past an open transaction's start, and
@@ -314,7 +326,8 @@ class SourceDatabase:
                         )
                         watermark = cur.fetchone()[0]
                     with sink(table) as out:
-                        cur.copy_expert(self._copy_sql(cur, table, read), out, COPY_BUFFER_BYTES)
+                        copy = self._copy_sql(cur, table, read, by_day=kind == "date")
+                        cur.copy_expert(copy, out, COPY_BUFFER_BYTES)
                     rows = int(cur.rowcount)
                     keys = None
                     if read.incremental:
@@ -329,10 +342,15 @@ class SourceDatabase:
         """The :data:`HORIZON_SQL`, asked in a transaction of its own, before the read's."""
         with conn.cursor() as cur:
             cur.execute(HORIZON_SQL)
-            at, asked_at, unseen = cur.fetchone()
-            cur.execute("SELECT current_user")
-            user = cur.fetchone()[0]
+            at, asked_at, unseen, replica, timezone, user = cur.fetchone()
         conn.commit()
+        if replica:
+            raise ConfigurationError(
+                "the source is a replica (pg_is_in_recovery()): its pg_stat_activity shows "
+                "none of the primary's transactions, so an incremental read cannot tell when "
+                "one open across it started. Point source.host at the primary (the cluster "
+                "endpoint, not a reader), or unset source.<table>.changed_column"
+            )
         if unseen:
             raise ConfigurationError(
                 f"the source user {user} cannot see the transactions of {unseen} other "
@@ -346,10 +364,13 @@ class SourceDatabase:
                 "the watermark stops at the oldest transaction open in the source",
                 extra={"open_since": at, "asked_at": asked_at},
             )
-        return Horizon(at=at, asked_at=asked_at, unseen_sessions=int(unseen))
+        return Horizon(at=at, asked_at=asked_at, timezone=str(timezone))
 
     @staticmethod
-    def _copy_sql(cur: Any, table: str, read: TableRead) -> str:
+    def _copy_sql(cur: Any, table: str, read: TableRead, *, by_day: bool = False) -> str:
+        """The read's COPY. ``by_day``: the change column is a DATE, compared with the day
+        its watermark falls on (a watermark capped at a time of day would leave out every
+        row dated that day)."""
         columns = pgsql.SQL(", ").join(
             pgsql.SQL("{}::text AS {}").format(pgsql.Identifier(c), pgsql.Identifier(c))
             for c in EXTRACTED_COLUMNS[table]
@@ -357,9 +378,8 @@ class SourceDatabase:
         query = pgsql.SQL("SELECT {} FROM {}").format(columns, pgsql.Identifier(table))
         if read.since is not None and read.changed_column:
             # A row whose change time is NULL cannot be placed: it is read every time.
-            query = pgsql.SQL(
-                "{} WHERE {} >= {}::timestamptz - {} * interval '1 second' OR {} IS NULL"
-            ).format(
+            since = "({}::timestamptz - {} * interval '1 second')" + ("::date" if by_day else "")
+            query = pgsql.SQL("{} WHERE {} >= " + since + " OR {} IS NULL").format(
                 query,
                 pgsql.Identifier(read.changed_column),
                 pgsql.Literal(read.since),
@@ -377,7 +397,8 @@ class SourceDatabase:
         return str(copy.as_string(cur))
 
     @staticmethod
-    def _check_columns(cur: Any, table: str, changed_column: str | None = None) -> None:
+    def _check_columns(cur: Any, table: str, changed_column: str | None = None) -> str | None:
+        """Check the table's columns; return the change column's type, if it has one."""
         cur.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_name = %s AND table_schema = ANY(current_schemas(false))",
@@ -390,7 +411,7 @@ class SourceDatabase:
         if missing:
             raise SourceSchemaError(f"source table '{table}' lacks columns: {', '.join(missing)}")
         if changed_column is None:
-            return
+            return None
         kind = present.get(changed_column)
         if kind is None:
             raise SourceSchemaError(
@@ -402,6 +423,20 @@ class SourceDatabase:
                 f"the change column {table}.{changed_column} is {kind}: it must be a timestamp "
                 "or a date"
             )
+        return str(kind)
+
+
+def _check_wall_time(table: str, read: TableRead, timezone: str) -> None:
+    """A ``timestamp without time zone`` change column holds its writers' wall time: read as
+    UTC, compared with instants (the watermark's cap), only if that wall time is UTC."""
+    if timezone not in UTC_ZONES:
+        raise SourceSchemaError(
+            f"the change column {table}.{read.changed_column} is a timestamp without time "
+            f"zone in a database whose TimeZone is {timezone}: its values are that zone's wall "
+            "time, which an incremental read cannot compare with the moment a transaction "
+            "began. Make it timestamp with time zone (ALTER TABLE ... TYPE timestamptz), or "
+            "set the database's TimeZone to UTC (and have its writers stamp UTC)"
+        )
 
 
 def check_source(db: SourceDatabase) -> SourceCheck:

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg2
 import pyarrow.parquet as pq
 import pytest
-from psycopg2.extensions import make_dsn
+from psycopg2.extensions import make_dsn, parse_dsn
 
 from extract_rds.handler import extract_tables
 from kpi_pipeline import settings as pipeline_settings
@@ -327,3 +327,56 @@ def test_an_extract_user_that_cannot_see_other_sessions_is_told_what_to_grant(
         assert extract("run-3")["tables"]["songs"]["mode"] == "incremental"
     finally:
         execute(incremental, f"DROP ROLE IF EXISTS {other}")
+
+
+def test_a_date_change_column_is_read_from_the_watermarks_day(
+    incremental: str, cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DATE change column with its watermark capped at a time of day (a row dated
+    tomorrow, from a writer in a zone ahead of UTC): the next read starts on that day, not
+    at that time, or every row dated today would be left out."""
+    configure(monkeypatch, overlap_seconds=3600)
+    execute(incremental, "ALTER TABLE songs ALTER COLUMN updated_at TYPE date")
+    execute(incremental, "UPDATE songs SET updated_at = current_date")
+    execute(incremental, "UPDATE songs SET updated_at = current_date + 1 WHERE id = 2")
+    extract("run-1")
+    execute(incremental, "UPDATE songs SET popularity = 7, updated_at = current_date WHERE id = 0")
+
+    second = extract("run-2")
+
+    reference = extract("reference-2", full=True, mark=False)
+    assert snapshot_rows(cloud, second) == snapshot_rows(cloud, reference)
+
+
+def test_a_timestamp_change_column_of_a_database_not_in_utc_is_refused(
+    incremental: str, cloud: Any
+) -> None:
+    """A `timestamp without time zone` column holds the writers' wall time: in a database
+    whose TimeZone is not UTC it cannot be compared with the instants the watermark is
+    capped at. Refused, naming the column, the zone and what to do."""
+    database = parse_dsn(incremental)["dbname"]
+    execute(incremental, f"ALTER DATABASE \"{database}\" SET timezone = 'America/New_York'")
+    execute(incremental, "ALTER TABLE songs ALTER COLUMN updated_at TYPE timestamp")
+
+    with pytest.raises(
+        SourceSchemaError,
+        match=r"songs.updated_at is a timestamp without time zone .* America/New_York",
+    ):
+        extract("run-1")
+
+    execute(incremental, f"ALTER DATABASE \"{database}\" SET timezone = 'UTC'")
+    assert extract("run-2")["tables"]["songs"]["mode"] == "full"
+
+
+def test_a_replica_is_refused_for_an_incremental_read(
+    incremental: str, cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica's pg_stat_activity shows none of the primary's transactions: the cap
+    would see nothing. (Simulated: pg_is_in_recovery() answering true.)"""
+    from kpi_pipeline import source
+
+    monkeypatch.setattr(
+        source, "HORIZON_SQL", source.HORIZON_SQL.replace("pg_is_in_recovery()", "TRUE")
+    )
+    with pytest.raises(ConfigurationError, match="a replica"):
+        extract("run-1")

@@ -228,8 +228,8 @@ def test_extract_copies_each_table_once_and_of_users_only_their_ids(
     copies: dict[str, list[str]] = {"users": [], "songs": []}
     real_copy_sql = SourceDatabase._copy_sql
 
-    def spying_copy_sql(cur: Any, table: str, read: Any) -> str:
-        statement = real_copy_sql(cur, table, read)
+    def spying_copy_sql(cur: Any, table: str, read: Any, **options: Any) -> str:
+        statement = real_copy_sql(cur, table, read, **options)
         copies[table].append(statement)
         return statement
 
