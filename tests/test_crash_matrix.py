@@ -322,3 +322,54 @@ def test_a_crash_in_a_revalidation_moves_each_play_once(
         f"{effects.crashes} crash(es); revalidation 1 {outcome(first)}; next one "
         f"{second.output['status']}; warehouse = reference, each play moved once"
     )
+
+
+def test_a_revalidation_left_half_way_then_run_after_a_further_correction_moves_each_play_once(
+    harness, sample, files, late_users, tmp_path, monkeypatch
+):
+    """Review of issue 19: a revalidation stopped after the moved content's ledger entry
+    (its curated object never rewritten); another user is deleted; the next revalidation
+    finds the first plays again beside the new one. It must move each play once: the move
+    is keyed by the curated object as it is, so the unfinished one is redone, not doubled."""
+    late, users = late_users
+    harness.load_source(users, sample.songs_csv)
+    harness.put_streams(files["good"], late)
+    assert harness.run("day-1").output["status"] == "loaded"
+
+    def without(gone: set[str]) -> Path:
+        lines = users.read_text().splitlines()
+        out = tmp_path / f"users-without-{len(gone)}.csv"
+        out.write_text("\n".join(x for x in lines if x.split(",")[0] not in gone) + "\n")
+        return out
+
+    harness.load_source(without({"9000", "9001"}), sample.songs_csv)
+    assert harness.run("repin", REPIN).output["status"] == "recomputed"
+    from kpi_pipeline.storage import Storage
+
+    upload = Storage.upload_file
+
+    def refused(self, path, bucket, key, *args, **kwargs):  # S3 refuses the rewrite
+        if key.startswith("curated/"):
+            raise RuntimeError("AccessDenied")
+        return upload(self, path, bucket, key, *args, **kwargs)
+
+    monkeypatch.setattr(Storage, "upload_file", refused)
+    assert harness.run("revalidate-1", REVALIDATE).status == "FAILED"
+    monkeypatch.setattr(Storage, "upload_file", upload)
+    harness.load_source(without({"9000", "9001", "9002"}), sample.songs_csv)
+    assert harness.run("repin-2", REPIN).output["status"] == "recomputed"
+
+    second = harness.run("revalidate-2", REVALIDATE)
+
+    assert second.status == "SUCCEEDED", second.cause
+    entries = [
+        harness.local.read_json(harness.data_bucket, key)
+        for key in harness.keys(harness.data_bucket, "ledger/files/")
+        if "-revalidated-" in key
+    ]
+    assert sum(sum(e["rows_quarantined"].values()) for e in entries) == 3, "a play moved twice"
+    assert second.output["revalidation"]["plays_quarantined"] == {"unknown_user_id": 3}
+    reference = compute_reference(without({"9000", "9001", "9002"}), sample.songs_csv,
+                                  [files["good"], late])  # fmt: skip
+    assert_matches_reference(harness.warehouse(), reference)
+    assert harness.keys(harness.data_bucket, "ledger/pending/") == []

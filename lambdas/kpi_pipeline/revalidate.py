@@ -9,15 +9,18 @@ accepted with the old tables may fail KPIS.md's rule 4 now. ``{"revalidate": {"f
 by content, in this order:
 
 1. its rows, as the quarantined rows of a new content ``<content>-revalidated-<date>-<digest
-   of the plays>`` (``quarantine/rows/``: a replay can accept them again, should the user
-   come back);
+   of the curated object's plays>`` (``quarantine/rows/``: a replay can accept them again,
+   should the user come back);
 2. that content's pending marker, then its ledger entry (its date, its rows by reason, no
    play): PlanTransform recomputes the date, in this run or, should it fail, the next;
 3. the content's curated object of that date, written again without them (one PUT).
 
-Until step 3 a retry finds the same plays failing, so it writes the same keys; after it,
-none: each play is moved once. The result counts this run's moves from their ledger
-entries, so a retry counts what its dead attempt moved.
+The key names the curated object as it is, not the plays failing now: until step 3 a
+retry, or a later revalidation after a further correction, writes the same keys again
+(with the plays failing then), so a move left half-way is redone, never added to; after
+step 3 the object is another, with no play failing. Each play is moved once. The result
+counts this run's moves from their ledger entries, so a retry counts what its dead attempt
+moved.
 """
 
 from __future__ import annotations
@@ -164,10 +167,9 @@ def _move(
         content, kpi_date = item
         where = "content_key = ? AND kpi_date = ?"
         plays = con.execute(
-            f"SELECT user_id, track_id, listen_time FROM checked WHERE {where} "
-            "AND reason IS NOT NULL ORDER BY ALL",
+            f"SELECT user_id, track_id, listen_time FROM checked WHERE {where} ORDER BY ALL",
             [content, kpi_date],
-        ).fetchall()
+        ).fetchall()  # the object's every play: its identity until it is rewritten
         digest = hashlib.sha256(repr(plays).encode()).hexdigest()[:16]
         moved_key = f"{content}{REVALIDATED_MARK}{kpi_date.isoformat()}-{digest}"
         source_key = str(entries.get(content, {}).get("source_key", ""))
@@ -211,7 +213,8 @@ def _move(
             "rows_quarantined": {str(r): int(n) for r, n in reasons.items()},
             "copy_format": copy_parquet.COPY_FORMAT,
         }
-        storage.put_json_if_absent(layout.data_bucket, layout.ledger_key(moved_key), entry)
+        # Overwritten, not kept: until the object is rewritten, the latest check decides.
+        storage.put_json(layout.data_bucket, layout.ledger_key(moved_key), entry)
         # 3. The curated object without them.
         kept = tmp / f"{moved_key}.kept.parquet"
         con.execute(
