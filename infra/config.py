@@ -7,6 +7,7 @@ setting and what it should hold. Nothing here calls AWS.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -43,6 +44,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# S3's safe key characters (and '=' for partition-style folders), no IAM wildcard or
+# policy variable: the landing prefix is written into grants as it is.
+LITERAL_PREFIX = r"(?:[A-Za-z0-9!_.'()=-]+/)+"
+
+
 class LandingConfig(_Model):
     """Where stream CSV files land: an existing bucket (by name) or one the stack creates."""
 
@@ -58,6 +64,12 @@ class LandingConfig(_Model):
     def _prefix(self) -> Self:
         if not self.prefix.endswith("/") or self.prefix.startswith("/"):
             raise ValueError("landing.prefix must look like 'landing/' (no leading '/')")
+        if not re.fullmatch(LITERAL_PREFIX, self.prefix):
+            raise ValueError(
+                f"landing.prefix {self.prefix!r} may hold letters, digits and ! - _ . ' ( ) = "
+                "in non-empty folders ending with '/': it goes into IAM grants, where * and ? "
+                "are wildcards and ${...} a policy variable"
+            )
         if (self.kms_key_arn or self.owner_account) and not self.bucket_name:
             raise ValueError(
                 "landing.kms_key_arn and landing.owner_account describe an existing bucket: "

@@ -87,6 +87,22 @@ def test_a_landing_prefix_must_be_a_folder_without_leading_slash(prefix):
     assert "landing.prefix must look like 'landing/'" in message
 
 
+@pytest.mark.parametrize("prefix", ["*/", "streams?*/", "a/${aws:username}/", "a b/", "a//"])
+def test_a_landing_prefix_holds_literal_key_characters_only(prefix):
+    """Issue 20, item 9: the prefix goes into IAM resources and conditions, where * and ?
+    are wildcards and ${...} a policy variable: such a prefix would widen GetObject and
+    DeleteObject, in our grants and in the policy printed for another account's owner."""
+    message = error_of(landing={"bucket_name": "acme-music-dev-landing", "prefix": prefix})
+    assert "landing.prefix" in message and "letters, digits" in message
+
+
+@pytest.mark.parametrize("prefix", ["landing/", "dt=2024/streams_v2/", "a.b-c_d/(x)/'y'!/"])
+def test_a_landing_prefix_of_literal_characters_is_taken(prefix):
+    landing = {"bucket_name": "acme-music-dev-landing", "prefix": prefix}
+    config = load_config(environments("dev", landing=landing), "dev")
+    assert config.landing.prefix == prefix
+
+
 def test_a_cloud_environment_needs_a_network():
     assert "network is required" in error_of(network=None)
 
