@@ -257,16 +257,16 @@ class PipelineFunctions(Construct):
                 _objects(roles[step_key], landing, access.object_actions, prefix, landing=True)
             _list(roles[step_key], landing, prefix if access.list_under_prefix_only else None)
         _list(roles["list_files"], data, "ledger/pending/")
-        _objects(roles["list_files"], data, WRITE, "runs/")
+        # the run's manifest and its file list only (runs/<run>/manifest*.json)
+        _objects(roles["list_files"], data, WRITE, "runs/*/manifest")
 
         # Reading a key that may be missing needs s3:ListBucket on its bucket: without it S3
         # answers 403 instead of 404, and "gone" would look like "forbidden".
         ingest = roles["ingest_file"]
         # catalogue/: each date's pinned snapshot, read to validate and written to pin.
         _objects(ingest, data, READ, "snapshots/", "ledger/", "catalogue/")
-        _objects(
-            ingest, data, WRITE, "curated/", "quarantine/rows/", "ledger/", "runs/", "catalogue/"
-        )
+        _objects(ingest, data, WRITE, "curated/", "quarantine/rows/", "ledger/", "catalogue/")
+        _objects(ingest, data, WRITE, "runs/*/ingest/")  # its file's result only
         _list(ingest, data)
 
         replay = roles["replay_quarantine"]
@@ -284,16 +284,19 @@ class PipelineFunctions(Construct):
         )
         # a new content per file (curated plays, pending marker, ledger entry); its result; a
         # revalidation's moved plays (quarantined rows) and the curated objects without them
-        _objects(
-            replay, data, WRITE, "curated/", "ledger/", "catalogue/", "runs/", "quarantine/rows/"
-        )
+        _objects(replay, data, WRITE, "curated/", "ledger/", "catalogue/", "quarantine/rows/")
+        _objects(replay, data, WRITE, "runs/*/replay.json", "runs/*/revalidate.json")
         _list(replay, data)
 
         plan = roles["plan_transform"]
         # catalogue/: a date accepted before pins existed is pinned to today's snapshot, and
         # a recompute with catalogue "current" re-pins its dates.
         _objects(plan, data, READ, "runs/", "ledger/", "snapshots/", "catalogue/")
-        _objects(plan, data, WRITE, "runs/", "catalogue/")
+        _objects(plan, data, WRITE, "catalogue/")
+        # the run's plan, its dates per attempt, a recompute's details: no other record
+        _objects(
+            plan, data, WRITE, "runs/*/load_plan.json", "runs/*/transform/", "runs/*/recompute.json"
+        )
         # Markers no load can ever clear (no ledger entry, or no valid play) are removed.
         _objects(plan, data, ("s3:DeleteObject",), "ledger/pending/")
         _list(plan, data)
@@ -326,9 +329,9 @@ class PipelineFunctions(Construct):
         attempts = "quarantine/attempts/"  # files that failed to ingest (kpi_pipeline.attempts)
         _objects(archive, data, READ, "runs/", "archive/", "quarantine/files/", attempts)
         # source/: what the run read of the source is marked processed
-        _objects(
-            archive, data, WRITE, "archive/", "quarantine/files/", "runs/", "source/", attempts
-        )
+        _objects(archive, data, WRITE, "archive/", "quarantine/files/", "source/", attempts)
+        # the run's summary (a preflight's report) only
+        _objects(archive, data, WRITE, "runs/*/summary.json", "runs/*/preflight.json")
         _list(archive, data)
 
         # The steps that write shared state check the lock still names their execution.

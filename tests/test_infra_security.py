@@ -199,22 +199,28 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
             data,
             condition={"StringLike": {"s3:prefix": ["ledger/pending/*"]}},
         )
-        | objects(WRITE, data, "runs/"),
+        # issue 20, item 3: each step writes its own records of runs/, no other
+        | objects(WRITE, data, "runs/*/manifest"),
         "ingest_file": lock
         | objects(READ, PROD_LANDING, PROD_PREFIX)
         | landing_list
         | objects(READ, data, "snapshots/", "ledger/", "catalogue/")
-        | objects(WRITE, data, "curated/", "quarantine/rows/", "ledger/", "runs/", "catalogue/")
+        | objects(WRITE, data, "curated/", "quarantine/rows/", "ledger/", "catalogue/")
+        | objects(WRITE, data, "runs/*/ingest/")
         | data_list,
         # the quarantined rows, earlier replays, pins and today's snapshot; a new content;
         # a revalidation reads the curated plays, and moves those invalid now to quarantine
         "replay_quarantine": lock
         | objects(READ, data, "quarantine/rows/", "ledger/", "catalogue/", "snapshots/", "curated/")
-        | objects(WRITE, data, "curated/", "ledger/", "catalogue/", "runs/", "quarantine/rows/")
+        | objects(WRITE, data, "curated/", "ledger/", "catalogue/", "quarantine/rows/")
+        | objects(WRITE, data, "runs/*/replay.json", "runs/*/revalidate.json")
         | data_list,
         "plan_transform": lock
         | objects(READ, data, "runs/", "ledger/", "snapshots/", "catalogue/")
-        | objects(WRITE, data, "runs/", "catalogue/")
+        | objects(WRITE, data, "catalogue/")
+        | objects(
+            WRITE, data, "runs/*/load_plan.json", "runs/*/transform/", "runs/*/recompute.json"
+        )
         | objects(("s3:DeleteObject",), data, "ledger/pending/")
         | data_list,
         "transform": objects(READ, data, "runs/", "curated/", "catalogue/")
@@ -236,9 +242,8 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         | objects((*READ, "s3:DeleteObject"), PROD_LANDING, PROD_PREFIX)
         | landing_list
         | objects(READ, data, "runs/", "archive/", "quarantine/files/", "quarantine/attempts/")
-        | objects(
-            WRITE, data, "archive/", "quarantine/files/", "runs/", "source/", "quarantine/attempts/"
-        )
+        | objects(WRITE, data, "archive/", "quarantine/files/", "source/", "quarantine/attempts/")
+        | objects(WRITE, data, "runs/*/summary.json", "runs/*/preflight.json")
         | data_list,
     }
     return base | by_step[step.key]
