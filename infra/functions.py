@@ -354,7 +354,8 @@ class PipelineFunctions(Construct):
         data_key = self._storage.data_key
         if data_key:
             for step_key, role in roles.items():
-                if step_key != "check_source":  # the one that never touches the bucket
+                # CheckSourceData never touches the bucket; CheckRequest only lists it
+                if step_key not in ("check_source", "check_request"):
                     _use_key(role, data_key.key_arn, KEY_READ_WRITE)
 
     def _read_source_secret(self, role: iam.Role) -> None:
@@ -483,7 +484,17 @@ def role_name(config: PipelineConfig, step: Step) -> str:
 
 
 def _use_key(role: iam.IRole, key_arn: str, actions: tuple[str, ...]) -> None:
-    role.add_to_principal_policy(iam.PolicyStatement(actions=list(actions), resources=[key_arn]))
+    """Use a bucket's KMS key: only through S3 (kms:ViaService), never a direct call."""
+    role.add_to_principal_policy(via_s3(Stack.of(role).region, actions, key_arn))
+
+
+def via_s3(region: str, actions: tuple[str, ...], key_arn: str) -> iam.PolicyStatement:
+    """A KMS grant for an S3 bucket's key, usable only by S3 on the caller's behalf."""
+    return iam.PolicyStatement(
+        actions=list(actions),
+        resources=[key_arn],
+        conditions={"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+    )
 
 
 def _read_secret(role: iam.Role, secret: str, kms_key_arn: str | None = None) -> None:

@@ -15,7 +15,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import PipelineConfig
-from infra.functions import PipelineFunctions, writer_timeout_seconds
+from infra.functions import KEY_READ_WRITE, PipelineFunctions, via_s3, writer_timeout_seconds
 from infra.monitoring import PipelineMonitoring
 from infra.nag import acknowledge_findings
 from infra.packaging import PipelineLayers
@@ -87,9 +87,10 @@ class PipelineStack(Stack):
         # The Distributed Map reads the file list and writes results in the data bucket.
         if self.storage.data_key:
             self.state_machine.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                    resources=[self.storage.data_key.key_arn],
+                via_s3(
+                    self.region,
+                    ("kms:Decrypt", "kms:GenerateDataKey"),
+                    self.storage.data_key.key_arn,
                 )
             )
         # The run's end, counted by status (RecordRunOutcome): CloudWatch has no resource

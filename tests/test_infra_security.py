@@ -735,6 +735,7 @@ def test_archive_has_neither_source_nor_warehouse_settings():
 
 # --- KMS and a landing bucket of another account ---------------------------------------------
 LANDING_KEY = "arn:aws:kms:eu-west-1:333333333333:key/0d6f4c1e-1111-2222-3333-444455556666"
+VIA_S3 = {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}}
 
 
 @pytest.fixture(scope="module")
@@ -754,10 +755,11 @@ def test_a_kms_encrypted_landing_bucket_can_be_read_and_archived(with_kms):
     stack, template = with_kms
     roles = stack.functions.roles
     data_key = f"<{logical_id(stack, stack.storage.data_key)}.Arn>"
-    assert allow(("kms:Decrypt",), LANDING_KEY) <= kms_grants(stack, template, roles["ingest_file"])
+    ingest = kms_grants(stack, template, roles["ingest_file"])
+    assert allow(("kms:Decrypt",), LANDING_KEY, condition=VIA_S3) <= ingest
     archive = kms_grants(stack, template, roles["archive"])
-    assert allow(("kms:Decrypt",), LANDING_KEY) <= archive  # the copy's source
-    assert allow(("kms:GenerateDataKey",), data_key) <= archive  # its destination
+    assert allow(("kms:Decrypt",), LANDING_KEY, condition=VIA_S3) <= archive  # the source
+    assert allow(("kms:GenerateDataKey",), data_key, condition=VIA_S3) <= archive  # the copy
     for step in ("list_files", "check_source", "load"):  # none reads a landing object
         assert not {g for g in kms_grants(stack, template, roles[step]) if g[1] == LANDING_KEY}
 
@@ -770,15 +772,25 @@ def test_a_kms_encrypted_data_bucket_is_usable_by_every_reader_writer_and_the_co
     assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
     assert rule["BucketKeyEnabled"] is True  # one KMS call per object, not per request
     for step in ALL_STEPS:
-        if step.key == "check_source":
+        found = {
+            g
+            for g in kms_grants(stack, template, stack.functions.roles[step.key])
+            if g[1] == data_key
+        }
+        if step.key in ("check_source", "check_request"):  # neither reads nor writes an object
+            assert not found, step.state
             continue
-        found = kms_grants(stack, template, stack.functions.roles[step.key])
-        assert allow(("kms:Decrypt", "kms:GenerateDataKey"), data_key) <= found, step.state
+        # issue 20, item 8: only through S3, never a direct Decrypt of another ciphertext
+        assert found == allow(("kms:Decrypt", "kms:GenerateDataKey"), data_key, condition=VIA_S3), (
+            step.state
+        )
     configured = stack.config.warehouse.copy_role_arn
     copy_role = configured.rsplit("/", 1)[1] if configured else stack.functions.copy_role
-    assert allow(("kms:Decrypt",), data_key) <= kms_grants(stack, template, copy_role)
+    assert allow(("kms:Decrypt",), data_key, condition=VIA_S3) <= kms_grants(
+        stack, template, copy_role
+    )
     machine = kms_grants(stack, template, stack.state_machine.role)
-    assert allow(("kms:Decrypt", "kms:GenerateDataKey"), data_key) <= machine
+    assert allow(("kms:Decrypt", "kms:GenerateDataKey"), data_key, condition=VIA_S3) <= machine
 
 
 def test_roles_have_stable_names_that_a_bucket_owner_can_grant(with_kms):
