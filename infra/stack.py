@@ -87,11 +87,7 @@ class PipelineStack(Stack):
         # The Distributed Map reads the file list and writes results in the data bucket.
         if self.storage.data_key:
             self.state_machine.add_to_role_policy(
-                via_s3(
-                    self.region,
-                    ("kms:Decrypt", "kms:GenerateDataKey"),
-                    self.storage.data_key.key_arn,
-                )
+                via_s3(self.region, KEY_READ_WRITE, self.storage.data_key.key_arn)
             )
         # The run's end, counted by status (RecordRunOutcome): CloudWatch has no resource
         # for a metric, the namespace condition is the narrowest grant.
