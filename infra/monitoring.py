@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
@@ -67,12 +69,34 @@ class PipelineMonitoring(Construct):
         state_machine: sfn.StateMachine,
         functions: dict[str, lambda_.Function],
         alert_topic: sns.ITopic,
+        alert_key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         alert = cw_actions.SnsAction(alert_topic)
 
         # Every execution that ends badly, including those no Catch can see (timeouts, aborts).
-        events.Rule(
+        # Published through a role of its own, granted exactly sns:Publish on the topic and
+        # its key's use: a topic policy for events.amazonaws.com would let any rule of the
+        # account page on-call (CDK's SnsTopic target grants so, or GenerateDataKey*).
+        publisher = iam.Role(
+            self,
+            "AlertPublisher",
+            assumed_by=iam.ServicePrincipal(
+                "events.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+            ),
+            description="EventBridge publishes failed executions to the alert topic",
+        )
+        publisher.add_to_policy(
+            iam.PolicyStatement(actions=["sns:Publish"], resources=[alert_topic.topic_arn])
+        )
+        if alert_key is not None:
+            publisher.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[alert_key.key_arn]
+                )
+            )
+        failed_rule = events.Rule(
             self,
             "ExecutionFailedRule",
             description="Alerts on FAILED, TIMED_OUT and ABORTED executions",
@@ -84,18 +108,25 @@ class PipelineMonitoring(Construct):
                     "stateMachineArn": [state_machine.state_machine_arn],
                 },
             ),
-            targets=[
-                targets.SnsTopic(
-                    alert_topic,
-                    message=events.RuleTargetInput.from_text(
-                        f"Music KPI pipeline ({config.name}): execution "
-                        f"{events.EventField.from_path('$.detail.name')} ended "
-                        f"{events.EventField.from_path('$.detail.status')}. "
-                        f"{events.EventField.from_path('$.detail.executionArn')}"
-                    ),
-                )
-            ],
         )
+        message = events.RuleTargetInput.from_text(
+            f"Music KPI pipeline ({config.name}): execution "
+            f"{events.EventField.from_path('$.detail.name')} ended "
+            f"{events.EventField.from_path('$.detail.status')}. "
+            f"{events.EventField.from_path('$.detail.executionArn')}"
+        ).bind(failed_rule)
+        target: dict[str, Any] = {
+            "Id": "AlertTopic",
+            "Arn": alert_topic.topic_arn,
+            "RoleArn": publisher.role_arn,
+            "InputTransformer": {
+                "InputPathsMap": message.input_paths_map,
+                "InputTemplate": message.input_template,
+            },
+        }
+        rule_resource = failed_rule.node.default_child
+        assert isinstance(rule_resource, events.CfnRule)
+        rule_resource.add_property_override("Targets", [target])
 
         failures = cw.MathExpression(
             expression="failed + timedout + aborted",

@@ -8,6 +8,7 @@ from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
@@ -34,8 +35,29 @@ class PipelineStack(Stack):
         name = f"music-kpi-{config.name}"
         self.pipeline_name = name
         self.storage = PipelineStorage(self, "Storage", config=config)
+        # Alerts may name runs and files: encrypted at rest, with a key this account's
+        # CloudWatch alarms may use (a service principal needs the key policy's word);
+        # EventBridge publishes through a role of its own (monitoring), granted by IAM.
+        self.alert_key = alert_key = kms.Key(
+            self,
+            "AlertKey",
+            description=f"Encrypts the music-kpi-{config.name} alert topic",
+            enable_key_rotation=True,
+        )
+        alert_key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+            )
+        )
         self.alert_topic = sns.Topic(
-            self, "AlertTopic", display_name=f"Music KPI pipeline ({config.name})", enforce_ssl=True
+            self,
+            "AlertTopic",
+            display_name=f"Music KPI pipeline ({config.name})",
+            enforce_ssl=True,
+            master_key=alert_key,
         )
         for email in config.alert_emails:
             self.alert_topic.add_subscription(subscriptions.EmailSubscription(email))
@@ -89,6 +111,15 @@ class PipelineStack(Stack):
             self.state_machine.add_to_role_policy(
                 via_s3(self.region, KEY_READ_WRITE, self.storage.data_key.key_arn)
             )
+        # Its alerts (NotifyFailure, the preflight's test message) go to an encrypted topic:
+        # SNS uses the topic's key on the publisher's behalf, or refuses the message.
+        self.state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=[alert_key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"sns.{self.region}.amazonaws.com"}},
+            )
+        )
         # The run's end, counted by status (RecordRunOutcome): CloudWatch has no resource
         # for a metric, the namespace condition is the narrowest grant.
         self.state_machine.add_to_role_policy(
@@ -120,6 +151,7 @@ class PipelineStack(Stack):
             state_machine=self.state_machine,
             functions=dict(self.functions.functions),
             alert_topic=self.alert_topic,
+            alert_key=alert_key,
         )
         self._outputs(config)
         acknowledge_findings(self)

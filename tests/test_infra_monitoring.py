@@ -102,28 +102,56 @@ def test_failed_timed_out_and_aborted_executions_of_this_machine_alert_the_topic
         assert field in text
 
 
-def test_eventbridge_may_publish_to_the_alert_topic(prod):
+def test_eventbridge_publishes_through_a_role_of_its_own_never_by_topic_policy(prod):
+    """Issue 20, item 7: a topic policy letting events.amazonaws.com publish lets any rule of
+    the account page on-call. The execution-failed rule publishes through its own role."""
     stack, template = prod
-    template.has_resource_properties(
-        "AWS::SNS::TopicPolicy",
-        {
-            "Topics": [ref(stack, stack.alert_topic)],
-            "PolicyDocument": {
-                "Statement": Match.array_with(
-                    [
-                        Match.object_like(
-                            {
-                                "Effect": "Allow",
-                                "Action": "sns:Publish",
-                                "Principal": {"Service": "events.amazonaws.com"},
-                                "Resource": ref(stack, stack.alert_topic),
-                            }
-                        )
-                    ]
-                )
-            },
-        },
-    )
+    policies = template.find_resources("AWS::SNS::TopicPolicy")
+    principals = [
+        statement.get("Principal")
+        for policy in policies.values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    assert {"Service": "events.amazonaws.com"} not in principals
+    (rule,) = [
+        r
+        for r in template.find_resources("AWS::Events::Rule").values()
+        if r["Properties"].get("Description", "").startswith("Alerts on FAILED")
+    ]
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == ref(stack, stack.alert_topic)
+    assert "RoleArn" in target
+
+
+def test_the_alert_topic_is_encrypted_with_a_key_its_publishers_may_use(prod):
+    """Encrypted at rest, with a key whose policy lets this account's CloudWatch alarms
+    use it (a service principal needs the key policy's word, not an IAM grant)."""
+    stack, template = prod
+    topic = template.to_json()["Resources"][logical_id(stack, stack.alert_topic)]
+    key_ref = topic["Properties"]["KmsMasterKeyId"]
+    (key_id,) = key_ref["Fn::GetAtt"][:1]
+    key = template.to_json()["Resources"][key_id]
+    assert key["Properties"]["EnableKeyRotation"] is True
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    cloudwatch = [
+        s for s in statements if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    assert cloudwatch and set(cloudwatch[0]["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    assert cloudwatch[0]["Condition"] == {"StringEquals": {"aws:SourceAccount": stack.account}}
+    # The state machine publishes too (NotifyFailure): SNS needs the key on its behalf.
+    machine = stack.get_logical_id(stack.state_machine.role.node.default_child)
+    statements = [
+        statement
+        for policy in template.find_resources("AWS::IAM::Policy").values()
+        if {"Ref": machine} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    assert {
+        "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+        "Condition": {"StringEquals": {"kms:ViaService": "sns.eu-west-1.amazonaws.com"}},
+        "Effect": "Allow",
+        "Resource": {"Fn::GetAtt": [key_id, "Arn"]},
+    } in statements
 
 
 def test_the_failed_executions_alarm_sums_failed_timed_out_and_aborted(prod):

@@ -570,6 +570,12 @@ def test_the_state_machine_role_holds_the_lock_alerts_invokes_and_records_failur
         allow(("dynamodb:UpdateItem", "dynamodb:GetItem"), table)  # take, read, release
         | allow(("states:DescribeExecution",), executions)  # is the lock's holder running?
         | allow(("sns:Publish",), topic)
+        # the topic is encrypted: SNS uses its key on the publisher's behalf
+        | allow(
+            ("kms:Decrypt", "kms:GenerateDataKey"),
+            f"<{logical_id(stack, stack.alert_key)}.Arn>",
+            condition={"StringEquals": {"kms:ViaService": "sns.eu-west-1.amazonaws.com"}},
+        )
         | allow(("lambda:InvokeFunction",), *functions, *(f"{fn}:*" for fn in functions))
         # the Map's Catch writes a failed file's result under the run's prefix
         | allow(("s3:PutObject",), f"{data}/runs/*")
