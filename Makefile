@@ -13,7 +13,7 @@ ENV   ?= dev
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20,22
 
-.PHONY: help venv run report test lint format browser bench bench-files wheels synth landing-policy warehouse-sql preflight bootstrap deploy clean
+.PHONY: help venv run report test lint format browser bench bench-files wheels synth landing-policy warehouse-sql preflight bootstrap deploy clean checkov
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -36,7 +36,17 @@ run: $(STAMP)  ## run the pipeline locally: make run [DATA=dir] [OUT=dir] [STATE
 report: $(STAMP)  ## one self-contained HTML KPI report: make report [OUT=dir] [DSN=...] [SUMMARIES=s3://bucket]
 	$(PY) -m reporting --out "$(OUT)" --state "$(STATE)" $(if $(DSN),--dsn "$(DSN)") $(if $(SUMMARIES),--summaries "$(SUMMARIES)")
 
-test: lint browser  ## lint, type-check and run every test
+# The IaC scanners, pinned (infra/checkov.py), in a virtual environment of their own: their
+# dependencies are theirs. tests/test_infra_checkov.py runs them on the synthesized templates.
+CHECKOV := .cache/checkov/.installed-3.3.30-1.58.0
+$(CHECKOV):
+	rm -rf .cache/checkov && $(PYTHON) -m venv .cache/checkov
+	.cache/checkov/bin/pip install --quiet "checkov==3.3.30" "cfn-lint==1.58.0"
+	touch $@
+
+checkov: $(CHECKOV)  ## install the pinned IaC scanners (checkov, cfn-lint) make test runs
+
+test: lint browser $(CHECKOV)  ## lint, type-check and run every test
 	$(PY) -m pytest -n auto --maxprocesses 4
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import Aspects, CfnOutput, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -15,6 +15,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from infra.checkov import CheckovSuppressions
 from infra.config import PipelineConfig
 from infra.functions import KEY_READ_WRITE, PipelineFunctions, via_s3, writer_timeout_seconds
 from infra.monitoring import PipelineMonitoring
@@ -155,6 +156,7 @@ class PipelineStack(Stack):
         )
         self._outputs(config)
         acknowledge_findings(self)
+        Aspects.of(self).add(CheckovSuppressions())
 
     def _outputs(self, config: PipelineConfig) -> None:
         """What operators (and the local runner) look up after a deploy."""
