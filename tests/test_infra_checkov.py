@@ -30,7 +30,7 @@ def scan(template: Path) -> dict:
             "json",
             "--compact",
             "--skip-download",  # no network: the checks ship with the package
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=300,
