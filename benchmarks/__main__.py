@@ -105,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         "--source-only", action="store_true", help="only ExtractRds against the 2M-user source"
     )
     parser.add_argument(
+        "--listing-only",
+        action="store_true",
+        help="only ListNewFiles' memory over a landing prefix of a million objects",
+    )
+    parser.add_argument(
         "--poison-only",
         action="store_true",
         help="only IngestFile's memory on 200 MB of valid and of wrong-field rows",
@@ -116,6 +121,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.source_only:
         _source()
+        return 0
+    if args.listing_only:
+        print(HEADER)
+        _, listed = measure(
+            "ListNewFiles, 1,000,000 landing objects", "list_new_files_million", 1_000_000
+        )
+        print(
+            f"\nlisting: {listed['taken']:,} taken (max_files 1,000), {listed['deferred']:,} "
+            f"deferred, {listed['ignored']:,} ignored, {listed['unreadable']:,} archived"
+        )
         return 0
 
     data = BIG if args.big else DEFAULT

@@ -190,3 +190,55 @@ def source_extract(dsn: str, mode: str, work: str) -> dict[str, Any]:
             "by_table": {t: f"{r.mode} {r.rows_read:,} rows" for t, r in snapshot.tables.items()},
             "source_seconds": source_seconds[-1],
         }
+
+
+def list_new_files_million(objects: int) -> dict[str, Any]:
+    """ListNewFiles over a landing prefix of ``objects`` objects (90% stream files in random
+    order of arrival, 5% other files, 5% archived): the listing is produced page by page as
+    S3 would, and nothing else is kept, so the peak is the step's own (moto would hold a
+    million objects itself)."""
+    import datetime as dt
+    import random
+
+    from kpi_pipeline.layout import Layout
+    from kpi_pipeline.listing import list_new_files
+    from kpi_pipeline.storage import ObjectInfo
+
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+    class Listing:
+        """Landing as ListObjectsV2 pages it; the manifest's puts counted, not kept."""
+
+        def __init__(self) -> None:
+            self.put = 0
+
+        def list_objects(self, bucket: str, prefix: str) -> Any:
+            if bucket != "landing":
+                return
+            rng = random.Random(7)  # noqa: S311 - arrival times, not secrets
+            for n in range(objects):
+                kind = n % 20
+                key = f"{prefix}batch-{n // 1000:05d}/file-{n:08d}" + (
+                    ".json" if kind == 0 else ".csv"
+                )
+                stamp = start + dt.timedelta(seconds=rng.randrange(10_000_000))
+                storage_class = "GLACIER" if kind == 1 else "STANDARD"
+                yield ObjectInfo(key, f"{n:032x}", 1024 + n % 4096, stamp, storage_class)
+
+        def put_json(self, bucket: str, key: str, document: Any) -> None:
+            self.put += 1
+
+    storage = Listing()
+    summary = list_new_files(
+        "bench",
+        storage=storage,  # type: ignore[arg-type]
+        layout=Layout("data", "landing", "landing/"),
+        max_files=1000,
+    )
+    return {
+        "rows": objects,
+        "taken": summary.file_count,
+        "deferred": summary.files_deferred,
+        "ignored": summary.files_ignored,
+        "unreadable": summary.files_unreadable,
+    }
