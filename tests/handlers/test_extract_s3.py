@@ -106,6 +106,29 @@ def test_list_new_files_takes_the_oldest_files_first_and_defers_the_rest(
     assert read_json(cloud.s3, manifest["manifest_key"])["files_deferred"] == 1
 
 
+def test_list_new_files_keeps_the_oldest_while_streaming_a_long_listing(
+    cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20, item 11: the listing is never held whole. Of 25 files (put in key order,
+    within a second or two) with 3 per run, the kept set is trimmed as it goes (twice
+    max_files at most) and is still exactly the oldest; the other objects are counted."""
+    for n in range(25):  # a second may turn meanwhile: the first put are the oldest
+        put_landing(cloud.s3, f"s{n:02d}.csv", STREAMS_DAY)
+    for n in range(12):
+        put_landing(cloud.s3, f"notes-{n}.txt", "not a stream file")
+    monkeypatch.setenv("MAX_FILES_PER_RUN", "3")
+
+    manifest = list_new_files(event("list_new_files"), CONTEXT)
+
+    assert [f["key"] for f in manifest_files(manifest)] == [
+        "landing/s00.csv",
+        "landing/s01.csv",
+        "landing/s02.csv",
+    ]
+    assert (manifest["file_count"], manifest["files_deferred"]) == (3, 22)
+    assert manifest["files_ignored"] == 12
+
+
 def test_ingest_file_publishes_curated_plays_a_ledger_entry_and_its_result(
     snapshot: dict[str, Any], cloud: Any, tmp_path: Path
 ) -> None:
