@@ -65,6 +65,7 @@ def test_archive_moves_exactly_the_manifest_files_and_writes_the_summary(
         "started_at": None,  # the state machine passes $.run.started_at
         "recompute": None,
         "replay": None,
+        "revalidation": None,
         "files_processed": 1,
         "files_already_processed": 0,
         "files_quarantined": 1,
