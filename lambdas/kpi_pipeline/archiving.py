@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from typing import TypeVar
 
 from kpi_pipeline.attempts import attempts_so_far, error_message, give_up_on
 from kpi_pipeline.contracts import (
@@ -43,8 +44,23 @@ def archive_run(
 ) -> RunSummary:
     # First: a missing figure fails the step before any file is moved.
     totals = transform_totals(request.transform, request.run_id, storage=storage, layout=layout)
-    replay = _replay_result(request, storage, layout)
-    revalidation = _revalidate_result(request, storage, layout)
+    run_id = request.run_id
+    replay = _operation_result(
+        request,
+        "replay_quarantine",
+        layout.replay_result_key(run_id),
+        ReplayResult,
+        storage,
+        layout,
+    )
+    revalidation = _operation_result(
+        request,
+        "revalidate",
+        layout.revalidate_result_key(run_id),
+        RevalidateResult,
+        storage,
+        layout,
+    )
     if request.manifest.manifest_key is None:  # a recompute or a replay: no landing file was taken
         files: list[ManifestEntry] = []
         results: dict[int, IngestResult] = {}
@@ -117,26 +133,25 @@ def archive_run(
     return summary
 
 
-def _replay_result(
-    request: ArchiveRequest, storage: Storage, layout: Layout
-) -> ReplayResult | None:
-    if request.request.kind != "replay_quarantine":
-        return None
-    document = storage.get_json(layout.data_bucket, layout.replay_result_key(request.run_id))
-    if document is None:
-        raise FileNotFoundError(f"the replay result of run {request.run_id} is missing")
-    return ReplayResult.model_validate(document)
+_Result = TypeVar("_Result", ReplayResult, RevalidateResult)
 
 
-def _revalidate_result(
-    request: ArchiveRequest, storage: Storage, layout: Layout
-) -> RevalidateResult | None:
-    if request.request.kind != "revalidate":
+def _operation_result(
+    request: ArchiveRequest,
+    kind: str,
+    key: str,
+    model: type[_Result],
+    storage: Storage,
+    layout: Layout,
+) -> _Result | None:
+    """What a replay or a revalidation wrote of itself under ``key`` (its step's state
+    carries a share of its dates only); None for a run of another kind."""
+    if request.request.kind != kind:
         return None
-    document = storage.get_json(layout.data_bucket, layout.revalidate_result_key(request.run_id))
+    document = storage.get_json(layout.data_bucket, key)
     if document is None:
-        raise FileNotFoundError(f"the revalidation result of run {request.run_id} is missing")
-    return RevalidateResult.model_validate(document)
+        raise FileNotFoundError(f"the {kind} result of run {request.run_id} is missing")
+    return model.model_validate(document)
 
 
 def _status(request: ArchiveRequest, files: FileCounts) -> RunStatus:
