@@ -114,6 +114,9 @@ def connection_params(
         # COPY sends bytes in the client encoding: DuckDB reads UTF-8, whatever the server's.
         "client_encoding": "UTF8",
         "sslmode": settings.source_sslmode,
+        # Never the password in clear: a server (or an impostor behind a certificate no one
+        # checked) asking for it so is refused; SCRAM, md5 and trust go on (libpq 16+).
+        "require_auth": "!password",
         # A failover drops the connection without a word: keepalives notice within a minute.
         "keepalives": 1,
         "keepalives_idle": 30,
@@ -207,6 +210,13 @@ class SourceDatabase:
         try:
             conn = psycopg2.connect(**self._params)
         except psycopg2.OperationalError as exc:
+            if "authentication method requirement" in str(exc):
+                raise ConfigurationError(
+                    "the source asked for the password in clear (password authentication), "
+                    "which the pipeline never sends: use scram-sha-256 (RDS's default from "
+                    "PostgreSQL 14) for the extract's user, and check that source.host is "
+                    "the database (sslmode verify-full with the RDS CA bundle proves it)"
+                ) from None
             # The message may name host and user; never the password (libpq omits it).
             raise SourceUnavailable(f"cannot connect to the source database: {exc}") from None
         try:

@@ -484,3 +484,45 @@ def test_a_table_locked_mid_extract_fails_fast_as_a_retryable_error(
     finally:
         holder.rollback()
         holder.close()
+
+
+def test_a_server_that_asks_for_the_password_in_clear_is_refused(world: str, tmp_path) -> None:
+    """Issue 20, item 2: libpq sends the password to a server asking for it in clear
+    ('password' authentication), which a fake server behind an unverified certificate
+    would do. The connection requires an authentication that never sends it (scram-sha-256,
+    md5, or none), and a refusal is a setting to fix, not a failure to retry."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+    server = pgserver.get_server(tmp_path / "cleartext", cleanup_mode="delete")
+    try:
+        admin = server.get_uri()
+        execute(admin, "CREATE ROLE reader LOGIN PASSWORD 's3cr3t-in-clear'")
+        hba = tmp_path / "cleartext" / "pg_hba.conf"
+        hba.write_text("local all reader password\n" + hba.read_text())
+        execute(admin, "SELECT pg_reload_conf()")
+        secret = {**dsn_to_secret(admin), "username": "reader", "password": "s3cr3t-in-clear"}
+        settings = SourceSettings.from_env({"SOURCE_SECRET_ARN": "x", "SOURCE_SSLMODE": "disable"})
+        params = connection_params(settings, _secrets_json(secret))
+        assert params["require_auth"] == "!password"
+
+        with pytest.raises(ConfigurationError, match="asked for the password in clear") as caught:
+            SourceDatabase(params).row_counts()
+        assert "s3cr3t-in-clear" not in str(caught.value)
+    finally:
+        server.cleanup()
+
+
+def _secrets_json(secret: dict[str, Any]) -> Any:
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    name = f"tls-{uuid.uuid4().hex[:6]}"
+    client.create_secret(Name=name, SecretString=json.dumps(secret))
+
+    class OneSecret:
+        def get_secret_value(self, SecretId: str) -> dict[str, Any]:  # noqa: N803 - boto's name
+            return client.get_secret_value(SecretId=name)
+
+    return OneSecret()
