@@ -29,6 +29,11 @@ def bench_source() -> Iterator[str]:
     folder = CACHE / "source"
     folder.mkdir(parents=True, exist_ok=True)
     with local_databases(folder) as databases:
+        if databases.source_given:  # the bench drops and fills its tables: never the user's
+            raise SystemExit(
+                "make bench fills a source database of its own: unset RDS_DSN (it would drop "
+                "and refill that database's users and songs)"
+            )
         dsn = databases.source_dsn
         if _rows(dsn) != (USERS, SONGS):
             _fill(dsn)

@@ -161,9 +161,7 @@ class WarehouseConfig(_Model):
     workgroup: str | None = None
     # The id its ARN ends with (`aws redshift-serverless get-workgroup --workgroup-name NAME
     # --query workgroup.workgroupId`): the grants name that one workgroup.
-    workgroup_id: (
-        Annotated[str, Field(pattern=r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$")] | None
-    ) = None
+    workgroup_id: Annotated[str, Field(pattern=UUID)] | None = None
     secret_arn: Annotated[str, Field(pattern=SM_NAME_OR_ARN)] | None = None
     # The customer-managed KMS key secret_arn is encrypted with, if not AWS's own.
     secret_kms_key_arn: Annotated[str, Field(pattern=KMS_KEY_ARN)] | None = None

@@ -258,7 +258,7 @@ class PipelineFunctions(Construct):
             _list(roles[step_key], landing, prefix if access.list_under_prefix_only else None)
         _list(roles["list_files"], data, "ledger/pending/")
         # the run's manifest and its file list only (runs/<run>/manifest*.json)
-        _objects(roles["list_files"], data, WRITE, "runs/*/manifest")
+        _objects(roles["list_files"], data, WRITE, *LIST_FILES_RECORDS)
 
         # Reading a key that may be missing needs s3:ListBucket on its bucket: without it S3
         # answers 403 instead of 404, and "gone" would look like "forbidden".
@@ -432,8 +432,10 @@ class PipelineFunctions(Construct):
 
         stack = Stack.of(self)
         region, account = stack.region, stack.account
-        # A Serverless user's ARN names the workgroup's id, which the configuration lacks.
-        holder = f"serverless-{account}-*" if w.workgroup else w.cluster_id or "local"
+        # A Serverless user's ARN names the workgroup's id (warehouse.workgroup_id).
+        holder = (
+            f"serverless-{account}-{w.workgroup_id}" if w.workgroup else w.cluster_id or "local"
+        )
         external_ids = [
             f"arn:aws:redshift:{region}:{account}:dbuser:{holder}/{user}"
             for user in warehouse_users(self._config).distinct
@@ -546,6 +548,11 @@ def _objects(
         )
     )
     acknowledge_prefixes(role, bucket.bucket_arn, prefixes, landing=landing)
+
+
+# ListNewFiles' records, exactly: in IAM a * crosses '/', so "runs/*/manifest*" would cover
+# the warehouse engine's COPY manifests (runs/<run>/transform/.../manifests/...) too.
+LIST_FILES_RECORDS = ("runs/*/manifest.json", "runs/*/manifest_files.json")
 
 
 # What a run keeps under its name beyond runs/ (which expires after 90 days, when Step

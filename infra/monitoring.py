@@ -93,7 +93,13 @@ class PipelineMonitoring(Construct):
         if alert_key is not None:
             publisher.add_to_policy(
                 iam.PolicyStatement(
-                    actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[alert_key.key_arn]
+                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                    resources=[alert_key.key_arn],
+                    conditions={
+                        "StringEquals": {
+                            "kms:ViaService": f"sns.{Stack.of(self).region}.amazonaws.com"
+                        }
+                    },
                 )
             )
         failed_rule = events.Rule(

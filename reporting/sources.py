@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import psycopg2
 from psycopg2 import sql as pgsql
@@ -93,8 +93,10 @@ def mask_dsn(dsn: str) -> str:
     parameters the driver reads in it, without its passwords (so no spelling of a key or a
     value, percent-encoded or escaped, can carry one through); a ``redshift://`` one as is
     (it holds none)."""
-    if dsn.startswith("redshift://"):
-        return dsn
+    if dsn.startswith("redshift://"):  # its credentials are boto3's: user info is dropped
+        parts = urlsplit(dsn)
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=host))
     from psycopg2.extensions import make_dsn, parse_dsn
 
     try:

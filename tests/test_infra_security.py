@@ -200,7 +200,7 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
             condition={"StringLike": {"s3:prefix": ["ledger/pending/*"]}},
         )
         # issue 20, item 3: each step writes its own records of runs/, no other
-        | objects(WRITE, data, "runs/*/manifest"),
+        | objects(WRITE, data, "runs/*/manifest.json", "runs/*/manifest_files.json"),
         "ingest_file": lock
         | objects(READ, PROD_LANDING, PROD_PREFIX)
         | landing_list
@@ -486,7 +486,7 @@ def test_the_stacks_copy_role_trusts_redshift_for_the_pipelines_users_only():
     )
     ((_, resource),) = role.items()
     users = [
-        f"arn:aws:redshift:eu-west-1:111111111111:dbuser:serverless-111111111111-*/IAMR:{name}"
+        f"arn:aws:redshift:eu-west-1:111111111111:dbuser:serverless-111111111111-0b6f2b6e-8f3a-4d3c-9c1e-2a5d7e9f1c3b/IAMR:{name}"
         for name in ("music-kpi-dev-transform-in-warehouse", "music-kpi-dev-load")
     ]
     statements = resource["Properties"]["AssumeRolePolicyDocument"]["Statement"]

@@ -742,3 +742,11 @@ def test_local_report_without_a_warehouse_in_state_says_run_first(
     state = saved_state(tmp_path / "state", [])
     assert main(["--out", str(tmp_path / "out"), "--state", str(state)]) == 2
     assert "run `make run` first" in capsys.readouterr().err
+
+
+def test_a_redshift_dsn_shows_no_user_info() -> None:
+    """Review of issue 20: a redshift:// DSN's user info is not used (boto3's credentials
+    are), but one pasted with it must not show its password."""
+    assert mask_dsn("redshift://admin:TopSecret1@kpi-wg/dev?region=eu-west-1") == (
+        "redshift://kpi-wg/dev?region=eu-west-1"
+    )
