@@ -138,6 +138,19 @@ def connection_params(
     return params
 
 
+# What libpq says when it refuses the server's certificate (verify-ca, verify-full).
+CERTIFICATE_REFUSALS = (
+    "certificate verify failed",
+    "does not match host name",
+    "root certificate file",
+)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 @dataclass(frozen=True)
 class TableRead:
     """How to read one table: whole, or the rows changed since a moment (and then its key
@@ -210,6 +223,13 @@ class SourceDatabase:
         try:
             conn = psycopg2.connect(**self._params)
         except psycopg2.OperationalError as exc:
+            if any(sign in str(exc) for sign in CERTIFICATE_REFUSALS):
+                raise ConfigurationError(
+                    f"the source's certificate was refused ({_first_line(exc)}): with sslmode "
+                    "verify-full it must be signed by a CA of source.ssl_root_cert (the RDS CA "
+                    "bundle of the database's region) for source.host; a certificate of "
+                    "another CA or another name is an impostor or a wrong host"
+                ) from None
             if "authentication method requirement" in str(exc):
                 raise ConfigurationError(
                     "the source asked for the password in clear (password authentication), "

@@ -526,3 +526,41 @@ def _secrets_json(secret: dict[str, Any]) -> Any:
             return client.get_secret_value(SecretId=name)
 
     return OneSecret()
+
+
+@pytest.mark.parametrize(
+    ("trusted", "name", "outcome"),
+    [
+        ("rds-ca", "localhost", "reached"),
+        ("other-ca", "localhost", "certificate verify failed"),
+        ("rds-ca", "db.example", "does not match host name"),
+    ],
+)
+def test_verify_full_trusts_only_the_configured_ca_for_the_host(
+    cloud: Any, tmp_path: Path, trusted: str, name: str, outcome: str
+) -> None:
+    """Issue 20, item 2: sslmode verify-full with the CA bundle. A server whose certificate
+    that CA signed for the host is reached; one signed by another CA, or for another name
+    (an impostor), is refused before a password is sent, as a setting to fix (no retry)."""
+    from tests.tls_server import REACHED, make_ca, make_server_cert, tls_postgres
+
+    ca, ca_key, ca_cert = make_ca(tmp_path, "rds-ca")
+    other, _, _ = make_ca(tmp_path, "other-ca")
+    cert, key = make_server_cert(tmp_path, ca_key, ca_cert, name)
+    with tls_postgres(cert, key) as port:
+        secret = {"host": "localhost", "port": port, "dbname": "music", "username": "reader",
+                  "password": "s3cr3t"}  # fmt: skip
+        settings = SourceSettings.from_env(
+            {
+                "SOURCE_SECRET_ARN": "x",
+                "SOURCE_SSLMODE": "verify-full",
+                "SOURCE_SSL_ROOT_CERT": str(ca if trusted == "rds-ca" else other),
+            }
+        )
+        params = connection_params(settings, _secrets_json(secret))
+        expected = SourceUnavailable if outcome == "reached" else ConfigurationError
+        with pytest.raises(expected) as caught:
+            SourceDatabase(params).row_counts()
+    message = str(caught.value)
+    assert (REACHED if outcome == "reached" else outcome) in message
+    assert "s3cr3t" not in message
