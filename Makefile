@@ -13,7 +13,7 @@ ENV   ?= dev
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20,22
 
-.PHONY: help venv run report test lint format browser bench bench-files wheels synth landing-policy warehouse-sql preflight bootstrap deploy clean checkov
+.PHONY: help venv run report test lint format browser bench bench-files wheels synth landing-policy warehouse-sql preflight bootstrap deploy clean checkov rds-ca
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -85,6 +85,9 @@ wheels: $(WHEELS)  ## fetch the Lambda-platform wheels of our layers (once; need
 
 synth: $(WHEELS)  ## write ENV's CloudFormation template to cdk.out/, offline: make synth ENV=prod
 	$(PY) -m infra.synth $(ENV)
+
+rds-ca: $(STAMP)  ## fetch the RDS CA bundle of ENV's region into source.ca_bundle (verify-full): make rds-ca ENV=prod
+	$(PY) -m infra.rds_ca $(ENV)
 
 landing-policy: $(STAMP)  ## what a landing bucket's owner in another account adds: make landing-policy ENV=prod
 	PYTHONPATH=lambdas $(PY) -m infra.landing_policy $(ENV)

@@ -102,10 +102,14 @@ class SourceConfig(_Model):
     )
     # The customer-managed KMS key the secret is encrypted with, if not AWS's own.
     secret_kms_key_arn: Annotated[str, Field(pattern=KMS_KEY_ARN)] | None = None
-    # TLS to RDS: 'require' (encrypted; RDS serves it by default) or 'verify-full' (also
-    # checks the certificate: needs ssl_root_cert, the RDS CA bundle in a layer of yours).
-    sslmode: Literal["disable", "require", "verify-ca", "verify-full"] = "require"
+    # TLS to RDS: 'verify-full' (the default: encrypted, and the certificate checked for the
+    # host against the RDS CA bundle), or 'require' (encrypted, unchecked: a deliberate
+    # choice). The bundle: ca_bundle, a PEM file here the stack ships in a layer of its own
+    # (`make rds-ca ENV=<env>` fetches the region's), or ssl_root_cert, its path in a layer
+    # of yours.
+    sslmode: Literal["disable", "require", "verify-ca", "verify-full"] = "verify-full"
     ssl_root_cert: str | None = None
+    ca_bundle: str | None = None
     statement_timeout_seconds: int = Field(default=900, ge=1, le=3600)
     lock_timeout_seconds: int = Field(default=30, ge=1, le=3600)
     users: SourceTableConfig = SourceTableConfig()
@@ -118,11 +122,16 @@ class SourceConfig(_Model):
 
     @model_validator(mode="after")
     def _tls(self) -> Self:
-        if self.sslmode in {"verify-ca", "verify-full"} and not self.ssl_root_cert:
+        if self.sslmode in {"verify-ca", "verify-full"} and not (
+            self.ssl_root_cert or self.ca_bundle
+        ):
             raise ValueError(
-                f"source.sslmode '{self.sslmode}' needs source.ssl_root_cert, the path of the "
-                "RDS CA bundle in the function (e.g. '/opt/rds/global-bundle.pem' from a layer)"
+                f"source.sslmode '{self.sslmode}' needs the RDS CA bundle: set source.ca_bundle "
+                "to a PEM file here (`make rds-ca ENV=<env>` fetches the region's into "
+                ".cache/rds-ca/), or source.ssl_root_cert to its path in a layer of yours"
             )
+        if self.ca_bundle and self.ssl_root_cert:
+            raise ValueError("set source.ca_bundle or source.ssl_root_cert, not both")
         return self
 
 

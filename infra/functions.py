@@ -33,6 +33,7 @@ READ = ("s3:GetObject",)
 SECRET_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")  # what Secrets Manager appends to a name
 WRITE = ("s3:PutObject", "s3:AbortMultipartUpload")
 KEY_READ_WRITE = ("kms:Decrypt", "kms:GenerateDataKey")
+CA_BUNDLE_IN_FUNCTION = "/opt/rds-ca/bundle.pem"  # source.ca_bundle, in its layer
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,10 @@ class PipelineFunctions(Construct):
                 architecture=lambda_.Architecture.X86_64,
                 handler=step.handler,
                 code=code,
-                layers=layers.for_step(step.layers),
+                layers=[
+                    *layers.for_step(step.layers),
+                    *([layers.ca_bundle] if layers.ca_bundle and "source" in step.settings else []),
+                ],
                 role=role,
                 memory_size=sizing.memory_mb,
                 timeout=Duration.seconds(sizing.timeout_seconds),
@@ -165,6 +169,8 @@ class PipelineFunctions(Construct):
             env["SOURCE_LOCK_TIMEOUT_SECONDS"] = str(c.source.lock_timeout_seconds)
             if c.source.ssl_root_cert:
                 env["SOURCE_SSL_ROOT_CERT"] = c.source.ssl_root_cert
+            elif c.source.ca_bundle:
+                env["SOURCE_SSL_ROOT_CERT"] = CA_BUNDLE_IN_FUNCTION
             if c.source.port:
                 env["SOURCE_PORT"] = str(c.source.port)
             if c.source.host:

@@ -10,6 +10,7 @@ CloudFormation at deploy time, so synthesis makes no AWS call).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -120,6 +121,7 @@ class PipelineLayers(Construct):
         self.by_name[AWS_SDK_PANDAS] = lambda_.LayerVersion.from_layer_version_arn(
             self, "AwsSdkPandasLayer", self._aws_sdk_pandas_arn(config)
         )
+        self.ca_bundle = self._ca_bundle_layer(config)
 
     def _aws_sdk_pandas_arn(self, config: PipelineConfig) -> str:
         if config.layers.aws_sdk_pandas_arn:
@@ -131,5 +133,51 @@ class PipelineLayers(Construct):
         )
         return ssm.StringParameter.value_for_string_parameter(self, parameter)
 
+    def _ca_bundle_layer(self, config: PipelineConfig) -> lambda_.ILayerVersion | None:
+        """source.ca_bundle, checked and shipped at /opt/rds-ca/bundle.pem."""
+        if not config.source.ca_bundle:
+            return None
+        staged = stage_ca_bundle(Path(config.source.ca_bundle), config.region or "<region>")
+        return lambda_.LayerVersion(
+            self,
+            "RdsCaLayer",
+            description="the RDS CA bundle the source's certificate is verified with",
+            compatible_runtimes=[RUNTIME],
+            code=lambda_.Code.from_asset(str(staged)),
+        )
+
     def for_step(self, names: frozenset[str]) -> list[lambda_.ILayerVersion]:
         return [self.by_name[name] for name in (*OWN_LAYERS, AWS_SDK_PANDAS) if name in names]
+
+
+class CaBundleError(ValueError):
+    """source.ca_bundle is missing or holds no certificate."""
+
+
+def stage_ca_bundle(bundle: Path, region: str) -> Path:
+    """A folder holding only ``rds-ca/bundle.pem`` (the layer's content), after checking
+    that ``bundle`` holds PEM certificates (a deploy never ships a bundle that verifies
+    nothing, or an HTML error page)."""
+    from cryptography import x509
+
+    path = bundle if bundle.is_absolute() else REPO / bundle
+    if not path.is_file():
+        raise CaBundleError(
+            f"source.ca_bundle {bundle} is missing: `make rds-ca ENV=<env>` fetches the RDS CA "
+            f"bundle of {region} (https://truststore.pki.rds.amazonaws.com/{region}/"
+            f"{region}-bundle.pem) there"
+        )
+    data = path.read_bytes()
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certificates = []
+    if not certificates:
+        raise CaBundleError(f"source.ca_bundle {bundle} holds no PEM certificate")
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    staged = REPO / ".cache" / "rds-ca-layer" / digest
+    target = staged / "rds-ca" / "bundle.pem"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return staged

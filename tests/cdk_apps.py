@@ -18,11 +18,18 @@ REPO = Path(__file__).resolve().parent.parent
 CDK_CONTEXT: dict[str, Any] = json.loads((REPO / "cdk.json").read_text())["context"]
 
 
+# A CA generated once for the tests (tests/tls_server.make_ca): what source.ca_bundle ships.
+TEST_CA_BUNDLE = Path(__file__).resolve().parent / "fixtures" / "rds-ca-test.pem"
+
+
 def context_for(env_name: str, **changes: Any) -> dict[str, Any]:
     """cdk.json's context for ``env_name``, with top-level settings of that env replaced."""
     context = copy.deepcopy(CDK_CONTEXT)
     context["env"] = env_name
-    context["environments"][env_name].update(changes)
+    context["environments"][env_name].update(copy.deepcopy(changes))
+    source = context["environments"][env_name]["source"]
+    if source.get("ca_bundle"):  # `make rds-ca` fetches the real one; the tests ship this
+        source["ca_bundle"] = str(TEST_CA_BUNDLE)
     context["aws:cdk:bundling-stacks"] = []
     return context
 

@@ -359,8 +359,10 @@ def test_app_with_an_invalid_setting_exits_naming_it(tmp_path):
 
 
 def test_the_source_is_reached_over_tls_outside_the_laptop():
-    assert load_config(environments(), "dev").source.sslmode == "require"
+    assert load_config(environments(), "dev").source.sslmode == "verify-full"
     message = error_of(source={**dev("source"), "sslmode": "disable"})
     assert "source.sslmode 'disable' is for the local environment only" in message
-    message = error_of(source={**dev("source"), "sslmode": "verify-full"})
-    assert "needs source.ssl_root_cert" in message
+    without_bundle = {k: v for k, v in dev("source").items() if k != "ca_bundle"}
+    message = error_of(source=without_bundle)  # verify-full, the default, without the CA
+    assert "needs the RDS CA bundle: set source.ca_bundle" in message and "make rds-ca" in message
+    assert load_config(environments(source={**without_bundle, "sslmode": "require"}), "dev")

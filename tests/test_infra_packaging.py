@@ -33,7 +33,7 @@ from infra.packaging import (
 )
 from infra.steps import ALL_STEPS, Step
 from infra.synth import LAMBDA_LIMIT_BYTES, function_sizes
-from tests.cdk_apps import template_of
+from tests.cdk_apps import TEST_CA_BUNDLE, template_of
 
 REPO = Path(__file__).resolve().parent.parent
 LAMBDAS = REPO / "lambdas"
@@ -92,6 +92,8 @@ def layers_of_function(stack: Any, resources: dict[str, Any], step: Step) -> lis
         stack.get_logical_id(stack.layers.by_name[name].node.default_child): name
         for name in OWN_LAYERS
     }
+    if stack.layers.ca_bundle:
+        own[stack.get_logical_id(stack.layers.ca_bundle.node.default_child)] = "rds_ca"
     function = resources[
         stack.get_logical_id(stack.functions.functions[step.key].node.default_child)
     ]
@@ -113,6 +115,8 @@ def test_each_function_gets_exactly_its_steps_layers(prod, step):
         *(layer for layer in layers if layer in OWN_LAYERS),
         *([AWS_SDK_PANDAS] if managed else []),
     } == set(step.layers)
+    # the RDS CA bundle (source.ca_bundle) for the steps that reach the source, only
+    assert ("rds_ca" in layers) == ("source" in step.settings)
     assert len(managed) == (1 if AWS_SDK_PANDAS in step.layers else 0)
     for layer in managed:
         parameter = as_json["Parameters"][layer.removeprefix("parameter:")]
@@ -126,7 +130,11 @@ def test_each_function_gets_exactly_its_steps_layers(prod, step):
 @pytest.mark.cdk
 def test_own_layers_are_built_for_the_functions_runtime_and_architecture(prod):
     _, template = prod
-    layers = template.find_resources("AWS::Lambda::LayerVersion")
+    layers = {
+        name: layer
+        for name, layer in template.find_resources("AWS::Lambda::LayerVersion").items()
+        if not name.startswith("LayersRdsCaLayer")  # a file, no code: tested below
+    }
     assert len(layers) == len(OWN_LAYERS)
     for name, layer in layers.items():
         properties = layer["Properties"]
@@ -419,3 +427,40 @@ def test_bundling_without_the_wheelhouse_says_to_run_make_wheels(tmp_path, monke
         WheelhouseBundling("base").try_bundle(str(out))
     assert str(tmp_path / "lambda-wheels") in str(caught.value)
     assert not out.exists()
+
+
+@pytest.mark.cdk
+def test_the_rds_ca_bundle_ships_in_a_layer_and_a_missing_one_says_how_to_fetch_it(prod, tmp_path):
+    """Issue 20, item 2: verify-full by default; source.ca_bundle (a PEM file here) ships
+    at /opt/rds-ca/bundle.pem, which SOURCE_SSL_ROOT_CERT names; a missing or empty bundle
+    fails the synth saying how to get it."""
+    from infra.packaging import CaBundleError, stage_ca_bundle
+
+    stack, template = prod
+    for step in ALL_STEPS:
+        if "source" in step.settings:
+            env = template.to_json()["Resources"][
+                stack.get_logical_id(stack.functions.functions[step.key].node.default_child)
+            ]["Properties"]["Environment"]["Variables"]
+            assert (env["SOURCE_SSLMODE"], env["SOURCE_SSL_ROOT_CERT"]) == (
+                "verify-full",
+                "/opt/rds-ca/bundle.pem",
+            )
+    staged = stage_ca_bundle(TEST_CA_BUNDLE, "eu-west-1")
+    assert (staged / "rds-ca" / "bundle.pem").read_bytes() == TEST_CA_BUNDLE.read_bytes()
+    with pytest.raises(CaBundleError, match=r"make rds-ca ENV=<env>.*eu-west-1-bundle.pem"):
+        stage_ca_bundle(tmp_path / "missing.pem", "eu-west-1")
+    (tmp_path / "page.pem").write_text("<html>Access denied</html>")
+    with pytest.raises(CaBundleError, match="holds no PEM certificate"):
+        stage_ca_bundle(tmp_path / "page.pem", "eu-west-1")
+
+
+def test_make_rds_ca_keeps_only_amazon_rds_cas():
+    """What `make rds-ca` fetched is checked before it is kept: an HTML error page, a
+    certificate that is no CA, or a CA that is not Amazon RDS's is refused."""
+    from infra.rds_ca import BundleRefused, check_bundle
+
+    with pytest.raises(BundleRefused, match="not PEM certificates"):
+        check_bundle(b"<html>Access Denied</html>")
+    with pytest.raises(BundleRefused, match="CN=test-rds-ca is not an Amazon RDS CA"):
+        check_bundle(TEST_CA_BUNDLE.read_bytes())
