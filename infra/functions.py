@@ -493,15 +493,18 @@ def role_name(config: PipelineConfig, step: Step) -> str:
 
 def _use_key(role: iam.IRole, key_arn: str, actions: tuple[str, ...]) -> None:
     """Use a bucket's KMS key: only through S3 (kms:ViaService), never a direct call."""
-    role.add_to_principal_policy(via_s3(Stack.of(role).region, actions, key_arn))
+    role.add_to_principal_policy(kms_via("s3", Stack.of(role).region, actions, key_arn))
 
 
-def via_s3(region: str, actions: tuple[str, ...], key_arn: str) -> iam.PolicyStatement:
-    """A KMS grant for an S3 bucket's key, usable only by S3 on the caller's behalf."""
+def kms_via(
+    service: str, region: str, actions: tuple[str, ...], key_arn: str
+) -> iam.PolicyStatement:
+    """A KMS grant usable only by ``service`` (s3, sns, secretsmanager) on the caller's
+    behalf (kms:ViaService), never by a direct call."""
     return iam.PolicyStatement(
         actions=list(actions),
         resources=[key_arn],
-        conditions={"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
+        conditions={"StringEquals": {"kms:ViaService": f"{service}.{region}.amazonaws.com"}},
     )
 
 
@@ -528,15 +531,7 @@ def _read_secret(role: iam.Role, secret: str, kms_key_arn: str | None = None) ->
         # A secret encrypted with a customer-managed key: Secrets Manager decrypts it with
         # the caller's rights, and only through Secrets Manager.
         region = Stack.of(role).region
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["kms:Decrypt"],
-                resources=[kms_key_arn],
-                conditions={
-                    "StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}
-                },
-            )
-        )
+        role.add_to_policy(kms_via("secretsmanager", region, ("kms:Decrypt",), kms_key_arn))
 
 
 def _objects(

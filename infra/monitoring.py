@@ -17,6 +17,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import PipelineConfig
+from infra.functions import KEY_READ_WRITE, kms_via
 from infra.schedule import longest_gap
 from infra.steps import ALL_STEPS, INGEST_FILE, LIST_FILES, LOAD
 from kpi_pipeline import metric_names as m
@@ -91,17 +92,8 @@ class PipelineMonitoring(Construct):
             iam.PolicyStatement(actions=["sns:Publish"], resources=[alert_topic.topic_arn])
         )
         if alert_key is not None:
-            publisher.add_to_policy(
-                iam.PolicyStatement(
-                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                    resources=[alert_key.key_arn],
-                    conditions={
-                        "StringEquals": {
-                            "kms:ViaService": f"sns.{Stack.of(self).region}.amazonaws.com"
-                        }
-                    },
-                )
-            )
+            region = Stack.of(self).region
+            publisher.add_to_policy(kms_via("sns", region, KEY_READ_WRITE, alert_key.key_arn))
         failed_rule = events.Rule(
             self,
             "ExecutionFailedRule",
@@ -144,73 +136,74 @@ class PipelineMonitoring(Construct):
             period=Duration.minutes(5),
             label="Failed, timed out or aborted executions",
         )
-        failed_alarm = cw.Alarm(
-            self,
-            "FailedExecutionsAlarm",
-            alarm_description="A pipeline execution failed, timed out or was aborted",
-            metric=failures,
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-        )
-        failed_alarm.add_alarm_action(alert)
-
-        # A source emptied (or a wrong database): the run succeeds with no_rds_data.
-        no_rds_data = cw.Alarm(
-            self,
-            "NoRdsDataAlarm",
-            alarm_description="A run ended no_rds_data: the users or songs table is empty",
-            metric=run_metric(m.RUNS_ENDED, status="no_rds_data"),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-        )
-        no_rds_data.add_alarm_action(alert)
-        # Files arrived and not one play was accepted (all refused by the spec, or given up
-        # on after failing to ingest): the run succeeds, the run summary names the files.
-        files_rejected = cw.Alarm(
-            self,
-            "FilesRejectedAlarm",
-            alarm_description="A run ended files_rejected: files arrived and none gave a play "
-            "(the run summary's rejected_files says which and why)",
-            metric=run_metric(m.RUNS_ENDED, status="files_rejected"),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-        )
-        files_rejected.add_alarm_action(alert)
-        # A file IngestFile could not get through was given up on (kpi_pipeline.attempts):
-        # quarantined whole as ingest_failed, whatever else the run loaded.
-        given_up = cw.Alarm(
-            self,
-            "FilesGivenUpAlarm",
-            alarm_description="A file failed to ingest too often (or ran out of memory twice) "
-            "and was quarantined whole as ingest_failed: docs/runbook.md",
-            metric=cw.Metric(
-                namespace=NAMESPACE,
-                metric_name=m.FILES_QUARANTINED,
-                dimensions_map={
-                    "service": SERVICE,
-                    "step": "Archive",
-                    "reason": FileReason.INGEST_FAILED.value,
-                },
-                statistic="Sum",
-                period=Duration.hours(1),
+        self.alarms = [
+            self._on_any(
+                "FailedExecutionsAlarm",
+                "A pipeline execution failed, timed out or was aborted",
+                failures,
+                alert,
             ),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-        )
-        given_up.add_alarm_action(alert)
-        self.alarms = [failed_alarm, no_rds_data, files_rejected, given_up]
+            # A source emptied (or a wrong database): the run succeeds with no_rds_data.
+            self._on_any(
+                "NoRdsDataAlarm",
+                "A run ended no_rds_data: the users or songs table is empty",
+                run_metric(m.RUNS_ENDED, status="no_rds_data"),
+                alert,
+            ),
+            # Files arrived and not one play was accepted (all refused by the spec, or given
+            # up on after failing to ingest): the run succeeds, its summary names the files.
+            self._on_any(
+                "FilesRejectedAlarm",
+                "A run ended files_rejected: files arrived and none gave a play "
+                "(the run summary's rejected_files says which and why)",
+                run_metric(m.RUNS_ENDED, status="files_rejected"),
+                alert,
+            ),
+            # A file IngestFile could not get through was given up on (kpi_pipeline.attempts):
+            # quarantined whole as ingest_failed, whatever else the run loaded.
+            self._on_any(
+                "FilesGivenUpAlarm",
+                "A file failed to ingest too often (or ran out of memory twice) "
+                "and was quarantined whole as ingest_failed: docs/runbook.md",
+                cw.Metric(
+                    namespace=NAMESPACE,
+                    metric_name=m.FILES_QUARANTINED,
+                    dimensions_map={
+                        "service": SERVICE,
+                        "step": "Archive",
+                        "reason": FileReason.INGEST_FAILED.value,
+                    },
+                    statistic="Sum",
+                    period=Duration.hours(1),
+                ),
+                alert,
+            ),
+        ]
 
         if config.schedule.enabled:
             self.alarms += self._schedule_alarms(config, state_machine, alert)
         self.dashboard = self._dashboard(config, state_machine, functions)
+
+    def _on_any(
+        self,
+        construct_id: str,
+        description: str,
+        metric: cw.IMetric,
+        alert: cw_actions.SnsAction,
+    ) -> cw.Alarm:
+        """An alarm that alerts on the first occurrence in a period (none: all is well)."""
+        alarm = cw.Alarm(
+            self,
+            construct_id,
+            alarm_description=description,
+            metric=metric,
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(alert)
+        return alarm
 
     def _schedule_alarms(
         self, config: PipelineConfig, state_machine: sfn.StateMachine, alert: cw_actions.SnsAction

@@ -17,7 +17,7 @@ from constructs import Construct
 
 from infra.checkov import CheckovSuppressions
 from infra.config import PipelineConfig
-from infra.functions import KEY_READ_WRITE, PipelineFunctions, via_s3, writer_timeout_seconds
+from infra.functions import KEY_READ_WRITE, PipelineFunctions, kms_via, writer_timeout_seconds
 from infra.monitoring import PipelineMonitoring
 from infra.nag import acknowledge_findings
 from infra.packaging import PipelineLayers
@@ -110,16 +110,12 @@ class PipelineStack(Stack):
         # The Distributed Map reads the file list and writes results in the data bucket.
         if self.storage.data_key:
             self.state_machine.add_to_role_policy(
-                via_s3(self.region, KEY_READ_WRITE, self.storage.data_key.key_arn)
+                kms_via("s3", self.region, KEY_READ_WRITE, self.storage.data_key.key_arn)
             )
         # Its alerts (NotifyFailure, the preflight's test message) go to an encrypted topic:
         # SNS uses the topic's key on the publisher's behalf, or refuses the message.
         self.state_machine.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                resources=[alert_key.key_arn],
-                conditions={"StringEquals": {"kms:ViaService": f"sns.{self.region}.amazonaws.com"}},
-            )
+            kms_via("sns", self.region, KEY_READ_WRITE, alert_key.key_arn)
         )
         # The run's end, counted by status (RecordRunOutcome): CloudWatch has no resource
         # for a metric, the namespace condition is the narrowest grant.
