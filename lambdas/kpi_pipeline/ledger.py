@@ -60,16 +60,21 @@ class Ledger:
 
     def accepted_by_date(self, kpi_dates: Iterable[dt.date]) -> dict[dt.date, list[str]]:
         """For each date, the contents whose accepted plays include that date."""
+        return {d: sorted(sizes) for d, sizes in self.accepted_sizes_by_date(kpi_dates).items()}
+
+    def accepted_sizes_by_date(self, kpi_dates: Iterable[dt.date]) -> dict[dt.date, dict[str, int]]:
+        """For each date, the size of each accepted content's curated object of that date
+        (one listing per date)."""
         dates = sorted(set(kpi_dates))
-        candidates = parallel(lambda d: list(self.curated_sizes(d)), dates)
-        entries = self.entries(key for keys in candidates for key in keys)
+        candidates = parallel(self.curated_sizes, dates)
+        entries = self.entries(key for sizes in candidates for key in sizes)
         return {
-            kpi_date: sorted(
-                key
-                for key in keys
+            kpi_date: {
+                key: size
+                for key, size in sizes.items()
                 if key in entries and kpi_date.isoformat() in entries[key].get("kpi_dates", [])
-            )
-            for kpi_date, keys in zip(dates, candidates, strict=True)
+            }
+            for kpi_date, sizes in zip(dates, candidates, strict=True)
         }
 
     def remove_pending(self, content_keys: Iterable[str]) -> None:

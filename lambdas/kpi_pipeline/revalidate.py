@@ -66,13 +66,12 @@ def revalidate_plays(
     days = (options.date_to - options.date_from).days + 1
     dates = [options.date_from + dt.timedelta(days=n) for n in range(days)]
     ledger = Ledger(storage, layout)
-    accepted = {d: keys for d, keys in ledger.accepted_by_date(dates).items() if keys}
-    objects = sorted((d, key) for d, keys in accepted.items() for key in keys)
+    accepted = {d: sizes for d, sizes in ledger.accepted_sizes_by_date(dates).items() if sizes}
+    objects = sorted((d, key) for d, sizes in accepted.items() for key in sizes)
     result = RevalidateResult(date_from=options.date_from, date_to=options.date_to)
     if objects:
         with open_scratch(scratch, "revalidate") as space:
-            sizes = {d: ledger.curated_sizes(d) for d in accepted}
-            space.reserve(3 * sum(sizes[d][key] for d, key in objects), "the accepted plays")
+            space.reserve(3 * sum(accepted[d][key] for d, key in objects), "the accepted plays")
             paths = _download(storage, layout, objects, space.path)
             con = engine.connect(engine_settings, space.path, spill_limit_mb=space.spill_limit_mb())
             try:
