@@ -289,8 +289,9 @@ def _merge(
     if keys is not None and before:  # an incremental read is planned with its base at hand
         _read_csv(con, f"keys_{table}", keys, (key,))
         keys_read = engine.scalar(con, f"SELECT count(*) FROM keys_{table}")
-        # The base's rows whose key is still in the table and was not read again, then the
-        # rows read (rows without a key cannot be matched: each is kept once).
+        # The base's rows whose key is still in the table and was not read again, then every
+        # row read. (The base has no NULL key: a read is incremental only after a snapshot
+        # whose keys were unique, and a NULL key read now makes the next read whole.)
         con.execute(
             f"""
             CREATE TEMP TABLE merged_{table} AS
@@ -298,10 +299,7 @@ def _merge(
             WHERE kept.{key} IN (SELECT {key} FROM keys_{table})
                 AND kept.{key} NOT IN (SELECT {key} FROM read_{table} WHERE {key} IS NOT NULL)
             UNION ALL
-            SELECT * FROM read_{table} WHERE {key} IS NOT NULL
-            UNION ALL
-            (SELECT * FROM read_{table} WHERE {key} IS NULL
-             EXCEPT SELECT * FROM {before} WHERE {key} IS NULL)
+            SELECT * FROM read_{table}
             """
         )
     else:
