@@ -40,9 +40,10 @@ SUPPRESSIONS: tuple[Suppression, ...] = (
     Suppression(
         "CKV_AWS_117",
         "AWS::Lambda::Function",
-        "only the functions that reach the RDS source run in its VPC; the others call AWS APIs "
-        "only (S3, DynamoDB, the Redshift Data API). IngestFile's egress while it parses "
-        "untrusted CSV is a known gap (VPC endpoints without NAT), named in the README",
+        "the functions that reach the RDS source, and those that parse landing files (behind "
+        "a security group letting HTTPS out to S3 and DynamoDB only), run in the VPC; the "
+        "others read only what the pipeline wrote and call AWS APIs (S3, DynamoDB, Step "
+        "Functions' payloads, the Redshift Data API)",
     ),
     Suppression(
         "CKV_AWS_173",
@@ -61,7 +62,12 @@ SUPPRESSIONS: tuple[Suppression, ...] = (
         "AWS::IAM::Policy",
         "the network-interface actions Lambda needs to run in the VPC (ec2:CreateNetworkInterface"
         ", DeleteNetworkInterface...) accept no narrower resource",
-        ("FunctionsCheckSourceRole", "FunctionsExtractRdsRole"),
+        (
+            "FunctionsCheckSourceRole",
+            "FunctionsExtractRdsRole",
+            "FunctionsIngestFileRole",
+            "FunctionsReplayQuarantineRole",
+        ),
     ),
     Suppression(
         "CKV_AWS_18",

@@ -135,8 +135,13 @@ class SourceConfig(_Model):
         return self
 
 
+PREFIX_LIST = r"^pl-[0-9a-f]{8,17}$"
+
+
 class NetworkConfig(_Model):
-    """The VPC the RDS-facing function runs in (private subnets reaching the database)."""
+    """The VPC the RDS-facing functions run in (private subnets reaching the database), and
+    the parsers too, behind a security group of their own that lets HTTPS out to S3 and
+    DynamoDB only: the region's managed prefix lists name those services' addresses."""
 
     vpc_id: Annotated[str, Field(pattern=r"^vpc-[0-9a-f]{8,17}$")]
     availability_zones: list[str] = Field(min_length=1)
@@ -146,6 +151,26 @@ class NetworkConfig(_Model):
     security_group_ids: list[Annotated[str, Field(pattern=r"^sg-[0-9a-f]{8,17}$")]] = Field(
         min_length=1
     )
+    s3_prefix_list_id: Annotated[str | None, Field(pattern=PREFIX_LIST)] = None
+    dynamodb_prefix_list_id: Annotated[str | None, Field(pattern=PREFIX_LIST)] = None
+
+    @model_validator(mode="after")
+    def _parsers_egress_is_named(self) -> Self:
+        missing = [
+            f"network.{name}"
+            for name in ("s3_prefix_list_id", "dynamodb_prefix_list_id")
+            if getattr(self, name) is None
+        ]
+        if missing:
+            raise ValueError(
+                f"{' and '.join(missing)} required: the functions that parse landing files "
+                "may reach S3 and DynamoDB only, named by the region's managed prefix lists. "
+                "`aws ec2 describe-managed-prefix-lists --filters Name=prefix-list-name,"
+                "Values=com.amazonaws.<region>.s3,com.amazonaws.<region>.dynamodb` prints "
+                "their ids (pl-...); the private subnets need a route to both (gateway "
+                "endpoints, docs/deploy.md)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_subnet_per_zone(self) -> Self:

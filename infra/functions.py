@@ -74,7 +74,7 @@ class PipelineFunctions(Construct):
         code = lambda_.Code.from_asset(
             str(LAMBDAS_DIR), exclude=["**/__pycache__", "**/*.pyc", "**/.mypy_cache"]
         )
-        network = self._network()
+        placements = self._placements()
         self.copy_role = self._copy_role()
         self.functions: dict[str, lambda_.Function] = {}
         self.roles: dict[str, iam.Role] = {}
@@ -99,7 +99,7 @@ class PipelineFunctions(Construct):
                     resources=[log_group.log_group_arn],
                 )
             )
-            if step.in_vpc and network:
+            if step.key in placements:
                 # What Lambda needs to attach the function to the VPC (the managed
                 # AWSLambdaVPCAccessExecutionRole, written out); EC2 offers no narrower resource.
                 role.add_to_policy(
@@ -134,9 +134,38 @@ class PipelineFunctions(Construct):
                 environment=self._environment(step, sizing),
                 tracing=lambda_.Tracing.ACTIVE,
                 log_group=log_group,
-                **(network if step.in_vpc and network else {}),  # type: ignore[arg-type]
+                **placements.get(step.key, {}),  # type: ignore[arg-type]
             )
         self._grant()
+
+    def _egress_only_group(self, vpc: ec2.IVpc, prefix_lists: dict[str, str]) -> ec2.ISecurityGroup:
+        """A security group letting HTTPS out to these prefix lists and nothing else.
+
+        Its rules are written inline on purpose: a group created without inline egress gets
+        EC2's default rule (all traffic to anywhere), which separate egress resources, what
+        CDK's ``add_egress_rule`` makes for a prefix list, add to rather than replace.
+        """
+        services = sorted(prefix_lists)
+        group = ec2.CfnSecurityGroup(
+            self,
+            "ParsersSecurityGroup",
+            vpc_id=vpc.vpc_id,
+            group_description="Functions that parse landing files: HTTPS to "
+            f"{' and '.join(services)} only",
+            security_group_egress=[
+                ec2.CfnSecurityGroup.EgressProperty(
+                    ip_protocol="tcp",
+                    from_port=443,
+                    to_port=443,
+                    destination_prefix_list_id=prefix_lists[service],
+                    description=f"HTTPS to {service} (the region's prefix list)",
+                )
+                for service in services
+            ],
+        )
+        return ec2.SecurityGroup.from_security_group_id(
+            self, "ParsersGroup", group.attr_group_id, allow_all_outbound=False, mutable=False
+        )
 
     # --- configuration --------------------------------------------------------------------
     def _environment(self, step: Step, sizing: FunctionConfig) -> dict[str, str]:
@@ -211,10 +240,17 @@ class PipelineFunctions(Construct):
                 env["REDSHIFT_STOP_BEFORE_TIMEOUT_SECONDS"] = "60"
         return env
 
-    def _network(self) -> dict[str, object] | None:
+    def _placements(self) -> dict[str, dict[str, object]]:
+        """Where the functions in the VPC place their network interfaces (by step key).
+
+        The source steps use the configured security groups, which reach the database. The
+        parsers get a group of their own that lets HTTPS out to the AWS services they call
+        (the region's prefix lists of S3 and DynamoDB) and nothing else: what a crafted
+        landing file could make them do stays inside the VPC, with no route anywhere else.
+        """
         n = self._config.network
         if n is None:
-            return None
+            return {}
         vpc = ec2.Vpc.from_vpc_attributes(
             self,
             "Vpc",
@@ -229,16 +265,28 @@ class PipelineFunctions(Construct):
                 "routing belongs to the VPC's owner, not to this stack",
             )
         )
-        return {
-            "vpc": vpc,
-            "vpc_subnets": ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-            "security_groups": [
-                ec2.SecurityGroup.from_security_group_id(self, f"SecurityGroup{i}", sg)
-                for i, sg in enumerate(n.security_group_ids)
-            ],
-        }
+        subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        source_groups = [
+            ec2.SecurityGroup.from_security_group_id(self, f"SecurityGroup{i}", sg)
+            for i, sg in enumerate(n.security_group_ids)
+        ]
+        prefix_lists = {"s3": n.s3_prefix_list_id, "dynamodb": n.dynamodb_prefix_list_id}
+        parser_groups: dict[frozenset[str], ec2.ISecurityGroup] = {}
+        placements: dict[str, dict[str, object]] = {}
+        for step in ALL_STEPS:
+            if step.in_vpc:
+                groups: list[ec2.ISecurityGroup] = list(source_groups)
+            elif step.egress:
+                if step.egress not in parser_groups:
+                    parser_groups[step.egress] = self._egress_only_group(
+                        vpc, {service: str(prefix_lists[service]) for service in step.egress}
+                    )
+                groups = [parser_groups[step.egress]]
+            else:
+                continue
+            placements[step.key] = {"vpc": vpc, "vpc_subnets": subnets, "security_groups": groups}
+        return placements
 
-    # --- permissions ------------------------------------------------------------------------
     def _grant(self) -> None:
         data = self._storage.data_bucket
         landing = self._storage.landing_bucket

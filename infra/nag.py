@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aws_cdk import Acknowledgment, ArnFormat, CfnElement, Stack, Token, Validations
 from constructs import IConstruct
 
+from infra.steps import ALL_STEPS
 from kpi_pipeline.layout import Layout
 
 if TYPE_CHECKING:
@@ -69,7 +70,9 @@ def _render(resolved: Any) -> str:
 def acknowledge_findings(stack: PipelineStack) -> None:
     """The findings that belong to the stack as a whole (the rest sit beside their grants)."""
     for step_key, role in stack.functions.roles.items():
-        in_vpc = stack.config.network is not None and step_key in {"check_source", "extract_rds"}
+        in_vpc = stack.config.network is not None and step_key in {
+            step.key for step in ALL_STEPS if step.in_vpc or step.egress
+        }
         reason = (
             "X-Ray's PutTraceSegments and PutTelemetryRecords have no resource-level "
             "permissions (added by CDK for active tracing)"
@@ -106,7 +109,8 @@ def acknowledge_findings(stack: PipelineStack) -> None:
         machine_role,
         stack.storage.data_bucket.bucket_arn,
         (
-            "runs/",
+            "runs/",  # the Distributed Maps' item lists (read)
+            "runs/*/ingest/",  # a failed file's result (written)
             Layout.outcomes_prefix,
             Layout.map_results_prefix(),
             Layout.transform_map_results_prefix(),

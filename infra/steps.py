@@ -18,7 +18,14 @@ class Step:
     settings: frozenset[str]
     layers: frozenset[str]  # what it imports: "base", "duckdb", "psycopg2", "aws_sdk_pandas"
     in_vpc: bool = False  # talks to the RDS database
+    # Parses what anyone may drop in the landing bucket: runs in the VPC behind a security
+    # group of its own that lets HTTPS out to these AWS services only (their prefix lists).
+    egress: frozenset[str] = frozenset()
 
+
+# What a parser reaches: the buckets (S3) and the run lock (DynamoDB), through the VPC's
+# gateway endpoints; Lambda itself carries its logs and traces.
+PARSER_EGRESS = frozenset({"s3", "dynamodb"})
 
 CHECK_REQUEST = Step(
     "check_request",
@@ -61,6 +68,7 @@ INGEST_FILE = Step(
     "Validates one stream file into curated Parquet and quarantine",
     frozenset({"storage", "engine", "lock"}),
     frozenset({"base", "duckdb", "aws_sdk_pandas"}),
+    egress=PARSER_EGRESS,
 )
 REPLAY_QUARANTINE = Step(
     "replay_quarantine",
@@ -69,6 +77,7 @@ REPLAY_QUARANTINE = Step(
     "Checks quarantined rows again (accepts once those valid now), or accepted plays",
     frozenset({"storage", "engine", "lock"}),
     frozenset({"base", "duckdb", "aws_sdk_pandas"}),
+    egress=PARSER_EGRESS,
 )
 PLAN_TRANSFORM = Step(
     "plan_transform",

@@ -333,7 +333,8 @@ class PipelineDefinition(Construct):
                 "ContentType": "application/json",
             },
             iam_action="s3:PutObject",
-            iam_resources=[data_bucket.arn_for_objects("runs/*")],
+            # where IngestFile writes a file's result (Layout.ingest_result_key)
+            iam_resources=[data_bucket.arn_for_objects("runs/*/ingest/*")],
             result_path=sfn.JsonPath.DISCARD,
         )
         _retry_transient(record_failed_file, ["S3.S3Exception", "States.Timeout"])

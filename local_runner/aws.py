@@ -43,6 +43,7 @@ from local_runner.faults import (
 )
 from local_runner.iam import STATE_MACHINE_ACCESS_KEY, IamCheck, Principal, enforced
 from local_runner.limits import PayloadCheck, measured_payloads, tolerated_failures_enforced
+from local_runner.network import network_enforced
 from local_runner.redshift.grammar import redshift_grammar_enforced
 from local_runner.template import ACCOUNT, REGION, LocalFunction, LocalPipeline
 
@@ -151,6 +152,8 @@ class LocalAws:
         self._stack.enter_context(_eventually_consistent_listing(self._list_executions_lag))
         self._stack.enter_context(_credentials_per_principal(self.iam))
         self._stack.enter_context(enforced(self.iam))
+        # Entered after the IAM check, so checked before it: the network refuses first.
+        self._stack.enter_context(network_enforced(self.pipeline, _calling_function.get))
         self._stack.enter_context(redshift_grammar_enforced())
         self._stack.enter_context(measured_payloads(self.payloads))
         self._stack.enter_context(tolerated_failures_enforced())

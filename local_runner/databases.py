@@ -22,6 +22,8 @@ import psycopg2
 from psycopg2 import sql as pgsql
 from psycopg2.extensions import make_dsn, parse_dsn
 
+from kpi_pipeline.warehouse.postgres import unencoded_at
+
 SOURCE_DB = "music_source"
 WAREHOUSE_DB = "music_warehouse"
 
@@ -80,6 +82,11 @@ class Databases:
 def local_databases(state_dir: Path) -> Iterator[Databases]:
     """The source and warehouse DSNs, starting the embedded server when needed."""
     source, warehouse = os.environ.get("RDS_DSN"), os.environ.get("WAREHOUSE_DSN")
+    for variable, dsn in (("RDS_DSN", source), ("WAREHOUSE_DSN", warehouse)):
+        if dsn and unencoded_at(dsn):
+            raise DataError(
+                f"${variable}'s user info holds an unencoded '@': percent-encode it as %40"
+            )
     if source and warehouse:
         apply_warehouse_setup(warehouse)
         yield Databases(source, warehouse, embedded=False, source_given=True)

@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 import psycopg2
 from psycopg2 import sql as pgsql
 
+from kpi_pipeline.warehouse.postgres import unencoded_at
 from kpi_pipeline.warehouse.schema import TABLE_COLUMNS
 from local_runner.databases import local_databases
 from local_runner.state import StateFolder, StateInUse
@@ -99,6 +100,8 @@ def mask_dsn(dsn: str) -> str:
         return urlunsplit(parts._replace(netloc=host))
     from psycopg2.extensions import make_dsn, parse_dsn
 
+    if unencoded_at(dsn):
+        return "(a DSN with an unencoded '@' in its user info: write it %40)"
     try:
         parsed = parse_dsn(dsn)
     except psycopg2.ProgrammingError:
@@ -119,7 +122,13 @@ def redact(text: str, dsn: str | None) -> str:
 
 
 def _secrets_of(dsn: str) -> list[str]:
-    """The DSN's password and its client key's (sslpassword), as the driver decodes them."""
+    """The DSN's password and its client key's (sslpassword), as the driver decodes them;
+    with an unencoded '@' in the user info, each part of it too (the driver would quote the
+    password's tail as a host name)."""
+    user_info = unencoded_at(dsn)
+    if user_info:
+        password = user_info.partition(":")[2]
+        return [password, *(part for part in password.split("@") if part)]
     with contextlib.suppress(psycopg2.ProgrammingError):
         from psycopg2.extensions import parse_dsn
 

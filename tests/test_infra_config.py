@@ -125,6 +125,19 @@ def test_subnets_and_zones_must_pair_up():
     assert "network.private_subnet_ids and network.availability_zones must pair up" in message
 
 
+@pytest.mark.parametrize("missing", ["s3_prefix_list_id", "dynamodb_prefix_list_id"])
+def test_the_parsers_network_needs_the_regions_s3_and_dynamodb_prefix_lists(missing):
+    network = {k: v for k, v in dev("network").items() if k != missing}
+    message = error_of(network=network)
+    assert f"network.{missing}" in message
+    assert "aws ec2 describe-managed-prefix-lists" in message  # how to find it
+
+
+def test_a_prefix_list_id_is_checked_for_its_form():
+    network = dev("network") | {"s3_prefix_list_id": "com.amazonaws.eu-west-1.s3"}
+    assert "s3_prefix_list_id" in error_of(network=network)
+
+
 def test_a_warehouse_with_both_cluster_id_and_workgroup_is_refused():
     warehouse = dev("warehouse") | {"cluster_id": "music-analytics", "db_user": "kpi_loader"}
     message = error_of(warehouse=warehouse)

@@ -402,8 +402,10 @@ def test_the_warehouse_secret_is_granted_by_the_arn_iam_sees(configured, granted
     assert environment["Variables"]["REDSHIFT_SECRET_ARN"] == configured  # the Data API takes both
 
 
-def test_only_the_source_steps_run_in_the_vpc_with_the_configured_network(prod):
+def test_the_source_steps_run_in_the_configured_network_the_parsers_behind_their_own_group(prod):
     network = PROD["network"]
+    _, template = prod
+    (parsers_group,) = template.find_resources("AWS::EC2::SecurityGroup")
     for step in ALL_STEPS:
         properties = function_properties("prod", step)
         if step.in_vpc:
@@ -411,12 +413,41 @@ def test_only_the_source_steps_run_in_the_vpc_with_the_configured_network(prod):
                 "SecurityGroupIds": network["security_group_ids"],
                 "SubnetIds": network["private_subnet_ids"],
             }, step.state
+        elif step.egress:
+            assert properties["VpcConfig"] == {
+                "SecurityGroupIds": [{"Fn::GetAtt": [parsers_group, "GroupId"]}],
+                "SubnetIds": network["private_subnet_ids"],
+            }, step.state
         else:
             assert "VpcConfig" not in properties, step.state
     assert {step.key for step in ALL_STEPS if step.in_vpc} == {"check_source", "extract_rds"}
+    # The two steps that parse what anyone may drop in the landing bucket.
+    assert {step.key for step in ALL_STEPS if step.egress} == {"ingest_file", "replay_quarantine"}
 
 
-@pytest.mark.parametrize("step", [s for s in ALL_STEPS if s.in_vpc], ids=lambda s: s.state)
+def test_the_parsers_may_reach_s3_and_dynamodb_over_https_and_nothing_else(prod):
+    _, template = prod
+    ((_, group),) = template.find_resources("AWS::EC2::SecurityGroup").items()
+    properties = group["Properties"]
+    assert properties["VpcId"] == PROD["network"]["vpc_id"]
+    assert "SecurityGroupIngress" not in properties
+    egress = sorted(
+        (rule["IpProtocol"], rule["FromPort"], rule["ToPort"], rule["DestinationPrefixListId"])
+        for rule in properties["SecurityGroupEgress"]
+    )
+    assert egress == sorted(
+        [
+            ("tcp", 443, 443, PROD["network"]["s3_prefix_list_id"]),
+            ("tcp", 443, 443, PROD["network"]["dynamodb_prefix_list_id"]),
+        ]
+    )
+    assert not template.find_resources("AWS::EC2::SecurityGroupEgress")
+    assert not template.find_resources("AWS::EC2::SecurityGroupIngress")
+
+
+@pytest.mark.parametrize(
+    "step", [s for s in ALL_STEPS if s.in_vpc or s.egress], ids=lambda s: s.state
+)
 def test_functions_in_the_vpc_may_manage_their_network_interfaces(step):
     eni = {
         (action, resource)
@@ -428,7 +459,7 @@ def test_functions_in_the_vpc_may_manage_their_network_interfaces(step):
 
 def test_no_function_outside_the_vpc_gets_network_interface_rights():
     for step in ALL_STEPS:
-        if not step.in_vpc:
+        if not (step.in_vpc or step.egress):
             assert not {g for g in role_grants("prod", step) if g[0].startswith("ec2:")}, step.state
 
 
@@ -577,8 +608,8 @@ def test_the_state_machine_role_holds_the_lock_alerts_invokes_and_records_failur
             condition={"StringEquals": {"kms:ViaService": "sns.eu-west-1.amazonaws.com"}},
         )
         | allow(("lambda:InvokeFunction",), *functions, *(f"{fn}:*" for fn in functions))
-        # the Map's Catch writes a failed file's result under the run's prefix
-        | allow(("s3:PutObject",), f"{data}/runs/*")
+        # the Map's Catch writes a failed file's result where IngestFile writes it
+        | allow(("s3:PutObject",), f"{data}/runs/*/ingest/*")
         # every end of a run keeps its outcome document
         | allow(("s3:PutObject",), f"{data}/runs/outcomes/*")
         # the Distributed Maps read the run's file and date lists, write their result

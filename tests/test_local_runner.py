@@ -285,3 +285,19 @@ def test_the_csv_for_people_neutralises_formulas_and_the_state_dump_keeps_values
         cur.execute("SELECT track_genre FROM music_kpi_metrics ORDER BY 1")
         assert [r[0] for r in cur.fetchall()] == sorted(names)
     conn.close()
+
+
+@pytest.mark.parametrize("variable", ["RDS_DSN", "WAREHOUSE_DSN"])
+def test_a_dsn_with_an_unencoded_at_in_its_password_is_refused_before_any_connection(
+    monkeypatch, tmp_path, variable
+):
+    from local_runner.databases import DataError, local_databases
+
+    good = "postgresql://kpi:fine@127.0.0.1:1/db"
+    monkeypatch.setenv("RDS_DSN", good)
+    monkeypatch.setenv("WAREHOUSE_DSN", good)
+    monkeypatch.setenv(variable, "postgresql://kpi:Sup3r@Secret@127.0.0.1:1/db")
+    refused = rf"\${variable}'s user info holds an unencoded '@'"
+    with pytest.raises(DataError, match=refused) as e, local_databases(tmp_path):
+        pass
+    assert "Secret" not in str(e.value)

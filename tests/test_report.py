@@ -332,6 +332,9 @@ def test_hourly_curve_fills_the_silent_hours_with_zero_listens() -> None:
 # --- secrets ---------------------------------------------------------------------------------
 
 
+UNENCODED_AT = "(a DSN with an unencoded '@' in its user info: write it %40)"
+
+
 @pytest.mark.parametrize(
     ("dsn", "masked", "password"),
     [
@@ -353,6 +356,9 @@ def test_hourly_curve_fills_the_silent_hours_with_zero_listens() -> None:
         ("host=db password=s3\\ cr3t dbname=wh", "host=db dbname=wh", "s3 cr3t"),
         ("redshift://wg/dev?region=eu-west-1", "redshift://wg/dev?region=eu-west-1", None),
         ("host=db password='s3cr3t", "(a DSN that does not parse)", None),
+        # libpq ends the user info at the first '@': the password's tail would be the host
+        ("postgresql://kpi:p@ss@db/wh", UNENCODED_AT, "p@ss"),
+        ("postgresql://kpi:p@ss@db/wh", UNENCODED_AT, "ss@db"),
     ],
 )
 def test_dsn_passwords_are_masked(dsn: str, masked: str, password: str | None) -> None:

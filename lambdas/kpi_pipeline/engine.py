@@ -25,11 +25,16 @@ def connect(
     settings: EngineSettings, scratch: Path, *, spill_limit_mb: int | None = None
 ) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory DuckDB that spills to ``scratch`` (at most ``spill_limit_mb``) and
-    computes in UTC."""
-    con = duckdb.connect(
-        ":memory:",
-        config={"threads": settings.duckdb_threads} if settings.duckdb_threads else {},
-    )
+    computes in UTC. It never downloads or loads an extension: what it needs (Parquet, JSON,
+    ICU) is built in, and a crafted path must not make it fetch code."""
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+    }
+    if settings.duckdb_threads:
+        config["threads"] = settings.duckdb_threads
+    con = duckdb.connect(":memory:", config=config)
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET temp_directory = {literal(scratch / 'duckdb-spill')}")
     if spill_limit_mb is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import re
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -69,10 +70,26 @@ REDSHIFT_CHECKS: list[Callable[[list[str], str], None]] = []
 LOCAL_COPY_ROLE = "arn:aws:iam::123456789012:role/local-redshift-copy"  # when none is set
 
 
+def unencoded_at(dsn: str) -> str | None:
+    """The user info of a ``postgresql://`` URI holding more than one '@' (else None).
+
+    libpq ends the user info at the first '@': the rest of a password holding one would
+    become the host name, quoted by every connection error. Such a DSN is refused."""
+    scheme, separator, rest = dsn.partition("://")
+    if not separator or scheme not in {"postgresql", "postgres"}:
+        return None
+    authority = re.split(r"[/?]", rest, maxsplit=1)[0]
+    return authority.rpartition("@")[0] if authority.count("@") > 1 else None
+
+
 class PostgresWarehouse:
     def __init__(self, settings: WarehouseSettings, storage: Storage | None = None) -> None:
         if not settings.warehouse_dsn:
             raise ConfigurationError("WAREHOUSE_DSN is required when WAREHOUSE_KIND=postgres")
+        if unencoded_at(settings.warehouse_dsn):
+            raise ConfigurationError(
+                "WAREHOUSE_DSN's user info holds an unencoded '@': percent-encode it as %40"
+            ) from None
         self._dsn = settings.warehouse_dsn
         self._table = settings.warehouse_table
         self._copy_role_arn = settings.redshift_copy_role_arn
