@@ -616,7 +616,13 @@ def iam_check(pipeline: LocalPipeline) -> IamCheck:
         principals[COPY_ROLE_ACCESS_KEY] = Principal(
             "RedshiftCopyRole", policies.get(copy_role.rsplit("/", 1)[-1], ())
         )
-    return IamCheck(principals, REGION, ACCOUNT, bucket_keys=dict(pipeline.bucket_keys))
+    return IamCheck(
+        principals,
+        REGION,
+        ACCOUNT,
+        bucket_keys=dict(pipeline.bucket_keys),
+        topic_keys=dict(pipeline.topic_keys),
+    )
 
 
 def _readable(logical_id: str) -> str:

@@ -77,6 +77,9 @@ class IamCheck:
     # The KMS key of each encrypted bucket: reading its objects needs kms:Decrypt, writing
     # them kms:GenerateDataKey (S3 calls KMS on the caller's behalf; moto does not).
     bucket_keys: dict[str, str] = field(default_factory=dict)
+    # The KMS key of each encrypted topic: publishing needs kms:GenerateDataKey and
+    # kms:Decrypt (SNS calls KMS on the publisher's behalf; moto does not).
+    topic_keys: dict[str, str] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
     verified: set[tuple[str, str, str]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -136,7 +139,18 @@ class IamCheck:
         upload need both (a HEAD or a delete needs neither)."""
         key = params.get("SSEKMSKeyId") or self.bucket_keys.get(str(params.get("Bucket")))
         needs = _KEY_USE.get(operation, ())
-        return [Permission(action, key) for action in needs] if key else []
+        via = self.via("s3")
+        return [Permission(action, key, via) for action in needs] if key else []
+
+    def topic_key_use(self, topic_arn: str) -> list[Permission]:
+        """What publishing to an encrypted topic also needs of its KMS key."""
+        key = self.topic_keys.get(topic_arn)
+        needs = ("kms:GenerateDataKey", "kms:Decrypt")
+        return [Permission(action, key, self.via("sns")) for action in needs] if key else []
+
+    def via(self, service: str) -> tuple[tuple[str, str], ...]:
+        """The kms:ViaService of a KMS call a service makes on its caller's behalf."""
+        return (("kms:ViaService", f"{service}.{self.region}.amazonaws.com"),)
 
     @staticmethod
     def secret_arn(client: BaseClient, secret_id: str) -> str:
@@ -222,7 +236,10 @@ def required_permissions(
         context = (("cloudwatch:namespace", params["Namespace"]),)
         return [Permission("cloudwatch:PutMetricData", "*", context)]
     if service == "sns" and operation == "Publish":
-        return [Permission("sns:Publish", params["TopicArn"])]
+        return [
+            Permission("sns:Publish", params["TopicArn"]),
+            *check.topic_key_use(params["TopicArn"]),
+        ]
     if service == "lambda" and operation == "Invoke":
         name = params["FunctionName"]
         arn = (
@@ -281,7 +298,7 @@ def _matches(statement: dict[str, Any], permission: Permission) -> bool:
     return _conditions_hold(statement.get("Condition", {}), dict(permission.context))
 
 
-_EVALUATED_KEYS = {"s3:prefix", "cloudwatch:namespace"}
+_EVALUATED_KEYS = {"s3:prefix", "cloudwatch:namespace", "kms:ViaService"}
 
 
 def _conditions_hold(conditions: dict[str, dict[str, Any]], context: Context) -> bool:

@@ -54,6 +54,7 @@ class LocalPipeline:
     # The KMS key each encrypted bucket uses by default (those of the stack and, from the
     # stack's outputs, an existing landing bucket's).
     bucket_keys: dict[str, str]
+    topic_keys: dict[str, str]  # the KMS key of each encrypted topic, by its ARN
     outputs: dict[str, str]
     state_machine_role: str
     # Each role's IAM statements, by the role's logical id and its name (by its name alone,
@@ -230,6 +231,13 @@ def load_pipeline(template_path: Path) -> LocalPipeline:
             if r["Type"] == "AWS::DynamoDB::Table"
         },
         bucket_keys=_bucket_keys(resources, resolver, outputs),
+        topic_keys={
+            resolver.get_att(i, "TopicArn"): str(
+                resolver.resolve(r["Properties"]["KmsMasterKeyId"])
+            )
+            for i, r in resources.items()
+            if r["Type"] == "AWS::SNS::Topic" and "KmsMasterKeyId" in r["Properties"]
+        },
         outputs=outputs,
         state_machine_role=_role_of(machine["Properties"]["RoleArn"]),
         policies=_policies(resources, resolver),

@@ -131,3 +131,83 @@ def test_an_unknown_operation_is_refused_rather_than_let_through(s3):
 def test_resources_match_with_iam_wildcards(pattern, resource, expected):
     statements = ({"Effect": "Allow", "Action": "x:Do", "Resource": pattern},)
     assert allowed(statements, Permission("x:Do", resource)) is expected
+
+
+# --- KMS through the service that uses the key ------------------------------------------------
+
+KEY = "arn:aws:kms:us-east-1:123456789012:key/alerts"
+PUBLISH_VIA = {
+    "Effect": "Allow",
+    "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+    "Resource": KEY,
+    "Condition": {"StringEquals": {"kms:ViaService": "sns.us-east-1.amazonaws.com"}},
+}
+
+
+@pytest.mark.parametrize(
+    ("key_statement", "allowed_to_publish"),
+    [
+        (PUBLISH_VIA, True),
+        (None, False),  # sns:Publish alone: SNS cannot encrypt the message for the caller
+        (
+            PUBLISH_VIA
+            | {"Condition": {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}},
+            False,
+        ),
+    ],
+    ids=["key-via-sns", "no-key", "key-via-s3-only"],
+)
+def test_publishing_to_an_encrypted_topic_needs_its_key_through_sns(
+    key_statement, allowed_to_publish
+):
+    with mock_aws():
+        admin = boto3.client("sns", region_name="us-east-1")
+        topic = admin.create_topic(Name="alerts")["TopicArn"]
+        statements = [{"Effect": "Allow", "Action": "sns:Publish", "Resource": topic}]
+        if key_statement:
+            statements.append(key_statement)
+        check = IamCheck(
+            {"LOCALPUBLISHER": Principal("Publisher", tuple(statements))},
+            "us-east-1",
+            "123456789012",
+            topic_keys={topic: KEY},
+        )
+        publisher = boto3.client(
+            "sns",
+            region_name="us-east-1",
+            aws_access_key_id="LOCALPUBLISHER",
+            aws_secret_access_key="local",
+        )
+        with enforced(check):
+            if allowed_to_publish:
+                publisher.publish(TopicArn=topic, Message="run failed")
+            else:
+                assert "Publisher is not allowed kms:" in denied(
+                    lambda: publisher.publish(TopicArn=topic, Message="run failed")
+                )
+
+
+def test_an_s3_key_grant_limited_to_sns_does_not_serve_s3():
+    statements = (
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/*"},
+        PUBLISH_VIA,
+    )
+    check = IamCheck(
+        {"LOCALREADER": Principal("Reader", statements)},
+        "us-east-1",
+        "123456789012",
+        bucket_keys={BUCKET: KEY},
+    )
+    with mock_aws(), enforced(check):
+        admin = boto3.client("s3", region_name="us-east-1")
+        admin.create_bucket(Bucket=BUCKET)
+        admin.put_object(Bucket=BUCKET, Key="a.json", Body=b"{}")
+        reader = boto3.client(
+            "s3",
+            region_name="us-east-1",
+            aws_access_key_id="LOCALREADER",
+            aws_secret_access_key="local",
+        )
+        assert "Reader is not allowed kms:Decrypt" in denied(
+            lambda: reader.get_object(Bucket=BUCKET, Key="a.json")
+        )
