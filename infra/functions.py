@@ -78,12 +78,14 @@ class PipelineFunctions(Construct):
         self.copy_role = self._copy_role()
         self.functions: dict[str, lambda_.Function] = {}
         self.roles: dict[str, iam.Role] = {}
+        self.log_groups: dict[str, logs.LogGroup] = {}
         for step in ALL_STEPS:
             name = pascal(step.key)
             sizing = config.function(step.key)
             log_group = logs.LogGroup(
                 self, f"{name}Logs", retention=logs.RetentionDays.THREE_MONTHS
             )
+            self.log_groups[step.key] = log_group
             role = iam.Role(
                 self,
                 f"{name}Role",

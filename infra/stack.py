@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Aspects, CfnOutput, Duration, Stack
+from aws_cdk import Aspects, CfnOutput, Duration, Fn, Stack, Tags
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -21,6 +21,7 @@ from infra.functions import KEY_READ_WRITE, PipelineFunctions, kms_via, writer_t
 from infra.monitoring import PipelineMonitoring
 from infra.nag import acknowledge_findings
 from infra.packaging import PipelineLayers
+from infra.steps import ALL_STEPS
 from infra.storage import PipelineStorage
 from infra.workflow import PipelineDefinition
 from kpi_pipeline.layout import Layout
@@ -35,6 +36,10 @@ class PipelineStack(Stack):
         self.config = config
         name = f"music-kpi-{config.name}"
         self.pipeline_name = name
+        # On every resource that takes tags: cost reports and IAM conditions can tell the
+        # pipeline's resources, and an environment's, from the account's others.
+        Tags.of(self).add("project", "music-kpi")
+        Tags.of(self).add("environment", config.name)
         self.storage = PipelineStorage(self, "Storage", config=config)
         # Alerts may name runs and files: encrypted at rest, with a key this account's
         # CloudWatch alarms may use (a service principal needs the key policy's word);
@@ -155,19 +160,50 @@ class PipelineStack(Stack):
         Aspects.of(self).add(CheckovSuppressions())
 
     def _outputs(self, config: PipelineConfig) -> None:
-        """What operators (and the local runner) look up after a deploy."""
-        outputs = {
-            "StateMachineArn": self.state_machine.state_machine_arn,
-            "DataBucketName": self.storage.data_bucket.bucket_name,
-            "LandingBucketName": self.storage.landing_bucket.bucket_name,
-            "LandingPrefix": config.landing.prefix,
+        """Where an operator (and the local runner) finds each part after a deploy:
+        ``aws cloudformation describe-stacks --stack-name <stack> --query
+        'Stacks[0].Outputs'`` prints them (docs/runbook.md)."""
+        region = self.region
+        console = f"https://{region}.console.aws.amazon.com"
+        machine = self.state_machine.state_machine_arn
+        outputs: dict[str, tuple[str, str]] = {
+            "StateMachineArn": (machine, "the pipeline: start, redrive and stop it here"),
+            "StateMachineConsoleUrl": (
+                f"{console}/states/home?region={region}#/statemachines/view/{machine}",
+                "its executions in the Step Functions console",
+            ),
+            "DataBucketName": (
+                self.storage.data_bucket.bucket_name,
+                "curated plays, snapshots, ledger, quarantine, runs/<run>/summary.json",
+            ),
+            "LandingBucketName": (
+                self.storage.landing_bucket.bucket_name,
+                "where stream CSV files land (under LandingPrefix)",
+            ),
+            "LandingPrefix": (config.landing.prefix, "the landing files' key prefix"),
+            "AlertTopicArn": (self.alert_topic.topic_arn, "failed runs and alarms are sent here"),
+            "DashboardUrl": (
+                f"{console}/cloudwatch/home?region={region}#dashboards:name="
+                f"{self.monitoring.dashboard.dashboard_name}",
+                "the pipeline's CloudWatch dashboard",
+            ),
+            "LockTableName": (
+                self.storage.lock_table.table_name,
+                "the run lock (one item); never edit it by hand (docs/runbook.md)",
+            ),
+            "LogGroupNames": (
+                Fn.join(", ", [g.log_group_name for g in self.functions.log_groups.values()]),
+                "each step's log group, in the order " + ", ".join(s.state for s in ALL_STEPS),
+            ),
         }
         if config.landing.kms_key_arn:
-            outputs["LandingKmsKeyArn"] = config.landing.kms_key_arn
+            outputs["LandingKmsKeyArn"] = (config.landing.kms_key_arn, "the landing bucket's key")
         if self.storage.data_key:
-            outputs["DataKmsKeyArn"] = self.storage.data_key.key_arn
+            outputs["DataKmsKeyArn"] = (self.storage.data_key.key_arn, "the data bucket's key")
         if config.warehouse.kind == "redshift" and not config.warehouse.copy_role_arn:
-            # The stack's COPY role: attach it to the cluster or namespace after a deploy.
-            outputs["CopyRoleArn"] = self.functions.copy_role.role_arn
-        for name, value in outputs.items():
-            CfnOutput(self, name, value=value)
+            outputs["CopyRoleArn"] = (
+                self.functions.copy_role.role_arn,
+                "attach this role to the Redshift cluster or namespace after a deploy",
+            )
+        for name, (value, description) in outputs.items():
+            CfnOutput(self, name, value=value, description=description)
