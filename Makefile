@@ -13,7 +13,7 @@ ENV   ?= dev
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20,22
 
-.PHONY: help venv run report test lint format browser bench bench-files wheels synth landing-policy warehouse-sql preflight bootstrap deploy clean checkov rds-ca
+.PHONY: help venv run report test lint format browser bench bench-files wheels synth landing-policy warehouse-sql preflight bootstrap diff deploy clean checkov rds-ca
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -53,6 +53,8 @@ lint: $(STAMP)  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy lambdas infra local_runner benchmarks reporting app.py
+	@# The Lambda code also as the runtime's Python (a module or API it removed fails here).
+	$(VENV)/bin/mypy --python-version $$($(PY) -c 'from infra.packaging import PYTHON_VERSION; print(PYTHON_VERSION)') lambdas
 
 # The report's browser test drives Debian's Chromium; it is skipped (never failed) without it.
 browser:  ## make sure Debian's Chromium is there for the report's browser test (as root)
@@ -103,6 +105,9 @@ node_modules/.bin/cdk: package.json package-lock.json
 
 bootstrap: $(WHEELS) node_modules/.bin/cdk  ## cdk bootstrap ENV's account and region (once)
 	node_modules/.bin/cdk bootstrap -c env=$(ENV)
+
+diff: $(WHEELS) node_modules/.bin/cdk  ## what a deploy of ENV would change (cdk diff): make diff ENV=prod
+	node_modules/.bin/cdk diff -c env=$(ENV)
 
 deploy: $(WHEELS) node_modules/.bin/cdk  ## cdk deploy ENV with the pinned CDK CLI: make deploy ENV=prod
 	node_modules/.bin/cdk deploy -c env=$(ENV) --require-approval broadening
