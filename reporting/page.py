@@ -71,17 +71,42 @@ def render(kpi_rows: Sequence[Row], summaries: Sequence[Row], meta: Meta) -> str
 # --- data shaping ----------------------------------------------------------------------------
 
 
-def by_day(kpi_rows: Iterable[Row]) -> list[tuple[str, list[Row]]]:
-    """(kpi_date, its genre rows by listen_count desc) per date, the most recent first; a date
-    with hourly rows only is listed too (with no genre rows)."""
-    days: dict[str, list[Row]] = {}
+@dataclass(frozen=True)
+class Day:
+    """One kpi_date's rows: its genre rows by listen_count desc, its hourly rows by hour.
+
+    ``plays`` counts each valid play once (the hourly rows' listen_count, summed);
+    ``genre_listens`` counts a play once per genre of its track (docs/kpis.md), so it is
+    larger than ``plays`` as soon as a multi-genre track is played."""
+
+    date: str
+    genres: list[Row]
+    hours: list[Row]
+
+    @property
+    def plays(self) -> int:
+        return sum(int(r.get("listen_count") or 0) for r in self.hours)
+
+    @property
+    def genre_listens(self) -> int:
+        return sum(int(r.get("listen_count") or 0) for r in self.genres)
+
+
+def by_day(kpi_rows: Iterable[Row]) -> list[Day]:
+    """Every date with KPI rows, the most recent first (a date with hourly rows only, or
+    genre rows only, is listed too)."""
+    days: dict[str, Day] = {}
     for row in kpi_rows:
-        day = days.setdefault(str(row.get("kpi_date"))[:10], [])
+        date = str(row.get("kpi_date"))[:10]
+        day = days.setdefault(date, Day(date, [], []))
         if row.get("kpi_type") == "genre":
-            day.append(row)
-    for rows in days.values():
-        rows.sort(key=lambda r: (-(r.get("listen_count") or 0), str(r.get("track_genre"))))
-    return sorted(days.items(), reverse=True)
+            day.genres.append(row)
+        elif row.get("kpi_type") == "hourly":
+            day.hours.append(row)
+    for day in days.values():
+        day.genres.sort(key=lambda r: (-(r.get("listen_count") or 0), str(r.get("track_genre"))))
+        day.hours.sort(key=lambda r: int(r.get("stream_hour") or 0))
+    return sorted(days.values(), key=lambda d: d.date, reverse=True)
 
 
 def run_time(summary: Row) -> dt.datetime | None:
@@ -221,15 +246,19 @@ def _note(text: str) -> str:
 # --- sections --------------------------------------------------------------------------------
 
 
-def _header(meta: Meta, days: list[tuple[str, list[Row]]], runs: list[Row]) -> str:
-    listens = sum(int(r.get("listen_count") or 0) for _, rows in days for r in rows)
-    span = f"{days[-1][0]} to {days[0][0]}" if days else "none"
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _header(meta: Meta, days: list[Day], runs: list[Row]) -> str:
+    plays = sum(day.plays for day in days)
+    span = f"{days[-1].date} to {days[0].date}" if days else "none"
     last = runs[-1] if runs else {}
     started = run_time(last)
     cards = [
         ("days", f"{len(days):,}", span),
         ("runs", f"{len(runs):,}", f"last {last['run_id']}" if last else "no run summaries"),
-        ("listens", f"{listens:,}", "all days, all genres"),
+        ("plays", f"{plays:,}", "valid plays, all days, each play once (hourly rows)"),
         ("last run", str(last.get("status", DASH)), _when(started.isoformat()) if started else ""),
     ]
     card_html = "".join(
@@ -247,22 +276,25 @@ def _header(meta: Meta, days: list[tuple[str, list[Row]]], runs: list[Row]) -> s
     )
 
 
-def _days_section(days: list[tuple[str, list[Row]]]) -> str:
+def _days_section(days: list[Day]) -> str:
     if not days:
         return (
             '<section id="days"><h2>Genres per day</h2>'
             + _note("The warehouse holds no KPI rows yet: no run has loaded any date.")
             + "</section>"
         )
-    parts = [_day(day, rows, open_=i == 0) for i, (day, rows) in enumerate(days)]
+    parts = [_day(day, open_=i == 0) for i, day in enumerate(days)]
     return '<section id="days"><h2>Genres per day</h2>' + "".join(parts) + "</section>"
 
 
-def _day(day: str, rows: list[Row], *, open_: bool) -> str:
-    listens = sum(int(r.get("listen_count") or 0) for r in rows)
+def _day(day: Day, *, open_: bool) -> str:
+    rows = day.genres
     top = f", most listened: {rows[0].get('track_genre')}" if rows else ""
     loads = sorted({str(r.get("run_id")) for r in rows if r.get("run_id")})
-    summary = f"{day} — {listens:,} listens in {len(rows)} genres{top}"
+    summary = (
+        f"{day.date} — {_plural(day.plays, 'play')}; "
+        f"{_plural(day.genre_listens, 'genre listen')} in {_plural(len(rows), 'genre')}{top}"
+    )
     if not rows:
         content = _note("No genre KPIs for this date (hourly ones only).")
     else:
@@ -282,11 +314,11 @@ def _day(day: str, rows: list[Row], *, open_: bool) -> str:
         )
         content = (
             f'<div class="day-grid"><div class="scroll">{table}</div>'
-            f"<div>{_genre_chart(day, rows)}</div></div>"
+            f"<div>{_genre_chart(day.date, rows)}</div></div>"
             + (_note(f"Loaded by {', '.join(loads)}.") if loads else "")
         )
     return (
-        f'<details class="day" data-date="{_e(day)}"{" open" if open_ else ""}>'
+        f'<details class="day" data-date="{_e(day.date)}"{" open" if open_ else ""}>'
         f"<summary>{_e(summary)}</summary>{content}</details>"
     )
 

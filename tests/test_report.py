@@ -195,8 +195,41 @@ def test_page_shows_each_days_genres_by_listens_with_their_figures() -> None:
     )
     assert day_26.index("<td>pop</td>") < day_26.index("<td>rock</td>")  # listens desc
     assert "Hearts &amp; &lt;Minds&gt;" in day_26  # escaped, never markup
-    assert "4,335 listens in 2 genres, most listened: pop" in day_26
+    assert "0 plays; 4,335 genre listens in 2 genres, most listened: pop" in day_26
     assert plot_count(page) == 3  # two days' genres, the hourly curve; no run: no quarantine
+
+
+def cards(page: str) -> dict[str, tuple[str, str]]:
+    """The header's figures: label -> (value, what it counts)."""
+    found = re.findall(
+        r'<div class="label">(.*?)</div><div class="value">(.*?)</div><div class="sub">(.*?)</div>',
+        page,
+    )
+    return {label: (value, sub) for label, value, sub in found}
+
+
+def test_plays_come_from_the_hourly_rows_where_genre_listens_count_a_play_per_genre() -> None:
+    """The KPI spec's worked example: track A, listed under pop and dance, played twice and
+    B (pop) once: 3 plays, but 5 genre listens (pop 3, dance 2). Plays are the sum of the
+    hourly rows' listen_count; the genre sum is shown as what it is."""
+    day = "2024-06-25"
+    rows = [
+        genre_row(day, "pop", 3),
+        genre_row(day, "dance", 2),
+        hourly_row(day, 10, 3, 2, 2 / 3),
+        genre_row("2024-06-26", "pop", 4),
+        hourly_row("2024-06-26", 9, 1, 1, 1.0),
+        hourly_row("2024-06-26", 23, 3, 2, 1.0),
+    ]
+    page = render(rows, [], META)
+
+    plays, counts = cards(page)["plays"]
+    assert plays == "7" and "each play once" in counts  # 3 + 1 + 3, not 3 + 2 + 4
+    assert "listens" not in cards(page)  # no figure of genre listens posing as plays
+    day_25 = re.search(r'<details class="day" data-date="2024-06-25".*?</details>', page, re.S)
+    assert day_25 is not None
+    assert "2024-06-25 — 3 plays; 5 genre listens in 2 genres" in day_25.group(0)
+    assert "2024-06-26 — 4 plays; 4 genre listens in 1 genre" in page
 
 
 def test_genre_chart_has_the_top_ten_only_and_table_every_genre() -> None:
@@ -318,7 +351,7 @@ def test_runs_are_ordered_by_start_else_run_id() -> None:
     assert duration(
         {"started_at": "2026-12-01T22:00:00", "finished_at": "2026-12-01T23:05:00"}
     ) == ("1 h 05 min")
-    assert [d for d, _ in by_day(sample_kpis())] == ["2024-06-27", "2024-06-26", "2024-06-25"]
+    assert [d.date for d in by_day(sample_kpis())] == ["2024-06-27", "2024-06-26", "2024-06-25"]
 
 
 def test_hourly_curve_fills_the_silent_hours_with_zero_listens() -> None:
