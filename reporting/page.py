@@ -49,6 +49,68 @@ class Meta:
     warehouse: str
     summaries_from: str
     table: str = "music_kpi_metrics"
+    # The KPI definitions, relative to the report's folder (out/ in the repository).
+    definitions: str = "../docs/kpis.md"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table's column: its header, and the line under the table that says what it counts."""
+
+    name: str
+    means: str
+    numeric: bool = False
+
+
+# What each table's columns hold (docs/kpis.md defines the KPIs; the runs' are the run
+# summary's fields).
+GENRE_COLUMNS = (
+    Column("genre", "track_genre: a genre of the songs table"),
+    Column(
+        "genre listens",
+        "plays of the genre's tracks that day; a play of a track listed under k genres "
+        "counts in each of the k",
+        numeric=True,
+    ),
+    Column(
+        "avg duration (s)",
+        "mean duration of the genre's distinct tracks played that day (not weighted by plays)",
+        numeric=True,
+    ),
+    Column(
+        "popularity",
+        "0-100: half the genre's listens as a share of the day's leading genre's, half the "
+        "mean catalogue popularity (0-100) of its plays; the day's leader scores 50 or more",
+        numeric=True,
+    ),
+    Column(
+        "most played track",
+        "the genre's track with the most plays that day (ties: the higher catalogue "
+        "popularity, then the smaller track id)",
+    ),
+)
+QUARANTINE_COLUMNS = (
+    Column("what", "row: one row of a stream file; file: a whole file"),
+    Column("reason", "the first rule the row or file broke (docs/kpis.md, valid plays)"),
+    Column("total", "rows or files, summed over the runs", numeric=True),
+    Column("runs", "runs that quarantined at least one for this reason", numeric=True),
+)
+RUN_COLUMNS = (
+    Column("run", "the run id: the Step Functions execution name, on every KPI row it loaded"),
+    Column("kind", "daily (new files), recompute, replay_quarantine, revalidate or preflight"),
+    Column("status", "how the run ended; a failed run names the state that failed and its error"),
+    Column("started (UTC)", "when the execution started"),
+    Column("duration", "from its start to its end"),
+    Column("files", "stream files ingested", numeric=True),
+    Column(
+        "valid plays",
+        "plays accepted (a replay: quarantined rows it accepted), each play once",
+        numeric=True,
+    ),
+    Column("rows quarantined", "stream rows rejected, all reasons", numeric=True),
+    Column("KPI rows loaded", "genre and hourly rows written to the warehouse", numeric=True),
+    Column("KPI dates", "the dates whose KPIs the run computed"),
+)
 
 
 def render(kpi_rows: Sequence[Row], summaries: Sequence[Row], meta: Meta) -> str:
@@ -211,18 +273,20 @@ def _dates(dates: object) -> str:
     return f"{values[0]} … {values[-1]} ({len(values)})"
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[int]) -> str:
-    """A table of already formatted cells; ``numeric`` columns are right-aligned."""
-    head = "".join(
-        f"<th{' class=num' if i in numeric else ''}>{_e(h)}</th>" for i, h in enumerate(headers)
-    )
+def _table(columns: Sequence[Column], rows: Iterable[Sequence[str]]) -> str:
+    """A table of already formatted cells (numeric columns right-aligned), then one line per
+    column saying what it holds."""
+    num = [" class=num" if c.numeric else "" for c in columns]
+    head = "".join(f"<th{n}>{_e(c.name)}</th>" for c, n in zip(columns, num, strict=True))
     body = "".join(
-        "<tr>"
-        + "".join(f"<td{' class=num' if i in numeric else ''}>{c}</td>" for i, c in enumerate(row))
-        + "</tr>"
+        "<tr>" + "".join(f"<td{n}>{cell}</td>" for cell, n in zip(row, num, strict=True)) + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    notes = "".join(f"<dt>{_e(c.name)}</dt><dd>{_e(c.means)}</dd>" for c in columns)
+    return (
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        f'<dl class="columns">{notes}</dl>'
+    )
 
 
 def _chart(fig: go.Figure, name: str, height: int) -> str:
@@ -271,7 +335,9 @@ def _header(meta: Meta, days: list[Day], runs: list[Row]) -> str:
         f'<p class="meta">Generated {_e(_when(meta.generated_at.isoformat()))} from warehouse '
         f"<code>{_e(meta.warehouse)}</code> (table <code>{_e(meta.table)}</code>); "
         f"run summaries from <code>{_e(meta.summaries_from)}</code>. "
-        f"{len(runs):,} runs, {len(days):,} dates.</p>"
+        f"{len(runs):,} runs, {len(days):,} dates. What each figure counts: "
+        f'<a href="{_e(meta.definitions)}">the KPI definitions</a> (docs/kpis.md in the '
+        "repository), and the lines under each table.</p>"
         f'<div class="cards">{card_html}</div></header>'
     )
 
@@ -299,7 +365,7 @@ def _day(day: Day, *, open_: bool) -> str:
         content = _note("No genre KPIs for this date (hourly ones only).")
     else:
         table = _table(
-            ["genre", "listens", "avg duration (s)", "popularity", "most popular track"],
+            GENRE_COLUMNS,
             (
                 [
                     _e(r.get("track_genre")),
@@ -310,7 +376,6 @@ def _day(day: Day, *, open_: bool) -> str:
                 ]
                 for r in rows
             ),
-            numeric={1, 2, 3},
         )
         content = (
             f'<div class="day-grid"><div class="scroll">{table}</div>'
@@ -455,9 +520,8 @@ def _quarantine_section(runs: list[Row]) -> str:
         parts.append("<h3>Totals over all runs</h3>")
         parts.append(
             _table(
-                ["what", "reason", "total", "runs"],
+                QUARANTINE_COLUMNS,
                 ([_e(kind), _e(reason), _int(total), _int(n)] for kind, reason, total, n in totals),
-                numeric={2, 3},
             )
         )
     return '<section id="quarantine">' + "".join(parts) + "</section>"
@@ -503,18 +567,7 @@ def _runs_section(runs: list[Row]) -> str:
     if not runs:
         return f'<section id="runs">{title}{_note("No run summaries found.")}</section>'
     table = _table(
-        [
-            "run",
-            "kind",
-            "status",
-            "started (UTC)",
-            "duration",
-            "files",
-            "valid plays",
-            "rows quarantined",
-            "KPI rows loaded",
-            "KPI dates",
-        ],
+        RUN_COLUMNS,
         (
             [
                 f"<code>{_e(run.get('run_id'))}</code>",
@@ -530,7 +583,6 @@ def _runs_section(runs: list[Row]) -> str:
             ]
             for run in reversed(runs)
         ),
-        numeric={5, 6, 7, 8},
     )
     return (
         f'<section id="runs">{title}{_note("Newest first.")}'
@@ -610,6 +662,12 @@ tbody tr:hover { background: #f9fafb; }
 .status.quiet { background: #e0e7ff; color: #3730a3; }
 .status.bad { background: #fee2e2; color: #991b1b; }
 .why { font-size: 12px; color: #991b1b; }
+dl.columns {
+  display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: 2px 12px;
+  margin: 8px 0 0; font-size: 12px; color: var(--muted);
+}
+dl.columns dt { font-weight: 600; }
+dl.columns dd { margin: 0; }
 """
 
 

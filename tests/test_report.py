@@ -232,6 +232,19 @@ def test_plays_come_from_the_hourly_rows_where_genre_listens_count_a_play_per_ge
     assert "2024-06-26 — 4 plays; 4 genre listens in 1 genre" in page
 
 
+def test_every_table_explains_each_of_its_columns_and_links_the_kpi_definitions() -> None:
+    """Under each table, one line per column says what it counts ("popularity 87.05"
+    means something), and the page links the KPI definitions of the repository."""
+    page = render(sample_kpis(), sample_summaries(), META)
+    tables = re.findall(r"<table>(.*?)</table>\s*<dl class=\"columns\">(.*?)</dl>", page, re.S)
+    assert len(tables) == page.count("<table>") >= 3
+    for table, notes in tables:
+        headers = re.findall(r"<th(?:\s[^>]*)?>(.*?)</th>", table)
+        explained = re.findall(r"<dt>(.*?)</dt><dd>(.+?)</dd>", notes)
+        assert [name for name, _ in explained] == headers
+    assert f'href="{META.definitions}"' in page and META.definitions.endswith("docs/kpis.md")
+
+
 def test_genre_chart_has_the_top_ten_only_and_table_every_genre() -> None:
     rows = [genre_row("2024-06-27", f"g{i:02d}", 100 + i) for i in range(14)]
     page = render(rows, [], META)
@@ -699,6 +712,8 @@ def test_report_command_end_to_end_never_shows_the_password(
     assert "report: 3 dates, 111 KPI rows, 3 runs" in done.stdout
     page = report.read_text()
     assert "<td>pop</td><td class=num>4,074</td>" in page  # 4000 + 37 x 2, 2024-06-27
+    link = re.search(r'href="([^"]*kpis\.md)"', page)
+    assert link and (out / link.group(1)).resolve() == ROOT / "docs" / "kpis.md"
     assert "scheduled-0f3c" in page and plot_count(page) == 3 + 1 + 2
     for text in (done.stdout, done.stderr, page):
         assert password not in text
