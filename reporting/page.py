@@ -1,7 +1,9 @@
 """The report page: plain KPI rows and run summaries in, one HTML document out.
 
-:func:`render` is pure (no database, no clock, no file), so the page is tested from known
-data. The page is self-contained: plotly.js is inlined once in its head, every chart is a
+:func:`render` is pure (no database, no clock; the one file it reads is the plotly.js
+bundle), so the page is tested from known data. The page is self-contained: plotly.js is
+inlined once in its head (the basic partial build that reporting/package.json pins, which
+draws bars, lines and pies: a quarter of plotly.py's full bundle), every chart is a
 ``Plotly.newPlot`` call on its own data, and no script, style or font is fetched: it opens
 from a mail attachment or an air-gapped laptop as it does here.
 """
@@ -9,15 +11,19 @@ from a mail attachment or an air-gapped laptop as it does here.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
+
+from reporting.sources import ReportError
 
 Row = Mapping[str, Any]
 DASH = "—"
@@ -125,7 +131,7 @@ def render(kpi_rows: Sequence[Row], summaries: Sequence[Row], meta: Meta) -> str
         _runs_section(runs),
     ]
     body = "\n".join(sections)
-    # Charts are plotly divs: the bundle (4.8 MB) only when there is one to draw.
+    # Charts are plotly divs: the bundle (1.2 MB) only when there is one to draw.
     bundle = _plotly_bundle() if "js-plotly-chart" in body else ""
     return _page(f"Music KPI report — {meta.generated_at:%Y-%m-%d %H:%M}", bundle, body)
 
@@ -593,12 +599,35 @@ def _runs_section(runs: list[Row]) -> str:
 # --- the document ----------------------------------------------------------------------------
 
 
+# reporting/package.json pins the plotly.js bundle; `make report` installs it with npm.
+_NPM = Path(__file__).resolve().parent
+
+
+@functools.cache
+def plotly_js() -> str:
+    """The plotly.js bundle reporting/package.json pins (the basic partial build: bar,
+    scatter, pie), as npm installed it beside it."""
+    pinned = json.loads((_NPM / "package.json").read_text())["dependencies"]
+    ((package, version),) = pinned.items()
+    installed = _NPM / "node_modules" / package
+    try:
+        found = json.loads((installed / "package.json").read_text())
+        if found.get("version") != version:
+            raise ReportError(f"{installed} is {found.get('version')}, not the pinned {version}")
+        return (installed / found["main"]).read_text(encoding="utf-8")
+    except (OSError, ValueError, KeyError) as exc:
+        raise ReportError(
+            f"the report's plotly.js ({package} {version}) is not installed: run `make report` "
+            f"(or `make report-js`), which installs it with npm ({exc})"
+        ) from None
+
+
 def _plotly_bundle() -> str:
     """plotly.js, inline, once: every chart's newPlot call runs after it (they are in the
     body); MathJax stays off (it would be fetched)."""
     return (
         "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>\n"
-        f'<script charset="utf-8">{get_plotlyjs()}</script>'
+        f'<script charset="utf-8">{plotly_js()}</script>'
     )
 
 

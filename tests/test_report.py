@@ -4,9 +4,11 @@ sources, the command line. The page in a real browser: tests/test_report_browser
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -21,6 +23,7 @@ from plotly.offline import get_plotlyjs
 
 from kpi_pipeline.warehouse.schema import create_table_sql
 from local_runner.state import StateFolder
+from reporting import page
 from reporting.__main__ import main
 from reporting.page import Meta, by_day, duration, ordered_runs, render
 from reporting.sources import (
@@ -41,6 +44,17 @@ from reporting.sources import (
 
 ROOT = Path(__file__).resolve().parent.parent
 META = Meta(dt.datetime(2026, 12, 2, 8, 0, tzinfo=dt.UTC), "postgresql://u:***@h/db", "runs/")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def report_js() -> None:
+    """The report's plotly.js, installed as `make report` installs it (npm, once: a lock
+    keeps parallel test processes from installing it together)."""
+    lock = ROOT / ".cache" / "report-js.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        subprocess.run(["make", "-s", "report-js"], cwd=ROOT, check=True, timeout=600)
 
 
 # --- data the tests share (the browser test too) -------------------------------------------
@@ -322,16 +336,43 @@ def test_page_totals_quarantines_by_reason_over_the_runs() -> None:
     assert plot_count(page) == 2  # rows and files
 
 
-def test_page_is_self_contained_with_plotly_inlined_once() -> None:
+def pinned_bundle() -> str:
+    """The plotly.js bundle reporting/package.json pins, as npm installed it."""
+    pinned = json.loads((ROOT / "reporting" / "package.json").read_text())["dependencies"]
+    ((package, version),) = pinned.items()
+    installed = ROOT / "reporting" / "node_modules" / package
+    found = json.loads((installed / "package.json").read_text())
+    assert found["version"] == version, found
+    return (installed / found["main"]).read_text(encoding="utf-8")
+
+
+def test_page_is_self_contained_with_the_pinned_partial_plotly_inlined_once() -> None:
     page = render(sample_kpis(), sample_summaries(), META)
-    bundle = get_plotlyjs()
+    bundle = pinned_bundle()
     assert page.count(bundle[:400]) == 1 and bundle in page
+    assert get_plotlyjs()[:400] not in page  # not plotly.py's full bundle (4.8 MB)
+    assert len(page.encode()) < len(get_plotlyjs().encode()) / 3
     assert page.count("Plotly.newPlot(") == plot_count(page) == 3 + 1 + 2
     assert not re.search(r"<script[^>]*\bsrc=", page, re.I)  # every script inline
     assert not re.search(r"<link\b", page, re.I)  # no stylesheet, font or icon link
     assert not re.search(r"<(img|iframe)\b[^>]*\bsrc=\"?https?:", page, re.I)
     css = "".join(re.findall(r"<style>(.*?)</style>", page, re.S))
     assert "@import" not in css and not re.search(r"url\(\s*['\"]?https?:", css)
+
+
+def test_without_the_pinned_bundle_the_report_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    npm = tmp_path / "reporting"
+    npm.mkdir()
+    shutil.copy(ROOT / "reporting" / "package.json", npm)
+    monkeypatch.setattr(page, "_NPM", npm)
+    page.plotly_js.cache_clear()
+    try:
+        with pytest.raises(ReportError, match=r"not installed: run `make report`"):
+            render(sample_kpis(), [], META)
+    finally:
+        page.plotly_js.cache_clear()
 
 
 def test_an_empty_warehouse_and_no_runs_give_a_page_that_says_so() -> None:
@@ -341,7 +382,7 @@ def test_an_empty_warehouse_and_no_runs_give_a_page_that_says_so() -> None:
     assert "No hourly KPIs yet." in page
     assert "No run summaries found." in page
     assert "0 runs, 0 dates" in page
-    assert plot_count(page) == 0 and get_plotlyjs()[:400] not in page  # nothing to draw
+    assert plot_count(page) == 0 and pinned_bundle()[:400] not in page  # nothing to draw
 
 
 def test_runs_are_ordered_by_start_else_run_id() -> None:

@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 
 from reporting.__main__ import main
-from tests.test_report import load_warehouse, sample_kpis, sample_summaries, write_summaries
+from tests.test_report import (
+    load_warehouse,
+    report_js,  # noqa: F401  (the fixture that installs the report's plotly.js)
+    sample_kpis,
+    sample_summaries,
+    write_summaries,
+)
+
+pytestmark = pytest.mark.usefixtures("report_js")
 
 ROOT = Path(__file__).resolve().parent.parent
 # This machine's network is closed: without these, Chromium floods refused connections.
@@ -114,6 +122,7 @@ CHART_MARKS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).
   lines: Array.from(p.querySelectorAll('.scatterlayer .trace path.js-line'))
     .filter(l => (l.getAttribute('d') || '').length > 20).length,
   traces: p.data.length,
+  types: p.data.map(t => t.type || 'scatter'),
 }))"""
 
 
@@ -131,6 +140,10 @@ def test_every_chart_is_drawn_with_its_data(browsed: Browsed) -> None:
     files = charts["chart-files-quarantined"]
     assert files["traces"] == 2 and files["bars"] > 0
     assert all(c["width"] > 300 for c in charts.values()), charts
+    # the partial bundle (no map, 3D or WebGL trace) draws every trace type the page uses
+    bundled = set(browsed.tab.evaluate("Object.keys(Plotly.PlotSchema.get().traces)"))
+    assert {kind for c in charts.values() for kind in c["types"]} <= bundled
+    assert not bundled & {"choropleth", "scatter3d", "scattergl"}, bundled
 
 
 def test_page_logs_no_error_and_requests_nothing_but_its_file(
