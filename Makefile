@@ -13,7 +13,7 @@ ENV   ?= dev
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20,22
 
-.PHONY: help venv run report test lint format browser bench bench-files wheels synth landing-policy warehouse-sql preflight bootstrap diff deploy clean checkov rds-ca
+.PHONY: help venv run report report-js test lint format browser bench bench-files wheels synth landing-policy warehouse-sql preflight bootstrap diff deploy clean checkov rds-ca
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -33,7 +33,17 @@ run: $(STAMP)  ## run the pipeline locally: make run [DATA=dir] [OUT=dir] [STATE
 		$(if $(REPLAY),--replay "$(REPLAY)") $(if $(DATES),--dates "$(DATES)") $(if $(PREFLIGHT),--preflight) \
 		$(if $(REVALIDATE),--revalidate "$(REVALIDATE)") $(if $(FULL_EXTRACT),--full-extract)
 
-report: $(STAMP)  ## one self-contained HTML KPI report: make report [OUT=dir] [DSN=...] [SUMMARIES=s3://bucket]
+# The report's plotly.js: the basic partial bundle from npm (bar, scatter, pie; a quarter of
+# plotly.py's full one), pinned in reporting/package.json, inlined in the page.
+REPORT_JS := reporting/node_modules/.installed-$(shell cat reporting/package-lock.json | cksum | cut -d' ' -f1)
+$(REPORT_JS): reporting/package.json reporting/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is required: the report inlines plotly.js from npm"; exit 1; }
+	cd reporting && npm ci --silent --no-audit --no-fund
+	@touch $@
+
+report-js: $(REPORT_JS)  ## install the report's pinned plotly.js bundle with npm (make report does)
+
+report: $(STAMP) $(REPORT_JS)  ## one self-contained HTML KPI report: make report [OUT=dir] [DSN=...] [SUMMARIES=s3://bucket]
 	$(PY) -m reporting --out "$(OUT)" --state "$(STATE)" $(if $(DSN),--dsn "$(DSN)") $(if $(SUMMARIES),--summaries "$(SUMMARIES)")
 
 # The IaC scanners, pinned (infra/checkov.py), in a virtual environment of their own: their
@@ -46,7 +56,7 @@ $(CHECKOV):
 
 checkov: $(CHECKOV)  ## install the pinned IaC scanners (checkov, cfn-lint) make test runs
 
-test: lint browser $(CHECKOV)  ## lint, type-check and run every test
+test: lint browser $(CHECKOV) $(REPORT_JS)  ## lint, type-check and run every test
 	$(PY) -m pytest -n auto --maxprocesses 4
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy

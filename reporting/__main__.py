@@ -25,6 +25,8 @@ from reporting.sources import DEFAULT_TABLE, ReportError, UsageError, open_sourc
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 REPORT_NAME = "kpi_report.html"
+# The KPI definitions the page links, relatively: the link works wherever OUT is.
+DEFINITIONS = Path(__file__).resolve().parent.parent / "docs" / "kpis.md"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,7 +92,13 @@ def write_report(
     with open_sources(dsn, state, summaries, table) as sources:
         rows = sources.kpis.read_kpis()
         runs = sources.summaries()
-        meta = Meta(dt.datetime.now(dt.UTC), sources.warehouse, sources.summaries_from, table)
+        meta = Meta(
+            dt.datetime.now(dt.UTC),
+            sources.warehouse,
+            sources.summaries_from,
+            table,
+            definitions=Path(os.path.relpath(DEFINITIONS, out.resolve())).as_posix(),
+        )
     page = render(rows, runs, meta)
     out.mkdir(parents=True, exist_ok=True)
     path = out / REPORT_NAME

@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 import psycopg2
 from psycopg2 import sql as pgsql
 
+from kpi_pipeline.layout import run_key
 from kpi_pipeline.warehouse.postgres import unencoded_at
 from kpi_pipeline.warehouse.schema import TABLE_COLUMNS
 from local_runner.databases import local_databases
@@ -332,6 +333,29 @@ def merge_runs(documents: list[Summary]) -> list[Summary]:
     return list(runs.values())
 
 
+# A run that failed before Archive has no summary, and the failure document the state
+# machine keeps names no kind of run: the records the run left under runs/<run>/ (named in
+# kpi_pipeline.layout) tell it, in this order.
+RECORD_KINDS = (
+    ("replay.json", "replay_quarantine"),
+    ("revalidate.json", "revalidate"),
+    ("recompute.json", "recompute"),
+    ("manifest.json", "daily"),  # ListNewFiles' manifest: only a daily run takes one
+)
+
+
+def with_kind(run: Summary, records: Callable[[str], set[str]]) -> Summary:
+    """``run`` with its kind: its own; for a failed run without one, read from the names
+    ``records(run folder)`` gives (marked ``kind_from: records``), if any tells."""
+    if run.get("kind") or run.get("status") != "failed":
+        return run
+    names = records(run_key(str(run["run_id"])))
+    for record, kind in RECORD_KINDS:
+        if record in names:
+            return {**run, "kind": kind, "kind_from": "records"}
+    return run
+
+
 def folder_summaries(folder: Path) -> list[Summary]:
     """The runs' summaries and outcomes under ``folder`` (a data bucket's copy on disk)."""
     found = []
@@ -340,7 +364,11 @@ def folder_summaries(folder: Path) -> list[Summary]:
         summary = parse_summary(path.read_bytes(), str(path))
         if summary is not None:
             found.append(summary)
-    return merge_runs(found)
+
+    def records(run: str) -> set[str]:
+        return {p.name for p in (folder / "runs" / run).glob("*") if p.is_file()}
+
+    return [with_kind(run, records) for run in merge_runs(found)]
 
 
 def s3_summaries(url: str, client: Any) -> list[Summary]:
@@ -373,7 +401,16 @@ def s3_summaries(url: str, client: Any) -> list[Summary]:
         for item in page.get("Contents", [])
         if item["Key"].endswith(".json")
     ]
-    return merge_runs([s for s in (*summaries, *outcomes) if s is not None])
+
+    def records(run: str) -> set[str]:  # the run folder's own objects, not its sub-folders'
+        return {
+            item["Key"].rpartition("/")[2]
+            for page in paginator.paginate(Bucket=bucket, Prefix=f"{runs}{run}/", Delimiter="/")
+            for item in page.get("Contents", [])
+        }
+
+    merged = merge_runs([s for s in (*summaries, *outcomes) if s is not None])
+    return [with_kind(run, records) for run in merged]
 
 
 def state_data_bucket(state: Path) -> Path | None:

@@ -1,4 +1,4 @@
-"""An independent, deliberately plain reference computation of the KPIs in KPIS.md.
+"""An independent, deliberately plain reference computation of the KPIs in docs/kpis.md.
 
 The pipeline computes KPIs with DuckDB SQL; this module recomputes them with the
 standard library only, one readable step per rule of the spec, so end-to-end tests

@@ -1,4 +1,4 @@
-"""Stream-file validation, per the "Valid plays" section of KPIS.md.
+"""Stream-file validation, per the "Valid plays" section of docs/kpis.md.
 
 Each test writes one stream CSV file and the users/songs snapshots, runs
 ``validate_stream_file`` and checks what it returns and what it wrote: the curated plays

@@ -20,7 +20,7 @@ DAY = "2024-06-25"
 def kpis(request, tmp_path_factory, postgres):
     """The KPIs of given songs and plays from either engine: DuckDB's models (the lambda
     engine) or the warehouse engine's SQL on PostgreSQL. Every test runs on both, so the two
-    implementations of KPIS.md cannot drift."""
+    implementations of docs/kpis.md cannot drift."""
     folder = tmp_path_factory.mktemp(request.param)
     if request.param == "lambda":
         return lambda songs, plays, dates: kpi_rows(folder, songs, plays, dates)

@@ -1,6 +1,6 @@
 """Each date is validated and computed with the source tables of its first acceptance.
 
-KPIS.md: a late file gives exactly the KPIs it would have given on time. So a late row is
+docs/kpis.md: a late file gives exactly the KPIs it would have given on time. So a late row is
 checked against the users and songs its date was pinned to, not today's tables, and a file
 spanning dates checks each row against its own date's snapshot (a date not pinned yet uses
 today's, and is pinned to it).

@@ -1,4 +1,4 @@
-"""Hand-computed cases for the reference KPI computation, one per rule of KPIS.md."""
+"""Hand-computed cases for the reference KPI computation, one per rule of docs/kpis.md."""
 
 from __future__ import annotations
 

@@ -3,15 +3,21 @@ sources, the command line. The page in a real browser: tests/test_report_browser
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import fcntl
+import html
+import io
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import boto3
 import psycopg2
@@ -21,6 +27,7 @@ from plotly.offline import get_plotlyjs
 
 from kpi_pipeline.warehouse.schema import create_table_sql
 from local_runner.state import StateFolder
+from reporting import page
 from reporting.__main__ import main
 from reporting.page import Meta, by_day, duration, ordered_runs, render
 from reporting.sources import (
@@ -41,6 +48,17 @@ from reporting.sources import (
 
 ROOT = Path(__file__).resolve().parent.parent
 META = Meta(dt.datetime(2026, 12, 2, 8, 0, tzinfo=dt.UTC), "postgresql://u:***@h/db", "runs/")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def report_js() -> None:
+    """The report's plotly.js, installed as `make report` installs it (npm, once: a lock
+    keeps parallel test processes from installing it together)."""
+    lock = ROOT / ".cache" / "report-js.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        subprocess.run(["make", "-s", "report-js"], cwd=ROOT, check=True, timeout=600)
 
 
 # --- data the tests share (the browser test too) -------------------------------------------
@@ -64,7 +82,14 @@ def genre_row(day: str, genre: str, listens: int, **extra: Any) -> dict[str, Any
     return row
 
 
-def hourly_row(day: str, hour: int, listens: int, listeners: int, diversity: float) -> dict:
+def hourly_row(
+    day: str,
+    hour: int,
+    listens: int,
+    listeners: int,
+    diversity: float,
+    artist: str = "Amara Tanaka",
+) -> dict:
     row = dict.fromkeys(COLUMNS)
     row.update(
         kpi_type="hourly",
@@ -72,7 +97,7 @@ def hourly_row(day: str, hour: int, listens: int, listeners: int, diversity: flo
         listen_count=listens,
         stream_hour=hour,
         unique_listeners=listeners,
-        top_artists="Amara Tanaka",
+        top_artists=artist,
         track_diversity_index=diversity,
         run_id="local-20240627T010000-aaaa",
         loaded_at="2024-06-27 01:00:30",
@@ -84,20 +109,26 @@ GENRES = ["pop", "hip-hop", "rock", "edm", "jazz", "latin", "country", "indie", 
 GENRES += ["metal", "blues", "classical", "ambient"]
 
 
+ARTISTS = ["Amara Tanaka", "Leo Brandt", "Nia Okafor"]
+
+
 def sample_kpis(days: tuple[str, ...] = ("2024-06-25", "2024-06-26", "2024-06-27")) -> list:
-    """Realistic rows: 13 genres a day, 24 hours a day with an evening peak."""
+    """Realistic rows: 13 genres a day, 24 hours a day with an evening peak (the evening's
+    top artist differs from the rest of the day's)."""
     rows = []
     for d, day in enumerate(days):
         for g, genre in enumerate(GENRES):
             rows.append(genre_row(day, genre, 4000 // (g + 1) + 37 * d))
         for hour in range(24):
-            listens = int(600 + 500 * math.sin((hour - 9) / 24 * 2 * math.pi)) + 20 * d
-            rows.append(hourly_row(day, hour, listens, listens // 4, 0.35 + hour / 100))
+            listens = int(460 + 380 * math.sin((hour - 9) / 24 * 2 * math.pi)) + 20 * d
+            artist = ARTISTS[1 + d % 2] if 18 <= hour <= 21 else ARTISTS[0]
+            rows.append(hourly_row(day, hour, listens, listens // 4, 0.35 + hour / 100, artist))
     return rows
 
 
 def sample_summaries() -> list[dict[str, Any]]:
-    """Three runs: an older summary (no kind, no times), a daily run and a failed one."""
+    """Four runs: an older summary (no kind, no times), a daily run, a replay that accepted
+    8 of its unknown_track_id rows, and a failed recompute."""
     return [
         {
             "status": "loaded",
@@ -123,6 +154,25 @@ def sample_summaries() -> list[dict[str, Any]]:
             "kpi_rows_loaded": 44,
         },
         {
+            "status": "replayed",
+            "run_id": "local-20240626T120000-cccc",
+            "kind": "replay_quarantine",
+            "started_at": "2024-06-26T12:00:00+00:00",
+            "finished_at": "2024-06-26T12:00:40+00:00",
+            "plays_valid": 0,
+            "rows_quarantined": {},
+            "replay": {
+                "reasons": ["unknown_track_id", "unknown_user_id"],
+                "rows_rechecked": {"unknown_track_id": 11},
+                "rows_accepted": {"unknown_track_id": 8},
+                "rows_still_quarantined": {"unknown_track_id": 3},
+                "plays_valid": 8,
+                "kpi_dates": ["2024-06-26"],
+            },
+            "kpi_dates": ["2024-06-26"],
+            "kpi_rows_loaded": 37,
+        },
+        {
             "status": "failed",
             "run_id": "local-20240627T010000-bbbb",
             "kind": "recompute",
@@ -130,6 +180,14 @@ def sample_summaries() -> list[dict[str, Any]]:
             "files_processed": 0,
             "rows_quarantined": {},
             "kpi_dates": ["2024-06-24", "2024-06-25", "2024-06-26", "2024-06-27"],
+            "failed_state": "Load",
+            "error": "WarehouseStatementFailed",
+            "cause": json.dumps(
+                {
+                    "errorMessage": "COPY failed: disk full on slice 3",
+                    "errorType": "WarehouseStatementFailed",
+                }
+            ),
         },
     ]
 
@@ -170,7 +228,73 @@ def with_password(dsn: str, user: str, password: str) -> str:
 
 
 def plot_count(page: str) -> int:
-    return page.count('class="js-plotly-chart"')
+    return page.count('<div class="chart"')
+
+
+def pinned_bundle() -> str:
+    """The plotly.js bundle reporting/package.json pins, as npm installed it."""
+    pinned = json.loads((ROOT / "reporting" / "package.json").read_text())["dependencies"]
+    ((package, version),) = pinned.items()
+    installed = ROOT / "reporting" / "node_modules" / package
+    found = json.loads((installed / "package.json").read_text())
+    assert found["version"] == version, found
+    return (installed / found["main"]).read_text(encoding="utf-8")
+
+
+def cards(page: str) -> dict[str, tuple[str, str]]:
+    """The header's figures: label -> (value, what it counts)."""
+    found = re.findall(
+        r'<div class="label">(.*?)</div><div class="value">(.*?)</div><div class="sub">(.*?)</div>',
+        page,
+    )
+    return {label: (value, sub) for label, value, sub in found}
+
+
+def figure(page: str, name: str) -> dict[str, Any]:
+    """A chart's figure, as the page embeds it for plotly.js to draw."""
+    found = re.search(
+        rf'<script type="application/json" id="chart-{re.escape(name)}-figure">(.*?)</script>',
+        page,
+        re.S,
+    )
+    assert found, f"no chart {name}"
+    figure: dict[str, Any] = json.loads(found.group(1))
+    return figure
+
+
+def panel(page: str, day: str) -> str:
+    """One date's part of the page."""
+    found = re.search(rf'<article class="day" data-date="{day}".*?</article>', page, re.S)
+    assert found, f"no panel for {day}"
+    return found.group(0)
+
+
+def section(page: str, name: str) -> str:
+    found = re.search(rf'<section id="{name}">.*?</section>', page, re.S)
+    assert found, f"no section {name}"
+    return found.group(0)
+
+
+def exported(markup: str, name: str) -> list[dict[str, str]]:
+    """The rows of the CSV a download link named ``name`` carries."""
+    found = re.search(
+        rf'download="{re.escape(name)}" href="data:text/csv;charset=utf-8,([^"]*)"', markup
+    )
+    assert found, f"no CSV {name}"
+    text = unquote(html.unescape(found.group(1)))
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def table_rows(markup: str) -> list[list[str]]:
+    """The cells of every body row of the first table in ``markup``, as text."""
+    body = markup[markup.index("<tbody>") : markup.index("</tbody>")]
+    return [
+        [
+            html.unescape(re.sub(r"<[^>]+>", "", cell))
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row)
+        ]
+        for row in re.findall(r"<tr>(.*?)</tr>", body)
+    ]
 
 
 # --- the page --------------------------------------------------------------------------------
@@ -185,9 +309,10 @@ def test_page_shows_each_days_genres_by_listens_with_their_figures() -> None:
     ]
     page = render(rows, [], META)
 
-    day_27, day_26 = re.findall(r'<details class="day".*?</details>', page, re.S)
-    assert 'data-date="2024-06-27" open' in day_27  # the most recent first, open
-    assert 'data-date="2024-06-26">' in day_26  # the others closed
+    choices = re.findall(r'<option value="([\d-]+)"', page)
+    assert choices == ["2024-06-27", "2024-06-26"]  # the most recent first, chosen first
+    assert page.index(panel(page, "2024-06-27")) < page.index(panel(page, "2024-06-26"))
+    day_26 = panel(page, "2024-06-26")
     assert "<td>pop</td><td class=num>4,215</td>" in day_26
     assert (
         "<td>rock</td><td class=num>120</td><td class=num>201.3</td><td class=num>55.50</td>"
@@ -195,40 +320,80 @@ def test_page_shows_each_days_genres_by_listens_with_their_figures() -> None:
     )
     assert day_26.index("<td>pop</td>") < day_26.index("<td>rock</td>")  # listens desc
     assert "Hearts &amp; &lt;Minds&gt;" in day_26  # escaped, never markup
-    assert "4,335 listens in 2 genres, most listened: pop" in day_26
-    assert plot_count(page) == 3  # two days' genres, the hourly curve; no run: no quarantine
+    assert "0 plays; 4,335 genre listens in 2 genres, most listened: pop" in day_26
+    assert "No hourly KPIs for this date." in day_26
+    # two days' genres, one day's hourly curve, the trend; no run: no quarantine
+    assert plot_count(page) == 2 + 1 + 1
+
+
+def test_plays_come_from_the_hourly_rows_where_genre_listens_count_a_play_per_genre() -> None:
+    """The KPI definitions' worked example: track A, listed under pop and dance, played
+    twice and B (pop) once: 3 plays, but 5 genre listens (pop 3, dance 2). Plays are the
+    sum of the hourly rows' listen_count; the genre sum is shown as what it is."""
+    day = "2024-06-25"
+    rows = [
+        genre_row(day, "pop", 3),
+        genre_row(day, "dance", 2),
+        hourly_row(day, 10, 3, 2, 2 / 3),
+        genre_row("2024-06-26", "pop", 4),
+        hourly_row("2024-06-26", 9, 1, 1, 1.0),
+        hourly_row("2024-06-26", 23, 3, 2, 1.0),
+    ]
+    page = render(rows, [], META)
+
+    plays, counts = cards(page)["plays"]
+    assert plays == "7" and "each play once" in counts  # 3 + 1 + 3, not 3 + 2 + 4
+    assert "listens" not in cards(page)  # no figure of genre listens posing as plays
+    assert "2024-06-25 — 3 plays; 5 genre listens in 2 genres" in panel(page, day)
+    assert "2024-06-26 — 4 plays; 4 genre listens in 1 genre" in panel(page, "2024-06-26")
+    days = table_rows(section(page, "trend"))
+    assert [row[:3] for row in days] == [["2024-06-26", "4", "4"], ["2024-06-25", "3", "5"]]
+
+
+def test_every_table_explains_each_of_its_columns_and_links_the_kpi_definitions() -> None:
+    """Under each table, one line per column says what it counts ("popularity 87.05"
+    means something), and the page links the KPI definitions of the repository."""
+    page = render(sample_kpis(), sample_summaries(), META)
+    tables = re.findall(r"<table>(.*?)</table>\s*<dl class=\"columns\">(.*?)</dl>", page, re.S)
+    assert len(tables) == page.count("<table>") >= 8
+    for table, notes in tables:
+        headers = re.findall(r"<th(?:\s[^>]*)?>(.*?)</th>", table)
+        explained = re.findall(r"<dt>(.*?)</dt><dd>(.+?)</dd>", notes)
+        assert [name for name, _ in explained] == headers
+    assert f'href="{META.definitions}"' in page and META.definitions.endswith("docs/kpis.md")
 
 
 def test_genre_chart_has_the_top_ten_only_and_table_every_genre() -> None:
     rows = [genre_row("2024-06-27", f"g{i:02d}", 100 + i) for i in range(14)]
     page = render(rows, [], META)
-    chart = page[page.index('id="chart-genres-2024-06-27"') :]
-    chart = chart[: chart.index("</script>")]
-    bars = json.loads(re.search(r'"y":(\[[^\]]*\])', chart).group(1))  # type: ignore[union-attr]
+    bars = figure(page, "genres-2024-06-27")["data"][0]["y"]
     assert bars == [f"g{i:02d}" for i in range(4, 14)]  # ten, the largest drawn on top
     assert page.count("<tr><td>g") == 14
+    css = "".join(re.findall(r"<style>(.*?)</style>", page, re.S))
+    assert "max-height" not in css and "overflow-y" not in css  # every row in sight
 
 
 def test_data_strings_reach_the_charts_as_text_never_as_plotly_markup() -> None:
-    """Plotly draws a subset of HTML in labels (<a href>, <b>, <br>): a genre or a track
-    named with it would become a live link in a chart. Every data string is escaped first
-    (Plotly shows the entity as the character)."""
+    """Plotly draws a subset of HTML in labels (<a href>, <b>, <br>): a genre, a track or an
+    artist named with it would become a live link in a chart. Every data string is escaped
+    first (Plotly shows the entity as the character), and the figures' JSON cannot end
+    their script element."""
     link = '<a href="https://evil.example/">click</a>'
     row = genre_row("2024-06-27", link, 100)
     row["most_popular_track"] = "<b>" + link
-    page = render([row], [{**sample_summaries()[1], "rows_quarantined": {link: 1}}], META)
-    charts = "".join(
-        chart[: chart.index("</script>")] for chart in page.split('class="js-plotly-chart"')[1:]
-    )
-    charts = charts.replace("\\u002f", "/").replace("\\u003c", "<")  # JSON's escapes
+    hour = hourly_row("2024-06-27", 3, 10, 2, 0.5, artist=link + "</script>")
+    page = render([row, hour], [{**sample_summaries()[1], "rows_quarantined": {link: 1}}], META)
+    scripts = re.findall(r'<script type="application/json"[^>]*>(.*?)</script>', page, re.S)
+    charts = json.dumps([json.loads(script) for script in scripts])
     assert "evil.example" in charts  # drawn...
     assert "<a href" not in charts  # ...as text only
     assert "&lt;a href=&quot;https://evil.example/&quot;&gt;click&lt;/a&gt;" in charts
+    assert all("</" not in script for script in scripts)
 
 
 def test_page_lists_runs_newest_first_with_totals_and_durations() -> None:
     page = render([], sample_summaries(), META)
-    runs = page[page.index('<section id="runs">') :]
+    runs = section(page, "runs")
     order = [runs.index(r) for r in ("local-20240627T010000-bbbb", "scheduled-0f3c")]
     assert order == sorted(order)
     assert runs.index("scheduled-0f3c") < runs.index("local-20240625T010000-aaaa")
@@ -245,57 +410,98 @@ def test_page_lists_runs_newest_first_with_totals_and_durations() -> None:
     old = cells["local-20240625T010000-aaaa"]
     assert old[0] == "—" and old[2] == "2024-06-25 01:00:00" and old[3] == "—"
     assert old[6] == "12" and old[8] == "2024-06-24, 2024-06-25"
+    assert cells["local-20240626T120000-cccc"][5] == "8"  # a replay: the rows it accepted
     failed = cells["local-20240627T010000-bbbb"]
-    assert "status bad" in failed[1] and failed[3] == "—"
+    assert failed[0] == "recompute" and "status bad" in failed[1] and failed[3] == "—"
+    assert "Load: WarehouseStatementFailed — COPY failed: disk full on slice 3" in failed[1]
     assert failed[8] == "2024-06-24 … 2024-06-27 (4)"
 
 
-def test_page_totals_quarantines_by_reason_over_the_runs() -> None:
+def test_quarantine_totals_leave_out_the_rows_a_replay_accepted_since() -> None:
     page = render([], sample_summaries(), META)
-    section = page[page.index('<section id="quarantine">') : page.index('<section id="runs">')]
-    totals = dict(
-        re.findall(r"<tr><td>(?:row|file)</td><td>(.*?)</td><td class=num>(\d+)</td>", section)
-    )
+    quarantine = section(page, "quarantine")
+    totals = {row[1]: row for row in table_rows(quarantine)}
     assert totals == {
-        "invalid_user_id": "10",
-        "malformed_row": "5",
-        "unknown_track_id": "11",
-        "quarantined: missing_columns": "1",
-        "unreadable: GLACIER": "2",
+        # what, reason, quarantined, accepted by a replay since, still quarantined, runs
+        "invalid_user_id": ["row", "invalid_user_id", "10", "0", "10", "2"],
+        "malformed_row": ["row", "malformed_row", "5", "0", "5", "1"],
+        "unknown_track_id": ["row", "unknown_track_id", "11", "8", "3", "1"],
+        "missing_columns": ["file", "missing_columns", "1", "—", "1", "1"],
+        "unreadable: GLACIER": ["file", "unreadable: GLACIER", "2", "—", "2", "1"],
     }
-    # one trace per reason, x = the runs oldest first
-    rows_chart = section[section.index("chart-rows-quarantined") :]
-    runs = json.loads(re.search(r'"x":(\[[^\]]*\])', rows_chart).group(1))  # type: ignore[union-attr]
-    assert runs == [
-        "local-20240625T010000-aaaa",
-        "scheduled-0f3c",
-        "local-20240627T010000-bbbb",
-    ]
-    assert rows_chart.count('"type":"bar"') >= 3
-    assert '"y":[7,3,0]' in rows_chart  # invalid_user_id per run
-    assert plot_count(page) == 2  # rows and files
+    assert "18 rows still quarantined (8 of 26 accepted since by a replay)" in quarantine
+    # a revalidation moves accepted plays to the quarantine: they count as quarantined rows
+    revalidation = {
+        "run_id": "local-20240627T060000-dddd",
+        "status": "revalidated",
+        "kind": "revalidate",
+        "revalidation": {"plays_quarantined": {"unknown_track_id": 2}},
+    }
+    page = render([], [*sample_summaries(), revalidation], META)
+    totals = {row[1]: row for row in table_rows(section(page, "quarantine"))}
+    assert totals["unknown_track_id"][2:] == ["13", "8", "5", "2"]
 
 
-def test_page_is_self_contained_with_plotly_inlined_once() -> None:
+def test_quarantine_charts_are_per_day_of_the_runs() -> None:
+    """One bar per UTC date the runs started on (not per run id): the two runs of
+    2024-06-26 add up; a replay's accepted rows go below zero; a run of no known time is
+    said, not charted."""
+    summaries = [*sample_summaries(), {"run_id": "manual", "rows_quarantined": {"x": 4}}]
+    page = render([], summaries, META)
+    rows = figure(page, "rows-quarantined")
+    traces = {trace["name"]: trace for trace in rows["data"]}
+    assert traces["invalid_user_id"]["x"] == ["2024-06-25", "2024-06-26", "2024-06-27"]
+    assert traces["invalid_user_id"]["y"] == [7, 3, 0]
+    assert traces["accepted by a replay"]["y"] == [0, -8, 0]
+    assert "x" not in traces  # the run of no known start
+    assert rows["layout"]["xaxis"]["type"] == "date" and rows["layout"]["barmode"] == "relative"
+    assert "1 run with no start time is not charted (manual)." in section(page, "quarantine")
+    files = figure(page, "files-quarantined")
+    assert {t["name"]: t["y"] for t in files["data"]} == {
+        "quarantined: missing_columns": [1, 0, 0],
+        "unreadable: GLACIER": [0, 2, 0],
+    }
+
+
+def test_page_is_self_contained_with_the_pinned_partial_plotly_inlined_once() -> None:
     page = render(sample_kpis(), sample_summaries(), META)
-    bundle = get_plotlyjs()
+    bundle = pinned_bundle()
     assert page.count(bundle[:400]) == 1 and bundle in page
-    assert page.count("Plotly.newPlot(") == plot_count(page) == 3 + 1 + 2
+    assert get_plotlyjs()[:400] not in page  # not plotly.py's full bundle (4.8 MB)
+    assert len(page.encode()) < len(get_plotlyjs().encode()) / 3
+    figures = re.findall(r'<script type="application/json" id="chart-(.*?)-figure">', page)
+    assert len(figures) == plot_count(page) == 1 + 3 * 2 + 2  # trend, per day: 2, quarantine
     assert not re.search(r"<script[^>]*\bsrc=", page, re.I)  # every script inline
     assert not re.search(r"<link\b", page, re.I)  # no stylesheet, font or icon link
     assert not re.search(r"<(img|iframe)\b[^>]*\bsrc=\"?https?:", page, re.I)
     css = "".join(re.findall(r"<style>(.*?)</style>", page, re.S))
     assert "@import" not in css and not re.search(r"url\(\s*['\"]?https?:", css)
+    links = re.findall(r'<a [^>]*href="([^"]*)"', page)
+    assert all(href.startswith(("data:text/csv", "#", META.definitions)) for href in links)
+
+
+def test_without_the_pinned_bundle_the_report_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    npm = tmp_path / "reporting"
+    npm.mkdir()
+    shutil.copy(ROOT / "reporting" / "package.json", npm)
+    monkeypatch.setattr(page, "_NPM", npm)
+    page.plotly_js.cache_clear()
+    try:
+        with pytest.raises(ReportError, match=r"not installed: run `make report`"):
+            render(sample_kpis(), [], META)
+    finally:
+        page.plotly_js.cache_clear()
 
 
 def test_an_empty_warehouse_and_no_runs_give_a_page_that_says_so() -> None:
     page = render([], [], META)
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "The warehouse holds no KPI rows yet" in page
-    assert "No hourly KPIs yet." in page
     assert "No run summaries found." in page
     assert "0 runs, 0 dates" in page
-    assert plot_count(page) == 0 and get_plotlyjs()[:400] not in page  # nothing to draw
+    assert plot_count(page) == 0 and pinned_bundle()[:400] not in page  # nothing to draw
 
 
 def test_runs_are_ordered_by_start_else_run_id() -> None:
@@ -318,15 +524,107 @@ def test_runs_are_ordered_by_start_else_run_id() -> None:
     assert duration(
         {"started_at": "2026-12-01T22:00:00", "finished_at": "2026-12-01T23:05:00"}
     ) == ("1 h 05 min")
-    assert [d for d, _ in by_day(sample_kpis())] == ["2024-06-27", "2024-06-26", "2024-06-25"]
+    assert [d.date for d in by_day(sample_kpis())] == ["2024-06-27", "2024-06-26", "2024-06-25"]
 
 
-def test_hourly_curve_fills_the_silent_hours_with_zero_listens() -> None:
-    page = render([hourly_row("2024-06-27", 3, 30, 12, 0.5)], [], META)
-    chart = page[page.index('id="chart-hourly"') :]
-    listens = json.loads(re.search(r'"name":"listens".*?"y":(\[[^\]]*\])', chart).group(1))  # type: ignore[union-attr]
-    assert len(listens) == 24 and listens[3] == 30 and sum(listens) == 30
-    assert '"yaxis":"y2"' in chart  # diversity on its own axis
+def test_hourly_curve_is_one_day_each_with_the_silent_hours_at_zero() -> None:
+    """One chart per date, hours 0-23 on its x axis: never all days joined into one line."""
+    rows = [hourly_row("2024-06-27", 3, 30, 12, 0.5), hourly_row("2024-06-26", 22, 7, 5, 1.0)]
+    page = render(rows, [], META)
+    for day, hour, plays in (("2024-06-27", 3, 30), ("2024-06-26", 22, 7)):
+        traces = {t["name"]: t for t in figure(page, f"hourly-{day}")["data"]}
+        listens = traces["plays"]
+        assert listens["x"] == list(range(24))
+        assert listens["y"][hour] == plays and sum(listens["y"]) == plays
+        assert traces["track diversity index"]["yaxis"] == "y2"  # on its own axis
+
+
+def test_each_day_shows_its_hours_with_their_top_artist() -> None:
+    page = render(sample_kpis(), [], META)
+    hours = table_rows(panel(page, "2024-06-26").split('tablebox hours"', 1)[1])
+    assert len(hours) == 24
+    assert hours[9][:3] == ["09:00", "480", "120"]  # hour, plays, unique listeners
+    assert hours[9][3] == "Amara Tanaka" and hours[19][3] == "Nia Okafor"
+    artists = figure(page, "hourly-2024-06-26")["data"][0]["customdata"]
+    assert artists[19] == "Nia Okafor"  # in the curve's hover too
+
+
+def test_trend_across_days_is_the_plays_of_each_date() -> None:
+    rows = sample_kpis()
+    page = render(rows, [], META)
+    plays = {
+        day: sum(
+            r["listen_count"] for r in rows if r["kpi_type"] == "hourly" and r["kpi_date"] == day
+        )
+        for day in ("2024-06-25", "2024-06-26", "2024-06-27")
+    }
+    trend = figure(page, "trend")
+    assert trend["data"][0]["x"] == sorted(plays)  # oldest first, on a date axis
+    assert trend["data"][0]["y"] == [plays[day] for day in sorted(plays)]
+    assert trend["layout"]["xaxis"]["type"] == "date"
+    overview = table_rows(section(page, "trend"))
+    assert [row[0] for row in overview] == sorted(plays, reverse=True)
+    assert overview[0][1] == f"{plays['2024-06-27']:,}"
+
+
+def test_top_artists_and_tracks_over_all_days() -> None:
+    """Artists ranked by the hours they topped, tracks by the genre-days they led: what the
+    KPI table can rank (it holds no per-track or per-artist play count)."""
+    rows = sample_kpis()
+    rows.append(
+        genre_row(
+            "2024-06-27",
+            "dance",
+            10,
+            most_popular_track="Pop Anthem",
+            most_popular_track_id="id-pop",
+        )
+    )
+    page = render(rows, [], META)
+    top = section(page, "top")
+    artists = table_rows(top.split('tablebox artists"', 1)[1])
+    assert artists[0][:3] == ["Amara Tanaka", "60", "3"]  # 20 hours a day, on 3 days
+    assert [a[0] for a in artists] == ["Amara Tanaka", "Leo Brandt", "Nia Okafor"]
+    assert artists[1][1] == "8"  # 4 evening hours on 2 days
+    tracks = table_rows(top.split('tablebox tracks"', 1)[1])
+    assert tracks[0][:2] == ["Pop Anthem", "4"]  # pop on 3 days, dance once
+    assert len(tracks) == 10  # the top ten of 13
+    day = panel(page, "2024-06-27")
+    assert "Top artists of the day" in day and "Amara Tanaka (20 h)" in day
+
+
+def test_what_is_shown_exports_as_csv_with_formulas_neutralised() -> None:
+    """Each table downloads as CSV from the page itself (a data: link, nothing fetched),
+    with the figures shown; a text cell that starts like a spreadsheet formula gets a
+    leading apostrophe, as the local runner's CSV for people does."""
+    rows = sample_kpis(("2024-06-27",))
+    rows.append(genre_row("2024-06-27", '=HYPERLINK("https://evil.example")', 1))
+    rows[0]["most_popular_track"] = "@SUM(A1)"
+    page = render(rows, sample_summaries(), META)
+
+    day = panel(page, "2024-06-27")
+    genres = exported(day, "kpis-2024-06-27-genres.csv")
+    assert genres[0] == {
+        "genre": "pop",
+        "genre listens": "4000",
+        "avg duration (s)": "220.0",
+        "popularity": "40.00",
+        "most played track": "'@SUM(A1)",
+    }
+    assert genres[-1]["genre"] == '\'=HYPERLINK("https://evil.example")'
+    assert len(genres) == 14
+    hours = exported(day, "kpis-2024-06-27-hours.csv")
+    assert len(hours) == 24 and hours[9]["top artist"] == "Amara Tanaka"
+    assert sum(int(h["plays"]) for h in hours) == sum(
+        int(d["plays"]) for d in exported(page, "kpis-days.csv")
+    )
+    assert len(exported(page, "runs.csv")) == len(sample_summaries())
+    assert len(exported(page, "quarantine.csv")) == 5
+    assert {name for name in re.findall(r'download="([^"]+)"', page)} >= {
+        "kpis-days.csv",
+        "top-artists.csv",
+        "top-tracks.csv",
+    }
 
 
 # --- secrets ---------------------------------------------------------------------------------
@@ -563,13 +861,22 @@ def test_a_failed_or_early_run_comes_from_its_outcome_document(tmp_path: Path) -
     (outcomes / "r2.json").write_text(json.dumps({"status": "no_new_files", "run_id": "r2"}))
     early = {**failure, "run_id": "r3", "failed_state": "ExtractRds", "error": "SourceUnavailable"}
     (outcomes / "r3.json").write_text(json.dumps(early))
+    # a failure's outcome names no kind: the records the run left say it (a recompute plan)
+    late = {**failure, "run_id": "r5", "failed_state": "Load", "error": "WarehouseStatementFailed"}
+    (outcomes / "r5.json").write_text(json.dumps({**late, "cause": "relation is locked"}))
+    (folder / "runs" / "r5").mkdir()
+    (folder / "runs" / "r5" / "recompute.json").write_text("{}")
 
     runs = {run["run_id"]: run for run in folder_summaries(folder)}
 
     assert runs["r1"]["status"] == "failed" and runs["r1"]["plays_valid"] == 7
     assert runs["r2"]["status"] == "no_new_files"
+    assert runs["r5"]["kind"] == "recompute" and runs["r5"]["kind_from"] == "records"
+    assert "kind" not in runs["r3"]  # failed before leaving any record of its kind
     page = render([], list(runs.values()), META)
     assert "ExtractRds: SourceUnavailable" in page
+    assert "<td>recompute (from its records)</td>" in page
+    assert "Load: WarehouseStatementFailed — relation is locked" in page
     replay = {
         "run_id": "r4",
         "status": "replayed",
@@ -626,11 +933,15 @@ def test_summaries_from_s3_page_by_page(aws: Any) -> None:
     found = s3_summaries("s3://data/pipeline/", SmallPages(aws.s3))
     expected = [*(s["run_id"] for s in sample_summaries()), "died-early"]
     assert sorted(s["run_id"] for s in found) == sorted(expected)
-    # the run folders by delimiter, then the outcomes: no per-file result is listed
+    # the run folders by delimiter, then the outcomes, then the records of the run that has
+    # an outcome only (its kind): no per-file result is listed
     assert {(p.get("Prefix"), p.get("Delimiter")) for p in listed} == {
         ("pipeline/runs/", "/"),
         ("pipeline/runs/outcomes/", None),
+        ("pipeline/runs/died-early/", "/"),
     }
+    died = next(s for s in found if s["run_id"] == "died-early")
+    assert died["kind"] == "daily" and died["kind_from"] == "records"  # its manifest
 
 
 # --- the command line ------------------------------------------------------------------------
@@ -669,10 +980,13 @@ def test_report_command_end_to_end_never_shows_the_password(
     assert done.returncode == 0, done.stderr
     report = out / "kpi_report.html"
     assert done.stdout.splitlines()[0] == str(report)
-    assert "report: 3 dates, 111 KPI rows, 3 runs" in done.stdout
+    runs = len(sample_summaries())
+    assert f"report: 3 dates, 111 KPI rows, {runs} runs" in done.stdout
     page = report.read_text()
     assert "<td>pop</td><td class=num>4,074</td>" in page  # 4000 + 37 x 2, 2024-06-27
-    assert "scheduled-0f3c" in page and plot_count(page) == 3 + 1 + 2
+    link = re.search(r'href="([^"]*kpis\.md)"', page)
+    assert link and (out / link.group(1)).resolve() == ROOT / "docs" / "kpis.md"
+    assert "scheduled-0f3c" in page and plot_count(page) == 1 + 3 * 2 + 2
     for text in (done.stdout, done.stderr, page):
         assert password not in text
     assert mask_dsn(dsn) in page and "password" not in mask_dsn(dsn)
@@ -731,7 +1045,7 @@ def test_local_report_reads_states_warehouse_and_snapshot_holding_state(
 
     assert main(["--out", str(tmp_path / "out"), "--state", str(state)]) == 0
     page = (tmp_path / "out" / "kpi_report.html").read_text()
-    assert "3 runs, 1 dates" in page and "not-ours" not in page
+    assert f"{len(sample_summaries())} runs, 1 dates" in page and "not-ours" not in page
     assert "local-storagedatabucketb1b922fa (STATE&#x27;s saved snapshot)" in page
     capsys.readouterr()
 

@@ -165,7 +165,7 @@ def test_make_run_turns_its_variables_into_the_execution_input():
 
 def test_a_name_longer_than_the_kpi_tables_run_id_is_refused():
     """Step Functions takes 80 characters, any script: 80 of 'é' are 160 bytes, and the KPI
-    table's run_id (KPIS.md) is a VARCHAR(128), counted in bytes by Redshift."""
+    table's run_id (docs/kpis.md) is a VARCHAR(128), counted in bytes by Redshift."""
     check_run_id("é" * 64)  # 128 bytes
     with pytest.raises(InvalidRequest, match=r"at most 128 bytes in UTF-8.*this one has 160"):
         check_run_id("é" * 80)

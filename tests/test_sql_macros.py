@@ -15,7 +15,7 @@ from kpi_pipeline import engine
 from kpi_pipeline.settings import EngineSettings
 from kpi_pipeline.warehouse.schema import truncate_utf8
 
-# Valid plays are dated in years 1-9999 (KPIS.md rule 3), microseconds included.
+# Valid plays are dated in years 1-9999 (docs/kpis.md rule 3), microseconds included.
 INSTANTS = st.datetimes(
     min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
 )

@@ -51,7 +51,7 @@ def genre_row(
         "track_genre": genre,
         "listen_count": 3,
         "avg_track_duration_sec": 210.0,
-        "popularity_index": 100 * (0.5 * 1 + 0.5 * (200 / 3) / 100),  # 83.33: KPIS.md's pop
+        "popularity_index": 100 * (0.5 * 1 + 0.5 * (200 / 3) / 100),  # 83.33: docs/kpis.md's pop
         "most_popular_track": "Song A",
         "most_popular_track_id": "A",
         "stream_hour": None,

@@ -1,4 +1,4 @@
-"""The ``music_kpi_metrics`` definition (KPIS.md, "Warehouse table") and its SQL builders."""
+"""The ``music_kpi_metrics`` definition (docs/kpis.md, "Warehouse table") and its SQL builders."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Each date's source snapshot: the users and songs its plays are validated and computed with.
 
-KPIS.md: a late file gives exactly the KPIs it would have given on time. So a date is tied
+docs/kpis.md: a late file gives exactly the KPIs it would have given on time. So a date is tied
 ("pinned") to the source snapshot of the run that first accepted a play of it, kept under
 ``catalogue/`` for good, and every later file of that date is validated against that
 snapshot's users and songs, and computed with its songs, whatever today's tables hold.

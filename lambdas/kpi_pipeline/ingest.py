@@ -1,4 +1,4 @@
-"""Validation of one stream CSV file, per the "Valid plays" section of KPIS.md.
+"""Validation of one stream CSV file, per the "Valid plays" section of docs/kpis.md.
 
 A file is either rejected whole (:class:`RejectedFile`, with its reason) or accepted
 (:class:`AcceptedFile`): its valid plays, de-duplicated, are written as one Parquet file
@@ -232,7 +232,7 @@ def _write_plays(
 ) -> tuple[dict[dt.date, Path], dict[dt.date, int]]:
     """One Parquet file of de-duplicated valid plays per kpi_date; and how many each holds."""
     # Every row the quarantine does not hold is valid (no second classification), and rows
-    # repeating (user_id, track_id, listen_time) are one play (KPIS.md).
+    # repeating (user_id, track_id, listen_time) are one play (docs/kpis.md).
     con.execute(
         """
         CREATE TEMP VIEW valid_rows AS

@@ -6,7 +6,7 @@ written, no file moved, the warehouse work happens in temporary tables. Every ch
 what it found and, when it fails, what to fix. Archive gathers the checks into one document
 (``runs/<run>/preflight.json``) and the execution's output.
 
-The warehouse checks run the spec's worked example (KPIS.md) through both engines: the
+The warehouse checks run the spec's worked example (docs/kpis.md) through both engines: the
 Lambda engine (DuckDB, in Transform) writes the example's inputs as the pipeline's own
 writers write them, and its KPI rows; the warehouse engine (TransformInWarehouse) COPYs
 those inputs through the COPY role and computes the same rows in SQL; Load COPYs the Lambda
@@ -34,7 +34,7 @@ from kpi_pipeline.storage import Storage
 
 ATTEMPT = "preflight"  # the attempt folder a preflight writes its warehouse inputs under
 FIXTURE_DATE = dt.date(2024, 6, 25)
-# KPIS.md's worked example: users 1 and 2; track A in pop and dance (artists X;Y), B in pop.
+# docs/kpis.md's worked example: users 1 and 2; track A in pop and dance (artists X;Y), B in pop.
 FIXTURE_SONGS = (
     ("1", "A", "X;Y", "Song A", "80", "180000", "pop"),
     ("2", "A", "X;Y", "Song A", "80", "180000", "dance"),
@@ -46,7 +46,7 @@ FIXTURE_PLAYS = (
     (1, "B", "2024-06-25 10:40:00"),
     (1, "B", "2024-06-25 10:40:00"),  # a duplicate: one play
 )
-# What KPIS.md's worked example says those plays give (the columns it names).
+# What docs/kpis.md's worked example says those plays give (the columns it names).
 WORKED_EXAMPLE: list[dict[str, Any]] = [
     {
         "kpi_type": "genre",
@@ -156,7 +156,7 @@ def source(settings: Any, step: str) -> PreflightResult:
     for table, columns in facts["tables"].items():
         with checks.check(
             f"source: table {table} has the columns the KPI spec names",
-            f"the source's {table} table must have every column of KPIS.md's inputs",
+            f"the source's {table} table must have every column of docs/kpis.md's inputs",
         ) as outcome:
             missing = columns["missing"]
             outcome["ok"] = columns["exists"] and not missing
@@ -234,7 +234,7 @@ def lambda_engine(
         outcome["detail"] = f"{len(rows)} KPI rows written for the warehouse to match"
     if rows:
         with checks.check(
-            "Lambda engine: the worked example gives KPIS.md's numbers",
+            "Lambda engine: the worked example gives docs/kpis.md's numbers",
             "the deployed code computes other KPIs than the spec: deploy a tested version",
         ) as outcome:
             differences = _differences(WORKED_EXAMPLE, rows)
@@ -242,7 +242,7 @@ def lambda_engine(
             outcome["detail"] = (
                 "pop 3 plays (83.33), dance 2 (73.33), hour 10: 3 plays, 2 listeners, Y"
                 if not differences
-                else f"differs from KPIS.md: {differences[:3]}"
+                else f"differs from docs/kpis.md: {differences[:3]}"
             )
     return checks.result()
 

@@ -23,7 +23,7 @@ class FileReason(StrEnum):
 
 
 class RowReason(StrEnum):
-    """Why a row was quarantined: the first rule of KPIS.md it breaks, in the spec's order."""
+    """Why a row was quarantined: the first rule of docs/kpis.md it breaks, in the spec's order."""
 
     MALFORMED_ROW = "malformed_row"
     INVALID_USER_ID = "invalid_user_id"

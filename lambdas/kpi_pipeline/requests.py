@@ -42,7 +42,7 @@ KNOWN_KEYS = ("full_extract", *OPERATIONS, "preflight", *NOTES)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-RUN_ID_BYTES = 128  # music_kpi_metrics.run_id is a VARCHAR(128) (KPIS.md): bytes, in Redshift
+RUN_ID_BYTES = 128  # music_kpi_metrics.run_id is a VARCHAR(128) (docs/kpis.md): bytes, in Redshift
 
 
 def check_run_id(run_id: str) -> None:

@@ -3,7 +3,7 @@
 A play is valid with the users and songs its date is pinned to (:mod:`kpi_pipeline.catalogue`).
 After a source correction (a user deleted, a song replaced under another id) and a
 recompute with ``"catalogue": "current"``, which re-pins the dates to today's tables, plays
-accepted with the old tables may fail KPIS.md's rule 4 now. ``{"revalidate": {"from": ...,
+accepted with the old tables may fail docs/kpis.md's rule 4 now. ``{"revalidate": {"from": ...,
 "to": ...}}`` checks every accepted play of those dates with the ingest's own rules
 (``ingest/classify_stream_rows.sql``) and moves each that fails, date by date and content
 by content, in this order:

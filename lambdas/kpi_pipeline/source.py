@@ -32,7 +32,7 @@ from kpi_pipeline.settings import SourceSettings
 CHANGE_COLUMN_TYPES = frozenset({"timestamp without time zone", "timestamp with time zone", "date"})
 COPY_BUFFER_BYTES = 1 << 20
 
-# The source columns KPIS.md names, in its order. They are read as text and typed later
+# The source columns docs/kpis.md names, in its order. They are read as text and typed later
 # in SQL (staging), so a column that is TEXT in one database and INT in another reads alike.
 SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
     "users": ("user_id", "user_name", "user_age", "user_country", "created_at"),

@@ -5,7 +5,7 @@ and moto's S3 and Secrets Manager, configured through environment variables as i
 The events in ``tests/events/`` are what the state machine passes each step; tests load
 them and replace what a step's real predecessor returned.
 
-The source data is the worked example of KPIS.md, so computed KPIs can be checked by hand.
+The source data is the worked example of docs/kpis.md, so computed KPIs can be checked by hand.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def test_transform_computes_the_kpis_of_the_dates_this_run_ingested(
         (NEXT_DAY, "genre", "pop"),
         (NEXT_DAY, "hourly", 8),
     }
-    # KPIS.md's worked example, figure by figure.
+    # docs/kpis.md's worked example, figure by figure.
     pop, dance, hour_10 = (
         rows[DAY, "genre", "pop"],
         rows[DAY, "genre", "dance"],

@@ -1,16 +1,16 @@
 -- Shared helpers, created on every DuckDB connection.
 
 -- Trim ASCII whitespace (space, tab, CR, LF, FF, VT) from both ends. DuckDB's trim()
--- only removes spaces, and "surrounding whitespace" in KPIS.md means all of these.
+-- only removes spaces, and "surrounding whitespace" in docs/kpis.md means all of these.
 CREATE OR REPLACE TEMP MACRO strip_ws(s) AS
     regexp_replace(s, '^[ \t\r\n\f\v]+|[ \t\r\n\f\v]+$', '', 'g');
 
--- Date and time of KPIS.md rule 3, without the offset: YYYY-MM-DD, 'T' or space,
+-- Date and time of docs/kpis.md rule 3, without the offset: YYYY-MM-DD, 'T' or space,
 -- HH:MM:SS (hours 00-23), up to 6 fractional digits.
 CREATE OR REPLACE TEMP MACRO iso_date_time_pattern() AS
     '[0-9]{4}-[0-9]{2}-[0-9]{2}[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?';
 
--- KPIS.md, valid plays rule 1: an integer, optionally signed.
+-- docs/kpis.md, valid plays rule 1: an integer, optionally signed.
 CREATE OR REPLACE TEMP MACRO is_integer_text(s) AS
     regexp_full_match(s, '[+-]?[0-9]+');
 
@@ -27,7 +27,7 @@ CREATE OR REPLACE TEMP MACRO integral_value(s) AS
             THEN TRY_CAST(TRY_CAST(s AS DOUBLE) AS HUGEINT)
     END;
 
--- KPIS.md, valid plays rule 3: YYYY-MM-DD, 'T' or space, HH:MM:SS, up to 6 fractional
+-- docs/kpis.md, valid plays rule 3: YYYY-MM-DD, 'T' or space, HH:MM:SS, up to 6 fractional
 -- digits, optional UTC offset (Z, +HH:MM, +HHMM, +HH). Expects upper-cased text; the
 -- calendar itself (Feb 30, year 0000, ...) is checked by the cast and range that follow.
 CREATE OR REPLACE TEMP MACRO is_iso_timestamp_text(s) AS

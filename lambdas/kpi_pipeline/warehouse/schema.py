@@ -1,4 +1,4 @@
-"""The warehouse table ``music_kpi_metrics``, exactly as KPIS.md defines it.
+"""The warehouse table ``music_kpi_metrics``, exactly as docs/kpis.md defines it.
 
 One definition serves the transform (the Parquet it writes), both warehouse adapters (the
 DDL and the load statements) and the tests. VARCHAR widths are in bytes, as in Redshift, so

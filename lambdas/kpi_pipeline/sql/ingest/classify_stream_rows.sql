@@ -1,4 +1,4 @@
--- Every parsed row of one stream file, with the first rule of KPIS.md "Valid plays" it
+-- Every parsed row of one stream file, with the first rule of docs/kpis.md "Valid plays" it
 -- breaks (reason IS NULL for a valid play). Rule 4 is checked against the snapshot of the
 -- row's own date: a late file is judged as it would have been on time.
 -- Inputs: parsed_rows (parse_stream_rows.sql), date_snapshots(kpi_date, snapshot),

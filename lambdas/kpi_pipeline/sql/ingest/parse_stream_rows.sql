@@ -1,4 +1,4 @@
--- Every parsed row of one stream file, typed: what rules 1-3 of KPIS.md "Valid plays" need,
+-- Every parsed row of one stream file, typed: what rules 1-3 of docs/kpis.md "Valid plays" need,
 -- and the row's kpi_date (whose snapshot checks rule 4, see classify_stream_rows.sql).
 -- Input: raw_rows(record_number, user_id, track_id, listen_time) as text.
 --

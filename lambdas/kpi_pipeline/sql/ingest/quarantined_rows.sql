@@ -1,5 +1,5 @@
 -- The quarantined rows of one stream file that parsed into fields, each with its reason and
--- its values as written (KPIS.md: quarantined with its reason, never silently dropped).
+-- its values as written (docs/kpis.md: quarantined with its reason, never silently dropped).
 -- Input: classified_rows (classify_stream_rows.sql). The rows whose field count is not the
 -- header's (malformed_row) are kept as read, beside these (kpi_pipeline.ingest).
 SELECT

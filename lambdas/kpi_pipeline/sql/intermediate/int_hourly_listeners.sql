@@ -1,4 +1,4 @@
--- unique_listeners (KPIS.md): the distinct users with at least one play in the UTC hour.
+-- unique_listeners (docs/kpis.md): the distinct users with at least one play in the UTC hour.
 -- Inputs: stg_plays (one date).
 WITH listeners AS (
     SELECT DISTINCT kpi_date, stream_hour, user_id

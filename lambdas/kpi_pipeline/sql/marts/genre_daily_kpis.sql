@@ -1,4 +1,4 @@
--- Daily genre KPIs (KPIS.md): one row per (kpi_date, track_genre) with at least one play.
+-- Daily genre KPIs (docs/kpis.md): one row per (kpi_date, track_genre) with at least one play.
 -- A play of a track listed under k genres counts once in each; every value comes from
 -- that genre's row of the track, in the catalogue of the play's date.
 -- Inputs: int_hourly_track_plays, songs (per catalogue: one row per track and genre).

@@ -1,4 +1,4 @@
--- Hourly KPIs (KPIS.md): one row per (kpi_date, stream_hour) with at least one play.
+-- Hourly KPIs (docs/kpis.md): one row per (kpi_date, stream_hour) with at least one play.
 -- Each play counts once here, whatever the number of genres of its track.
 -- Inputs: int_hourly_track_plays, int_hourly_listeners, song_artists.
 WITH artist_plays AS (

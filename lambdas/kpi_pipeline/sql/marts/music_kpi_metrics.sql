@@ -1,4 +1,4 @@
--- Both KPI families in the shape of the warehouse table music_kpi_metrics (KPIS.md),
+-- Both KPI families in the shape of the warehouse table music_kpi_metrics (docs/kpis.md),
 -- in its column order; loaded_at is set by the load. Inputs: genre_daily_kpis,
 -- hourly_kpis, run_context(run_id).
 SELECT

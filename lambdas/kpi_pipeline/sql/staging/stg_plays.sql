@@ -1,5 +1,5 @@
 -- The valid plays of one date, each once: the same play delivered in two files (or twice
--- in one) is one play (KPIS.md "Valid plays"). A play's time fixes its date, so no
+-- in one) is one play (docs/kpis.md "Valid plays"). A play's time fixes its date, so no
 -- duplicate spans two dates: computing a date at a time gives the same plays and holds
 -- one date's plays in memory, never a whole backlog's.
 -- Inputs: curated_plays (the curated Parquet of the date), kpi_day(kpi_date).

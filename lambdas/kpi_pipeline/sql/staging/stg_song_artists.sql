@@ -1,4 +1,4 @@
--- Every artist credited on any row of a track, once per track (and catalogue): KPIS.md's
+-- Every artist credited on any row of a track, once per track (and catalogue): docs/kpis.md's
 -- artists, split on ';' and trimmed, blanks dropped. The warehouse engine reads the same
 -- table, so no dialect there needs to split strings. A name is kept to its first 255 bytes,
 -- what top_artists holds (and what the warehouse's COPY can take: it cannot truncate).

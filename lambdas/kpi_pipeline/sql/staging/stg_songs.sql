@@ -1,4 +1,4 @@
--- One row per (track_id, track_genre), the key of KPIS.md's songs table: rows repeating a
+-- One row per (track_id, track_genre), the key of docs/kpis.md's songs table: rows repeating a
 -- pair count once, and the one with the smallest source id is kept (then a stable order,
 -- so the choice never depends on how the database returned the rows).
 SELECT * EXCLUDE (reason)

@@ -1,4 +1,4 @@
--- Every KPI of KPIS.md for one date, computed inside the warehouse: the same results as
+-- Every KPI of docs/kpis.md for one date, computed inside the warehouse: the same results as
 -- staging/, intermediate/ and marts/ (DuckDB), in the SQL that Amazon Redshift and
 -- PostgreSQL share: no QUALIFY, DISTINCT ON, unnest, FILTER or GROUP BY ALL, and integers
 -- cast before dividing. Strings compare byte by byte (Redshift's default; the local
@@ -12,7 +12,7 @@
 -- Placeholders: {kpi_date} (a DATE literal), {run_id} (a string literal).
 -- Output: wh_kpis, in the column order of music_kpi_metrics without loaded_at.
 
--- Valid plays, each once (KPIS.md "Valid plays"), of the date only.
+-- Valid plays, each once (docs/kpis.md "Valid plays"), of the date only.
 CREATE TEMP TABLE wh_plays AS
 SELECT DISTINCT user_id, track_id, listen_time
 FROM wh_curated_plays
