@@ -109,6 +109,7 @@ class PipelineFunctions(Construct):
                         actions=[
                             "ec2:CreateNetworkInterface",
                             "ec2:DescribeNetworkInterfaces",
+                            "ec2:DescribeSubnets",
                             "ec2:DeleteNetworkInterface",
                             "ec2:AssignPrivateIpAddresses",
                             "ec2:UnassignPrivateIpAddresses",
@@ -247,8 +248,9 @@ class PipelineFunctions(Construct):
 
         The source steps use the configured security groups, which reach the database. The
         parsers get a group of their own that lets HTTPS out to the AWS services they call
-        (the region's prefix lists of S3 and DynamoDB) and nothing else: what a crafted
-        landing file could make them do stays inside the VPC, with no route anywhere else.
+        (the region's prefix lists of S3 and DynamoDB) and nothing else: no connection out
+        of the VPC but to those two services (docs/deploy.md says what an endpoint policy
+        and a DNS firewall add).
         """
         n = self._config.network
         if n is None:

@@ -164,7 +164,7 @@ class PipelineStack(Stack):
         ``aws cloudformation describe-stacks --stack-name <stack> --query
         'Stacks[0].Outputs'`` prints them (docs/runbook.md)."""
         region = self.region
-        console = f"https://{region}.console.aws.amazon.com"
+        console = f"https://{region}.{_console_domain(region)}"
         machine = self.state_machine.state_machine_arn
         outputs: dict[str, tuple[str, str]] = {
             "StateMachineArn": (machine, "the pipeline: start, redrive and stop it here"),
@@ -207,3 +207,12 @@ class PipelineStack(Stack):
             )
         for name, (value, description) in outputs.items():
             CfnOutput(self, name, value=value, description=description)
+
+
+def _console_domain(region: str) -> str:
+    """The AWS console's domain in the region's partition."""
+    if region.startswith("cn-"):
+        return "console.amazonaws.cn"
+    if region.startswith("us-gov-"):
+        return "console.amazonaws-us-gov.com"
+    return "console.aws.amazon.com"

@@ -298,16 +298,17 @@ def _matches(statement: dict[str, Any], permission: Permission) -> bool:
     return _conditions_hold(statement.get("Condition", {}), dict(permission.context))
 
 
-_EVALUATED_KEYS = {"s3:prefix", "cloudwatch:namespace", "kms:ViaService"}
+_EVALUATED_KEYS = {"s3:prefix", "cloudwatch:namespace", "kms:viaservice"}
 
 
 def _conditions_hold(conditions: dict[str, dict[str, Any]], context: Context) -> bool:
     for operator, tests in conditions.items():
         for key, expected in tests.items():
+            key = key.lower()  # condition keys are case-insensitive in IAM
             if key not in _EVALUATED_KEYS:
                 continue  # not evaluated locally (see the module's docstring)
             values = [str(v) for v in _as_list(expected)]
-            actual = context.get(key)
+            actual = {k.lower(): v for k, v in context.items()}.get(key)
             if not _operator_holds(operator, values, actual):
                 return False
     return True

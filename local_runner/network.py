@@ -93,7 +93,13 @@ def network_enforced(
 # An audit hook cannot be removed once added: one for the process, consulting the rules of
 # whatever runs are active.
 _ACTIVE: list[Callable[[], EgressRule | None]] = []
-_SOCKET_EVENTS = {"socket.connect": "a connection to", "socket.getaddrinfo": "resolving"}
+_SOCKET_EVENTS = {
+    "socket.connect": "a connection to",
+    "socket.getaddrinfo": "resolving",
+    "socket.sendto": "a datagram to",
+    "socket.sendmsg": "a message to",
+    "subprocess.Popen": "a process running",
+}
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
@@ -102,7 +108,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     for rule_of in list(_ACTIVE):
         rule = rule_of()
         if rule is not None:
-            target = args[1] if event == "socket.connect" else args[0]
+            target = args[0] if event in {"socket.getaddrinfo", "subprocess.Popen"} else args[1]
             if isinstance(target, tuple):
                 target = ":".join(str(part) for part in target[:2])
             raise rule.refuse(f"{_SOCKET_EVENTS[event]} {target}")

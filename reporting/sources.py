@@ -129,7 +129,8 @@ def _secrets_of(dsn: str) -> list[str]:
     user_info = unencoded_at(dsn)
     if user_info:
         password = user_info.partition(":")[2]
-        return [password, *(part for part in password.split("@") if part)]
+        pieces = re.split(r"[@/?#]", password) if password else []
+        return [part for part in (password, *pieces) if len(part) > 1]
     with contextlib.suppress(psycopg2.ProgrammingError):
         from psycopg2.extensions import parse_dsn
 

@@ -35,6 +35,7 @@ WRITE = ("s3:AbortMultipartUpload", "s3:PutObject")
 ENI_ACTIONS = {
     "ec2:CreateNetworkInterface",
     "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",  # AWSLambdaVPCAccessExecutionRole's since 2024
     "ec2:DeleteNetworkInterface",
     "ec2:AssignPrivateIpAddresses",
     "ec2:UnassignPrivateIpAddresses",

@@ -255,6 +255,9 @@ def test_every_task_retries_transient_errors_only_with_backoff_and_jitter(states
         assert timed_out["MaxAttempts"] == 1  # is tried once more: every step is idempotent
         assert retryable <= set(retry["ErrorEquals"]), name
         assert "Lambda.TooManyRequestsException" in retry["ErrorEquals"]
+        # a VPC function's network interface being created, or EC2 throttled: transient
+        assert "Lambda.ResourceNotReadyException" in retry["ErrorEquals"]
+        assert "Lambda.EC2ThrottledException" in retry["ErrorEquals"]
         assert not {e.__name__ for e in FATAL_ERRORS} & set(retry["ErrorEquals"])
         assert "States.ALL" not in retry["ErrorEquals"]
         assert retry["BackoffRate"] == 2

@@ -211,3 +211,15 @@ def test_an_s3_key_grant_limited_to_sns_does_not_serve_s3():
         assert "Reader is not allowed kms:Decrypt" in denied(
             lambda: reader.get_object(Bucket=BUCKET, Key="a.json")
         )
+
+
+def test_condition_keys_are_matched_whatever_their_case():
+    """IAM compares condition key names case-insensitively: a grant spelled
+    kms:viaservice still holds only through that service."""
+    lower = PUBLISH_VIA | {
+        "Condition": {"StringEquals": {"kms:viaservice": "s3.us-east-1.amazonaws.com"}}
+    }
+    via_sns = Permission("kms:Decrypt", KEY, (("kms:ViaService", "sns.us-east-1.amazonaws.com"),))
+    via_s3 = Permission("kms:Decrypt", KEY, (("kms:ViaService", "s3.us-east-1.amazonaws.com"),))
+    assert not allowed((lower,), via_sns)
+    assert allowed((lower,), via_s3)

@@ -9,6 +9,7 @@ AWS service, and any connection a function opens itself.
 from __future__ import annotations
 
 import socket
+import subprocess
 from typing import Any
 
 import pytest
@@ -28,6 +29,10 @@ def _attempts(outcomes: dict[str, str], port: int) -> Any:
                 "sns": lambda: aws.client("sns").list_topics(),
                 "socket": lambda: socket.create_connection(("127.0.0.1", port), timeout=5).close(),
                 "dns": lambda: socket.getaddrinfo("example.com", 443),
+                "udp": lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(
+                    b"x", ("127.0.0.1", port)
+                ),
+                "process": lambda: subprocess.run(["true"], check=True),
                 "s3": lambda: aws.client("s3").list_buckets(),
                 "dynamodb": lambda: aws.client("dynamodb").list_tables(),
             }.items():
@@ -71,6 +76,8 @@ def test_a_parser_reaches_s3_but_no_other_service_and_opens_no_connection(
     assert ingest["socket"].startswith("refused: IngestFile may reach S3 and DynamoDB only")
     assert "127.0.0.1" in ingest["socket"]
     assert ingest["dns"].startswith("refused: IngestFile may reach S3 and DynamoDB only")
+    assert ingest["udp"].startswith("refused: IngestFile may reach S3 and DynamoDB only")
+    assert ingest["process"].startswith("refused: IngestFile may reach S3 and DynamoDB only")
     # A step outside the VPC has no such group: its own connection goes out (its IAM role,
     # not its network, is what stops its SNS call).
     assert listing["socket"] == "reached"

@@ -46,7 +46,10 @@ def test_a_preflight_passes_and_keeps_nothing(harness: Any, sample: Any) -> None
     assert execution.status == "SUCCEEDED", execution.cause
     assert execution.output["status"] == "preflight_passed"
     checks = checks_of(harness, execution)
-    assert len(checks) == 17 and not failed(checks)
+    assert len(checks) == 18 and not failed(checks)
+    # IngestFile reaches DynamoDB too (through the VPC's gateway endpoint, in AWS)
+    (lock,) = [c for c in checks.values() if c["check"].startswith("lock: ")]
+    assert lock["step"] == "IngestFile" and "read the run lock" in lock["detail"]
     steps = {check["step"] for check in checks.values()}
     assert steps == {
         "CheckSourceData",
@@ -88,7 +91,7 @@ def test_a_missing_privilege_names_the_grant_and_the_setup_command(
     assert check["step"] == "Load"
     assert check["detail"] == "as IAMR:music-kpi-local-load: lacks table_delete"
     assert "make warehouse-sql ENV=<env>" in check["fix"]
-    assert str(execution.cause).startswith("16 of 17 checks passed; failed: warehouse: Load")
+    assert str(execution.cause).startswith("17 of 18 checks passed; failed: warehouse: Load")
 
 
 def test_a_reserved_word_in_the_kpi_sql_is_named(

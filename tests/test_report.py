@@ -657,12 +657,17 @@ UNENCODED_AT = "(a DSN with an unencoded '@' in its user info: write it %40)"
         # libpq ends the user info at the first '@': the password's tail would be the host
         ("postgresql://kpi:p@ss@db/wh", UNENCODED_AT, "p@ss"),
         ("postgresql://kpi:p@ss@db/wh", UNENCODED_AT, "ss@db"),
+        # libpq ends the user info at the first '@' or '/': a '?' or a '/' in the password
+        ("postgresql://kpi:p?x@ss@db/wh", UNENCODED_AT, "ss@db"),
+        ("postgresql://kpi:p/x@ss@db/wh", UNENCODED_AT, "x@ss@db"),
+        ("postgresql://a@b@db/wh", UNENCODED_AT, None),
     ],
 )
 def test_dsn_passwords_are_masked(dsn: str, masked: str, password: str | None) -> None:
     """The DSN shown is built from the parsed parameters without password and sslpassword
     (the driver's own reading: no spelling of the key or the value escapes it)."""
     assert mask_dsn(dsn) == masked
+    assert redact("could not connect", dsn) == "could not connect"  # nothing else touched
     if password:  # a driver's message may quote the password, decoded
         message = redact(f"could not connect: {dsn} (password {password})", dsn)
         assert password not in message and masked in message

@@ -463,6 +463,8 @@ def test_unreachable_server_is_retryable_and_the_password_is_not_in_the_message(
         # an unencoded '@' in the password: libpq ends the user info at the first one, so
         # the rest would become the host name, quoted in every connection error
         "postgresql://loader:Sup3r@Secret@127.0.0.1:1/warehouse",
+        "postgresql://loader:Sup3r?x@Secret@127.0.0.1:1/warehouse",
+        "postgresql://loader:Sup3r/x@Secret@127.0.0.1:1/warehouse",
     ],
 )
 def test_malformed_dsn_is_a_configuration_error_that_does_not_echo_the_dsn(

@@ -34,7 +34,8 @@ def _listing_preflight(request: PreflightRequest) -> PreflightResult:
 
 
 def _reading_preflight(request: PreflightRequest) -> PreflightResult:
-    return preflight.landing_reading(Storage(), _layout(), "IngestFile")
+    lock_table = load(LockSettings).lock_table
+    return preflight.landing_reading(Storage(), _layout(), "IngestFile", lock_table)
 
 
 @step_handler("ListNewFiles", RunRequest, preflight=_listing_preflight)

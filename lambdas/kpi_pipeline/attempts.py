@@ -32,6 +32,7 @@ from typing import Any
 
 from kpi_pipeline.contracts import IngestResult
 from kpi_pipeline.errors import (
+    LAMBDA_NETWORK_SETTINGS_ERRORS,
     LAMBDA_SERVICE_ERRORS,
     MAYBE_OUT_OF_MEMORY_ERRORS,
     OUT_OF_MEMORY_ERRORS,
@@ -55,6 +56,7 @@ NOT_THE_FILES = frozenset(
     {
         *(error.__name__ for error in RETRYABLE_ERRORS),
         *LAMBDA_SERVICE_ERRORS,
+        *LAMBDA_NETWORK_SETTINGS_ERRORS,
         *(e.__name__ for e in (ConfigurationError, CorruptObject, InvalidRequest, LockLost)),
         "States.Runtime",
         "States.Permissions",

@@ -116,6 +116,20 @@ LAMBDA_SERVICE_ERRORS = (
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    # A function in a VPC: its network interface still being made (a function idle for
+    # weeks), EC2 throttled or out of interfaces or addresses for a while.
+    "Lambda.ResourceNotReadyException",
+    "Lambda.EC2ThrottledException",
+    "Lambda.ENILimitReachedException",
+    "Lambda.SubnetIPAddressLimitReachedException",
+    "Lambda.EC2UnexpectedException",
+)
+# A VPC function's network settings are wrong (the subnets, the security group, the role's
+# rights on them): a setting to fix, never retried, never a file's fault.
+LAMBDA_NETWORK_SETTINGS_ERRORS = (
+    "Lambda.EC2AccessDeniedException",
+    "Lambda.InvalidSubnetIDException",
+    "Lambda.InvalidSecurityGroupIDException",
 )
 
 FATAL_ERRORS: tuple[type[PipelineError], ...] = (

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kpi_pipeline import aws
 from kpi_pipeline.contracts import (
     PreflightCheck,
     PreflightReport,
@@ -30,6 +31,7 @@ from kpi_pipeline.contracts import (
     PreflightResult,
 )
 from kpi_pipeline.layout import Layout, run_key
+from kpi_pipeline.lock import LOCK_ID
 from kpi_pipeline.storage import Storage
 
 ATTEMPT = "preflight"  # the attempt folder a preflight writes its warehouse inputs under
@@ -198,13 +200,22 @@ def landing_listing(storage: Storage, layout: Layout, step: str) -> PreflightRes
     return checks.result()
 
 
-def landing_reading(storage: Storage, layout: Layout, step: str) -> PreflightResult:
+def landing_reading(
+    storage: Storage, layout: Layout, step: str, lock_table: str | None = None
+) -> PreflightResult:
+    """IngestFile: a landing file can be read, and the run lock too. In AWS it reaches both
+    through the VPC (a security group letting out HTTPS to S3 and DynamoDB only): a timeout
+    here means the private subnets have no route to one of them."""
     checks = Checks(step)
+    no_route = (
+        "; a timeout means no route from the VPC: a gateway endpoint for it on the private "
+        "subnets' route tables (docs/deploy.md, The network)"
+    )
     with checks.check(
         f"landing: a file under s3://{layout.landing_bucket}/{layout.landing_prefix} can be "
         "read (and decrypted)",
         "grant the landing bucket's KMS key to the pipeline's roles (landing.kms_key_arn), "
-        "or let its owner allow them (make landing-policy ENV=<env>)",
+        "or let its owner allow them (make landing-policy ENV=<env>)" + no_route,
     ) as outcome:
         first = next(iter(storage.list_objects(layout.landing_bucket, layout.landing_prefix)), None)
         if first is None:
@@ -212,6 +223,15 @@ def landing_reading(storage: Storage, layout: Layout, step: str) -> PreflightRes
         else:
             storage.read_head(layout.landing_bucket, first.key)
             outcome["detail"] = f"read the first byte of {first.key}"
+    if lock_table:
+        with checks.check(
+            "lock: the run lock can be read (DynamoDB reached)",
+            "check the function's grant on the lock table" + no_route,
+        ) as outcome:
+            aws.client("dynamodb").get_item(
+                TableName=lock_table, Key={"lock_id": {"S": LOCK_ID}}, ConsistentRead=True
+            )
+            outcome["detail"] = f"read the run lock in {lock_table}"
     return checks.result()
 
 

@@ -54,6 +54,16 @@ def runs(results: list[IngestResult], *, files_in_run: int, n: int) -> list[dict
         "Lambda.AWSLambdaException",
         "Lambda.SdkClientException",
         "Lambda.ClientExecutionTimeoutException",
+        # a function in a VPC: its network interface not ready yet, EC2 throttled or out
+        # of addresses, or the subnet or security group misconfigured
+        "Lambda.ResourceNotReadyException",
+        "Lambda.EC2ThrottledException",
+        "Lambda.ENILimitReachedException",
+        "Lambda.SubnetIPAddressLimitReachedException",
+        "Lambda.EC2UnexpectedException",
+        "Lambda.EC2AccessDeniedException",
+        "Lambda.InvalidSubnetIDException",
+        "Lambda.InvalidSecurityGroupIDException",
     ],
 )
 def test_throttling_and_lambda_service_errors_never_count_against_a_file(

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
-import re
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -71,15 +70,25 @@ LOCAL_COPY_ROLE = "arn:aws:iam::123456789012:role/local-redshift-copy"  # when n
 
 
 def unencoded_at(dsn: str) -> str | None:
-    """The user info of a ``postgresql://`` URI holding more than one '@' (else None).
+    """The user info of a ``postgresql://`` URI whose password holds an unencoded '@'
+    (else None).
 
-    libpq ends the user info at the first '@': the rest of a password holding one would
-    become the host name, quoted by every connection error. Such a DSN is refused."""
+    libpq ends the user info at the first '@' (or '/'): the rest of such a password would
+    become the host name or the database name, quoted by every connection error. Such a DSN
+    is refused; it is told by what libpq reads in it, a host or database name with an '@'.
+    """
+    from psycopg2.extensions import parse_dsn
+
     scheme, separator, rest = dsn.partition("://")
-    if not separator or scheme not in {"postgresql", "postgres"}:
+    if not separator or scheme.lower() not in {"postgresql", "postgres"} or "@" not in rest:
         return None
-    authority = re.split(r"[/?]", rest, maxsplit=1)[0]
-    return authority.rpartition("@")[0] if authority.count("@") > 1 else None
+    try:
+        parsed = parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        return None  # malformed: refused as such where it is used
+    if not any("@" in parsed.get(name, "") for name in ("host", "hostaddr", "dbname", "port")):
+        return None
+    return rest[: rest.rfind("@")]
 
 
 class PostgresWarehouse:
