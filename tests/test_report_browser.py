@@ -3,7 +3,7 @@
 The page is made by the command (`python -m reporting`) from rows in a real PostgreSQL and
 run summaries, opened from a file:// URL, and checked as a reader would see it: every chart
 drawn with its data, no script error, no request leaving the file. ``UPDATE_SCREENSHOT=1``
-also copies the screenshot to docs/report.png (the README's picture).
+also copies the screenshots to docs/report.png and docs/report-phone.png (390 px wide).
 """
 
 from __future__ import annotations
@@ -280,7 +280,13 @@ def test_screenshot(browsed: Browsed, tmp_path: Path) -> None:
         path=str(top), full_page=True, clip={"x": 0, "y": 0, "width": WIDE, "height": 1500}
     )
     assert 50_000 < top.stat().st_size < 300_000
+    narrow = tmp_path / "report-phone.png"  # the top of the page on a phone
+    page.set_viewport_size({"width": NARROW, "height": 900})
+    page.wait_for_timeout(300)
+    page.screenshot(
+        path=str(narrow), full_page=True, clip={"x": 0, "y": 0, "width": NARROW, "height": 1800}
+    )
     if os.environ.get("UPDATE_SCREENSHOT") == "1":
-        target = ROOT / "docs" / "report.png"
-        target.parent.mkdir(exist_ok=True)
-        shutil.copyfile(top, target)
+        (ROOT / "docs").mkdir(exist_ok=True)
+        shutil.copyfile(top, ROOT / "docs" / "report.png")
+        shutil.copyfile(narrow, ROOT / "docs" / "report-phone.png")
