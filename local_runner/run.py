@@ -34,16 +34,12 @@ from local_runner.databases import (
     source_reader,
     warehouse_loads,
 )
+from local_runner.request import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from local_runner.state import Snapshot, StateFolder, StateInUse
 from local_runner.template import LocalPipeline, load_pipeline, synthesize_cached
 
 WAREHOUSE_COLUMNS = [column.name for column in TABLE_COLUMNS]  # the CSV's, in this order
 WAREHOUSE_TABLE = "music_kpi_metrics"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(ValueError):
-    """DATA, OUT or STATE cannot be used; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +69,7 @@ def run_local(
     out: Path,
     state: Path,
     *,
-    console: TextIO = sys.stdout,
+    console: TextIO | None = None,
     template: Path | None = None,
     engine: str | None = None,
     changes: dict[str, Any] | None = None,
@@ -88,7 +84,7 @@ def run_local(
         changes = {**(changes or {}), "transform": {"engine": engine}}
 
     def say(text: str) -> None:
-        print(text, file=console, flush=True)
+        print(text, file=console or sys.stdout, flush=True)
 
     folder = StateFolder(state)
     try:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from local_runner.__main__ import main
 from local_runner.databases import postgres_running
-from local_runner.run import EXIT_OK, EXIT_USAGE, WAREHOUSE_COLUMNS, run_local
+from local_runner.run import EXIT_FAILED, EXIT_OK, EXIT_USAGE, WAREHOUSE_COLUMNS, run_local
 from local_runner.sample_data import SampleConfig, generate
 from local_runner.state import StateFolder
 from tests.reference_kpis import compute_reference
@@ -301,3 +303,143 @@ def test_a_dsn_with_an_unencoded_at_in_its_password_is_refused_before_any_connec
     with pytest.raises(DataError, match=refused) as e, local_databases(tmp_path):
         pass
     assert "Secret" not in str(e.value)
+
+
+# --- issue 21: the exit status, the request checked before anything starts -----------------
+
+
+def last_line(text: str) -> str:
+    return text.rstrip("\n").splitlines()[-1]
+
+
+def test_a_usage_error_ends_with_its_exit_status_and_what_it_means(tmp_path, capsys):
+    """`make run` exits 2 on any failure (make's own): the runner's status is its last line."""
+    code = main(["--data", str(tmp_path / "no-such-folder"), "--state", str(tmp_path / "state")])
+
+    said = capsys.readouterr()
+    assert code == EXIT_USAGE == 2
+    assert "is not a folder" in said.err
+    assert last_line(said.out) == "exit status 2: usage error, nothing was run"
+
+
+def test_a_failed_run_ends_with_exit_status_1(tmp_path, capsys, monkeypatch, synthesized_template):
+    """Files arrived and not one play was accepted (files_rejected): the run failed."""
+    data = tmp_path / "data"
+    sample = generate(data, SampleConfig(seed=6, users=20, tracks=30, days=0))
+    assert [p.name for p in sample.stream_files] == ["streams_bad_header.csv"]
+    monkeypatch.setattr(
+        "local_runner.run.run_local", functools.partial(run_local, template=synthesized_template)
+    )
+
+    code = main(["--data", str(data), "--state", str(tmp_path / "state"), "--out", str(tmp_path)])
+
+    said = capsys.readouterr().out
+    assert code == EXIT_FAILED == 1, said
+    assert "Result: files_rejected" in said
+    assert last_line(said) == "exit status 1: the run failed"
+
+
+def refuse_to_start(*args, **kwargs):
+    raise AssertionError("the run started")
+
+
+BAD_REQUESTS = [
+    (["--recompute", "2024-06-31..2024-07-02"], "recompute.from"),
+    (["--recompute", "2024-06-24..2024-6-27"], "recompute.to"),
+    (["--revalidate", "2024-06-27..2024-06-24"], "revalidate.from"),
+    (["--replay", "unknown_user_id", "--dates", "2024-06-24..24-06-2024"], "replay_quarantine.to"),
+    (["--replay", "unknown_user_id,unkown_track_id"], "replay_quarantine.reasons"),
+    (["--recompute", "2020-01-01..2024-12-31"], "max_recompute_days"),
+]
+
+
+@pytest.mark.parametrize(("args", "field"), BAD_REQUESTS)
+def test_a_bad_request_exits_2_at_once_with_check_requests_message(
+    tmp_path, capsys, monkeypatch, args, field
+):
+    """A typo in a date cost 10-16 s (PostgreSQL, synth, moto) and an alert: the request is
+    checked by CheckRequest's own parser before anything starts."""
+    import argparse
+
+    from kpi_pipeline.errors import InvalidRequest
+    from kpi_pipeline.requests import check_request
+    from local_runner.__main__ import execution_input
+
+    monkeypatch.setattr("local_runner.run.run_local", refuse_to_start)
+    state = tmp_path / "state"
+
+    started = time.monotonic()
+    code = main([*args, "--state", str(state), "--out", str(tmp_path / "out")])
+    seconds = time.monotonic() - started
+
+    said = capsys.readouterr()
+    assert code == EXIT_USAGE, said
+    assert seconds < 1.0
+    assert field in said.err
+    asked = dict.fromkeys(("recompute", "catalogue", "replay", "dates", "revalidate"))
+    for option, value in zip(args[::2], args[1::2], strict=True):
+        asked[option.removeprefix("--")] = value
+    run_input = execution_input(argparse.Namespace(**asked))
+    with pytest.raises(InvalidRequest) as refused:
+        check_request(run_input, max_recompute_days=366)  # cdk.json's local: the default
+    assert str(refused.value) in said.err  # CheckRequest's own words
+    assert last_line(said.out) == "exit status 2: usage error, nothing was run"
+    assert not state.exists()  # no lock taken, no database, no moto
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--recompute", "2024-06-24..2024-06-27", "--catalogue", "current"],
+            {"recompute": {"from": "2024-06-24", "to": "2024-06-27", "catalogue": "current"}},
+        ),
+        (
+            ["--replay", "unknown_user_id,unknown_track_id", "--dates", "2024-06-24..2024-06-27"],
+            {
+                "replay_quarantine": {
+                    "reasons": ["unknown_user_id", "unknown_track_id"],
+                    "from": "2024-06-24",
+                    "to": "2024-06-27",
+                }
+            },
+        ),
+        (
+            ["--revalidate", "2024-06-25"],
+            {"revalidate": {"from": "2024-06-25", "to": "2024-06-25"}},
+        ),
+        (["--full-extract"], {"full_extract": True}),
+        (["--preflight"], {"preflight": True}),
+        ([], {}),
+    ],
+)
+def test_print_input_gives_the_execution_input_and_the_aws_cli_command(
+    capsys, monkeypatch, args, expected
+):
+    """What the docs quote for the console and the AWS CLI: the very input `make run` would
+    start, checked by CheckRequest's parser; nothing is run."""
+    import shlex
+
+    from kpi_pipeline.requests import check_request
+
+    monkeypatch.setattr("local_runner.run.run_local", refuse_to_start)
+
+    assert main(["--print-input", *args]) == EXIT_OK
+
+    lines = capsys.readouterr().out.splitlines()
+    console = [line for line in lines if line.startswith("{")]
+    assert [json.loads(line) for line in console] == [expected]
+    check_request(expected, max_recompute_days=366)
+    (command,) = [line for line in lines if line.startswith("aws ")]
+    words = shlex.split(command)
+    assert words[:4] == ["aws", "stepfunctions", "start-execution", "--state-machine-arn"]
+    assert words[4] == "$STATE_MACHINE_ARN"  # shlex drops the shell's quotes
+    assert words[5] == "--input" and json.loads(words[6]) == expected
+    assert '--state-machine-arn "$STATE_MACHINE_ARN"' in command
+
+
+def test_print_input_refuses_a_bad_request_as_a_run_would(capsys):
+    assert main(["--print-input", "--recompute", "2024-02-30"]) == EXIT_USAGE
+    assert "recompute.from must be a date written YYYY-MM-DD, not '2024-02-30'" in (
+        capsys.readouterr().err
+    )
