@@ -336,6 +336,7 @@ def test_a_failed_run_ends_with_exit_status_1(tmp_path, capsys, monkeypatch, syn
     said = capsys.readouterr().out
     assert code == EXIT_FAILED == 1, said
     assert "Result: files_rejected" in said
+    assert re.search(r"^  IngestStreams +[\d.]+ s \(1 files\)$", said, re.M)  # not in the log
     assert last_line(said) == "exit status 1: the run failed"
 
 
@@ -442,4 +443,39 @@ def test_print_input_refuses_a_bad_request_as_a_run_would(capsys):
     assert main(["--print-input", "--recompute", "2024-02-30"]) == EXIT_USAGE
     assert "recompute.from must be a date written YYYY-MM-DD, not '2024-02-30'" in (
         capsys.readouterr().err
+    )
+
+
+def test_a_run_of_several_files_prints_how_far_its_maps_are(tmp_path, synthesized_template):
+    """IngestStreams and TransformDates printed nothing for minutes (2,000 files: 184 s):
+    lines "N of M files done" and "N of M dates done", plain lines whatever stdout is, at
+    most one per `progress_seconds` (5 by default; every change here)."""
+    data = generate(
+        tmp_path / "data", SampleConfig(seed=8, users=40, tracks=60, days=6, plays_per_day=300)
+    )
+    console = io.StringIO()
+
+    code = run_local(
+        data.users_csv.parent,
+        tmp_path / "out",
+        tmp_path / "state",
+        console=console,
+        template=synthesized_template,
+        progress_seconds=0,
+    )
+
+    said = console.getvalue()
+    assert code == EXIT_OK, said
+    summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    files = re.findall(r"^  IngestStreams +(\d+) of (\d+) files done \(\d+ s\)$", said, re.M)
+    dates = re.findall(r"^  TransformDates +(\d+) of (\d+) dates done \(\d+ s\)$", said, re.M)
+    assert files and dates, said
+    assert {int(total) for _, total in files} == {len(data.stream_files)}
+    assert {int(total) for _, total in dates} == {len(summary["kpi_dates"])}
+    for done, total in (*files, *dates):
+        assert 1 <= int(done) <= int(total)
+    assert [int(done) for done, _ in files] == sorted({int(done) for done, _ in files})
+    # the last line of a Map's progress comes before the line of the Map's end
+    assert said.rindex(" files done ") < said.index(
+        "  IngestStreams  ", said.rindex(" files done ")
     )
