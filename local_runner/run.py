@@ -502,7 +502,7 @@ def _report_files(s: dict[str, Any], say: Callable[[str], None]) -> None:
         say(f"    rejected    {note['key']}: {note['reason']}{detail}")
     say(f"  plays         {s['plays_valid']:,} valid, {s['duplicates']:,} duplicates")
     quarantined = s["rows_quarantined"]
-    say(f"  quarantined   {sum(quarantined.values()):,} rows {quarantined or ''}")
+    say(f"  quarantined   {sum(quarantined.values()):,} rows{_by_reason(quarantined)}")
 
 
 def _report_loaded(s: dict[str, Any], say: Callable[[str], None]) -> None:
@@ -554,21 +554,29 @@ def _report_request(summary: dict[str, Any], say: Callable[[str], None]) -> None
     """What a recompute replaced, what a replay accepted, or what a revalidation moved."""
     if recompute := summary.get("recompute"):
         repinned = recompute["repinned"]
-        say(
-            f"  recompute     {recompute['date_from']} .. {recompute['date_to']}, catalogue "
-            f"{recompute['catalogue']}: {len(summary['kpi_dates'])} dates replaced, "
-            f"{recompute['dates_without_plays']} without an accepted play left as they are"
-            + (f", {repinned} pinned to this run's catalogue" if repinned else "")
-        )
+        pinned = f", {repinned} pinned to this run's catalogue" if repinned else ""
+        if not summary["kpi_dates"]:  # it exits 0: say so plainly
+            say(
+                f"  recompute     no plays in {recompute['date_from']}..{recompute['date_to']}: "
+                f"nothing recomputed ({recompute['dates_without_plays']} dates without an "
+                f"accepted play, left as they are{pinned})"
+            )
+        else:
+            say(
+                f"  recompute     {recompute['date_from']} .. {recompute['date_to']}, catalogue "
+                f"{recompute['catalogue']}: {len(summary['kpi_dates'])} dates replaced, "
+                f"{recompute['dates_without_plays']} without an accepted play left as they "
+                f"are{pinned}"
+            )
     if replay := summary.get("replay"):
-        accepted = replay["rows_accepted"]
+        rechecked, accepted = replay["rows_rechecked"], replay["rows_accepted"]
+        still = replay["rows_still_quarantined"]
         say(
-            f"  replay        {sum(replay['rows_rechecked'].values()):,} quarantined rows "
-            f"re-checked {replay['rows_rechecked'] or ''}; {sum(accepted.values()):,} "
-            f"accepted {accepted or ''} ({replay['plays_valid']:,} plays), "
-            f"{sum(replay['rows_still_quarantined'].values()):,} still quarantined "
-            f"{replay['rows_still_quarantined'] or ''}; {replay['rows_replayed_before']:,} "
-            "accepted by an earlier replay"
+            f"  replay        {sum(rechecked.values()):,} quarantined rows re-checked"
+            f"{_by_reason(rechecked)}; {sum(accepted.values()):,} accepted{_by_reason(accepted)} "
+            f"({replay['plays_valid']:,} plays), {sum(still.values()):,} still quarantined"
+            f"{_by_reason(still)}; {replay['rows_replayed_before']:,} accepted by an earlier "
+            "replay (of these reasons and dates)"
         )
     if revalidation := summary.get("revalidation"):
         moved = revalidation["plays_quarantined"]
@@ -580,6 +588,11 @@ def _report_request(summary: dict[str, Any], say: Callable[[str], None]) -> None
             f"({revalidation['kpi_date_count']} dates "
             f"recomputed); {revalidation['plays_quarantined_before']:,} moved by an earlier one"
         )
+
+
+def _by_reason(counts: dict[str, int]) -> str:
+    """`` {'reason': n, ...}`` after a total, nothing when there is none."""
+    return f" {counts}" if counts else ""
 
 
 def _cause_message(cause: object) -> str:

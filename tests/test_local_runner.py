@@ -479,3 +479,32 @@ def test_a_run_of_several_files_prints_how_far_its_maps_are(tmp_path, synthesize
     assert said.rindex(" files done ") < said.index(
         "  IngestStreams  ", said.rindex(" files done ")
     )
+
+
+def test_a_recompute_of_a_range_without_plays_says_so(tmp_path, synthesized_template):
+    """It exited 0 with '0 dates replaced' among the counts: the console says it plainly
+    (and docs/operations.md quotes the line)."""
+    data = generate(
+        tmp_path / "data", SampleConfig(seed=9, users=20, tracks=30, days=1, plays_per_day=100)
+    )
+    january = {"recompute": {"from": "2024-01-01", "to": "2024-01-31", "catalogue": "pinned"}}
+    console = io.StringIO()
+
+    code = run_local(
+        data.users_csv.parent,
+        tmp_path / "out",
+        tmp_path / "state",
+        console=console,
+        template=synthesized_template,
+        run_input=january,
+    )
+
+    said = console.getvalue()
+    assert code == EXIT_OK, said
+    line = (
+        "  recompute     no plays in 2024-01-01..2024-01-31: nothing recomputed "
+        "(31 dates without an accepted play, left as they are)"
+    )
+    assert line in said.splitlines(), said
+    operations = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    assert line in operations.splitlines()
