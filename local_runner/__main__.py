@@ -28,7 +28,11 @@ from local_runner.request import (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="make run", description="Run the pipeline's state machine locally, end to end."
+        prog="make run",
+        description="Run the pipeline's state machine locally, end to end.",
+        epilog="Exit status: 0 the run succeeded, 1 it failed, 2 a usage error (nothing was "
+        "run); the last line says which. make exits 2 on any failure: scripts call "
+        ".venv/bin/python -m local_runner with the same options (make -n run ... shows them).",
     )
     parser.add_argument(
         "--data", type=Path, default=None, help="users.csv, songs.csv, streams*.csv"
@@ -82,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         help="print the execution input these options ask for (for the Step Functions "
         "console and `aws stepfunctions start-execution`), checked; run nothing",
     )
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse's own refusal (2), or --help (0)
+        if exc.code == EXIT_USAGE:
+            print(exit_line(EXIT_USAGE), flush=True)
+        raise
     try:
         run_input = execution_input(args)
         precheck(run_input)  # CheckRequest's own parser, before anything starts

@@ -321,6 +321,13 @@ def test_a_usage_error_ends_with_its_exit_status_and_what_it_means(tmp_path, cap
     assert "is not a folder" in said.err
     assert last_line(said.out) == "exit status 2: usage error, nothing was run"
 
+    with pytest.raises(SystemExit) as refused:  # ENGINE=spark: argparse's own refusal
+        main(["--engine", "spark"])
+    assert refused.value.code == EXIT_USAGE
+    said = capsys.readouterr()
+    assert "invalid choice: 'spark'" in said.err
+    assert last_line(said.out) == "exit status 2: usage error, nothing was run"
+
 
 def test_a_failed_run_ends_with_exit_status_1(tmp_path, capsys, monkeypatch, synthesized_template):
     """Files arrived and not one play was accepted (files_rejected): the run failed."""
