@@ -27,11 +27,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)  ## create the virtual environment with every package
 
-run: $(STAMP)  ## run the pipeline locally: make run [DATA=dir] [OUT=dir] [STATE=dir] [ENGINE=lambda|warehouse|auto] [FULL_EXTRACT=1] [RECOMPUTE=FROM..TO [CATALOGUE=current] | REPLAY=reason,... [DATES=FROM..TO] | REVALIDATE=FROM..TO | PREFLIGHT=1]
+# The runner's last line is its exit status: 0 the run succeeded, 1 it failed, 2 a usage error
+# (nothing run; a bad request is refused before anything starts). make exits 2 on any failure:
+# scripts call `.venv/bin/python -m local_runner` with the same options (`make -n run ...`).
+# PRINT_INPUT=1 prints the execution input for the Step Functions console and the AWS CLI.
+run: $(STAMP)  ## run the pipeline locally: make run [DATA=dir] [OUT=dir] [STATE=dir] [ENGINE=lambda|warehouse|auto] [FULL_EXTRACT=1] [RECOMPUTE=FROM..TO [CATALOGUE=current] | REPLAY=reason,... [DATES=FROM..TO] | REVALIDATE=FROM..TO | PREFLIGHT=1] [PRINT_INPUT=1]
 	$(PY) -m local_runner $(if $(DATA),--data "$(DATA)") --out "$(OUT)" --state "$(STATE)" $(if $(ENGINE),--engine "$(ENGINE)") \
 		$(if $(RECOMPUTE),--recompute "$(RECOMPUTE)") $(if $(CATALOGUE),--catalogue "$(CATALOGUE)") \
 		$(if $(REPLAY),--replay "$(REPLAY)") $(if $(DATES),--dates "$(DATES)") $(if $(PREFLIGHT),--preflight) \
-		$(if $(REVALIDATE),--revalidate "$(REVALIDATE)") $(if $(FULL_EXTRACT),--full-extract)
+		$(if $(REVALIDATE),--revalidate "$(REVALIDATE)") $(if $(FULL_EXTRACT),--full-extract) $(if $(PRINT_INPUT),--print-input)
 
 # The report's plotly.js: the basic partial bundle from npm (bar, scatter, pie; a quarter of
 # plotly.py's full one), pinned in reporting/package.json, inlined in the page.

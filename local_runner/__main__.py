@@ -1,5 +1,12 @@
-"""``python -m local_runner [--data DIR] [--out DIR] [--state DIR] [--engine E]`` (what
-``make run`` calls)."""
+"""``python -m local_runner [--data DIR] [--out DIR] [--state DIR] [--engine E] ...`` (what
+``make run`` calls).
+
+Its exit status is 0 (the run succeeded), 1 (the run failed) or 2 (a usage error: nothing
+was run), and its last line says which: ``make run`` itself exits 2 on any failure, so a
+script that needs the status calls ``.venv/bin/python -m local_runner`` with the same options
+(``make -n run ...`` prints them). The request is checked before anything starts
+(local_runner.request); ``--print-input`` only prints it for the console and the AWS CLI.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +15,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from local_runner.databases import DataError
-from local_runner.run import EXIT_USAGE, UsageError, run_local
-from local_runner.template import TemplateError
+from local_runner.request import (
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    execution_input,
+    exit_line,
+    precheck,
+    start_execution_lines,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="make run", description="Run the pipeline's state machine locally, end to end."
+        prog="make run",
+        description="Run the pipeline's state machine locally, end to end.",
+        epilog="Exit status: 0 the run succeeded, 1 it failed, 2 a usage error (nothing was "
+        "run); the last line says which. make exits 2 on any failure: scripts call "
+        ".venv/bin/python -m local_runner with the same options (make -n run ... shows them).",
     )
     parser.add_argument(
         "--data", type=Path, default=None, help="users.csv, songs.csv, streams*.csv"
@@ -63,66 +80,54 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="check, with each step's own role, what the pipeline needs; keep nothing",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--print-input",
+        action="store_true",
+        help="print the execution input these options ask for (for the Step Functions "
+        "console and `aws stepfunctions start-execution`), checked; run nothing",
+    )
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse's own refusal (2), or --help (0)
+        if exc.code == EXIT_USAGE:
+            print(exit_line(EXIT_USAGE), flush=True)
+        raise
+    try:
+        run_input = execution_input(args)
+        precheck(run_input)  # CheckRequest's own parser, before anything starts
+    except UsageError as exc:
+        return _refused(exc, status_line=not args.print_input)
+    if args.print_input:
+        print("\n".join(start_execution_lines(run_input)))
+        return EXIT_OK
+    code = _run(args, run_input)
+    print(exit_line(code), flush=True)
+    return code
+
+
+def _run(args: argparse.Namespace, run_input: dict[str, Any]) -> int:
+    # Imported here: a refused request never loads moto, boto3's clients or psycopg2.
+    from local_runner.databases import DataError
+    from local_runner.run import run_local
+    from local_runner.template import TemplateError
+
     try:
         return run_local(
             args.data.resolve() if args.data else None,
             args.out.resolve(),
             args.state.resolve(),
             engine=args.engine,
-            run_input=execution_input(args),
+            run_input=run_input,
         )
     except (UsageError, DataError, TemplateError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _refused(exc, status_line=False)
 
 
-def execution_input(args: argparse.Namespace) -> dict[str, Any]:
-    """The state machine's input for ``make run RECOMPUTE=... | REPLAY=... | REVALIDATE=...``
-    (checked by its CheckRequest step, as in AWS: here only the command line's own shape)."""
-    revalidate = getattr(args, "revalidate", None)
-    full_extract = getattr(args, "full_extract", False)
-    operations = [n for n, v in (("RECOMPUTE", args.recompute), ("REPLAY", args.replay),
-                                 ("REVALIDATE", revalidate)) if v]  # fmt: skip
-    if len(operations) > 1:
-        raise UsageError(
-            f"{' and '.join(operations)} cannot be asked in one run: one, then the other"
-        )
-    if getattr(args, "preflight", False):
-        if operations or full_extract:
-            raise UsageError(
-                "PREFLIGHT touches no data: it goes without RECOMPUTE, REPLAY, REVALIDATE or "
-                "FULL_EXTRACT"
-            )
-        return {"preflight": True}
-    if args.catalogue and not args.recompute:
-        raise UsageError("CATALOGUE goes with RECOMPUTE=FROM..TO")
-    if args.dates and not args.replay:
-        raise UsageError("DATES goes with REPLAY=REASONS (RECOMPUTE takes its own range)")
-    run_input: dict[str, Any] = {"full_extract": True} if full_extract else {}
-    if args.recompute:
-        date_from, date_to = _range("RECOMPUTE", args.recompute)
-        run_input["recompute"] = {
-            "from": date_from,
-            "to": date_to,
-            "catalogue": args.catalogue or "pinned",
-        }
-    elif args.replay:
-        replay: dict[str, Any] = {"reasons": [r.strip() for r in args.replay.split(",")]}
-        if args.dates:
-            replay["from"], replay["to"] = _range("DATES", args.dates)
-        run_input["replay_quarantine"] = replay
-    elif revalidate:
-        date_from, date_to = _range("REVALIDATE", revalidate)
-        run_input["revalidate"] = {"from": date_from, "to": date_to}
-    return run_input
-
-
-def _range(name: str, text: str) -> tuple[str, str]:
-    date_from, separator, date_to = text.partition("..")
-    if not separator:
-        date_from = date_to = text  # one date
-    return date_from.strip(), date_to.strip()
+def _refused(exc: Exception, *, status_line: bool) -> int:
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    if status_line:
+        print(exit_line(EXIT_USAGE), flush=True)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -478,12 +478,18 @@ class LocalAws:
         execution_arn: str,
         *,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_poll: Callable[[], None] | None = None,
         timeout_seconds: float = 3600,
     ) -> Execution:
+        """Follow the execution to its end; ``on_event`` gets each history event once,
+        ``on_poll`` is called at each poll, before the events it brings (the progress of a
+        Distributed Map, whose iterations are not in the history)."""
         sfn = self.client("stepfunctions")
         seen = 0
         deadline = time.monotonic() + timeout_seconds
         while True:
+            if on_poll:
+                on_poll()
             description = sfn.describe_execution(executionArn=execution_arn)
             ended = description["status"] in TERMINAL
             if on_event or ended:  # the whole history each time: only to report progress

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import secrets
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,16 +35,13 @@ from local_runner.databases import (
     source_reader,
     warehouse_loads,
 )
+from local_runner.request import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from local_runner.state import Snapshot, StateFolder, StateInUse
 from local_runner.template import LocalPipeline, load_pipeline, synthesize_cached
 
 WAREHOUSE_COLUMNS = [column.name for column in TABLE_COLUMNS]  # the CSV's, in this order
 WAREHOUSE_TABLE = "music_kpi_metrics"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(ValueError):
-    """DATA, OUT or STATE cannot be used; the message says why."""
+PROGRESS_SECONDS = 5.0  # at most one progress line of a Map this often
 
 
 @dataclass(frozen=True)
@@ -73,27 +71,33 @@ def run_local(
     out: Path,
     state: Path,
     *,
-    console: TextIO = sys.stdout,
+    console: TextIO | None = None,
     template: Path | None = None,
     engine: str | None = None,
     changes: dict[str, Any] | None = None,
     run_input: dict[str, Any] | None = None,
+    progress_seconds: float = PROGRESS_SECONDS,
 ) -> int:
     """One local run; ``template`` reuses an already synthesized template (tests);
     ``engine`` sets the environment's ``transform.engine`` (cdk.json's, unless given);
     ``changes`` replace other settings of the local environment (benchmarks);
     ``run_input`` is the execution's input (a recompute or a replay: DATA's stream files
-    are not put in landing, the run would not take them)."""
+    are not put in landing, the run would not take them); a Distributed Map prints how far
+    it is at most once every ``progress_seconds``."""
     if engine is not None:
         changes = {**(changes or {}), "transform": {"engine": engine}}
 
+    stream = console or sys.stdout  # this one: the execution sends stdout to the log
+
     def say(text: str) -> None:
-        print(text, file=console, flush=True)
+        print(text, file=stream, flush=True)
 
     folder = StateFolder(state)
     try:
         with folder.in_use():
-            return _run_locked(data, out, folder, say, template, changes, run_input or {})
+            return _run_locked(
+                data, out, folder, say, template, changes, run_input or {}, progress_seconds
+            )
     except StateInUse as exc:
         say(f"error: {exc}")
         return EXIT_USAGE
@@ -107,6 +111,7 @@ def _run_locked(
     template: Path | None,
     changes: dict[str, Any] | None,
     run_input: dict[str, Any],
+    progress_seconds: float,
 ) -> int:
     state = folder.path
     run_id = new_run_id()
@@ -141,7 +146,7 @@ def _run_locked(
             say(f"  state machine {pipeline.state_machine_name} (cdk synth -c env=local, {how})")
             say(f"  engine {pipeline.transform_engine} (transform.engine: each date's KPIs)")
             execution, alerts, written, checks = _execute(
-                pipeline, databases, inputs, folder, run_id, run_input, say
+                pipeline, databases, inputs, folder, run_id, run_input, say, progress_seconds
             )
             rows = export_table(
                 databases.warehouse_dsn,
@@ -218,8 +223,9 @@ def _execute(
     run_id: str,
     run_input: dict[str, Any],
     say: Callable[[str], None],
+    progress_seconds: float,
 ) -> tuple[Execution, list[dict[str, Any]], dict[str, Any] | None, LocalChecks]:
-    from kpi_pipeline.layout import run_key
+    from kpi_pipeline.layout import Layout, run_key
 
     state = folder.path
     env = pipeline.environment()
@@ -240,8 +246,14 @@ def _execute(
         streams = list(inputs.stream_files) if daily else []
         keys = local.put_files(env["LANDING_BUCKET"], env["LANDING_PREFIX"], streams)
         say(f"  s3     {restored:,} objects restored, {len(keys)} files put in landing\n")
+        layout = Layout(env["DATA_BUCKET"], env["LANDING_BUCKET"], env["LANDING_PREFIX"])
+        progress = _Progress(
+            say,
+            maps=_MapResults(layout, run_id, lambda p: len(_keys(local, layout.data_bucket, p))),
+            every_seconds=progress_seconds,
+        )
         with contextlib.redirect_stdout(log):  # metrics (EMF) go to the log, as in CloudWatch
-            execution = local.run(run_id, run_input, on_event=_Progress(say))
+            execution = local.run(run_id, run_input, on_event=progress, on_poll=progress.poll)
         alerts = local.alerts()
         document = "preflight" if "preflight" in run_input else "summary"
         written = local.read_json(env["DATA_BUCKET"], f"runs/{run_key(run_id)}/{document}.json")
@@ -261,12 +273,7 @@ def _counts_so_far(local: LocalAws, bucket: str, run_id: str) -> dict[str, Any] 
     from kpi_pipeline.contracts import IngestResult, RunSummary
     from kpi_pipeline.layout import run_key
 
-    pages = local.client("s3").get_paginator("list_objects_v2")
-    keys = [
-        item["Key"]
-        for page in pages.paginate(Bucket=bucket, Prefix=f"runs/{run_key(run_id)}/ingest/")
-        for item in page.get("Contents", [])
-    ]
+    keys = _keys(local, bucket, f"runs/{run_key(run_id)}/ingest/")
     if not keys:
         return None
     results = [IngestResult.model_validate(local.read_json(bucket, key)) for key in keys]
@@ -274,6 +281,15 @@ def _counts_so_far(local: LocalAws, bucket: str, run_id: str) -> dict[str, Any] 
     return RunSummary.model_validate({"status": "failed", "run_id": run_id, **counts}).model_dump(
         mode="json"
     )
+
+
+def _keys(local: LocalAws, bucket: str, prefix: str) -> list[str]:
+    pages = local.client("s3").get_paginator("list_objects_v2")
+    return [
+        item["Key"]
+        for page in pages.paginate(Bucket=bucket, Prefix=prefix)
+        for item in page.get("Contents", [])
+    ]
 
 
 def _dump_warehouse(dsn: str, dump: Path) -> list[list[str]]:
@@ -332,37 +348,118 @@ def run_summary(execution: Execution, written: dict[str, Any] | None = None) -> 
     }
 
 
-class _Progress:
-    """Prints each top-level state as it finishes, with its duration."""
+@dataclass(frozen=True)
+class _MapResults:
+    """Where each Distributed Map item leaves its result: one object per file ingested
+    (IngestFile, or the Map's Catch for a file that failed) and per date computed (Transform
+    or TransformInWarehouse). The iterations are not in the execution's history."""
 
-    def __init__(self, say: Callable[[str], None]) -> None:
+    layout: Any  # kpi_pipeline.layout.Layout
+    run_id: str
+    count: Callable[[str], int]  # objects under a prefix of the data bucket
+
+    def ingested(self) -> int:
+        return self.count(self.layout.ingest_results_prefix(self.run_id))
+
+    def computed(self, attempt: str) -> Callable[[], int]:
+        # each plan's attempt has its own results/kpi_date=<date>.json (Layout)
+        return lambda: self.count(f"{self.layout.transform_prefix(self.run_id, attempt)}results/")
+
+
+@dataclass
+class _Running:
+    """A Map in progress: how many items it has, how many are done."""
+
+    name: str
+    total: str
+    noun: str
+    done: Callable[[], int]
+    started: float
+    checked: float
+    shown: int = 0
+
+
+class _Progress:
+    """Prints each top-level state as it finishes, with its duration, and while a
+    Distributed Map runs, how many of its items are done (a line when the count changed, at
+    most one per ``every_seconds``: plain lines, whatever stdout is)."""
+
+    def __init__(
+        self,
+        say: Callable[[str], None],
+        maps: _MapResults | None = None,
+        every_seconds: float = PROGRESS_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._say = say
+        self._maps = maps
+        self._every = every_seconds
+        self._clock = clock
         self._entered: dict[str, dt.datetime] = {}
-        self._items: dict[str, str] = {}  # each Map's item count, from the state before it
+        self._items: dict[str, tuple[int, str]] = {}  # each Map's item count and noun
+        self._done: dict[str, Callable[[], int]] = {}  # how to count each Map's done items
+        self._running: _Running | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind.endswith("StateExited"):
             self._count_items(event["stateExitedEventDetails"])
         if kind.endswith("StateEntered"):
-            self._entered.setdefault(event["stateEnteredEventDetails"]["name"], event["timestamp"])
+            name = event["stateEnteredEventDetails"]["name"]
+            self._entered.setdefault(name, event["timestamp"])
+            if kind == "MapStateEntered":
+                self._start(name)
         elif kind.endswith("StateExited"):
             name = event["stateExitedEventDetails"]["name"]
             if name in {"IngestFile", "Transform"}:  # a Map's child, counted by its Map
                 return
+            if kind == "MapStateExited":
+                self._running = None
             started = self._entered.pop(name, event["timestamp"])
             seconds = (event["timestamp"] - started).total_seconds()
-            extra = f" ({self._items.get(name, '?')})" if kind == "MapStateExited" else ""
+            extra = f" ({self._described(name)})" if kind == "MapStateExited" else ""
             self._say(f"  {name:<24} {seconds:6.2f} s{extra}")
         elif kind == "ExecutionFailed":
             self._say("  execution FAILED")
 
+    def poll(self) -> None:
+        """While a Map runs: its done items, when they changed (every ``every_seconds``)."""
+        running, now = self._running, self._clock()
+        if running is None or now - running.checked < self._every:
+            return
+        running.checked = now
+        try:
+            done = running.done()
+        except Exception:  # a progress line is never worth failing a run for
+            return
+        if done != running.shown:
+            running.shown = done
+            self._say(
+                f"  {running.name:<24} {done:,} of {running.total} {running.noun} done "
+                f"({now - running.started:.0f} s)"
+            )
+
+    def _start(self, name: str) -> None:
+        if name in self._items and name in self._done:
+            now = self._clock()
+            count, noun = self._items[name]
+            self._running = _Running(name, f"{count:,}", noun, self._done[name], now, now)
+
+    def _described(self, name: str) -> str:
+        count, noun = self._items.get(name, (0, ""))
+        return f"{count} {noun}" if name in self._items else "?"
+
     def _count_items(self, details: dict[str, Any]) -> None:
         output = json.loads(details.get("output") or "{}")
         if details["name"] == "ListNewFiles":
-            self._items["IngestStreams"] = f"{output['manifest']['file_count']} files"
+            self._items["IngestStreams"] = (output["manifest"]["file_count"], "files")
+            if self._maps:
+                self._done["IngestStreams"] = self._maps.ingested
         elif details["name"] == "PlanTransform":
-            self._items["TransformDates"] = f"{output['transform']['kpi_date_count']} dates"
+            plan = output["transform"]
+            self._items["TransformDates"] = (plan["kpi_date_count"], "dates")
+            if self._maps and plan.get("attempt"):
+                self._done["TransformDates"] = self._maps.computed(plan["attempt"])
 
 
 def _report(
@@ -405,7 +502,7 @@ def _report_files(s: dict[str, Any], say: Callable[[str], None]) -> None:
         say(f"    rejected    {note['key']}: {note['reason']}{detail}")
     say(f"  plays         {s['plays_valid']:,} valid, {s['duplicates']:,} duplicates")
     quarantined = s["rows_quarantined"]
-    say(f"  quarantined   {sum(quarantined.values()):,} rows {quarantined or ''}")
+    say(f"  quarantined   {sum(quarantined.values()):,} rows{_by_reason(quarantined)}")
 
 
 def _report_loaded(s: dict[str, Any], say: Callable[[str], None]) -> None:
@@ -457,21 +554,29 @@ def _report_request(summary: dict[str, Any], say: Callable[[str], None]) -> None
     """What a recompute replaced, what a replay accepted, or what a revalidation moved."""
     if recompute := summary.get("recompute"):
         repinned = recompute["repinned"]
-        say(
-            f"  recompute     {recompute['date_from']} .. {recompute['date_to']}, catalogue "
-            f"{recompute['catalogue']}: {len(summary['kpi_dates'])} dates replaced, "
-            f"{recompute['dates_without_plays']} without an accepted play left as they are"
-            + (f", {repinned} pinned to this run's catalogue" if repinned else "")
-        )
+        pinned = f", {repinned} pinned to this run's catalogue" if repinned else ""
+        if not summary["kpi_dates"]:  # it exits 0: say so plainly
+            say(
+                f"  recompute     no plays in {recompute['date_from']}..{recompute['date_to']}: "
+                f"nothing recomputed ({recompute['dates_without_plays']} dates without an "
+                f"accepted play, left as they are{pinned})"
+            )
+        else:
+            say(
+                f"  recompute     {recompute['date_from']} .. {recompute['date_to']}, catalogue "
+                f"{recompute['catalogue']}: {len(summary['kpi_dates'])} dates replaced, "
+                f"{recompute['dates_without_plays']} without an accepted play left as they "
+                f"are{pinned}"
+            )
     if replay := summary.get("replay"):
-        accepted = replay["rows_accepted"]
+        rechecked, accepted = replay["rows_rechecked"], replay["rows_accepted"]
+        still = replay["rows_still_quarantined"]
         say(
-            f"  replay        {sum(replay['rows_rechecked'].values()):,} quarantined rows "
-            f"re-checked {replay['rows_rechecked'] or ''}; {sum(accepted.values()):,} "
-            f"accepted {accepted or ''} ({replay['plays_valid']:,} plays), "
-            f"{sum(replay['rows_still_quarantined'].values()):,} still quarantined "
-            f"{replay['rows_still_quarantined'] or ''}; {replay['rows_replayed_before']:,} "
-            "accepted by an earlier replay"
+            f"  replay        {sum(rechecked.values()):,} quarantined rows re-checked"
+            f"{_by_reason(rechecked)}; {sum(accepted.values()):,} accepted{_by_reason(accepted)} "
+            f"({replay['plays_valid']:,} plays), {sum(still.values()):,} still quarantined"
+            f"{_by_reason(still)}; {replay['rows_replayed_before']:,} accepted by an earlier "
+            "replay (of these reasons and dates)"
         )
     if revalidation := summary.get("revalidation"):
         moved = revalidation["plays_quarantined"]
@@ -483,6 +588,11 @@ def _report_request(summary: dict[str, Any], say: Callable[[str], None]) -> None
             f"({revalidation['kpi_date_count']} dates "
             f"recomputed); {revalidation['plays_quarantined_before']:,} moved by an earlier one"
         )
+
+
+def _by_reason(counts: dict[str, int]) -> str:
+    """`` {'reason': n, ...}`` after a total, nothing when there is none."""
+    return f" {counts}" if counts else ""
 
 
 def _cause_message(cause: object) -> str:

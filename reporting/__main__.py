@@ -20,6 +20,8 @@ import os
 import sys
 from pathlib import Path
 
+from botocore.exceptions import NoCredentialsError
+
 from reporting.page import Meta, render
 from reporting.sources import DEFAULT_TABLE, ReportError, UsageError, open_sources, redact
 
@@ -27,6 +29,11 @@ EXIT_ERROR, EXIT_USAGE = 1, 2
 REPORT_NAME = "kpi_report.html"
 # The KPI definitions the page links, relatively: the link works wherever OUT is.
 DEFINITIONS = Path(__file__).resolve().parent.parent / "docs" / "kpis.md"
+NO_CREDENTIALS = (
+    "no AWS credentials found to read Redshift or S3: set AWS_PROFILE (a profile of "
+    "~/.aws/config, e.g. after `aws sso login --profile P`), or AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), or run where a role provides them"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as exc:
         print(f"error: {redact(str(exc), args.dsn)}", file=sys.stderr)
         return EXIT_ERROR
+    except NoCredentialsError:  # boto3's chain found none: Redshift's Data API, S3 summaries
+        print(f"error: {NO_CREDENTIALS}", file=sys.stderr)
+        return EXIT_USAGE
     print(path)
     print(line)
     return 0

@@ -300,11 +300,18 @@ def field_value(field: dict[str, Any]) -> Any:
 
 def redshift_reader(dsn: str, table: str) -> RedshiftReader:
     import boto3
+    from botocore.exceptions import NoRegionError
 
     target = parse_redshift_dsn(dsn)
-    client = boto3.client(
-        "redshift-data", **({"region_name": target.region} if target.region else {})
-    )
+    try:
+        client = boto3.client(
+            "redshift-data", **({"region_name": target.region} if target.region else {})
+        )
+    except NoRegionError:
+        raise UsageError(
+            f"no AWS region for {mask_dsn(dsn)}: set AWS_REGION (or AWS_DEFAULT_REGION), "
+            "or add ?region=<region> to the DSN"
+        ) from None
     return RedshiftReader(target, client, table)
 
 

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from local_runner.__main__ import main
 from local_runner.databases import postgres_running
-from local_runner.run import EXIT_OK, EXIT_USAGE, WAREHOUSE_COLUMNS, run_local
+from local_runner.run import EXIT_FAILED, EXIT_OK, EXIT_USAGE, WAREHOUSE_COLUMNS, run_local
 from local_runner.sample_data import SampleConfig, generate
 from local_runner.state import StateFolder
 from tests.reference_kpis import compute_reference
@@ -301,3 +303,215 @@ def test_a_dsn_with_an_unencoded_at_in_its_password_is_refused_before_any_connec
     with pytest.raises(DataError, match=refused) as e, local_databases(tmp_path):
         pass
     assert "Secret" not in str(e.value)
+
+
+# --- issue 21: the exit status, the request checked before anything starts -----------------
+
+
+def last_line(text: str) -> str:
+    return text.rstrip("\n").splitlines()[-1]
+
+
+def test_a_usage_error_ends_with_its_exit_status_and_what_it_means(tmp_path, capsys):
+    """`make run` exits 2 on any failure (make's own): the runner's status is its last line."""
+    code = main(["--data", str(tmp_path / "no-such-folder"), "--state", str(tmp_path / "state")])
+
+    said = capsys.readouterr()
+    assert code == EXIT_USAGE == 2
+    assert "is not a folder" in said.err
+    assert last_line(said.out) == "exit status 2: usage error, nothing was run"
+
+    with pytest.raises(SystemExit) as refused:  # ENGINE=spark: argparse's own refusal
+        main(["--engine", "spark"])
+    assert refused.value.code == EXIT_USAGE
+    said = capsys.readouterr()
+    assert "invalid choice: 'spark'" in said.err
+    assert last_line(said.out) == "exit status 2: usage error, nothing was run"
+
+
+def test_a_failed_run_ends_with_exit_status_1(tmp_path, capsys, monkeypatch, synthesized_template):
+    """Files arrived and not one play was accepted (files_rejected): the run failed."""
+    data = tmp_path / "data"
+    sample = generate(data, SampleConfig(seed=6, users=20, tracks=30, days=0))
+    assert [p.name for p in sample.stream_files] == ["streams_bad_header.csv"]
+    monkeypatch.setattr(
+        "local_runner.run.run_local", functools.partial(run_local, template=synthesized_template)
+    )
+
+    code = main(["--data", str(data), "--state", str(tmp_path / "state"), "--out", str(tmp_path)])
+
+    said = capsys.readouterr().out
+    assert code == EXIT_FAILED == 1, said
+    assert "Result: files_rejected" in said
+    assert re.search(r"^  IngestStreams +[\d.]+ s \(1 files\)$", said, re.M)  # not in the log
+    assert last_line(said) == "exit status 1: the run failed"
+
+
+def refuse_to_start(*args, **kwargs):
+    raise AssertionError("the run started")
+
+
+BAD_REQUESTS = [
+    (["--recompute", "2024-06-31..2024-07-02"], "recompute.from"),
+    (["--recompute", "2024-06-24..2024-6-27"], "recompute.to"),
+    (["--revalidate", "2024-06-27..2024-06-24"], "revalidate.from"),
+    (["--replay", "unknown_user_id", "--dates", "2024-06-24..24-06-2024"], "replay_quarantine.to"),
+    (["--replay", "unknown_user_id,unkown_track_id"], "replay_quarantine.reasons"),
+    (["--recompute", "2020-01-01..2024-12-31"], "max_recompute_days"),
+]
+
+
+@pytest.mark.parametrize(("args", "field"), BAD_REQUESTS)
+def test_a_bad_request_exits_2_at_once_with_check_requests_message(
+    tmp_path, capsys, monkeypatch, args, field
+):
+    """A typo in a date cost 10-16 s (PostgreSQL, synth, moto) and an alert: the request is
+    checked by CheckRequest's own parser before anything starts."""
+    import argparse
+
+    from kpi_pipeline.errors import InvalidRequest
+    from kpi_pipeline.requests import check_request
+    from local_runner.__main__ import execution_input
+
+    monkeypatch.setattr("local_runner.run.run_local", refuse_to_start)
+    state = tmp_path / "state"
+
+    started = time.monotonic()
+    code = main([*args, "--state", str(state), "--out", str(tmp_path / "out")])
+    seconds = time.monotonic() - started
+
+    said = capsys.readouterr()
+    assert code == EXIT_USAGE, said
+    assert seconds < 1.0
+    assert field in said.err
+    asked = dict.fromkeys(("recompute", "catalogue", "replay", "dates", "revalidate"))
+    for option, value in zip(args[::2], args[1::2], strict=True):
+        asked[option.removeprefix("--")] = value
+    run_input = execution_input(argparse.Namespace(**asked))
+    with pytest.raises(InvalidRequest) as refused:
+        check_request(run_input, max_recompute_days=366)  # cdk.json's local: the default
+    assert str(refused.value) in said.err  # CheckRequest's own words
+    assert last_line(said.out) == "exit status 2: usage error, nothing was run"
+    assert not state.exists()  # no lock taken, no database, no moto
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--recompute", "2024-06-24..2024-06-27", "--catalogue", "current"],
+            {"recompute": {"from": "2024-06-24", "to": "2024-06-27", "catalogue": "current"}},
+        ),
+        (
+            ["--replay", "unknown_user_id,unknown_track_id", "--dates", "2024-06-24..2024-06-27"],
+            {
+                "replay_quarantine": {
+                    "reasons": ["unknown_user_id", "unknown_track_id"],
+                    "from": "2024-06-24",
+                    "to": "2024-06-27",
+                }
+            },
+        ),
+        (
+            ["--revalidate", "2024-06-25"],
+            {"revalidate": {"from": "2024-06-25", "to": "2024-06-25"}},
+        ),
+        (["--full-extract"], {"full_extract": True}),
+        (["--preflight"], {"preflight": True}),
+        ([], {}),
+    ],
+)
+def test_print_input_gives_the_execution_input_and_the_aws_cli_command(
+    capsys, monkeypatch, args, expected
+):
+    """What the docs quote for the console and the AWS CLI: the very input `make run` would
+    start, checked by CheckRequest's parser; nothing is run."""
+    import shlex
+
+    from kpi_pipeline.requests import check_request
+
+    monkeypatch.setattr("local_runner.run.run_local", refuse_to_start)
+
+    assert main(["--print-input", *args]) == EXIT_OK
+
+    lines = capsys.readouterr().out.splitlines()
+    console = [line for line in lines if line.startswith("{")]
+    assert [json.loads(line) for line in console] == [expected]
+    check_request(expected, max_recompute_days=366)
+    (command,) = [line for line in lines if line.startswith("aws ")]
+    words = shlex.split(command)
+    assert words[:4] == ["aws", "stepfunctions", "start-execution", "--state-machine-arn"]
+    assert words[4] == "$STATE_MACHINE_ARN"  # shlex drops the shell's quotes
+    assert words[5] == "--input" and json.loads(words[6]) == expected
+    assert '--state-machine-arn "$STATE_MACHINE_ARN"' in command
+
+
+def test_print_input_refuses_a_bad_request_as_a_run_would(capsys):
+    assert main(["--print-input", "--recompute", "2024-02-30"]) == EXIT_USAGE
+    assert "recompute.from must be a date written YYYY-MM-DD, not '2024-02-30'" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_run_of_several_files_prints_how_far_its_maps_are(tmp_path, synthesized_template):
+    """IngestStreams and TransformDates printed nothing for minutes (2,000 files: 184 s):
+    lines "N of M files done" and "N of M dates done", plain lines whatever stdout is, at
+    most one per `progress_seconds` (5 by default; every change here)."""
+    data = generate(
+        tmp_path / "data", SampleConfig(seed=8, users=40, tracks=60, days=6, plays_per_day=300)
+    )
+    console = io.StringIO()
+
+    code = run_local(
+        data.users_csv.parent,
+        tmp_path / "out",
+        tmp_path / "state",
+        console=console,
+        template=synthesized_template,
+        progress_seconds=0,
+    )
+
+    said = console.getvalue()
+    assert code == EXIT_OK, said
+    summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    files = re.findall(r"^  IngestStreams +(\d+) of (\d+) files done \(\d+ s\)$", said, re.M)
+    dates = re.findall(r"^  TransformDates +(\d+) of (\d+) dates done \(\d+ s\)$", said, re.M)
+    assert files and dates, said
+    assert {int(total) for _, total in files} == {len(data.stream_files)}
+    assert {int(total) for _, total in dates} == {len(summary["kpi_dates"])}
+    for done, total in (*files, *dates):
+        assert 1 <= int(done) <= int(total)
+    assert [int(done) for done, _ in files] == sorted({int(done) for done, _ in files})
+    # the last line of a Map's progress comes before the line of the Map's end
+    assert said.rindex(" files done ") < said.index(
+        "  IngestStreams  ", said.rindex(" files done ")
+    )
+
+
+def test_a_recompute_of_a_range_without_plays_says_so(tmp_path, synthesized_template):
+    """It exited 0 with '0 dates replaced' among the counts: the console says it plainly
+    (and docs/operations.md quotes the line)."""
+    data = generate(
+        tmp_path / "data", SampleConfig(seed=9, users=20, tracks=30, days=1, plays_per_day=100)
+    )
+    january = {"recompute": {"from": "2024-01-01", "to": "2024-01-31", "catalogue": "pinned"}}
+    console = io.StringIO()
+
+    code = run_local(
+        data.users_csv.parent,
+        tmp_path / "out",
+        tmp_path / "state",
+        console=console,
+        template=synthesized_template,
+        run_input=january,
+    )
+
+    said = console.getvalue()
+    assert code == EXIT_OK, said
+    line = (
+        "  recompute     no plays in 2024-01-01..2024-01-31: nothing recomputed "
+        "(31 dates without an accepted play, left as they are)"
+    )
+    assert line in said.splitlines(), said
+    operations = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    assert line in operations.splitlines()

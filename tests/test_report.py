@@ -1075,3 +1075,52 @@ def test_a_redshift_dsn_shows_no_user_info() -> None:
     assert mask_dsn("redshift://admin:TopSecret1@kpi-wg/dev?region=eu-west-1") == (
         "redshift://kpi-wg/dev?region=eu-west-1"
     )
+
+
+# --- issue 21, item 12: a Redshift report without a region or credentials -------------------
+
+
+@pytest.fixture
+def no_aws_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AWS variable, no ~/.aws files, no instance metadata, no cached boto3 session."""
+    import os
+
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+
+
+def redshift_report(tmp_path: Path, capsys: Any, dsn: str) -> tuple[int, str]:
+    code = main(["--out", str(tmp_path / "out"), "--state", str(tmp_path / "none"), "--dsn", dsn])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.usefixtures("no_aws_configuration")
+def test_a_redshift_report_without_a_region_says_where_to_give_one(
+    tmp_path: Path, capsys: Any
+) -> None:
+    code, said = redshift_report(tmp_path, capsys, "redshift://kpi-wg/dev")
+
+    assert code == 2, said
+    assert "no AWS region for redshift://kpi-wg/dev" in said
+    assert "AWS_REGION" in said and "AWS_DEFAULT_REGION" in said and "?region=" in said
+    assert "Traceback" not in said and "NoRegionError" not in said
+    assert not (tmp_path / "out" / "kpi_report.html").exists()
+
+
+@pytest.mark.usefixtures("no_aws_configuration")
+def test_a_redshift_report_without_credentials_says_how_to_provide_them(
+    tmp_path: Path, capsys: Any
+) -> None:
+    code, said = redshift_report(tmp_path, capsys, "redshift://kpi-wg/dev?region=eu-west-1")
+
+    assert code == 2, said
+    lines = [line for line in said.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, said
+    assert "no AWS credentials" in lines[0]
+    assert "AWS_PROFILE" in lines[0] and "AWS_ACCESS_KEY_ID" in lines[0]
+    assert "Traceback" not in said and "NoCredentialsError" not in said

@@ -69,24 +69,22 @@ def replay_quarantine(
         con = engine.connect(engine_settings, space.path, spill_limit_mb=space.spill_limit_mb())
         try:
             entries = _replay_entries(storage, layout, ledger, sorted(quarantined))
-            replayed: dict[str, list[int]] = {}
-            for entry in entries:
-                replayed.setdefault(entry["replay_of"], []).extend(entry["replayed_rows"])
-            with_today = _recheck(con, paths, request, replayed, storage, layout, space.path)
+            with_today, replayed_before = _recheck(
+                con, paths, request, entries, storage, layout, space.path
+            )
             result = _accept(con, request, result, with_today, storage, layout, space.path)
         finally:
             con.close()
     # An earlier attempt of this very run (killed after its ledger entry) accepted them:
     # counted as this run's, never re-checked.
     own = [e for e in entries if e.get("run_id") == request.run_id]
-    before = [e for e in entries if e.get("run_id") != request.run_id]
     accepted_before = Counter[str]()
     for entry in own:
         accepted_before.update(entry.get("replayed_reasons", {}))
     result = result.model_copy(
         update={
             "quarantine_objects": len(quarantined),
-            "rows_replayed_before": sum(len(e["replayed_rows"]) for e in before),
+            "rows_replayed_before": replayed_before,
             "rows_rechecked": _added(result.rows_rechecked, accepted_before),
             "rows_accepted": _added(result.rows_accepted, accepted_before),
             "plays_valid": result.plays_valid + sum(int(e["plays_valid"]) for e in own),
@@ -175,31 +173,39 @@ def _recheck(
     con: duckdb.DuckDBPyConnection,
     paths: list[Path],
     request: ReplayRequest,
-    replayed: dict[str, list[int]],
+    entries: list[dict[str, Any]],
     storage: Storage,
     layout: Layout,
     tmp: Path,
-) -> set[dt.date]:
+) -> tuple[set[dt.date], int]:
     """Table ``rechecked``: each quarantined row of the reasons and dates asked for that no
-    earlier replay accepted, with the reason it fails with now (NULL: a valid play).
-    Returns the dates checked with today's snapshot (they had no pin)."""
+    replay accepted yet, with the reason it fails with now (NULL: a valid play).
+    Returns the dates checked with today's snapshot (they had no pin), and how many rows of
+    those reasons and dates an earlier replay accepted (``entries``: the replays' ledger
+    entries; this run's own, from an attempt that died, are counted as this run's)."""
     options = request.request
-    con.execute("CREATE TEMP TABLE replayed (content_key VARCHAR, record_number BIGINT)")
-    pairs = [(content, n) for content, numbers in replayed.items() for n in numbers]
-    if pairs:
-        con.executemany("INSERT INTO replayed VALUES (?, ?)", pairs)
+    con.execute(
+        "CREATE TEMP TABLE replayed (content_key VARCHAR, record_number BIGINT, earlier BOOLEAN)"
+    )
+    rows = [
+        (entry["replay_of"], number, entry.get("run_id") != request.run_id)
+        for entry in entries
+        for number in entry["replayed_rows"]
+    ]
+    if rows:
+        con.executemany("INSERT INTO replayed VALUES (?, ?, ?)", rows)
     reasons = ", ".join(literal(r) for r in options.reasons)
     con.execute(
         f"""
         CREATE TEMP TABLE candidates AS
-        SELECT row_number() OVER () AS row_id, q.*
+        SELECT row_number() OVER () AS row_id, q.*, r.earlier
         FROM (
             SELECT content_key, source_key, record_number, user_id, track_id, listen_time,
                 reason
             FROM read_parquet({parquet_list(paths)}, union_by_name = true)
             WHERE reason IN ({reasons})
         ) AS q
-        ANTI JOIN replayed USING (content_key, record_number)
+        LEFT JOIN replayed AS r USING (content_key, record_number)
         """
     )
     # The ingest's own parsing: the same typed values, the same kpi_date.
@@ -211,6 +217,16 @@ def _recheck(
     con.execute(
         "DELETE FROM parsed_rows WHERE kpi_date IS NULL OR kpi_date < ? OR kpi_date > ?",
         [options.date_from or dt.date.min, options.date_to or dt.date.max],
+    )
+    # Rows a replay accepted already are parsed for their date only: those of the dates
+    # asked for that an earlier run accepted are counted; none is re-checked.
+    found = con.execute(
+        "SELECT count(*) FROM parsed_rows AS p JOIN candidates AS c ON p.record_number = c.row_id "
+        "WHERE c.earlier"
+    ).fetchone()
+    con.execute(
+        "DELETE FROM parsed_rows WHERE record_number IN "
+        "(SELECT row_id FROM candidates WHERE earlier IS NOT NULL)"
     )
     dates = [r[0] for r in con.execute("SELECT DISTINCT kpi_date FROM parsed_rows").fetchall()]
     refs = snapshot_of_dates(storage, layout, sorted(dates), request.snapshot)
@@ -227,7 +243,7 @@ def _recheck(
         JOIN candidates AS c ON r.record_number = c.row_id
         """
     )
-    return {d for d, ref in refs.items() if ref == request.snapshot}
+    return {d for d, ref in refs.items() if ref == request.snapshot}, int(found[0] if found else 0)
 
 
 def _accept(
