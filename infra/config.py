@@ -40,6 +40,7 @@ STEPS = (
     "transform_in_warehouse",
     "load",
     "archive",
+    "alert",
 )
 
 
@@ -381,6 +382,8 @@ DEFAULT_FUNCTIONS: dict[str, FunctionConfig] = {
     ),
     "load": FunctionConfig(memory_mb=1024, timeout_seconds=900, ephemeral_storage_mb=512),
     "archive": FunctionConfig(memory_mb=512, timeout_seconds=600, ephemeral_storage_mb=512),
+    # Reads an execution's history, publishes one message and one event.
+    "alert": FunctionConfig(memory_mb=256, timeout_seconds=60, ephemeral_storage_mb=512),
 }
 
 

@@ -78,12 +78,14 @@ class PipelineFunctions(Construct):
         self.copy_role = self._copy_role()
         self.functions: dict[str, lambda_.Function] = {}
         self.roles: dict[str, iam.Role] = {}
+        self.log_groups: dict[str, logs.LogGroup] = {}
         for step in ALL_STEPS:
             name = pascal(step.key)
             sizing = config.function(step.key)
             log_group = logs.LogGroup(
                 self, f"{name}Logs", retention=logs.RetentionDays.THREE_MONTHS
             )
+            self.log_groups[step.key] = log_group
             role = iam.Role(
                 self,
                 f"{name}Role",
@@ -360,8 +362,8 @@ class PipelineFunctions(Construct):
         data_key = self._storage.data_key
         if data_key:
             for step_key, role in roles.items():
-                # CheckSourceData never touches the bucket; CheckRequest only lists it
-                if step_key not in ("check_source", "check_request"):
+                # CheckSourceData and Alert never touch the bucket; CheckRequest only lists it
+                if step_key not in ("check_source", "check_request", "alert"):
                     _use_key(role, data_key.key_arn, KEY_READ_WRITE)
 
     def _read_source_secret(self, role: iam.Role) -> None:

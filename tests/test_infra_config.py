@@ -295,6 +295,7 @@ DEFAULTS = {  # per step: (memory_mb, timeout_seconds, ephemeral_storage_mb)
     "transform_in_warehouse": (512, 900, 512),
     "load": (1024, 900, 512),
     "archive": (512, 600, 512),
+    "alert": (256, 60, 512),
 }
 
 

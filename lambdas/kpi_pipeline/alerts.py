@@ -22,6 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
 
+# The events the alert function acts on (EventBridge's detail-types), and those it puts on
+# the bus for PagerDuty (the PagerDuty rule's pattern: infra/alerts.py).
+EXECUTION_CHANGE = "Step Functions Execution Status Change"
+ALARM_CHANGE = "CloudWatch Alarm State Change"
+PAGERDUTY_SOURCE = "music-kpi.alerts"
+PAGERDUTY_DETAIL_TYPE = "PagerDuty Events API v2"
+
 # The kinds of end that alert, and how loud each is in PagerDuty.
 Kind = Literal[
     "failed",  # a state failed with an error (the run released the lock and stopped)
@@ -264,6 +271,7 @@ def context(alert: Alert) -> dict[str, str]:
         "error": alert.error,
         "execution_arn": alert.execution_arn,
         "alarm": alert.alarm,
+        "dedup_key": alert.dedup_key,
         "console_url": alert.console_url,
         "logs_url": alert.logs_url,
         "runbook_url": alert.runbook,
@@ -360,15 +368,24 @@ def _when(value: Any) -> str | None:
     return str(value)
 
 
-def failed_state_in(history: list[dict[str, Any]]) -> str | None:
-    """The state that raised: what DescribeFailure recorded (the Catch path's alert)."""
+def described_failure(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """What DescribeFailure recorded of the failure (the Catch path): the state that raised,
+    its error and cause."""
     for event in reversed(history):
         details = event.get("stateExitedEventDetails") or {}
         if details.get("name") == "DescribeFailure":
             output = json.loads(details.get("output") or "{}")
-            state = (output.get("alert") or {}).get("failed_state")
-            return str(state) if state else None
-    return None
+            return {k: v for k, v in (output.get("alert") or {}).items() if v}
+    return {}
+
+
+def _ended_details(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The error and cause a stopped (or timed-out) execution's last event records."""
+    for event in reversed(history):
+        for key in ("executionAbortedEventDetails", "executionTimedOutEventDetails"):
+            if event.get(key):
+                return {k: v for k, v in event[key].items() if v}
+    return {}
 
 
 def last_state_in(history: list[dict[str, Any]]) -> str | None:
@@ -399,8 +416,10 @@ def execution_alert(
         "ended_at": _when(detail.get("stopDate")),
     }
     if status == "FAILED":
-        error = detail.get("error") or "States.Runtime"
-        state = failed_state_in(history) or last_state_in(history)
+        described = described_failure(history)
+        # What the Catch recorded first: the Fail state ends with it (error and cause paths).
+        error = described.get("error") or detail.get("error") or "States.Runtime"
+        state = described.get("failed_state") or last_state_in(history)
         refused = error == "InvalidRequest"
         return Alert(
             kind="refused" if refused else "failed",
@@ -408,24 +427,33 @@ def execution_alert(
             status="FAILED",
             failed_state=state,
             error=error,
-            cause=detail.get("cause"),
+            cause=described.get("cause") or detail.get("cause"),
             **common,
         )
     if status in {"TIMED_OUT", "ABORTED"}:
         state = last_state_in(history)
         timed_out = status == "TIMED_OUT"
+        ended = _ended_details(history)
         return Alert(
             kind="timed_out" if timed_out else "aborted",
             headline=f"run {'timed out' if timed_out else 'was stopped'} in {state}",
             status=status,
             failed_state=state,
-            error=detail.get("error") or ("States.Timeout" if timed_out else "ExecutionAborted"),
-            cause=detail.get("cause"),
+            error=detail.get("error")
+            or ended.get("error")
+            or ("States.Timeout" if timed_out else "ExecutionAborted"),
+            cause=detail.get("cause") or ended.get("cause"),
             **common,
         )
     if status != "SUCCEEDED" or not summary:
         return None
     return _run_alert(summary, common)
+
+
+def summary_alerts(summary: dict[str, Any]) -> bool:
+    """Whether a run that succeeded still alerts (its summary: status and given-up files)."""
+    given_up = (summary.get("files_quarantined_by_reason") or {}).get("ingest_failed", 0)
+    return summary.get("status") in ALERTING_STATUSES or int(given_up) > 0
 
 
 def _run_alert(summary: dict[str, Any], common: dict[str, Any]) -> Alert | None:
