@@ -554,13 +554,19 @@ class LocalAws:
     def _tell_alert_function(self, description: dict[str, Any]) -> None:
         """What EventBridge does in AWS when an execution ends (infra/alerts.py's rule):
         hand the alert function the "Execution Status Change" event, once per execution."""
-        arn = description["executionArn"]
+        arn, machine = description["executionArn"], description["stateMachineArn"]
         if self._alert_function() is None or arn in self._told:
             return
         self._told.add(arn)
+        if machine != self.state_machine_arn and description["name"] in self._redriven:
+            # A redriven execution is the same execution in AWS (its ARN, its state machine);
+            # here it ran on a copy (redrive), whose history the alert function reads as the
+            # original's (moto keeps the redrive's events apart: its failed state may be the
+            # first attempt's).
+            arn, machine = self._redriven[description["name"]], self.state_machine_arn
         detail = {
             "executionArn": arn,
-            "stateMachineArn": description["stateMachineArn"],
+            "stateMachineArn": machine,
             "name": description["name"],
             "status": description["status"],
             "startDate": _epoch_ms(description.get("startDate")),
