@@ -29,7 +29,9 @@ SUPPRESSIONS: tuple[Suppression, ...] = (
         "CKV_AWS_116",
         "AWS::Lambda::Function",
         "invoked synchronously by Step Functions, whose Retry and Catch handle every failure; "
-        "a dead-letter queue only receives failed asynchronous invocations",
+        "a dead-letter queue only receives failed asynchronous invocations. The one function "
+        "invoked asynchronously, Alert (by EventBridge), is retried by Lambda, its failures "
+        "alarm straight to the topic (AlertsFailingAlarm) and its log keeps the event",
     ),
     Suppression(
         "CKV_AWS_115",

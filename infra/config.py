@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from infra import schedule
 
@@ -33,6 +40,7 @@ STEPS = (
     "transform_in_warehouse",
     "load",
     "archive",
+    "alert",
 )
 
 
@@ -288,6 +296,75 @@ class MonitoringConfig(_Model):
     no_plays_alarm_hours: int = Field(default=36, ge=2, le=168)
 
 
+class SlackConfig(_Model):
+    """The Slack channel AWS Chatbot posts the alerts to (the workspace must first be
+    authorised once in the AWS Chatbot console: docs/alerts.md)."""
+
+    # The workspace (team) id: Chatbot's console shows it once authorised, T followed by
+    # letters and digits.
+    workspace_id: str
+    # The channel's id, not its name: C... (public) or G... (private), from the channel's
+    # details in Slack ("Copy channel ID"). A private channel must invite @aws first.
+    channel_id: str
+
+    @field_validator("workspace_id")
+    @classmethod
+    def _workspace(cls, value: str) -> str:
+        if not re.fullmatch(r"T[0-9A-Z]{6,20}", value):
+            raise ValueError(
+                "a Slack workspace id looks like 'T0123ABCD' (T, then capitals and digits): "
+                "the AWS Chatbot console shows it once the workspace is authorised"
+            )
+        return value
+
+    @field_validator("channel_id")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if not re.fullmatch(r"[CG][0-9A-Z]{6,20}", value):
+            raise ValueError(
+                "a Slack channel id looks like 'C0123ABCDEF' (C for a public channel, G for a "
+                "private one, then capitals and digits), not its name: in Slack, the "
+                "channel's details, 'Copy channel ID'"
+            )
+        return value
+
+
+class PagerDutyConfig(_Model):
+    """PagerDuty's Events API v2: the integration key stays in Secrets Manager, named here."""
+
+    # The name or ARN of the secret holding the service's Events API v2 integration key
+    # (the routing key). Never the key itself: it would land in cdk.json and the template.
+    secret: str
+    # When the secret is JSON, the field holding the key (else the whole secret is the key).
+    json_field: Annotated[str, Field(pattern=r"^[\w.\-]+$")] | None = None
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if re.fullmatch(r"[0-9a-z]{32}", value):
+            raise ValueError(
+                "this looks like the integration key itself: put it in a Secrets Manager "
+                "secret and give the secret's name or ARN (the key must never be in cdk.json)"
+            )
+        if not re.fullmatch(SM_NAME_OR_ARN, value):
+            raise ValueError(
+                "give the name or the ARN of a Secrets Manager secret holding the Events API "
+                "v2 integration key (arn:aws:secretsmanager:<region>:<account>:secret:<name>)"
+            )
+        return value
+
+
+class AlertsConfig(_Model):
+    """Where alerts go besides the e-mail addresses of alert_emails: a Slack channel (AWS
+    Chatbot), PagerDuty. Neither is deployed unless set."""
+
+    slack: SlackConfig | None = None
+    pagerduty: PagerDutyConfig | None = None
+    # Where an alert's runbook entry links to: the runbook's page in your repository
+    # (https://.../docs/runbook.md), or its path in the repository (the default).
+    runbook_url: Annotated[str, Field(pattern=r"^(https://\S+|[\w./\-]+\.md)$")] = "docs/runbook.md"
+
+
 class FunctionConfig(_Model):
     """One step's Lambda sizing. A value left out takes the step's own default."""
 
@@ -330,6 +407,8 @@ DEFAULT_FUNCTIONS: dict[str, FunctionConfig] = {
     ),
     "load": FunctionConfig(memory_mb=1024, timeout_seconds=900, ephemeral_storage_mb=512),
     "archive": FunctionConfig(memory_mb=512, timeout_seconds=600, ephemeral_storage_mb=512),
+    # Reads an execution's history, publishes one message and one event.
+    "alert": FunctionConfig(memory_mb=256, timeout_seconds=60, ephemeral_storage_mb=512),
 }
 
 
@@ -347,6 +426,7 @@ class PipelineConfig(_Model):
     transform: TransformConfig = TransformConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     alert_emails: list[Annotated[str, Field(pattern=EMAIL)]] = []
+    alerts: AlertsConfig = AlertsConfig()
     layers: LayersConfig = LayersConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     functions: dict[str, FunctionOverride] = {}

@@ -412,8 +412,8 @@ class PipelineFunctions(Construct):
         data_key = self._storage.data_key
         if data_key:
             for step_key, role in roles.items():
-                # CheckSourceData never touches the bucket; CheckRequest only lists it
-                if step_key not in ("check_source", "check_request"):
+                # CheckSourceData and Alert never touch the bucket; CheckRequest only lists it
+                if step_key not in ("check_source", "check_request", "alert"):
                     _use_key(role, data_key.key_arn, KEY_READ_WRITE)
 
     def _read_source_secret(self, role: iam.Role) -> None:

@@ -1,30 +1,38 @@
-"""Alerts and the dashboard: failed runs, missing runs, and the pipeline's own numbers."""
+"""Alarms and the dashboard: failed runs, missing runs, and the pipeline's own numbers.
+
+What alerts: every end of an execution, told by the alert function with its run (failed,
+refused, stopped, an empty source, files refused or given up: infra/alerts.py), and the
+alarms no run is behind (no success, no plays), which reach the same function. The other
+alarms stay on the dashboard without an action: the alert function already told of their
+run. The alert function's own failures alarm straight to the topic.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
-from aws_cdk import aws_events as events
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import PipelineConfig
-from infra.functions import KEY_READ_WRITE, kms_via
 from infra.schedule import longest_gap
-from infra.steps import ALL_STEPS, INGEST_FILE, LIST_FILES, LOAD
+from infra.steps import ALERT, ALL_STEPS, INGEST_FILE, LIST_FILES, LOAD
 from kpi_pipeline import metric_names as m
 from kpi_pipeline.metric_names import NAMESPACE, SERVICE
 from kpi_pipeline.reasons import FileReason
 
-FAILED_STATUSES = ["FAILED", "TIMED_OUT", "ABORTED"]
+
+def no_plays_description(hours: int) -> str:
+    """The dead-feed alarm's description: the alert's headline is what comes before ':'."""
+    return (
+        f"No play was loaded in {hours} hours: the landing feed may have stopped (runs end "
+        "no_new_files and succeed)"
+    )
 
 
 def pipeline_metric(name: str, step: str | None, label: str | None = None) -> cw.Metric:
@@ -70,61 +78,9 @@ class PipelineMonitoring(Construct):
         state_machine: sfn.StateMachine,
         functions: dict[str, lambda_.Function],
         alert_topic: sns.ITopic,
-        alert_key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         alert = cw_actions.SnsAction(alert_topic)
-
-        # Every execution that ends badly, including those no Catch can see (timeouts, aborts).
-        # Published through a role of its own, granted exactly sns:Publish on the topic and
-        # its key's use: a topic policy for events.amazonaws.com would let any rule of the
-        # account page on-call (CDK's SnsTopic target grants so, or GenerateDataKey*).
-        publisher = iam.Role(
-            self,
-            "AlertPublisher",
-            assumed_by=iam.ServicePrincipal(
-                "events.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
-            ),
-            description="EventBridge publishes failed executions to the alert topic",
-        )
-        publisher.add_to_policy(
-            iam.PolicyStatement(actions=["sns:Publish"], resources=[alert_topic.topic_arn])
-        )
-        if alert_key is not None:
-            region = Stack.of(self).region
-            publisher.add_to_policy(kms_via("sns", region, KEY_READ_WRITE, alert_key.key_arn))
-        failed_rule = events.Rule(
-            self,
-            "ExecutionFailedRule",
-            description="Alerts on FAILED, TIMED_OUT and ABORTED executions",
-            event_pattern=events.EventPattern(
-                source=["aws.states"],
-                detail_type=["Step Functions Execution Status Change"],
-                detail={
-                    "status": FAILED_STATUSES,
-                    "stateMachineArn": [state_machine.state_machine_arn],
-                },
-            ),
-        )
-        message = events.RuleTargetInput.from_text(
-            f"Music KPI pipeline ({config.name}): execution "
-            f"{events.EventField.from_path('$.detail.name')} ended "
-            f"{events.EventField.from_path('$.detail.status')}. "
-            f"{events.EventField.from_path('$.detail.executionArn')}"
-        ).bind(failed_rule)
-        target: dict[str, Any] = {
-            "Id": "AlertTopic",
-            "Arn": alert_topic.topic_arn,
-            "RoleArn": publisher.role_arn,
-            "InputTransformer": {
-                "InputPathsMap": message.input_paths_map,
-                "InputTemplate": message.input_template,
-            },
-        }
-        rule_resource = failed_rule.node.default_child
-        assert isinstance(rule_resource, events.CfnRule)
-        rule_resource.add_property_override("Targets", [target])
 
         failures = cw.MathExpression(
             expression="failed + timedout + aborted",
@@ -136,19 +92,27 @@ class PipelineMonitoring(Construct):
             period=Duration.minutes(5),
             label="Failed, timed out or aborted executions",
         )
+        # The alert path itself: an alert the function could not send (after Lambda's two
+        # retries) alarms straight to the topic, as CloudWatch words it.
+        alert_function = functions[ALERT.key]
+        self.alerts_failing = self._on_any(
+            "AlertsFailingAlarm",
+            "The alert function failed: an alert may not have been sent (its logs say which)",
+            alert_function.metric_errors(statistic="Sum", period=Duration.minutes(5)),
+            alert,
+        )
         self.alarms = [
+            self.alerts_failing,
             self._on_any(
                 "FailedExecutionsAlarm",
                 "A pipeline execution failed, timed out or was aborted",
                 failures,
-                alert,
             ),
             # A source emptied (or a wrong database): the run succeeds with no_rds_data.
             self._on_any(
                 "NoRdsDataAlarm",
                 "A run ended no_rds_data: the users or songs table is empty",
                 run_metric(m.RUNS_ENDED, status="no_rds_data"),
-                alert,
             ),
             # Files arrived and not one play was accepted (all refused by the spec, or given
             # up on after failing to ingest): the run succeeds, its summary names the files.
@@ -157,7 +121,6 @@ class PipelineMonitoring(Construct):
                 "A run ended files_rejected: files arrived and none gave a play "
                 "(the run summary's rejected_files says which and why)",
                 run_metric(m.RUNS_ENDED, status="files_rejected"),
-                alert,
             ),
             # A file IngestFile could not get through was given up on (kpi_pipeline.attempts):
             # quarantined whole as ingest_failed, whatever else the run loaded.
@@ -176,12 +139,14 @@ class PipelineMonitoring(Construct):
                     statistic="Sum",
                     period=Duration.hours(1),
                 ),
-                alert,
             ),
         ]
 
+        # The alarms no run is behind: EventBridge hands their changes to the alert function.
+        self.runless_alarms: list[cw.Alarm] = []
         if config.schedule.enabled:
-            self.alarms += self._schedule_alarms(config, state_machine, alert)
+            self.runless_alarms = self._schedule_alarms(config, state_machine)
+            self.alarms += self.runless_alarms
         self.dashboard = self._dashboard(config, state_machine, functions)
 
     def _on_any(
@@ -189,9 +154,9 @@ class PipelineMonitoring(Construct):
         construct_id: str,
         description: str,
         metric: cw.IMetric,
-        alert: cw_actions.SnsAction,
+        action: cw_actions.SnsAction | None = None,
     ) -> cw.Alarm:
-        """An alarm that alerts on the first occurrence in a period (none: all is well)."""
+        """An alarm that fires on the first occurrence in a period (none: all is well)."""
         alarm = cw.Alarm(
             self,
             construct_id,
@@ -202,11 +167,12 @@ class PipelineMonitoring(Construct):
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
         )
-        alarm.add_alarm_action(alert)
+        if action is not None:
+            alarm.add_alarm_action(action)
         return alarm
 
     def _schedule_alarms(
-        self, config: PipelineConfig, state_machine: sfn.StateMachine, alert: cw_actions.SnsAction
+        self, config: PipelineConfig, state_machine: sfn.StateMachine
     ) -> list[cw.Alarm]:
         """What a running schedule should produce: successful runs, and plays loaded.
 
@@ -234,10 +200,7 @@ class PipelineMonitoring(Construct):
         dead_feed = cw.Alarm(
             self,
             "NoPlaysLoadedAlarm",
-            alarm_description=(
-                f"No play was loaded in {dead_feed_hours} hours: the landing feed may have "
-                "stopped (runs end no_new_files and succeed)"
-            ),
+            alarm_description=no_plays_description(dead_feed_hours),
             metric=run_metric(m.PLAYS_LOADED),
             threshold=1,
             evaluation_periods=dead_feed_hours,
@@ -245,8 +208,6 @@ class PipelineMonitoring(Construct):
             comparison_operator=cw.ComparisonOperator.LESS_THAN_THRESHOLD,
             treat_missing_data=cw.TreatMissingData.BREACHING,
         )
-        for alarm in (stale_alarm, dead_feed):
-            alarm.add_alarm_action(alert)
         return [stale_alarm, dead_feed]
 
     def _dashboard(

@@ -15,13 +15,14 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from infra.alerts import PipelineAlerts
 from infra.checkov import CheckovSuppressions
 from infra.config import PipelineConfig
 from infra.functions import KEY_READ_WRITE, PipelineFunctions, kms_via, writer_timeout_seconds
 from infra.monitoring import PipelineMonitoring
 from infra.nag import acknowledge_findings
 from infra.packaging import PipelineLayers
-from infra.steps import ALL_STEPS
+from infra.steps import ALERT, ALL_STEPS
 from infra.storage import PipelineStorage
 from infra.workflow import PipelineDefinition
 from kpi_pipeline.layout import Layout
@@ -42,8 +43,8 @@ class PipelineStack(Stack):
         Tags.of(self).add("environment", config.name)
         self.storage = PipelineStorage(self, "Storage", config=config)
         # Alerts may name runs and files: encrypted at rest, with a key this account's
-        # CloudWatch alarms may use (a service principal needs the key policy's word);
-        # EventBridge publishes through a role of its own (monitoring), granted by IAM.
+        # CloudWatch alarms may use (a service principal needs the key policy's word); the
+        # alert function publishes with its own role, granted by IAM (infra/alerts.py).
         self.alert_key = alert_key = kms.Key(
             self,
             "AlertKey",
@@ -86,7 +87,6 @@ class PipelineStack(Stack):
             "Definition",
             functions=dict(self.functions.functions),
             data_bucket=self.storage.data_bucket,
-            alert_topic=self.alert_topic,
             lock_table=self.storage.lock_table,
             map_results_prefix=Layout.map_results_prefix(),
             transform_map_results_prefix=Layout.transform_map_results_prefix(),
@@ -96,6 +96,9 @@ class PipelineStack(Stack):
             # the longest a stopped run's function may still write, and a minute more
             takeover_grace_seconds=writer_timeout_seconds(config),
         )
+        self.state_machine_logs = logs.LogGroup(
+            self, "StateMachineLogs", retention=logs.RetentionDays.THREE_MONTHS
+        )
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
@@ -104,9 +107,7 @@ class PipelineStack(Stack):
             timeout=Duration.hours(6),
             tracing_enabled=True,
             logs=sfn.LogOptions(
-                destination=logs.LogGroup(
-                    self, "StateMachineLogs", retention=logs.RetentionDays.THREE_MONTHS
-                ),
+                destination=self.state_machine_logs,
                 level=sfn.LogLevel.ALL,
                 include_execution_data=True,
             ),
@@ -117,11 +118,6 @@ class PipelineStack(Stack):
             self.state_machine.add_to_role_policy(
                 kms_via("s3", self.region, KEY_READ_WRITE, self.storage.data_key.key_arn)
             )
-        # Its alerts (NotifyFailure, the preflight's test message) go to an encrypted topic:
-        # SNS uses the topic's key on the publisher's behalf, or refuses the message.
-        self.state_machine.add_to_role_policy(
-            kms_via("sns", self.region, KEY_READ_WRITE, alert_key.key_arn)
-        )
         # The run's end, counted by status (RecordRunOutcome): CloudWatch has no resource
         # for a metric, the namespace condition is the narrowest grant.
         self.state_machine.add_to_role_policy(
@@ -153,7 +149,19 @@ class PipelineStack(Stack):
             state_machine=self.state_machine,
             functions=dict(self.functions.functions),
             alert_topic=self.alert_topic,
-            alert_key=alert_key,
+        )
+        self.alerts = PipelineAlerts(
+            self,
+            "Alerts",
+            config=config,
+            function=self.functions.functions[ALERT.key],
+            role=self.functions.roles[ALERT.key],
+            topic=self.alert_topic,
+            topic_key=alert_key,
+            state_machine=self.state_machine,
+            state_machine_logs=self.state_machine_logs,
+            function_logs=dict(self.functions.log_groups),
+            runless_alarms=self.monitoring.runless_alarms,
         )
         self._outputs(config)
         acknowledge_findings(self)

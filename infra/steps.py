@@ -120,6 +120,18 @@ ARCHIVE = Step(
     frozenset({"base"}),
 )
 
+# Not a state of the run: EventBridge invokes it when an execution ends or an alarm fires
+# (and the preflight, to prove the alert path). It renders every alert (kpi_pipeline.alerts)
+# and sends it: the topic (e-mail, Slack through AWS Chatbot), PagerDuty.
+ALERT = Step(
+    "alert",
+    "Alert",
+    "alert.handler.handler",
+    "Renders every alert and sends it: e-mail and Slack (the topic), PagerDuty",
+    frozenset({"alerts"}),
+    frozenset({"base"}),
+)
+
 ALL_STEPS: tuple[Step, ...] = (
     CHECK_REQUEST,
     CHECK_SOURCE,
@@ -132,6 +144,7 @@ ALL_STEPS: tuple[Step, ...] = (
     TRANSFORM_IN_WAREHOUSE,
     LOAD,
     ARCHIVE,
+    ALERT,
 )
 
 

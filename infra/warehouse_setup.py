@@ -22,9 +22,11 @@ from pathlib import Path
 from infra.config import ConfigError, PipelineConfig, load_config
 from infra.steps import LOAD, TRANSFORM_IN_WAREHOUSE, role_name
 from kpi_pipeline.warehouse.schema import (
+    BI_VIEWS,
     create_fence_sql,
     create_stage_table_sql,
     create_table_sql,
+    create_view_sql,
     fence_table,
     stage_table,
 )
@@ -32,6 +34,7 @@ from kpi_pipeline.warehouse.schema import (
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).with_name("warehouse_setup.sql")
 READERS = "music_kpi_readers"
+BI_GROUP = "music_kpi_bi"  # BI tools' users: the views only (docs/bi.md)
 SECRET_USER = "<the user in warehouse.secret_arn>"  # noqa: S105 - a placeholder, no secret
 
 
@@ -97,6 +100,11 @@ def render(config: PipelineConfig, database: str | None = None) -> str:
             for user in users.distinct
         ),
         "readers": READERS,
+        "bi_group": BI_GROUP,
+        "create_views": "\n\n".join(
+            "\n".join(f"{sql};" for sql in create_view_sql(table, view)) for view in BI_VIEWS
+        ),
+        "views": ", ".join(view.name(table) for view in BI_VIEWS),
         "create_table": create_table_sql(table),
         "create_stage": create_stage_table_sql(stage_table(table)),
         "create_fence": "\n".join(f"{sql};" for sql in create_fence_sql(fence_table(table))),

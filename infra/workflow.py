@@ -2,7 +2,8 @@
 
 States pass references and counts only (the state payload limit is 256 KiB). Every task
 retries transient errors with backoff and jitter, and hands any other error to a
-``<State>Failed`` pass that names the failed state, then to the alert topic and a Fail.
+``<State>Failed`` pass that names the failed state, then to a Fail: the execution's end
+reaches the alert function through EventBridge (infra/alerts.py), which tells everyone.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from infra.steps import (
+    ALERT,
     ARCHIVE,
     CHECK_REQUEST,
     CHECK_SOURCE,
@@ -74,7 +75,6 @@ class PipelineDefinition(Construct):
         *,
         functions: dict[str, lambda_.IFunction],
         data_bucket: s3.IBucket,
-        alert_topic: sns.ITopic,
         lock_table: dynamodb.ITable,
         map_results_prefix: str,
         transform_map_results_prefix: str,
@@ -93,7 +93,7 @@ class PipelineDefinition(Construct):
         failure = sfn.Pass(
             self,
             "DescribeFailure",
-            comment="Shapes the alert: run, failed state, error, cause and a console link",
+            comment="Describes the failure: run, failed state, error, cause, console link",
             parameters={
                 "status": "failed",
                 "pipeline": pipeline_name,
@@ -111,17 +111,8 @@ class PipelineDefinition(Construct):
             },
             result_path="$.alert",
         )
-        notify = tasks.SnsPublish(
-            self,
-            "NotifyFailure",
-            topic=alert_topic,
-            subject=sfn.JsonPath.format(
-                f"[{pipeline_name}] run failed in {{}}",
-                sfn.JsonPath.string_at("$.alert.failed_state"),
-            ),
-            message=sfn.TaskInput.from_json_path_at("States.JsonToString($.alert)"),
-            result_path=sfn.JsonPath.DISCARD,
-        )
+        # The execution ends FAILED with the error and cause of the state that raised; its
+        # end reaches the alert function (EventBridge), which reads the failed state here.
         fail = sfn.Fail(
             self,
             "RunFailed",
@@ -130,11 +121,10 @@ class PipelineDefinition(Construct):
         )
         # Every end is counted by its status (a run that ends no_new_files day after day is
         # a dead feed), releases the lock (unless it never held it), then completes.
-        record_failure = self._record_outcome("RecordFailedRun", notify, status="failed")
+        record_failure = self._record_outcome("RecordFailedRun", fail, status="failed")
         self._on_failure = failure.next(
             self._release_lock("ReleaseLockAfterFailure", record_failure)
         )
-        notify.next(fail)
         self._release = self._record_outcome(
             "RecordRunOutcome",
             self._release_lock("ReleaseLock", sfn.Succeed(self, "RunComplete")),
@@ -490,7 +480,7 @@ class PipelineDefinition(Construct):
         acquire.next(check_source)
         take_over.next(check_source)
         check_source.next(source_data)
-        preflight = self._preflight(alert_topic, pipeline_name)
+        preflight = self._preflight()
         self.definition = start.next(check_request).next(
             sfn.Choice(self, "Preflight?", comment="a deployment's checks, or a run")
             .when(sfn.Condition.string_equals("$.request.kind", "preflight"), preflight)
@@ -521,10 +511,10 @@ class PipelineDefinition(Construct):
         _retry_transient(task, ["Sfn.SfnException", "Sfn.ThrottlingException"])
         return task
 
-    def _preflight(self, alert_topic: sns.ITopic, pipeline_name: str) -> sfn.IChainable:
+    def _preflight(self) -> sfn.IChainable:
         """{"preflight": true}: each step checks, with its own role, what it will need; the
-        alert topic takes a test message; Archive gathers the checks. No lock is taken and
-        nothing is kept (kpi_pipeline.preflight)."""
+        alert function publishes a test alert the way every alert goes; Archive gathers the
+        checks. No lock is taken and nothing is kept (kpi_pipeline.preflight)."""
         payload: dict[str, object] = {"run_id.$": RUN_ID, "preflight": True}
 
         def probe(
@@ -542,39 +532,6 @@ class PipelineDefinition(Construct):
             )
             _retry_transient(task, TRANSIENT_ERRORS)
             return task
-
-        alert_ok = sfn.Pass(
-            self,
-            "AlertTopicAccepted",
-            result=sfn.Result.from_object(
-                _alert_check(True, "a test message was published to the topic")
-            ),
-            result_path="$.alert_check",
-        )
-        alert_failed = sfn.Pass(
-            self,
-            "AlertTopicRefused",
-            parameters={
-                **{k: v for k, v in _alert_check(False, "").items() if k != "detail"},
-                "detail.$": "$.alert_error.Cause",
-            },
-            result_path="$.alert_check",
-        )
-        publish = tasks.SnsPublish(
-            self,
-            "PreflightAlert",
-            topic=alert_topic,
-            subject=f"[{pipeline_name}] preflight: the alert path works",
-            message=sfn.TaskInput.from_object(
-                {
-                    "preflight.$": RUN_ID,
-                    "message": "A preflight of the pipeline published this test message: "
-                    "failures will reach this topic's subscribers. Nothing failed.",
-                }
-            ),
-            result_path=sfn.JsonPath.DISCARD,
-        )
-        publish.add_catch(alert_failed, errors=["States.ALL"], result_path="$.alert_error")
 
         def branch(*probes: tuple[Step, str]) -> sfn.IChainable:
             """The probes in order; one that fails outright (a timeout, a crash) becomes a
@@ -613,7 +570,7 @@ class PipelineDefinition(Construct):
                 (LOAD, "$.load_checks"),
             )
         )
-        checks.branch(publish.next(alert_ok))
+        checks.branch(branch((ALERT, "$.alert_checks")))
         self._catch(checks, "Preflight")
         report = probe(ARCHIVE, "$", {"results.$": "$.preflight"})  # gathers the checks
         self._catch(report, "PreflightArchive")
@@ -835,16 +792,6 @@ class PipelineDefinition(Construct):
         release.add_catch(then, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
         release.next(then)
         return release
-
-
-def _alert_check(ok: bool, detail: str) -> dict[str, object]:
-    return {
-        "check": "alerts: the alert topic takes a message",
-        "step": "StateMachine",
-        "ok": ok,
-        "detail": detail,
-        "fix": "" if ok else "check the topic's policy and its KMS key",
-    }
 
 
 class _RunsItemReader(sfn.S3JsonItemReader):

@@ -129,6 +129,9 @@ class LocalAws:
         self._import_lock = threading.Lock()
         self.state_machine_arn = ""
         self.alert_queue_url = ""
+        self.api_destination_queues: list[tuple[str, str]] = []  # (queue URL, InputPath)
+        self._told: set[str] = set()  # the executions whose end reached the alert function
+        self._stop_causes: dict[str, str] = {}  # StopExecution's cause, by execution
         self.iam = iam_check(pipeline)
         self.payloads = PayloadCheck()
         self.failures: list[tuple[str, str, str]] = []  # (function, error, traceback)
@@ -258,6 +261,20 @@ class LocalAws:
         for topic_arn in self.pipeline.topic_arns:
             sns.create_topic(Name=topic_arn.rsplit(":", 1)[-1])
             sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+        # An API destination (PagerDuty) stands here as a queue its rule sends to: the events
+        # the alert function puts on the bus reach it only if they match the synthesized rule.
+        events = self.client("events")
+        for number, (pattern, input_path) in enumerate(self.pipeline.api_destination_rules):
+            url = sqs.create_queue(QueueName=f"local-api-destination-{number}")["QueueUrl"]
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            events.put_rule(
+                Name=f"local-api-destination-{number}", EventPattern=json.dumps(pattern)
+            )
+            events.put_targets(
+                Rule=f"local-api-destination-{number}",
+                Targets=[{"Id": "destination", "Arn": arn["Attributes"]["QueueArn"]}],
+            )
+            self.api_destination_queues.append((url, input_path))
 
         self.state_machine_arn = self.client("stepfunctions").create_state_machine(
             name=self.pipeline.state_machine_name,
@@ -371,6 +388,7 @@ class LocalAws:
         Lambda invocation (or warehouse batch) it had in flight goes on as a zombie."""
         # Stopped first: the invocation answered next must find its execution ended.
         self.client("stepfunctions").stop_execution(executionArn=execution_arn, cause=cause)
+        self._stop_causes[execution_arn] = cause  # AWS keeps it (moto 5.2.5 drops it)
         self._stopped_runs.add(execution_arn.rsplit(":", 1)[-1])
 
     def await_zombies(self) -> None:
@@ -504,6 +522,7 @@ class LocalAws:
                 raise TimeoutError(f"execution {execution_arn} still running")
             time.sleep(0.1 if on_event else 0.05)
         output = description.get("output")
+        self._tell_alert_function(description)
         return Execution(
             run_id=description["name"],
             arn=execution_arn,
@@ -536,22 +555,140 @@ class LocalAws:
             if not token:
                 return events
 
+    # --- alerts ------------------------------------------------------------------------------
+    def _alert_function(self) -> str | None:
+        names = [n for n, (f, _) in self._handlers.items() if f.handler == ALERT_HANDLER]
+        return names[0] if names else None
+
+    def _tell_alert_function(self, description: dict[str, Any]) -> None:
+        """What EventBridge does in AWS when an execution ends (infra/alerts.py's rule):
+        hand the alert function the "Execution Status Change" event, once per execution."""
+        arn, machine = description["executionArn"], description["stateMachineArn"]
+        if self._alert_function() is None or arn in self._told:
+            return
+        self._told.add(arn)
+        if machine != self.state_machine_arn and description["name"] in self._redriven:
+            # A redriven execution is the same execution in AWS (its ARN, its state machine);
+            # here it ran on a copy (redrive), whose history the alert function reads as the
+            # original's (moto keeps the redrive's events apart: its failed state may be the
+            # first attempt's).
+            arn, machine = self._redriven[description["name"]], self.state_machine_arn
+        detail = {
+            "executionArn": arn,
+            "stateMachineArn": machine,
+            "name": description["name"],
+            "status": description["status"],
+            "startDate": _epoch_ms(description.get("startDate")),
+            "stopDate": _epoch_ms(description.get("stopDate")),
+            "input": description.get("input"),
+            "output": description.get("output"),
+            "error": description.get("error") or None,
+            "cause": description.get("cause") or self._stop_causes.get(arn),
+        }
+        self.deliver(
+            {
+                "version": "0",
+                "detail-type": "Step Functions Execution Status Change",
+                "source": "aws.states",
+                "account": ACCOUNT,
+                "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "region": REGION,
+                "resources": [arn],
+                "detail": detail,
+            }
+        )
+
+    def deliver(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Invoke the alert function with an EventBridge event, as its rules would."""
+        return self.invoke_handler(ALERT_HANDLER, event)
+
+    def alarm_changed(
+        self, alarm_name: str, description: str, reason: str, state: str = "ALARM"
+    ) -> dict[str, Any]:
+        """What CloudWatch hands EventBridge when an alarm changes state (the alarms no run
+        is behind reach the alert function: infra/alerts.py)."""
+        return self.deliver(
+            {
+                "version": "0",
+                "detail-type": "CloudWatch Alarm State Change",
+                "source": "aws.cloudwatch",
+                "account": ACCOUNT,
+                "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "region": REGION,
+                "resources": [f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{alarm_name}"],
+                "detail": {
+                    "alarmName": alarm_name,
+                    "state": {"value": state, "reason": reason},
+                    "previousState": {"value": "OK" if state == "ALARM" else "ALARM"},
+                    "configuration": {"description": description},
+                },
+            }
+        )
+
+    def log_group_of(self, state: str) -> str:
+        """The log group an alert about ``state`` links to."""
+        name = self._alert_function()
+        assert name is not None, "the pipeline has no alert function"
+        function, _ = self._handlers[name]
+        return str(json.loads(function.environment["ALERT_LOG_GROUPS"])[state])
+
     def alerts(self) -> list[dict[str, Any]]:
-        """Alert messages published to the SNS topic (received through an SQS queue)."""
+        """Alerts published to the topic since the last call (received through an SQS
+        queue, which gets what AWS Chatbot gets): each with its subject, its text (Chatbot's
+        title and description), the e-mail's text and the alert's facts."""
+        alerts = []
+        for envelope in self._drain(self.alert_queue_url):
+            notification = json.loads(envelope["Message"])  # what AWS Chatbot receives
+            content = notification["content"]
+            alerts.append(
+                {
+                    "subject": envelope.get("Subject"),
+                    "text": f"{content['title']}\n{content['description']}",
+                    "email": self._email_of(envelope["MessageId"]),
+                    **notification["metadata"]["additionalContext"],
+                }
+            )
+        return alerts
+
+    def _email_of(self, message_id: str) -> str | None:
+        """What an e-mail subscriber receives of a message: its "email" part when it was
+        published with MessageStructure json (moto keeps what was published)."""
+        from moto.sns.models import sns_backends
+
+        for topic in sns_backends[ACCOUNT][REGION].topics.values():
+            for sent_id, message, *_ in topic.sent_notifications:
+                if sent_id == message_id:
+                    try:
+                        structured = json.loads(message)
+                    except ValueError:
+                        return str(message)
+                    if isinstance(structured, dict) and "email" in structured:
+                        return str(structured["email"])
+                    return str(message)
+        return None
+
+    def pagerduty_events(self) -> list[dict[str, Any]]:
+        """The events the API destinations (PagerDuty) received since the last call: the
+        part of each event their rule sends (InputPath), as the HTTP body."""
+        events = []
+        for url, input_path in self.api_destination_queues:
+            for event in self._drain(url, envelope=False):
+                body = event
+                for part in input_path.removeprefix("$").strip(".").split("."):
+                    body = body[part] if part else body
+                events.append(body)
+        return events
+
+    def _drain(self, queue_url: str, *, envelope: bool = True) -> list[dict[str, Any]]:
         sqs = self.client("sqs")
-        messages: list[dict[str, Any]] = []
+        bodies: list[dict[str, Any]] = []
         while True:
-            batch = sqs.receive_message(QueueUrl=self.alert_queue_url, MaxNumberOfMessages=10)
+            batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
             if not batch.get("Messages"):
-                return messages
+                return bodies
             for message in batch["Messages"]:
-                envelope = json.loads(message["Body"])
-                messages.append(
-                    {"subject": envelope.get("Subject"), **json.loads(envelope["Message"])}
-                )
-                sqs.delete_message(
-                    QueueUrl=self.alert_queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
+                bodies.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
     def read_json(self, bucket: str, key: str) -> Any | None:
         """An object's JSON content, or None when there is no such object."""
@@ -601,6 +738,18 @@ class LocalAws:
                     saved += 1
         folder.mkdir(parents=True, exist_ok=True)
         return saved
+
+
+ALERT_HANDLER = "alert.handler.handler"
+
+
+def _epoch_ms(moment: Any) -> int | None:
+    """A time as an EventBridge event of Step Functions carries it: epoch milliseconds."""
+    if moment is None:
+        return None
+    if isinstance(moment, dt.datetime):
+        return int(_aware(moment).timestamp() * 1000)
+    return int(dt.datetime.fromisoformat(str(moment)).timestamp() * 1000)
 
 
 def function_access_key(function: LocalFunction) -> str:

@@ -251,8 +251,19 @@ def required_permissions(
     if service == "stepfunctions":
         if operation in {"ListExecutions", "StartExecution"}:
             return [Permission(f"states:{operation}", params["stateMachineArn"])]
-        if operation in {"DescribeExecution", "StopExecution"}:
+        if operation in {"DescribeExecution", "StopExecution", "GetExecutionHistory"}:
             return [Permission(f"states:{operation}", params["executionArn"])]
+    if service == "events" and operation == "PutEvents":
+        buses = {entry.get("EventBusName") or "default" for entry in params["Entries"]}
+        return [
+            Permission(
+                "events:PutEvents",
+                bus
+                if bus.startswith("arn:")
+                else f"arn:aws:events:{region}:{account}:event-bus/{bus}",
+            )
+            for bus in sorted(buses)
+        ]
     raise access_denied(
         f"the local IAM check does not know which permission {service}:{operation} needs; "
         "teach local_runner/iam.required_permissions before making this call",

@@ -484,6 +484,8 @@ def _report(
     else:
         _report_files(summary, say)
         _report_loaded(summary, say)
+        for alert in alerts:  # an empty source, files refused or given up
+            say(f"  alert sent    {alert.get('subject')}")
     say(f"  warehouse     {out / 'music_kpi_metrics.csv'} ({rows:,} rows)")
     say(f"  summary       {out / 'run_summary.json'}")
     say(f"  logs          {state / 'logs' / (run_id + '.jsonl')}")

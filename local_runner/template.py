@@ -60,6 +60,9 @@ class LocalPipeline:
     # Each role's IAM statements, by the role's logical id and its name (by its name alone,
     # for an imported role).
     policies: dict[str, tuple[dict[str, Any], ...]]
+    # The rules that send events to an API destination (PagerDuty): their event pattern and
+    # the part of the event they send (InputPath).
+    api_destination_rules: tuple[tuple[dict[str, Any], str], ...] = ()
 
     @property
     def transform_engine(self) -> str:
@@ -241,7 +244,26 @@ def load_pipeline(template_path: Path) -> LocalPipeline:
         outputs=outputs,
         state_machine_role=_role_of(machine["Properties"]["RoleArn"]),
         policies=_policies(resources, resolver),
+        api_destination_rules=_api_destination_rules(resources, resolver),
     )
+
+
+def _api_destination_rules(
+    resources: dict[str, Any], resolver: _Resolver
+) -> tuple[tuple[dict[str, Any], str], ...]:
+    """Each rule whose target is an API destination of the stack: (pattern, InputPath)."""
+    rules = []
+    for resource in resources.values():
+        if resource["Type"] != "AWS::Events::Rule":
+            continue
+        for target in resource["Properties"].get("Targets", []):
+            arn = target.get("Arn")
+            if isinstance(arn, dict) and "Fn::GetAtt" in arn:
+                kind = resources[arn["Fn::GetAtt"][0]]["Type"]
+                if kind == "AWS::Events::ApiDestination":
+                    pattern = resolver.resolve(resource["Properties"]["EventPattern"])
+                    rules.append((pattern, str(target.get("InputPath", "$"))))
+    return tuple(rules)
 
 
 def _bucket_keys(
@@ -344,6 +366,16 @@ class _Resolver:
             ("AWS::StepFunctions::StateMachine", "Arn"): (
                 f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
             ),
+            ("AWS::Events::ApiDestination", "Arn"): (
+                f"arn:aws:events:{REGION}:{ACCOUNT}:api-destination/{name}"
+            ),
+            ("AWS::Events::Connection", "Arn"): (
+                f"arn:aws:events:{REGION}:{ACCOUNT}:connection/{name}"
+            ),
+            (
+                "AWS::CloudWatch::Alarm",
+                "Arn",
+            ): f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}",
         }
         if (kind, attribute) not in arns:
             raise TemplateError(f"cannot resolve Fn::GetAtt {logical_id}.{attribute} ({kind})")

@@ -308,6 +308,7 @@ DEFAULTS = {  # per step: (memory_mb, timeout_seconds, ephemeral_storage_mb)
     "transform_in_warehouse": (512, 900, 512),
     "load": (1024, 900, 512),
     "archive": (512, 600, 512),
+    "alert": (256, 60, 512),
 }
 
 
@@ -379,3 +380,64 @@ def test_the_source_is_reached_over_tls_outside_the_laptop():
     message = error_of(source=without_bundle)  # verify-full, the default, without the CA
     assert "needs the RDS CA bundle: set source.ca_bundle" in message and "make rds-ca" in message
     assert load_config(environments(source={**without_bundle, "sslmode": "require"}), "dev")
+
+
+# --- alerts: Slack (AWS Chatbot) and PagerDuty -------------------------------------------------
+SLACK = {"workspace_id": "T0123ABCD", "channel_id": "C0123ABCDEF"}
+PAGERDUTY = {"secret": "music-kpi/dev/pagerduty"}
+
+
+def test_slack_and_pagerduty_are_optional_and_off_by_default():
+    config = load_config(environments("dev"), "dev")
+    assert config.alerts.slack is None and config.alerts.pagerduty is None
+    prod = load_config(environments("prod"), "prod")  # the example enables both
+    assert prod.alerts.slack is not None and prod.alerts.pagerduty is not None
+
+
+def test_slack_and_pagerduty_settings_are_read():
+    config = load_config(environments(alerts={"slack": SLACK, "pagerduty": PAGERDUTY}), "dev")
+    assert config.alerts.slack is not None and config.alerts.pagerduty is not None
+    assert config.alerts.slack.channel_id == "C0123ABCDEF"
+    assert config.alerts.pagerduty.secret == "music-kpi/dev/pagerduty"
+
+
+@pytest.mark.parametrize(
+    ("slack", "named", "says"),
+    [
+        ({**SLACK, "channel_id": "#data-alerts"}, "alerts.slack.channel_id", "not its name"),
+        ({**SLACK, "channel_id": "c0123abcdef"}, "alerts.slack.channel_id", "C0123ABCDEF"),
+        ({**SLACK, "workspace_id": "acme.slack.com"}, "alerts.slack.workspace_id", "T"),
+        ({"channel_id": "C0123ABCDEF"}, "alerts.slack.workspace_id", "Field required"),
+    ],
+    ids=["channel-name", "lower-case", "workspace-url", "no-workspace"],
+)
+def test_a_bad_slack_setting_says_what_the_id_looks_like(slack, named, says):
+    message = error_of(alerts={"slack": slack})
+    assert named in message
+    assert says in message
+
+
+@pytest.mark.parametrize(
+    ("secret", "says"),
+    [
+        ("e93facc04764012d7bfb002500d5d1a6", "the integration key itself"),
+        ("arn:aws:ssm:eu-west-1:111111111111:parameter/pagerduty", "Secrets Manager"),
+        ("pager duty key", "Secrets Manager"),
+    ],
+    ids=["the-key-itself", "not-a-secret-arn", "not-a-name"],
+)
+def test_a_pagerduty_secret_that_is_no_secret_name_or_arn_is_refused(secret, says):
+    message = error_of(alerts={"pagerduty": {"secret": secret}})
+    assert "alerts.pagerduty.secret" in message
+    assert says in message
+    if says == "the integration key itself":
+        assert secret not in message  # a key is never echoed
+
+
+def test_the_runbook_url_is_a_link_or_the_repositorys_path():
+    ok = load_config(
+        environments(alerts={"runbook_url": "https://git.example.com/music/docs/runbook.md"}),
+        "dev",
+    )
+    assert ok.alerts.runbook_url.startswith("https://")
+    assert "alerts.runbook_url" in error_of(alerts={"runbook_url": "http://insecure/runbook"})

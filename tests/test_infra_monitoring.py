@@ -64,9 +64,14 @@ def dev():
 
 
 # --- alerts ----------------------------------------------------------------------------------
-def test_failed_timed_out_and_aborted_executions_of_this_machine_alert_the_topic(prod):
+def alert_function(stack: PipelineStack) -> dict[str, Any]:
+    return {"Fn::GetAtt": [logical_id(stack, stack.functions.functions["alert"]), "Arn"]}
+
+
+def test_every_end_of_this_machines_executions_reaches_the_alert_function(prod):
+    """Timeouts and aborts included, which no Catch sees; successes too (an empty source,
+    refused files, and the end of the incidents of earlier failures)."""
     stack, template = prod
-    message = Capture()
     template.has_resource_properties(
         "AWS::Events::Rule",
         {
@@ -74,37 +79,46 @@ def test_failed_timed_out_and_aborted_executions_of_this_machine_alert_the_topic
                 "source": ["aws.states"],
                 "detail-type": ["Step Functions Execution Status Change"],
                 "detail": {
-                    "status": ["FAILED", "TIMED_OUT", "ABORTED"],
+                    "status": ["SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"],
                     "stateMachineArn": [ref(stack, stack.state_machine)],
                 },
             },
             "State": "ENABLED",
-            "Targets": [
-                Match.object_like(
-                    {
-                        "Arn": ref(stack, stack.alert_topic),
-                        "InputTransformer": {
-                            "InputPathsMap": {
-                                "detail-name": "$.detail.name",
-                                "detail-status": "$.detail.status",
-                                "detail-executionArn": "$.detail.executionArn",
-                            },
-                            "InputTemplate": message,
-                        },
-                    }
-                )
-            ],
+            "Targets": [Match.object_like({"Arn": alert_function(stack)})],
         },
     )
-    text = message.as_string()
-    assert "(prod)" in text
-    for field in ("<detail-name>", "<detail-status>", "<detail-executionArn>"):
-        assert field in text
 
 
-def test_eventbridge_publishes_through_a_role_of_its_own_never_by_topic_policy(prod):
+def test_the_alarms_no_run_is_behind_reach_the_alert_function(prod, dev):
+    stack, template = prod
+    alarms = [
+        {"Fn::GetAtt": [logical_id(stack, alarm), "Arn"]}
+        for alarm in stack.monitoring.runless_alarms
+    ]
+    assert len(alarms) == 2  # no success for the schedule's window, no plays for 36 hours
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "EventPattern": {
+                "source": ["aws.cloudwatch"],
+                "detail-type": ["CloudWatch Alarm State Change"],
+                "resources": alarms,
+                "detail": {"state": {"value": ["ALARM", "OK"]}},
+            },
+            "Targets": [Match.object_like({"Arn": alert_function(stack)})],
+        },
+    )
+    dev_stack, dev_template = dev  # its schedule is off: no such alarm, no such rule
+    assert dev_stack.monitoring.runless_alarms == []
+    dev_template.resource_properties_count_is(
+        "AWS::Events::Rule", {"EventPattern": {"source": ["aws.cloudwatch"]}}, 0
+    )
+
+
+def test_only_the_alert_function_publishes_and_never_through_a_topic_policy(prod):
     """Issue 20, item 7: a topic policy letting events.amazonaws.com publish lets any rule of
-    the account page on-call. The execution-failed rule publishes through its own role."""
+    the account page on-call. No rule targets the topic; the alert function publishes with
+    its own role, and the alarms' own action is its failure."""
     stack, template = prod
     policies = template.find_resources("AWS::SNS::TopicPolicy")
     principals = [
@@ -113,14 +127,43 @@ def test_eventbridge_publishes_through_a_role_of_its_own_never_by_topic_policy(p
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]
     ]
     assert {"Service": "events.amazonaws.com"} not in principals
-    (rule,) = [
-        r
-        for r in template.find_resources("AWS::Events::Rule").values()
-        if r["Properties"].get("Description", "").startswith("Alerts on FAILED")
+    topic = ref(stack, stack.alert_topic)
+    for rule in template.find_resources("AWS::Events::Rule").values():
+        assert topic not in [t["Arn"] for t in rule["Properties"]["Targets"]]
+    publishers = {
+        tuple(policy["Properties"]["Roles"][0].values())
+        for policy in template.find_resources("AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "sns:Publish" in statement["Action"]
+    }
+    assert publishers == {(logical_id(stack, stack.functions.roles["alert"]),)}
+    acting = [
+        alarm["Properties"]["AlarmDescription"]
+        for alarm in template.find_resources("AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"].get("AlarmActions")
     ]
-    (target,) = rule["Properties"]["Targets"]
-    assert target["Arn"] == ref(stack, stack.alert_topic)
-    assert "RoleArn" in target
+    assert acting == [
+        "The alert function failed: an alert may not have been sent (its logs say which)"
+    ]
+
+
+def test_the_alert_functions_own_failure_alarms_straight_to_the_topic(prod):
+    stack, template = prod
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "AWS/Lambda",
+            "MetricName": "Errors",
+            "Dimensions": [
+                {"Name": "FunctionName", "Value": ref(stack, stack.functions.functions["alert"])}
+            ],
+            "Statistic": "Sum",
+            "Period": 300,
+            "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "AlarmActions": [ref(stack, stack.alert_topic)],
+        },
+    )
 
 
 def test_the_alert_topic_is_encrypted_with_a_key_its_publishers_may_use(prod):
@@ -138,12 +181,12 @@ def test_the_alert_topic_is_encrypted_with_a_key_its_publishers_may_use(prod):
     ]
     assert cloudwatch and set(cloudwatch[0]["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
     assert cloudwatch[0]["Condition"] == {"StringEquals": {"aws:SourceAccount": stack.account}}
-    # The state machine publishes too (NotifyFailure): SNS needs the key on its behalf.
-    machine = stack.get_logical_id(stack.state_machine.role.node.default_child)
+    # The alert function publishes: SNS needs the key on its behalf, and only SNS may use it.
+    role = logical_id(stack, stack.functions.roles["alert"])
     statements = [
         statement
         for policy in template.find_resources("AWS::IAM::Policy").values()
-        if {"Ref": machine} in policy["Properties"]["Roles"]
+        if {"Ref": role} in policy["Properties"]["Roles"]
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]
     ]
     assert {
@@ -165,7 +208,8 @@ def test_the_failed_executions_alarm_sums_failed_timed_out_and_aborted(prod):
             "EvaluationPeriods": 1,
             "ComparisonOperator": "GreaterThanOrEqualToThreshold",
             "TreatMissingData": "notBreaching",
-            "AlarmActions": [ref(stack, stack.alert_topic)],
+            # its runs alerted one by one (the alert function); it shows on the dashboard
+            "AlarmActions": Match.absent(),
         },
     )
     (expression,) = [m for m in metrics.as_array() if "Expression" in m]
@@ -207,7 +251,7 @@ def test_prod_alarms_when_no_run_succeeded_over_its_daily_schedule_and_two_hours
             "ComparisonOperator": "LessThanThreshold",
             "Threshold": 1,
             "TreatMissingData": "breaching",
-            "AlarmActions": [ref(stack, stack.alert_topic)],
+            "AlarmActions": Match.absent(),  # the alert function tells (EventBridge)
         },
     )
 
@@ -227,7 +271,7 @@ def test_the_missed_run_alarm_waits_for_the_longest_gap_of_the_schedule(expressi
 def test_a_dead_feed_alarms_when_no_play_was_loaded_for_a_day_and_a_half(prod):
     """Runs that end no_new_files or no_rds_data succeed: with the feed stopped, every
     daily run succeeded and nobody was told."""
-    stack, template = prod
+    _stack, template = prod
     template.has_resource_properties(
         "AWS::CloudWatch::Alarm",
         {
@@ -241,7 +285,7 @@ def test_a_dead_feed_alarms_when_no_play_was_loaded_for_a_day_and_a_half(prod):
             "ComparisonOperator": "LessThanThreshold",
             "Threshold": 1,
             "TreatMissingData": "breaching",
-            "AlarmActions": [ref(stack, stack.alert_topic)],
+            "AlarmActions": Match.absent(),  # the alert function tells (EventBridge)
         },
     )
 
@@ -249,7 +293,7 @@ def test_a_dead_feed_alarms_when_no_play_was_loaded_for_a_day_and_a_half(prod):
 def test_a_file_given_up_on_alarms(prod):
     """A file quarantined whole as ingest_failed (kpi_pipeline.attempts) alarms, whatever
     else its run loaded."""
-    stack, template = prod
+    _stack, template = prod
     template.has_resource_properties(
         "AWS::CloudWatch::Alarm",
         {
@@ -262,7 +306,7 @@ def test_a_file_given_up_on_alarms(prod):
             ],
             "Statistic": "Sum",
             "Threshold": 1,
-            "AlarmActions": [ref(stack, stack.alert_topic)],
+            "AlarmActions": Match.absent(),  # its run alerted, naming the file
         },
     )
 
@@ -271,7 +315,7 @@ def test_a_file_given_up_on_alarms(prod):
 def test_a_run_ending_with_nothing_usable_alarms(prod, status):
     """The source emptied, or files arrived and not one play was accepted: the run succeeds,
     and someone must look."""
-    stack, template = prod
+    _stack, template = prod
     template.has_resource_properties(
         "AWS::CloudWatch::Alarm",
         {
@@ -285,10 +329,10 @@ def test_a_run_ending_with_nothing_usable_alarms(prod, status):
             "ComparisonOperator": "GreaterThanOrEqualToThreshold",
             "Threshold": 1,
             "TreatMissingData": "notBreaching",
-            "AlarmActions": [ref(stack, stack.alert_topic)],
+            "AlarmActions": Match.absent(),  # its run alerted, with the run
         },
     )
-    template.resource_count_is("AWS::CloudWatch::Alarm", 6)
+    template.resource_count_is("AWS::CloudWatch::Alarm", 7)
 
 
 def test_dev_has_no_missed_run_alarm_because_its_schedule_is_off(dev):
@@ -299,7 +343,7 @@ def test_dev_has_no_missed_run_alarm_because_its_schedule_is_off(dev):
     template.resource_properties_count_is(
         "AWS::CloudWatch::Alarm", {"MetricName": metric_names.PLAYS_LOADED}, 0
     )
-    template.resource_count_is("AWS::CloudWatch::Alarm", 4)
+    template.resource_count_is("AWS::CloudWatch::Alarm", 5)
 
 
 def test_the_daily_schedule_is_disabled_in_dev_but_still_targets_the_machine(dev):
@@ -345,7 +389,7 @@ def test_the_dashboard_shows_every_alarm(prod):
     assert sorted(alarms["properties"]["alarms"]) == sorted(
         f"<{logical_id(stack, alarm)}.Arn>" for alarm in stack.monitoring.alarms
     )
-    assert len(stack.monitoring.alarms) == 6
+    assert len(stack.monitoring.alarms) == 7
 
 
 def test_the_dashboard_charts_the_pipelines_own_metrics(prod):
@@ -482,6 +526,7 @@ def test_prod_sizing_is_the_documented_default():
         "transform_in_warehouse": (512, 900),
         "load": (1024, 900),
         "archive": (512, 600),
+        "alert": (256, 60),
     }
 
 

@@ -49,6 +49,7 @@ SETTINGS_MODELS = {
     "transform_engine": step_settings.TransformEngineSettings,
     "requests": step_settings.RequestSettings,
     "lock": step_settings.LockSettings,
+    "alerts": step_settings.AlertSettings,
 }
 EVERY_FUNCTION_ENV = {
     "POWERTOOLS_SERVICE_NAME",
@@ -246,6 +247,27 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         | objects(WRITE, data, "archive/", "quarantine/files/", "source/", "quarantine/attempts/")
         | objects(WRITE, data, "runs/*/summary.json", "runs/*/preflight.json")
         | data_list,
+        # Alert: how an execution ended (its history and output), the executions since the
+        # last success; one message to the encrypted topic; PagerDuty's events to the bus.
+        # Never the data bucket, never the PagerDuty key.
+        "alert": allow(("sns:Publish",), f"<{logical_id(stack, stack.alert_topic)}>")
+        | allow(
+            ("kms:Decrypt", "kms:GenerateDataKey"),
+            f"<{logical_id(stack, stack.alert_key)}.Arn>",
+            condition={"StringEquals": {"kms:ViaService": "sns.eu-west-1.amazonaws.com"}},
+        )
+        | allow(
+            ("states:ListExecutions",),
+            f"arn:<AWS::Partition>:states:{region_account}:stateMachine:music-kpi-prod",
+        )
+        | allow(
+            ("states:DescribeExecution", "states:GetExecutionHistory"),
+            f"arn:<AWS::Partition>:states:{region_account}:execution:music-kpi-prod:*",
+        )
+        | allow(
+            ("events:PutEvents",),
+            f"arn:<AWS::Partition>:events:{region_account}:event-bus/default",
+        ),
     }
     return base | by_step[step.key]
 
@@ -308,9 +330,9 @@ def test_each_function_has_its_own_lambda_role_without_managed_policies(prod, st
     assert len(policies_of(template, {"Ref": role_id})) == 1
 
 
-def test_eleven_function_roles_one_per_step(prod):
+def test_twelve_function_roles_one_per_step(prod):
     stack, template = prod
-    assert len({logical_id(stack, role) for role in stack.functions.roles.values()}) == 11
+    assert len({logical_id(stack, role) for role in stack.functions.roles.values()}) == 12
     lambda_roles = template.find_resources(
         "AWS::IAM::Role",
         {
@@ -561,12 +583,11 @@ def test_the_local_environment_grants_no_redshift_rights():
     assert stack.config.warehouse.kind == "postgres"
 
 
-def test_the_state_machine_role_holds_the_lock_alerts_invokes_and_records_failures(prod):
+def test_the_state_machine_role_holds_the_lock_invokes_and_records_failures(prod):
     stack, template = prod
     role_id = logical_id(stack, stack.state_machine.role)
     actual = grants(statements_of(template, {"Ref": role_id}))
     functions = [f"<{logical_id(stack, fn)}.Arn>" for fn in stack.functions.functions.values()]
-    topic = f"<{logical_id(stack, stack.alert_topic)}>"
     executions = "arn:<AWS::Partition>:states:eu-west-1:222222222222:execution:music-kpi-prod:*"
     data = f"<{logical_id(stack, stack.storage.data_bucket)}.Arn>"
     machine_id = logical_id(stack, stack.state_machine)
@@ -601,13 +622,7 @@ def test_the_state_machine_role_holds_the_lock_alerts_invokes_and_records_failur
     assert actual - service_wide - {metrics} == (
         allow(("dynamodb:UpdateItem", "dynamodb:GetItem"), table)  # take, read, release
         | allow(("states:DescribeExecution",), executions)  # is the lock's holder running?
-        | allow(("sns:Publish",), topic)
-        # the topic is encrypted: SNS uses its key on the publisher's behalf
-        | allow(
-            ("kms:Decrypt", "kms:GenerateDataKey"),
-            f"<{logical_id(stack, stack.alert_key)}.Arn>",
-            condition={"StringEquals": {"kms:ViaService": "sns.eu-west-1.amazonaws.com"}},
-        )
+        # no sns:Publish: the alert function tells of every end (the preflight invokes it)
         | allow(("lambda:InvokeFunction",), *functions, *(f"{fn}:*" for fn in functions))
         # the Map's Catch writes a failed file's result where IngestFile writes it
         | allow(("s3:PutObject",), f"{data}/runs/*/ingest/*")
@@ -631,7 +646,7 @@ def test_the_state_machine_role_holds_the_lock_alerts_invokes_and_records_failur
         | allow(("states:DescribeExecution", "states:StopExecution"), f"{own_executions}:*")
         | allow(("states:RedriveExecution",), f"{own_executions}/*:*")  # redrive a map run
     )
-    assert len(functions) == 11
+    assert len(functions) == 12
     # The name the executions' ARN is built from is the state machine's real name.
     machine_resource = template.to_json()["Resources"][logical_id(stack, stack.state_machine)]
     assert machine_resource["Properties"]["StateMachineName"] == "music-kpi-prod"
@@ -753,12 +768,16 @@ def test_no_function_environment_carries_a_password(env_name):
 def test_each_function_environment_carries_only_its_settings_groups(step):
     variables = function_properties("prod", step)["Environment"]["Variables"]
     own = {name.upper() for group in step.settings for name in SETTINGS_MODELS[group].model_fields}
-    others = {
-        name.upper()
-        for group, model in SETTINGS_MODELS.items()
-        if group not in step.settings
-        for name in model.model_fields
-    } - own
+    others = (
+        {
+            name.upper()
+            for group, model in SETTINGS_MODELS.items()
+            if group not in step.settings
+            for name in model.model_fields
+        }
+        - own
+        - EVERY_FUNCTION_ENV
+    )
     assert set(variables) - EVERY_FUNCTION_ENV <= own
     assert not set(variables) & others
     assert set(variables) >= EVERY_FUNCTION_ENV
@@ -815,7 +834,7 @@ def test_a_kms_encrypted_data_bucket_is_usable_by_every_reader_writer_and_the_co
             for g in kms_grants(stack, template, stack.functions.roles[step.key])
             if g[1] == data_key
         }
-        if step.key in ("check_source", "check_request"):  # neither reads nor writes an object
+        if step.key in ("check_source", "check_request", "alert"):  # no object read or written
             assert not found, step.state
             continue
         # issue 20, item 8: only through S3, never a direct Decrypt of another ciphertext

@@ -274,11 +274,10 @@ def test_every_step_is_caught_and_its_name_reaches_the_alert(states):
         assert record["Next"] == "DescribeFailure"
     assert states["DescribeFailure"]["Next"] == "ReleaseLockAfterFailure"
     assert states["ReleaseLockAfterFailure"]["Next"] == "RecordFailedRun"
-    assert states["RecordFailedRun"]["Next"] == "NotifyFailure"
-    notify = states["NotifyFailure"]
-    assert notify["Resource"] == "arn:<AWS::Partition>:states:::sns:publish"
-    assert notify["Parameters"]["Message.$"] == "States.JsonToString($.alert)"
-    assert notify["Next"] == "RunFailed"
+    # No publishing here: the execution's end reaches the alert function (EventBridge),
+    # which reads the failed state from DescribeFailure and tells everyone (infra/alerts.py).
+    assert states["RecordFailedRun"]["Next"] == "RunFailed"
+    assert not [s for s in states.values() if ":sns:" in str(s.get("Resource", ""))]
     fail = states["RunFailed"]
     assert fail["Type"] == "Fail"
     assert (fail["ErrorPath"], fail["CausePath"]) == ("$.alert.error", "$.alert.cause")
@@ -462,7 +461,7 @@ def test_a_preflight_takes_no_lock_and_each_probe_fails_on_its_own(states):
     probes = {}
     for branch in checks["Branches"]:
         for name, state in branch["States"].items():
-            if state["Type"] == "Task" and name != "PreflightAlert":
+            if state["Type"] == "Task":
                 probes[name] = state
     assert sorted(probes) == sorted(
         f"Preflight{s}"
@@ -473,6 +472,7 @@ def test_a_preflight_takes_no_lock_and_each_probe_fails_on_its_own(states):
             "Transform",
             "TransformInWarehouse",
             "Load",
+            "Alert",  # a test alert, the way every alert goes (the alert function)
         )
     )
     for name, state in probes.items():

@@ -58,7 +58,7 @@ def test_a_preflight_passes_and_keeps_nothing(harness: Any, sample: Any) -> None
         "Transform",
         "TransformInWarehouse",
         "Load",
-        "StateMachine",
+        "Alert",  # a test alert, through the alert function as every alert goes
     }
     # It read the landing file, and moved nothing; it wrote no KPI row and left no stage
     # row; no run state (ledger, pins, curated plays, lock) changed.

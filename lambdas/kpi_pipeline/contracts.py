@@ -433,6 +433,31 @@ class RunSummary(FileCounts):
     revalidation: RevalidateResult | None = None
 
 
+# --- alerts: what EventBridge hands the alert function --------------------------------------------
+
+
+class AlertEvent(Contract):
+    """An EventBridge event the alert function acts on: an execution's status change, or a
+    CloudWatch alarm's state change (kpi_pipeline.alerting)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    detail_type: str = Field(alias="detail-type")
+    source: str
+    region: str | None = None
+    resources: list[str] = Field(default_factory=list)
+    detail: dict[str, Any]
+
+
+class AlertSent(Contract):
+    """What the alert function sent: the alert's kind and title (none: nothing to tell), and
+    each PagerDuty event ("trigger <dedup key>", "resolve <dedup key>")."""
+
+    kind: str | None = None
+    title: str | None = None
+    pagerduty: list[str] = Field(default_factory=list)
+
+
 # --- the preflight: {"preflight": true} ---------------------------------------------------------
 
 

@@ -317,6 +317,29 @@ def invocation_environment(variables: Mapping[str, str]) -> Iterator[None]:
         _invocation_environment.reset(token)
 
 
+class AlertSettings(_EnvModel):
+    """Where alerts go, and what they link to (the alert function: kpi_pipeline.alerts)."""
+
+    pipeline_env: str = Field(description="the environment's name in cdk.json")
+    aws_region: str = Field(description="the region (the Lambda runtime sets it)")
+    alert_topic_arn: str = Field(
+        pattern=r"^arn:aws[a-z\-]*:sns:", description="the alert topic (e-mail, Slack)"
+    )
+    state_machine_arn: str = Field(
+        pattern=r"^arn:aws[a-z\-]*:states:", description="the pipeline's state machine"
+    )
+    runbook_url: str = Field(
+        default="docs/runbook.md", description="where the runbook's sections are linked"
+    )
+    alert_log_groups: str = Field(
+        default="{}", description="JSON: each state's log group (and the state machine's)"
+    )
+    pagerduty_events: bool = Field(
+        default=False, description="send PagerDuty Events API v2 events (alerts.pagerduty)"
+    )
+    event_bus: str = Field(default="default", description="the bus the PagerDuty rule is on")
+
+
 def load(model: type[_Settings]) -> _Settings:
     """The settings of ``model`` from this function's environment, validated once."""
     return _load(model, _invocation_environment.get())

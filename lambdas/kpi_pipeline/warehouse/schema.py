@@ -312,3 +312,125 @@ def _chunks(items: list[_Item]) -> list[list[_Item]]:
     return [
         items[i : i + _LISTED_PER_STATEMENT] for i in range(0, len(items), _LISTED_PER_STATEMENT)
     ]
+
+
+# --- the views BI tools read (infra/warehouse_setup.sql creates them beside the table) ------
+
+
+@dataclass(frozen=True)
+class ViewColumn:
+    name: str  # the view's plain column name
+    source: str  # its expression over the table
+    comment: str
+
+
+@dataclass(frozen=True)
+class BiView:
+    """A view over the KPI table that a BI tool reads without knowing the table's layout."""
+
+    suffix: str  # the view is ``<table>_<suffix>``, beside the table
+    comment: str
+    columns: tuple[ViewColumn, ...]
+    kpi_type: str  # the rows of the table it shows
+    group_by: tuple[str, ...] = ()  # the table's columns an aggregating view groups by
+
+    def name(self, table: str) -> str:
+        return f"{table}_{self.suffix}"
+
+
+_RUN = ViewColumn("run_id", "run_id", "the pipeline run that loaded the row")
+_LOADED = ViewColumn("loaded_at", "loaded_at", "when the row was loaded (UTC)")
+_DAY = ViewColumn("play_date", "kpi_date", "the UTC date of the plays")
+
+BI_VIEWS: tuple[BiView, ...] = (
+    BiView(
+        "genre_daily",
+        "Daily KPIs per genre: one row per date and genre with at least one play. A play of "
+        "a track listed under several genres counts once in each.",
+        (
+            _DAY,
+            ViewColumn("genre", "track_genre", "the genre (a track may be listed under several)"),
+            ViewColumn("plays", "listen_count", "valid plays of the genre's tracks that day"),
+            ViewColumn(
+                "avg_track_duration_seconds",
+                "avg_track_duration_sec",
+                "mean duration in seconds of the distinct tracks of the genre played that day",
+            ),
+            ViewColumn(
+                "popularity_index",
+                "popularity_index",
+                "0-100: half the genre's plays relative to the day's leading genre, half the "
+                "play-weighted popularity of its songs",
+            ),
+            ViewColumn(
+                "top_track",
+                "most_popular_track",
+                "the genre's most played track that day (ties: the more popular, then the "
+                "smaller track id)",
+            ),
+            ViewColumn("top_track_id", "most_popular_track_id", "that track's id"),
+            _RUN,
+            _LOADED,
+        ),
+        kpi_type="genre",
+    ),
+    BiView(
+        "hourly",
+        "Hourly KPIs: one row per date and UTC hour with at least one play. Each play counts "
+        "once, whatever the number of genres of its track.",
+        (
+            _DAY,
+            ViewColumn("hour_utc", "stream_hour", "the UTC hour of the plays, 0-23"),
+            ViewColumn("plays", "listen_count", "valid plays in that hour"),
+            ViewColumn("listeners", "unique_listeners", "distinct users who played in that hour"),
+            ViewColumn(
+                "top_artist",
+                "top_artists",
+                "the artist with the most plays in that hour (ties: the alphabetically first)",
+            ),
+            ViewColumn(
+                "track_diversity",
+                "track_diversity_index",
+                "distinct tracks played in that hour divided by its plays (0 to 1)",
+            ),
+            _RUN,
+            _LOADED,
+        ),
+        kpi_type="hourly",
+    ),
+    BiView(
+        "plays_daily",
+        "Plays per day, added up from the hourly rows (each play once: the genre rows count "
+        "a play once per genre of its track).",
+        (
+            _DAY,
+            ViewColumn("plays", "SUM(listen_count)", "valid plays that day"),
+            ViewColumn("hours_with_plays", "COUNT(*)", "how many UTC hours of the day had plays"),
+            ViewColumn("loaded_at", "MAX(loaded_at)", "when the day's rows were last loaded"),
+        ),
+        kpi_type="hourly",
+        group_by=("kpi_date",),
+    ),
+)
+
+
+def create_view_sql(table: str, view: BiView) -> list[str]:
+    """The view, and a comment on it and on each of its columns (for the BI tool's
+    catalogue). A view's columns are named once, here; re-running replaces it."""
+    columns = ",\n    ".join(
+        c.source if c.source == c.name else f"{c.source} AS {c.name}" for c in view.columns
+    )
+    group = f"\nGROUP BY {', '.join(view.group_by)}" if view.group_by else ""
+    name = view.name(table)
+    return [
+        f"CREATE OR REPLACE VIEW {name} AS\nSELECT\n    {columns}\nFROM {table}\n"
+        f"WHERE kpi_type = '{view.kpi_type}'{group}",
+        f"COMMENT ON VIEW {name} IS {_literal(view.comment)}",
+        *(f"COMMENT ON COLUMN {name}.{c.name} IS {_literal(c.comment)}" for c in view.columns),
+    ]
+
+
+def _literal(text: str) -> str:
+    if ";" in text:  # the setup SQL is split on semicolons
+        raise ValueError(f"a comment may not hold ';': {text!r}")
+    return "'" + text.replace("'", "''") + "'"

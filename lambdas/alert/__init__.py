@@ -1,0 +1,1 @@
+"""Lambda step package (handler in handler.py)."""
