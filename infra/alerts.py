@@ -29,7 +29,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import PagerDutyConfig, PipelineConfig, SlackConfig
-from infra.functions import KEY_READ_WRITE, kms_via
+from infra.functions import KEY_READ_WRITE, events_role, kms_via
 from infra.nag import acknowledge, as_nag_text
 from infra.steps import ALL_STEPS, INGEST_FILE, TRANSFORM
 from kpi_pipeline.alerts import (
@@ -210,9 +210,11 @@ class PipelineAlerts(Construct):
             rate_limit_per_second=10,
         )
         stack = Stack.of(self)
+        rule_name = f"music-kpi-{config.name}-pagerduty"
         events.Rule(
             self,
             "PagerDutyRule",
+            rule_name=rule_name,
             description="The alert function's PagerDuty events, to PagerDuty",
             event_pattern=events.EventPattern(
                 source=[PAGERDUTY_SOURCE],
@@ -222,6 +224,9 @@ class PipelineAlerts(Construct):
             targets=[
                 targets.ApiDestination(
                     destination,
+                    event_role=events_role(
+                        self, "PagerDutyEventsRole", rule_name, "Sends alerts to PagerDuty"
+                    ),
                     event=events.RuleTargetInput.from_event_path("$.detail"),
                     retry_attempts=185,
                     max_event_age=Duration.hours(24),

@@ -622,3 +622,19 @@ def _list(role: iam.IRole, bucket: s3.IBucket, *prefixes: str | None) -> None:
             actions=["s3:ListBucket"], resources=[bucket.bucket_arn], conditions=conditions
         )
     )
+
+
+def events_role(scope: Construct, construct_id: str, rule_name: str, description: str) -> iam.Role:
+    """A role for an EventBridge rule's target that only that rule (by its ARN, in this
+    account) may assume: trusting events.amazonaws.com alone would let any rule of the
+    account whose creator may pass the role use it."""
+    stack = Stack.of(scope)
+    rule_arn = stack.format_arn(service="events", resource="rule", resource_name=rule_name)
+    return iam.Role(
+        scope,
+        construct_id,
+        description=description,
+        assumed_by=iam.ServicePrincipal("events.amazonaws.com").with_conditions(
+            {"StringEquals": {"aws:SourceAccount": stack.account, "aws:SourceArn": rule_arn}}
+        ),
+    )

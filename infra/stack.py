@@ -18,7 +18,13 @@ from constructs import Construct
 from infra.alerts import PipelineAlerts
 from infra.checkov import CheckovSuppressions
 from infra.config import PipelineConfig
-from infra.functions import KEY_READ_WRITE, PipelineFunctions, kms_via, writer_timeout_seconds
+from infra.functions import (
+    KEY_READ_WRITE,
+    PipelineFunctions,
+    events_role,
+    kms_via,
+    writer_timeout_seconds,
+)
 from infra.monitoring import PipelineMonitoring
 from infra.nag import acknowledge_findings
 from infra.packaging import PipelineLayers
@@ -129,9 +135,11 @@ class PipelineStack(Stack):
         )
 
         # Daily, with a fixed input; a console start with {} runs exactly the same way.
+        schedule_rule = f"{name}-daily"
         events.Rule(
             self,
             "DailySchedule",
+            rule_name=schedule_rule,
             description="Starts the pipeline every day",
             schedule=events.Schedule.expression(config.schedule.expression),
             enabled=config.schedule.enabled,
@@ -139,6 +147,9 @@ class PipelineStack(Stack):
                 targets.SfnStateMachine(
                     self.state_machine,
                     input=events.RuleTargetInput.from_object({"trigger": "schedule"}),
+                    role=events_role(
+                        self, "ScheduleRole", schedule_rule, "Starts the pipeline daily"
+                    ),
                 )
             ],
         )

@@ -57,3 +57,30 @@ def test_every_taggable_resource_carries_the_project_and_environment_tags(env_na
         assert pairs.get("environment") == env_name, logical_id
         seen += 1
     assert seen > 20
+
+
+def test_every_role_eventbridge_assumes_trusts_only_its_own_rule():
+    """A role trusted by events.amazonaws.com alone can be used by any rule of the account
+    whose creator may pass it: each such role names its rule (aws:SourceArn) and account."""
+    _, template = template_of("prod")
+    resources = template.to_json()["Resources"]
+    rules = {
+        resource["Properties"]["Name"]
+        for resource in resources.values()
+        if resource["Type"] == "AWS::Events::Rule" and "Name" in resource["Properties"]
+    }
+    trusted = 0
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        for statement in resource["Properties"]["AssumeRolePolicyDocument"]["Statement"]:
+            if statement["Principal"].get("Service") != "events.amazonaws.com":
+                continue
+            trusted += 1
+            condition = statement.get("Condition", {}).get("StringEquals", {})
+            assert condition.get("aws:SourceAccount") == "222222222222", logical_id
+            source = condition.get("aws:SourceArn")
+            assert source, f"{logical_id} trusts every rule of the account"
+            rule_name = source["Fn::Join"][1][-1].split("rule/")[-1]
+            assert rule_name in rules, logical_id
+    assert trusted == 2  # the daily schedule, and PagerDuty's API destination
