@@ -306,9 +306,9 @@ def test_transient_errors_are_retried_with_backoff_then_alerted(
     for attempt, wait in enumerate(retry_sleeps):
         assert 0 <= wait <= 2 * 2**attempt
     assert harness.local.alerts()[0]["failed_state"] == "CheckSourceData"
-    # The alert topic is encrypted: publishing used its key, through SNS, as AWS requires.
+    # The alert topic is encrypted: the alert function published with its key, through SNS.
     ((_, key),) = harness.local.pipeline.topic_keys.items()
-    publisher_used = {(a, r) for p, a, r in harness.local.iam.verified if p == "StateMachine"}
+    publisher_used = {(a, r) for p, a, r in harness.local.iam.verified if p == "Alert"}
     assert {("kms:GenerateDataKey", key), ("kms:Decrypt", key)} <= publisher_used
 
 
