@@ -31,6 +31,7 @@ from infra.packaging import PipelineLayers
 from infra.steps import ALERT, ALL_STEPS
 from infra.storage import PipelineStorage
 from infra.workflow import PipelineDefinition
+from kpi_pipeline.alerts import console_domain
 from kpi_pipeline.layout import Layout
 from kpi_pipeline.metric_names import NAMESPACE
 
@@ -183,7 +184,7 @@ class PipelineStack(Stack):
         ``aws cloudformation describe-stacks --stack-name <stack> --query
         'Stacks[0].Outputs'`` prints them (docs/runbook.md)."""
         region = self.region
-        console = f"https://{region}.{_console_domain(region)}"
+        console = f"https://{region}.{console_domain(region)}"
         machine = self.state_machine.state_machine_arn
         outputs: dict[str, tuple[str, str]] = {
             "StateMachineArn": (machine, "the pipeline: start, redrive and stop it here"),
@@ -226,12 +227,3 @@ class PipelineStack(Stack):
             )
         for name, (value, description) in outputs.items():
             CfnOutput(self, name, value=value, description=description)
-
-
-def _console_domain(region: str) -> str:
-    """The AWS console's domain in the region's partition."""
-    if region.startswith("cn-"):
-        return "console.amazonaws.cn"
-    if region.startswith("us-gov-"):
-        return "console.amazonaws-us-gov.com"
-    return "console.aws.amazon.com"

@@ -32,6 +32,7 @@ from infra.steps import (
     TRANSFORM_IN_WAREHOUSE,
     Step,
 )
+from kpi_pipeline.alerts import console_domain
 from kpi_pipeline.errors import (
     LAMBDA_SERVICE_ERRORS,
     MAYBE_OUT_OF_MEMORY_ERRORS,
@@ -105,7 +106,7 @@ class PipelineDefinition(Construct):
                 "started_at.$": "$.run.started_at",
                 "finished_at.$": "$$.State.EnteredTime",
                 "console_url.$": (
-                    f"States.Format('https://{region}.console.aws.amazon.com/states/home"
+                    f"States.Format('https://{region}.{console_domain(region)}/states/home"
                     f"?region={region}#/v2/executions/details/{{}}', $$.Execution.Id)"
                 ),
             },

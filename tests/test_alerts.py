@@ -179,3 +179,99 @@ def test_each_error_links_to_its_own_runbook_section(error, cause, section):
     alert = Alert(kind="failed", headline="x", where=WHERE, dedup_key=ARN, error=error, cause=cause)
     assert alert.runbook.endswith(f"#{section}")
     assert section in runbook_anchors()
+
+
+# --- which incidents a successful run resolves (against moto's Step Functions) ---------------
+
+MACHINE = {
+    "StartAt": "Ends",
+    "States": {
+        "Ends": {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.fail", "BooleanEquals": True, "Next": "Broken"}],
+            "Default": "Fine",
+        },
+        "Broken": {"Type": "Fail", "Error": "SourceUnavailable", "Cause": "down"},
+        "Fine": {"Type": "Pass", "Result": {"status": "loaded"}, "End": True},
+    },
+}
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    import time
+
+    import boto3
+    from moto import mock_aws
+
+    from kpi_pipeline import aws as pipeline_aws
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+    mock.start()
+    pipeline_aws.reset_clients()
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    arn = sfn.create_state_machine(
+        name="music-kpi-test",
+        definition=json.dumps(MACHINE),
+        roleArn="arn:aws:iam::123456789012:role/sfn",
+    )["stateMachineArn"]
+
+    def run(name: str, fail: bool) -> str:
+        execution = sfn.start_execution(
+            stateMachineArn=arn, name=name, input=json.dumps({"fail": fail})
+        )["executionArn"]
+        deadline = time.monotonic() + 30
+        while sfn.describe_execution(executionArn=execution)["status"] == "RUNNING":
+            assert time.monotonic() < deadline, f"{name} still running"
+            time.sleep(0.05)
+        time.sleep(1.1)  # moto's ListExecutions lags a second (local_runner.aws)
+        return str(execution)
+
+    yield arn, run
+    pipeline_aws.reset_clients()
+    mock.stop()
+
+
+def test_a_redriven_execution_that_succeeds_resolves_its_own_incident(machine):
+    from kpi_pipeline.alerting import failures_since_last_success
+
+    state_machine, run = machine
+    failed = run("daily-1", fail=True)
+    # Redriven, it keeps its ARN, the incident's dedup key; EventBridge's detail counts it.
+    detail = {"stateMachineArn": state_machine, "executionArn": failed, "redriveCount": 1}
+    assert failed in failures_since_last_success(detail)
+
+
+def test_a_failure_listed_late_is_resolved_by_a_later_success(machine):
+    """ListExecutions may not show a run that just failed when the next success looks: the
+    success after that must still resolve it, not stop at the first success."""
+    from kpi_pipeline.alerting import failures_since_last_success
+
+    state_machine, run = machine
+    failed = run("daily-1", fail=True)
+    run("daily-2", fail=False)  # its resolve missed daily-1 (listed late)
+    later = run("daily-3", fail=False)
+    detail = {"stateMachineArn": state_machine, "executionArn": later}
+    assert failed in failures_since_last_success(detail)
+
+
+@pytest.mark.parametrize(
+    ("region", "domain"),
+    [
+        ("eu-west-1", "eu-west-1.console.aws.amazon.com"),
+        ("cn-north-1", "cn-north-1.console.amazonaws.cn"),
+        ("us-gov-west-1", "us-gov-west-1.console.amazonaws-us-gov.com"),
+    ],
+)
+def test_console_links_are_in_the_regions_partition(region, domain):
+    text = render(
+        refused().__class__(
+            **{
+                **refused().__dict__,
+                "where": WHERE.__class__(**{**WHERE.__dict__, "region": region}),
+            }
+        )
+    ).text
+    links = {host for host in re.findall(r"https://([^/]+)/", text) if "console" in host}
+    assert links == {domain}

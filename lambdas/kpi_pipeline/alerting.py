@@ -22,6 +22,7 @@ first). An alarm's incident (no run behind it) is its ARN's, resolved when it cl
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -47,6 +48,7 @@ from kpi_pipeline.settings import AlertSettings
 
 ENDED_BADLY = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
 MAX_WALKED = 300  # executions looked at for the failures a successful run resolves
+RESOLVE_WINDOW = dt.timedelta(days=7)  # how far back a success resolves incidents
 MAX_HISTORY_PAGES = 20
 
 
@@ -125,7 +127,8 @@ def _execution(detail: dict[str, Any], settings: AlertSettings) -> tuple[Alert |
 
 
 def history(execution_arn: str) -> list[dict[str, Any]]:
-    """The execution's events, oldest first (where it failed, or where it was stopped)."""
+    """The execution's events, oldest first (where it failed, or where it was stopped): read
+    newest first, so that a long history's last pages, where the failure is, are read."""
     sfn = client("stepfunctions")
     events: list[dict[str, Any]] = []
     token: str | None = None
@@ -133,6 +136,7 @@ def history(execution_arn: str) -> list[dict[str, Any]]:
         page = sfn.get_execution_history(
             executionArn=execution_arn,
             maxResults=1000,
+            reverseOrder=True,
             includeExecutionData=True,
             **({"nextToken": token} if token else {}),
         )
@@ -140,7 +144,7 @@ def history(execution_arn: str) -> list[dict[str, Any]]:
         token = page.get("nextToken")
         if not token:
             break
-    return events
+    return sorted(events, key=lambda event: int(event["id"]))  # ids count up from the start
 
 
 def _output(execution_arn: str, output: Any) -> dict[str, Any] | None:
@@ -156,10 +160,16 @@ def _output(execution_arn: str, output: Any) -> dict[str, Any] | None:
 
 def failures_since_last_success(detail: dict[str, Any]) -> list[str]:
     """The executions whose incidents a successful run resolves: every one that failed,
-    timed out or was stopped, or succeeded and still alerted, since the previous successful
-    run (ListExecutions, newest first; at most MAX_WALKED looked at)."""
+    timed out or was stopped, or succeeded and still alerted, that started within
+    RESOLVE_WINDOW (ListExecutions, newest first; at most MAX_WALKED looked at); and the run
+    itself when it is a redriven execution (it keeps its ARN, its incident's key).
+
+    It does not stop at the previous success: ListExecutions may not have listed a run
+    that had just failed when that success looked, and a late trigger may reopen an
+    incident after its resolve. PagerDuty ignores a resolve of a resolved incident."""
     sfn = client("stepfunctions")
-    keys: list[str] = []
+    keys = [detail["executionArn"]] if detail.get("redriveCount") else []
+    since = dt.datetime.now(dt.UTC) - RESOLVE_WINDOW
     walked = 0
     pages = sfn.get_paginator("list_executions").paginate(
         stateMachineArn=detail["stateMachineArn"], PaginationConfig={"PageSize": 100}
@@ -168,20 +178,14 @@ def failures_since_last_success(detail: dict[str, Any]) -> list[str]:
         for execution in page["executions"]:
             walked += 1
             arn, status = execution["executionArn"], execution["status"]
-            if walked > MAX_WALKED:
+            if walked > MAX_WALKED or execution["startDate"] < since:
                 return keys
             if arn == detail["executionArn"]:
                 continue
-            if status in ENDED_BADLY:
+            if status in ENDED_BADLY or (
+                status == "SUCCEEDED" and alerts.summary_alerts(_output(arn, None) or {})
+            ):
                 keys.append(arn)
-            elif status == "SUCCEEDED":
-                summary = _output(arn, None) or {}
-                if summary.get("status") in alerts.HEALTHY_STATUSES and not alerts.summary_alerts(
-                    summary
-                ):
-                    return keys  # the previous successful run: it resolved what came before
-                if alerts.summary_alerts(summary):
-                    keys.append(arn)
     return keys
 
 

@@ -166,10 +166,12 @@ class Alert:
         region = self.where.region
         if self.execution_arn:
             return (
-                f"https://{region}.console.aws.amazon.com/states/home?region={region}"
+                f"https://{region}.{console_domain(region)}/states/home?region={region}"
                 f"#/v2/executions/details/{self.execution_arn}"
             )
-        return f"https://{region}.console.aws.amazon.com/states/home?region={region}#/statemachines"
+        return (
+            f"https://{region}.{console_domain(region)}/states/home?region={region}#/statemachines"
+        )
 
     @property
     def logs_url(self) -> str | None:
@@ -180,7 +182,7 @@ class Alert:
             return None
         region = self.where.region
         url = (
-            f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+            f"https://{region}.{console_domain(region)}/cloudwatch/home?region={region}"
             f"#logsV2:log-groups/log-group/{_console_escape(group)}"
         )
         if self.run_id:
@@ -552,3 +554,12 @@ def alarm_alert(
         alarm=name,
         **run,
     )
+
+
+def console_domain(region: str) -> str:
+    """The AWS console's domain in the region's partition."""
+    if region.startswith("cn-"):
+        return "console.amazonaws.cn"
+    if region.startswith("us-gov-"):
+        return "console.amazonaws-us-gov.com"
+    return "console.aws.amazon.com"

@@ -136,8 +136,8 @@ def fence_sql(fence: str, token: int, run_id: str) -> list[str]:
         "warehouse setup again (make warehouse-sql)' "
         f"ELSE 'the fence holds lock token ' || CAST(max(token) AS VARCHAR) || ', newer "
         f"than this load''s {token}: a later run loaded since and this load is stale; if no "
-        "run did, the lock table was recreated (docs/runbook.md, The fence refuses every "
-        f"load)' END AS INTEGER) AS fence_holds FROM {fence} WHERE pipeline = '{FENCE_KEY}'",
+        "run did, the lock table was recreated (docs/runbook.md, Every Load fails: the fence "
+        f"holds...)' END AS INTEGER) AS fence_holds FROM {fence} WHERE pipeline = '{FENCE_KEY}'",
     ]
 
 
