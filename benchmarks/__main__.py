@@ -367,12 +367,12 @@ def _summary(ours: list[Figure], competitors: list[Figure]) -> None:
     if competitors:
         print(
             f"\n{'the pipeline against':<40}{'seconds':>9}{'peak MB':>9}"
-            f"{'ingest+transform':>20}{'with snapshot':>16}"
+            f"{'ingest+transform':>22}{'with snapshot':>22}"
         )
         for figure in competitors:
             print(
                 f"{figure.label:<40}{figure.seconds:>9.2f}{figure.peak_mb:>9,.0f}"
-                f"{_ratio(core, figure.seconds):>20}{_ratio(total, figure.seconds):>16}"
+                f"{_ratio(core, figure.seconds):>22}{_ratio(total, figure.seconds):>22}"
             )
         print("(the pipeline's time over theirs: 0.50x is twice as fast, 2.00x twice as slow)")
     print("\nEach step runs in a fresh process with the DuckDB memory limit of its Lambda;")
