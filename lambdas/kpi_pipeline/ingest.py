@@ -423,7 +423,7 @@ def _open_rows(
     raw_names = list(columns.values())
     reader = pa_csv.open_csv(
         _with_final_line_break(path),
-        read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_SIZE),
+        read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_SIZE, use_threads=False),
         parse_options=pa_csv.ParseOptions(
             newlines_in_values=True, invalid_row_handler=on_invalid_row
         ),
