@@ -82,8 +82,12 @@ def measure(label: str, step: str, *args: Any) -> tuple[Figure, dict[str, Any]]:
 
 def _run_child(step: str, args_json: str) -> None:
     sys.path.insert(0, str(REPO / "lambdas"))
+    import importlib
+
     from benchmarks import steps  # imported first: the figures are for the work
 
+    for module in steps.IMPORTS.get(step, ()):
+        importlib.import_module(module)
     before = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = before.ru_utime + before.ru_stime
     started = time.perf_counter()
