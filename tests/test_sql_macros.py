@@ -86,7 +86,9 @@ def test_a_plain_user_id_is_an_integer_text_whose_bigint_prints_as_written(
 
 
 TRACK_ID_TEXT = st.text(
-    alphabet=st.sampled_from([*'aZ09_-;"é', " ", "\t", "\r", "\n", "\x0c", "\x0b", "\x01"]),
+    alphabet=st.sampled_from(
+        [*'aZ09_-;"é', " ", "\t", "\r", "\n", "\x0c", "\x0b", "\x01", "\u0301", "🎵"]
+    ),
     max_size=8,
 )
 
@@ -96,6 +98,9 @@ TRACK_ID_TEXT = st.text(
 @example(text="")
 @example(text=" a")
 @example(text="a\t")
+@example(text="a \u0301")  # a combining mark on a space: one character of two code points
+@example(text="a\r\n")
+@example(text="\u0301a")
 def test_a_plain_track_id_has_nothing_to_strip(con: duckdb.DuckDBPyConnection, text: str) -> None:
     plain, stripped = con.execute(
         "SELECT is_plain_track_id(?), strip_ws(?)", [text, text]

@@ -43,9 +43,10 @@ CREATE OR REPLACE TEMP MACRO is_plain_user_id(s) AS
     regexp_full_match(s, '0|[1-9][0-9]{0,17}');
 
 -- Rule 2, common spelling: nothing to trim, as no character at either end is whitespace
--- (or another control character, which the full rule keeps).
+-- (or another control character, which the full rule keeps). s[-1], its last code point,
+-- costs half what right(s, 1) does.
 CREATE OR REPLACE TEMP MACRO is_plain_track_id(s) AS
-    ascii(s) > 32 AND ascii(right(s, 1)) > 32;
+    ascii(s) > 32 AND ascii(s[-1]) > 32;
 
 -- Rules 1 and 3, common spelling: the text is exactly how the value a cast reads from it
 -- prints ('42', '2024-06-25 10:00:00', '2024-06-25 10:00:00.5'). The cast is lenient
