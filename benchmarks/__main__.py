@@ -3,7 +3,7 @@ would write instead.
 
 On one data set (default: 10M plays in 3 files over 2 days, 50k users, 100k song rows;
 ``--big``: 100M plays in 10 files), each step runs in a fresh child process, so its time
-and peak resident memory (ru_maxrss) are its own:
+and peak resident memory (VmHWM) are its own:
 
 - the competitors, on every file at once: a quick DuckDB script and a quick Polars script
   (typed reads, joins and the seven KPIs; no quarantine, hash or output file), and the
@@ -80,6 +80,18 @@ def measure(label: str, step: str, *args: Any) -> tuple[Figure, dict[str, Any]]:
     return figure, result
 
 
+def peak_mb() -> float:
+    """This process's peak resident memory, in MB: VmHWM, the high-water mark of its own
+    address space. ru_maxrss survives fork and exec, so a step started while the bench held
+    more (the poison files' rows) reported the bench's memory, not its own."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text(encoding="ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _run_child(step: str, args_json: str) -> None:
     sys.path.insert(0, str(REPO / "lambdas"))
     import importlib
@@ -95,11 +107,7 @@ def _run_child(step: str, args_json: str) -> None:
     elapsed = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime - cpu_before
-    print(
-        json.dumps(
-            {"seconds": elapsed, "cpu_seconds": cpu, "peak_mb": usage.ru_maxrss / 1024, **result}
-        )
-    )
+    print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu, "peak_mb": peak_mb(), **result}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,7 +388,7 @@ def _summary(ours: list[Figure], competitors: list[Figure]) -> None:
             )
         print("(the pipeline's time over theirs: 0.50x is twice as fast, 2.00x twice as slow)")
     print("\nEach step runs in a fresh process with the DuckDB memory limit of its Lambda;")
-    print("peak MB is that process's max RSS. Compare ratios taken in one run.")
+    print("peak MB is that process's own peak RSS (VmHWM). Compare ratios taken in one run.")
     _lambda_terms({"ingest_file": ingest, "transform": [transform]})
 
 

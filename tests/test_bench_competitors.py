@@ -8,6 +8,8 @@ several timestamp spellings), each script's KPI rows equal the reference computa
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,3 +58,20 @@ def test_differences_names_every_row_that_differs() -> None:
         "hourly 2024-06-25 10",
         "hourly 2024-06-25 11",
     ]
+
+
+def test_a_step_s_peak_is_its_own_not_the_parent_s(tmp_path: Path) -> None:
+    """ru_maxrss survives fork and exec: a step started by a bench that held 400 MB (the
+    poison files' rows) reported 400 MB whatever it used. The figure is the child's own."""
+    held = bytearray(400 * 2**20)
+    held[::4096] = b"\x01" * len(range(0, len(held), 4096))  # resident, not just reserved
+    done = subprocess.run(
+        [sys.executable, "-c", "from benchmarks.__main__ import peak_mb; print(peak_mb())"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    del held
+
+    assert float(done.stdout) < 200
