@@ -130,19 +130,16 @@ def register_snapshots(
     *,
     only_named: bool = False,
 ) -> None:
-    """known_users(snapshot, user_id), known_tracks(snapshot, track_id, track_number) and
-    each date's snapshot (date_snapshots), numbered in the order they first appear; each
-    known track has a number of its own (a play's key in integers). ``only_named``: only
-    the users and tracks ``parsed_rows`` names (what a check of them can find)."""
+    """known_users(snapshot, user_id), known_tracks(snapshot, track_id) and each date's
+    snapshot (date_snapshots), numbered in the order they first appear. ``only_named``:
+    only the users and tracks ``parsed_rows`` names (what a check of them can find)."""
     users_named = " AND user_id IN (SELECT user_id FROM parsed_rows)" if only_named else ""
     tracks_named = " AND track_id IN (SELECT track_id_text FROM parsed_rows)" if only_named else ""
     numbers: dict[Snapshot, int] = {}
     for snapshot in by_date.values():
         numbers.setdefault(snapshot, len(numbers))
     con.execute("CREATE TEMP TABLE known_users (snapshot INTEGER, user_id BIGINT)")
-    con.execute(
-        "CREATE TEMP TABLE known_tracks (snapshot INTEGER, track_id VARCHAR, track_number INTEGER)"
-    )
+    con.execute("CREATE TEMP TABLE known_tracks (snapshot INTEGER, track_id VARCHAR)")
     for snapshot, number in numbers.items():
         con.execute(
             "INSERT INTO known_users SELECT DISTINCT ?, user_id "
@@ -150,10 +147,8 @@ def register_snapshots(
             [number],
         )
         con.execute(
-            "INSERT INTO known_tracks SELECT ?, track_id, "
-            "CAST((SELECT count(*) FROM known_tracks) + row_number() OVER () AS INTEGER) "
-            f"FROM (SELECT DISTINCT track_id FROM read_parquet({literal(snapshot.songs_parquet)}) "
-            f"WHERE true{tracks_named})",
+            "INSERT INTO known_tracks SELECT DISTINCT ?, track_id "
+            f"FROM read_parquet({literal(snapshot.songs_parquet)}) WHERE true{tracks_named}",
             [number],
         )
     con.execute("CREATE TEMP TABLE date_snapshots (kpi_date DATE, snapshot INTEGER)")
@@ -237,20 +232,12 @@ def _write_plays(
 ) -> tuple[dict[dt.date, Path], dict[dt.date, int]]:
     """One Parquet file of de-duplicated valid plays per kpi_date; and how many each holds."""
     # Every row the quarantine does not hold is valid (no second classification), and rows
-    # repeating (user_id, track_id, listen_time) are one play (KPIS.md). A valid play's
-    # track is known: the plays are de-duplicated by its number (a hash table of fixed-width
-    # keys, some 150 MB smaller than with the text on a bench file), and named again as
-    # they are written.
+    # repeating (user_id, track_id, listen_time) are one play (KPIS.md).
     con.execute(
         """
         CREATE TEMP VIEW valid_rows AS
-        SELECT parsed_rows.user_id, tracks.track_number, parsed_rows.listen_time,
-            parsed_rows.kpi_date
+        SELECT user_id, track_id_text AS track_id, listen_time, kpi_date
         FROM parsed_rows
-        INNER JOIN date_snapshots ON parsed_rows.kpi_date = date_snapshots.kpi_date
-        INNER JOIN known_tracks AS tracks
-            ON date_snapshots.snapshot = tracks.snapshot
-            AND parsed_rows.track_id_text = tracks.track_id
         ANTI JOIN quarantined ON parsed_rows.record_number = quarantined.record_number
         """
     )
@@ -263,9 +250,7 @@ def _write_plays(
         # and answers with the number of rows written.
         plays[kpi_date] = copy_plays(
             con,
-            "SELECT plays.user_id, tracks.track_id, plays.listen_time, plays.kpi_date "
-            "FROM (SELECT DISTINCT * FROM valid_rows WHERE kpi_date = ?) AS plays "
-            "INNER JOIN known_tracks AS tracks ON plays.track_number = tracks.track_number",
+            "SELECT DISTINCT * FROM valid_rows WHERE kpi_date = ?",
             [kpi_date],
             lineage.content_key,
             path,
