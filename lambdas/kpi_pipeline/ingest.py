@@ -111,6 +111,9 @@ def validate_stream_file(
         return RejectedFile(FileReason.UNREADABLE_CSV, _first_line(exc))
     finally:
         malformed.close()
+        # The CSV blocks DuckDB has copied are free, but pyarrow's pool (mimalloc) keeps
+        # their pages (some 180 MB on a bench file) while the plays are de-duplicated.
+        pa.default_memory_pool().release_unused()
 
     dates = [
         row[0]
@@ -438,9 +441,6 @@ def _open_rows(
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         ),
-        # Its blocks are freed as DuckDB takes them; the default pool (mimalloc) kept them
-        # and the step's peak came out some 100 MB higher on a bench file.
-        memory_pool=pa.system_memory_pool(),
     )
     schema = pa.schema([("record_number", pa.int64())] + [(n, pa.string()) for n in columns])
 
