@@ -1,15 +1,21 @@
-"""``make bench [BENCH_ARGS=--big]``: the pipeline's speed and memory against plain pandas.
+"""``make bench [BENCH_ARGS=--big]``: the pipeline's speed and memory against what a user
+would write instead.
 
 On one data set (default: 10M plays in 3 files over 2 days, 50k users, 100k song rows;
 ``--big``: 100M plays in 10 files), each step runs in a fresh child process, so its time
-and peak resident memory (ru_maxrss) are its own:
+and peak resident memory (VmHWM) are its own:
 
-- the seed's approach in plain pandas (no validation), on every file at once;
+- the competitors, on every file at once: a quick DuckDB script and a quick Polars script
+  (typed reads, joins and the seven KPIs; no quarantine, hash or output file), and the
+  seed's approach in naive pandas;
 - the source snapshot, each file's ingest, and the transform of every date, with the
   DuckDB memory limit each Lambda's default memory size gives it.
 
-It prints each step, the totals and ``speed-up vs pandas``. Figures vary from run to run on
-a shared machine: compare ratios taken in one run.
+It prints each step, the totals, the pipeline's time over each competitor's, and whether
+the quick scripts' KPIs are the pipeline's (the bench fails when they are not).
+``--save-kpis`` keeps the KPI Parquet and ``--compare-kpis`` compares this run's with a kept
+one row by row: a faster version must give the same KPIs. Figures vary from run to run on a
+shared machine: compare ratios taken in one run.
 """
 
 from __future__ import annotations
@@ -74,10 +80,26 @@ def measure(label: str, step: str, *args: Any) -> tuple[Figure, dict[str, Any]]:
     return figure, result
 
 
+def peak_mb() -> float:
+    """This process's peak resident memory, in MB: VmHWM, the high-water mark of its own
+    address space. ru_maxrss survives fork and exec, so a step started while the bench held
+    more (the poison files' rows) reported the bench's memory, not its own."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text(encoding="ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _run_child(step: str, args_json: str) -> None:
     sys.path.insert(0, str(REPO / "lambdas"))
+    import importlib
+
     from benchmarks import steps  # imported first: the figures are for the work
 
+    for module in steps.IMPORTS.get(step, ()):
+        importlib.import_module(module)
     before = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = before.ru_utime + before.ru_stime
     started = time.perf_counter()
@@ -85,11 +107,7 @@ def _run_child(step: str, args_json: str) -> None:
     elapsed = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime - cpu_before
-    print(
-        json.dumps(
-            {"seconds": elapsed, "cpu_seconds": cpu, "peak_mb": usage.ru_maxrss / 1024, **result}
-        )
-    )
+    print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu, "peak_mb": peak_mb(), **result}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,9 +116,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--big", action="store_true", help="100M plays in 10 files (no pandas: it needs ~70 GB)"
+        "--big",
+        action="store_true",
+        help="100M plays in 10 files, the pipeline only (the competitors hold every play in "
+        "memory: pandas some 70 GB, DuckDB unbounded on a shared machine)",
     )
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
+    parser.add_argument(
+        "--save-kpis", type=Path, metavar="PATH", help="keep this run's KPI Parquet at PATH"
+    )
+    parser.add_argument(
+        "--compare-kpis",
+        type=Path,
+        metavar="PATH",
+        help="compare this run's KPI Parquet with the one at PATH, row by row",
+    )
     parser.add_argument(
         "--source-only", action="store_true", help="only ExtractRds against the 2M-user source"
     )
@@ -142,26 +172,34 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(HEADER)
 
-    baseline = None
-    if not (args.big or args.no_pandas):
-        streams = [str(p) for p in files.streams]
-        baseline, _ = measure(
-            "pandas, seed style (no validation)",
-            "pandas_seed",
-            str(files.users_csv),
-            str(files.songs_csv),
-            streams,
-        )
+    inputs = (str(files.users_csv), str(files.songs_csv), [str(p) for p in files.streams])
+    competitors: list[Figure] = []
+    quick_kpis: dict[str, Any] = {}
+    for label, step, skip in (
+        ("DuckDB, quick script (no validation)", "quick_duckdb", args.big),
+        ("Polars, quick script (no validation)", "quick_polars", args.big),
+        ("pandas, naive (no validation)", "pandas_seed", args.big or args.no_pandas),
+    ):
+        if not skip:
+            figure, result = measure(label, step, *inputs)
+            competitors.append(figure)
+            if "kpis" in result:
+                quick_kpis[label] = result["kpis"]
 
     root = Path(tempfile.mkdtemp(prefix="music-kpi-bench-"))
     try:
-        ours = _pipeline(files, root)
+        ours, kpis = _pipeline(files, root)
+        equal = _check_quick_scripts(kpis, quick_kpis)
+        if args.save_kpis:
+            shutil.copyfile(kpis, args.save_kpis)
+        if args.compare_kpis:
+            equal = _compare_kpis(args.compare_kpis, kpis) and equal
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    _summary(ours, baseline)
+    _summary(ours, competitors)
     _poison(files)
     _source()
-    return 0
+    return 0 if equal else 1
 
 
 def _poison(files: Any) -> None:
@@ -237,7 +275,8 @@ def _source() -> None:
     )
 
 
-def _pipeline(files: Any, root: Path) -> list[Figure]:
+def _pipeline(files: Any, root: Path) -> tuple[list[Figure], Path]:
+    """Every step of the pipeline; its figures and the KPI Parquet it wrote."""
     snapshot_dir = root / "snapshot"
     snapshot_dir.mkdir()
     figures = [
@@ -269,21 +308,65 @@ def _pipeline(files: Any, root: Path) -> list[Figure]:
         "transform (every date)", "transform", str(snapshot_dir), curated, str(work)
     )
     figures.append(figure)
-    print(f"\n{result['kpi_rows']} KPI rows; digest {_digest(work / 'music_kpi_metrics.parquet')}")
-    return figures
+    kpis = work / "music_kpi_metrics.parquet"
+    print(f"\n{result['kpi_rows']} KPI rows; digest {_digest(kpis)}")
+    return figures, kpis
 
 
 def _digest(kpis: Path) -> str:
     """A digest of the KPI values (not of run ids or the file's bytes): equal digests, equal
     KPIs, so a faster version can be compared with the last one."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(kpis).drop_columns(["run_id"])
-    rows = sorted(json.dumps(row, default=str, sort_keys=True) for row in table.to_pylist())
+    rows = sorted(json.dumps(row, default=str, sort_keys=True) for row in _kpi_values(kpis))
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 
-def _summary(ours: list[Figure], baseline: Figure | None) -> None:
+def _kpi_values(kpis: Path) -> list[dict[str, Any]]:
+    """The KPI rows of a KPI Parquet, without the run id."""
+    import pyarrow.parquet as pq
+
+    return list(pq.read_table(kpis).drop_columns(["run_id"]).to_pylist())
+
+
+def _check_quick_scripts(kpis: Path, quick_kpis: dict[str, Any]) -> bool:
+    """Whether each quick script's KPI rows are the pipeline's (printed): a script that
+    computes other numbers does other work, and its time says nothing."""
+    from benchmarks.quick import differences, keyed
+
+    ours = keyed(_kpi_values(kpis))
+    equal = True
+    for label, theirs in quick_kpis.items():
+        differ = differences(ours, theirs)
+        name = label.split(" (")[0]
+        if differ:
+            equal = False
+            print(f"{name}: KPIs DIFFER from the pipeline's in {len(differ)} rows: {differ[:3]}")
+        else:
+            print(f"{name}: the pipeline's KPIs, all {len(ours)} rows (every KPI column)")
+    return equal
+
+
+def _compare_kpis(kept: Path, kpis: Path) -> bool:
+    """This run's KPI rows against a kept KPI Parquet's, row by row and value by value (run
+    ids aside; rows matched whatever their order), printed."""
+    from collections import Counter
+
+    def rows(path: Path) -> Counter[str]:
+        return Counter(json.dumps(row, default=str, sort_keys=True) for row in _kpi_values(path))
+
+    before, after = rows(kept), rows(kpis)
+    only_before, only_after = before - after, after - before
+    differ = sum(only_before.values()) + sum(only_after.values())
+    print(
+        f"KPI Parquet against {kept}: {before.total()} rows kept, {after.total()} now, "
+        f"{differ} rows differ"
+    )
+    for side, only in (("kept", only_before), ("now", only_after)):
+        for row in sorted(only)[:3]:
+            print(f"  only {side}: {row}")
+    return differ == 0
+
+
+def _summary(ours: list[Figure], competitors: list[Figure]) -> None:
     ingest = [f for f in ours if f.label.startswith("ingest")]
     transform = ours[-1]
     core = sum(f.seconds for f in ingest) + transform.seconds
@@ -293,15 +376,28 @@ def _summary(ours: list[Figure], baseline: Figure | None) -> None:
         f"and transform {transform.seconds:.1f} s; largest step peak "
         f"{max(f.peak_mb for f in ours):,.0f} MB"
     )
-    if baseline:
+    if competitors:
         print(
-            f"pandas:   {baseline.seconds:.1f} s, peak {baseline.peak_mb:,.0f} MB\n"
-            f"speed-up vs pandas: {baseline.seconds / core:.1f}x (ingest + transform), "
-            f"{baseline.seconds / total:.1f}x (with the snapshot)"
+            f"\n{'the pipeline against':<40}{'seconds':>9}{'peak MB':>9}"
+            f"{'ingest+transform':>22}{'with snapshot':>22}"
         )
+        for figure in competitors:
+            print(
+                f"{figure.label:<40}{figure.seconds:>9.2f}{figure.peak_mb:>9,.0f}"
+                f"{_ratio(core, figure.seconds):>22}{_ratio(total, figure.seconds):>22}"
+            )
+        print("(the pipeline's time over theirs: 0.50x is twice as fast, 2.00x twice as slow)")
     print("\nEach step runs in a fresh process with the DuckDB memory limit of its Lambda;")
-    print("peak MB is that process's max RSS. Compare ratios taken in one run.")
+    print("peak MB is that process's own peak RSS (VmHWM). Compare ratios taken in one run.")
     _lambda_terms({"ingest_file": ingest, "transform": [transform]})
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return (
+        f"{ours / theirs:.2f}x ({theirs / ours:.1f}x faster)"
+        if ours < theirs
+        else (f"{ours / theirs:.2f}x")
+    )
 
 
 def _lambda_terms(figures: dict[str, list[Figure]]) -> None:

@@ -59,9 +59,10 @@ class BenchFiles:
         )
 
 
-def materialise(data: DataSet) -> BenchFiles:
-    """The data set's files, generated on first use (and whenever its definition changes)."""
-    folder = CACHE / data.name
+def materialise(data: DataSet, cache: Path = CACHE) -> BenchFiles:
+    """The data set's files under ``cache``, generated on first use (and whenever its
+    definition changes)."""
+    folder = cache / data.name
     definition = json.dumps(asdict(data), sort_keys=True)
     stamp = folder / "definition.json"
     files = BenchFiles(

@@ -363,6 +363,24 @@ def test_a_bad_file_is_rejected_whole_and_writes_nothing(
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.parametrize("block", [1, 2, 7, 64])
+def test_utf8_is_checked_across_the_blocks_the_file_is_read_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """A character cut by a block boundary is whole across it; a lead byte followed by a
+    block of plain ASCII is not (a block of ASCII alone needs no decoding)."""
+    monkeypatch.setattr(ingest, "_BLOCK_SIZE", block)
+    good = (HEADER + "1,A,2024-06-25 10:00:00\n2,Café,2024-06-25 10:00:00\n").encode()
+    cut = good.index("é".encode()) + 1
+    bad = good[:cut] + good[cut + 1 :]  # the lead byte of é, then ",2024-..." in ASCII
+
+    assert isinstance(validate(tmp_path / "good", good), AcceptedFile)
+    rejected = validate(tmp_path / "bad", bad)
+    assert isinstance(rejected, RejectedFile)
+    assert rejected.reason == FileReason.NOT_UTF8
+    assert rejected.detail == f"invalid UTF-8 at byte {cut - 1}"
+
+
 def test_a_utf8_byte_order_mark_is_dropped_and_the_file_accepted(tmp_path: Path) -> None:
     result = accepted(tmp_path, b"\xef\xbb\xbf" + (HEADER + "1,A,2024-06-25 10:00:00\n").encode())
 

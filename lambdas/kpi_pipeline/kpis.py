@@ -179,6 +179,7 @@ def run_kpi_models(
         con.execute(
             "CREATE OR REPLACE TEMP TABLE kpi_day AS SELECT ?::DATE AS kpi_date", [kpi_date]
         )
+        engine.create_table(con, "stg_play_tracks", "staging/stg_play_tracks.sql")
         engine.create_table(con, "stg_plays", "staging/stg_plays.sql")
         for table in ("int_hourly_track_plays", "int_hourly_listeners"):
             model = f"intermediate/{table}.sql"
@@ -187,6 +188,7 @@ def run_kpi_models(
             else:
                 engine.append_to_table(con, table, model)
     con.execute("DROP TABLE IF EXISTS stg_plays")
+    con.execute("DROP TABLE IF EXISTS stg_play_tracks")
     # Given by the caller when the extract split them; otherwise split here, the same way.
     con.execute(
         "CREATE TEMP TABLE IF NOT EXISTS song_artists AS "

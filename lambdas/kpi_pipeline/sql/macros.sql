@@ -43,15 +43,19 @@ CREATE OR REPLACE TEMP MACRO is_plain_user_id(s) AS
     regexp_full_match(s, '0|[1-9][0-9]{0,17}');
 
 -- Rule 2, common spelling: nothing to trim, as no character at either end is whitespace
--- (or another control character, which the full rule keeps).
+-- (or another control character, which the full rule keeps). s[-1], its last code point,
+-- costs half what right(s, 1) does.
 CREATE OR REPLACE TEMP MACRO is_plain_track_id(s) AS
-    ascii(s) > 32 AND ascii(right(s, 1)) > 32;
+    ascii(s) > 32 AND ascii(s[-1]) > 32;
 
--- Rule 3, common spelling: no surrounding whitespace, upper-case T if any, and no offset
--- but Z (so UTC). TIMESTAMP's cast reads it as TIMESTAMPTZ's would; it must not see another
--- offset, which it would drop.
-CREATE OR REPLACE TEMP MACRO is_plain_timestamp(s) AS
-    regexp_full_match(s, iso_date_time_pattern() || 'Z?');
+-- Rules 1 and 3, common spelling: the text is exactly how the value a cast reads from it
+-- prints ('42', '2024-06-25 10:00:00', '2024-06-25 10:00:00.5'). The cast is lenient
+-- ('1.5' reads as the BIGINT 2, '2024-06-25T10:00' and '... +02' as TIMESTAMPs), the print
+-- is not: a text that prints back is one of the rule's spellings (or, for a TIMESTAMP, a
+-- value out of years 1-9999, which no valid play has), and its value is the rule's. One
+-- cast and one print: several times cheaper than a regular expression before the cast.
+CREATE OR REPLACE TEMP MACRO prints_as_written(value, s) AS
+    coalesce(CAST(value AS VARCHAR) = s, false);
 
 -- The UTC hour a TIMESTAMPTZ falls in, numbered from 0001-01-01 00:00 UTC (62,135,596,800
 -- seconds before the epoch), by integer arithmetic on its epoch: date and hour functions

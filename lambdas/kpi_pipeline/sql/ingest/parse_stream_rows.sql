@@ -3,21 +3,30 @@
 -- Input: raw_rows(record_number, user_id, track_id, listen_time) as text.
 --
 -- Nearly every row spells its values the common way: a plain user id, nothing to trim, a
--- timestamp in UTC. A cheap test recognises that spelling and a plain cast reads it
--- (macros.sql, "fast path"); only the other rows go through each rule's full chain of
--- trimming, signs, case and offsets. Both give the same value for any text both accept.
+-- timestamp in UTC as DuckDB prints it. A cast reads that spelling, and printing the value
+-- back tells it is that spelling (macros.sql, prints_as_written; is_plain_track_id); only
+-- the other rows go through each rule's full chain of trimming, signs, case and offsets.
+-- Both give the same value for any text both accept.
 -- listen_time is the UTC wall time (TIMESTAMP): cheaper to compare and to date than
 -- TIMESTAMPTZ, which is what the curated plays hold.
 --
--- The text as written (raw_*) is kept only where the typed value does not spell it exactly
--- (NULL otherwise): quarantined_rows.sql spells it out for a quarantined row.
-WITH spelled AS (
+-- The text as written (raw_*) is kept only where the typed value does not print as it is
+-- written (NULL otherwise): quarantined_rows.sql spells it out for a quarantined row.
+WITH cast_rows AS (
     SELECT
         *,
-        is_plain_user_id(user_id) AS plain_user_id,
-        is_plain_track_id(track_id) AS plain_track_id,
-        is_plain_timestamp(listen_time) AS plain_listen_time
+        TRY_CAST(user_id AS BIGINT) AS cast_user_id,
+        TRY_CAST(listen_time AS TIMESTAMP) AS cast_listen_time
     FROM raw_rows
+),
+
+spelled AS (
+    SELECT
+        *,
+        prints_as_written(cast_user_id, user_id) AS plain_user_id,
+        is_plain_track_id(track_id) AS plain_track_id,
+        prints_as_written(cast_listen_time, listen_time) AS plain_listen_time
+    FROM cast_rows
 ),
 
 typed AS (
@@ -33,12 +42,12 @@ typed AS (
         END AS user_id_is_integer,
         -- NULL for an integer beyond BIGINT: rule 1 holds, and no user has it (rule 4).
         CASE
-            WHEN plain_user_id THEN CAST(user_id AS BIGINT)
+            WHEN plain_user_id THEN cast_user_id
             WHEN is_integer_text(strip_ws(user_id)) THEN TRY_CAST(strip_ws(user_id) AS BIGINT)
         END AS user_id,
         CASE WHEN plain_track_id THEN track_id ELSE strip_ws(track_id) END AS track_id_text,
         CASE
-            WHEN plain_listen_time THEN TRY_CAST(listen_time AS TIMESTAMP)
+            WHEN plain_listen_time THEN cast_listen_time
             WHEN is_iso_timestamp_text(upper(strip_ws(listen_time)))
                 THEN CAST(TRY_CAST(upper(strip_ws(listen_time)) AS TIMESTAMPTZ) AS TIMESTAMP)
         END AS utc_listen_time
@@ -64,14 +73,9 @@ in_range AS (
 
 SELECT
     * EXCLUDE (raw_listen_time, plain_listen_time),
-    -- 'YYYY-MM-DD HH:MM:SS' is how a valid listen_time without fraction prints
+    -- a valid listen_time written as it prints needs no raw text
     CASE
-        WHEN NOT (
-            plain_listen_time
-            AND listen_time IS NOT NULL
-            AND length(raw_listen_time) = 19
-            AND raw_listen_time[11] = ' '
-        ) THEN raw_listen_time
+        WHEN NOT (plain_listen_time AND listen_time IS NOT NULL) THEN raw_listen_time
     END AS raw_listen_time,
     CAST(listen_time AS DATE) AS kpi_date
 FROM in_range
