@@ -31,6 +31,7 @@ from urllib.parse import quote
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from kpi_pipeline.alerts import error_message
 from local_runner.databases import FORMULA_START
 from reporting.shaping import (
     ACCEPTED_FIELD,
@@ -783,14 +784,7 @@ def _cause(cause: object) -> str:
     """A failure's message: a Lambda error's errorMessage, else the cause as it is; cut."""
     if not cause:
         return ""
-    text = str(cause)
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict) and parsed.get("errorMessage"):
-        text = str(parsed["errorMessage"])
-    text = " ".join(text.split())
+    text = error_message(str(cause))
     return text if len(text) <= _CAUSE_CHARS else text[: _CAUSE_CHARS - 1] + "…"
 
 

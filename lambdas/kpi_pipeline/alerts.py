@@ -196,11 +196,9 @@ def _console_escape(text: str) -> str:
     return quote(quote(text, safe=""), safe="").replace("%", "$")
 
 
-def readable_cause(cause: str | None, limit: int = CAUSE_CHARS) -> str | None:
-    """A cause as a person reads it: a Lambda error's message (not its JSON and stack
-    trace), on one line, cut at ``limit`` characters saying how much was left out."""
-    if not cause:
-        return None
+def error_message(cause: str) -> str:
+    """A failure's cause on one line: a Lambda error's errorMessage (not its JSON and stack
+    trace), else the cause as it is."""
     text = cause
     try:
         parsed = json.loads(cause)
@@ -208,7 +206,15 @@ def readable_cause(cause: str | None, limit: int = CAUSE_CHARS) -> str | None:
         parsed = None
     if isinstance(parsed, dict) and parsed.get("errorMessage"):
         text = str(parsed["errorMessage"])
-    text = " ".join(text.split())
+    return " ".join(text.split())
+
+
+def readable_cause(cause: str | None, limit: int = CAUSE_CHARS) -> str | None:
+    """A cause as a person reads it: a Lambda error's message (not its JSON and stack
+    trace), on one line, cut at ``limit`` characters saying how much was left out."""
+    if not cause:
+        return None
+    text = error_message(cause)
     if len(text) <= limit:
         return text
     return f"{text[:limit].rstrip()}... ({len(text) - limit:,} more characters in the execution)"
