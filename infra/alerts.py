@@ -18,13 +18,16 @@ from __future__ import annotations
 from aws_cdk import ArnFormat, Duration, SecretValue, Stack
 from aws_cdk import aws_chatbot as chatbot
 from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -115,6 +118,39 @@ class PipelineAlerts(Construct):
             "id unknown at deploy time; only this state machine's executions are named",
         )
 
+        # What could not be delivered is kept, and alarms straight to the topic: an event
+        # EventBridge could not hand to the function, one the function failed on twice, a
+        # PagerDuty event the API destination could not deliver (a 4xx is not retried).
+        self.dead_letters = sqs.Queue(
+            self,
+            "DeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        acknowledge(
+            self.dead_letters,
+            "SQS3",
+            "the dead-letter queue of the alert path itself: a message in it alarms",
+        )
+        function.configure_async_invoke(
+            on_failure=destinations.SqsDestination(self.dead_letters), retry_attempts=2
+        )
+        self.lost_alarm = cw.Alarm(
+            self,
+            "AlertsLostAlarm",
+            alarm_description="An alert could not be delivered: it is kept in the alert "
+            "dead-letter queue (docs/runbook.md, The alert function failed)",
+            metric=self.dead_letters.metric_approximate_number_of_messages_visible(
+                statistic="Maximum", period=Duration.minutes(5)
+            ),
+            threshold=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        self.lost_alarm.add_alarm_action(cw_actions.SnsAction(topic))
+
         # Every end of this state machine's executions (not its Map runs' children): the
         # function decides what alerts. Timeouts and aborts included, which no Catch sees.
         events.Rule(
@@ -129,7 +165,11 @@ class PipelineAlerts(Construct):
                     "stateMachineArn": [state_machine.state_machine_arn],
                 },
             ),
-            targets=[targets.LambdaFunction(function, retry_attempts=8)],
+            targets=[
+                targets.LambdaFunction(
+                    function, retry_attempts=8, dead_letter_queue=self.dead_letters
+                )
+            ],
         )
         # The alarms no run is behind (no success, no plays): firing and clearing.
         if runless_alarms:
@@ -143,7 +183,11 @@ class PipelineAlerts(Construct):
                     resources=[alarm.alarm_arn for alarm in runless_alarms],
                     detail={"state": {"value": ["ALARM", "OK"]}},
                 ),
-                targets=[targets.LambdaFunction(function, retry_attempts=8)],
+                targets=[
+                    targets.LambdaFunction(
+                        function, retry_attempts=8, dead_letter_queue=self.dead_letters
+                    )
+                ],
             )
 
         self.slack = (
@@ -230,6 +274,7 @@ class PipelineAlerts(Construct):
                     event=events.RuleTargetInput.from_event_path("$.detail"),
                     retry_attempts=185,
                     max_event_age=Duration.hours(24),
+                    dead_letter_queue=self.dead_letters,
                 )
             ],
         )

@@ -369,6 +369,8 @@ class _Resolver:
             ("AWS::Events::ApiDestination", "Arn"): (
                 f"arn:aws:events:{REGION}:{ACCOUNT}:api-destination/{name}"
             ),
+            ("AWS::SQS::Queue", "Arn"): f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}",
+            ("AWS::SQS::Queue", "QueueName"): name,
             ("AWS::Events::Connection", "Arn"): (
                 f"arn:aws:events:{REGION}:{ACCOUNT}:connection/{name}"
             ),

@@ -142,9 +142,14 @@ def test_neither_set_adds_no_resource_and_each_adds_only_its_own(prod, prod_with
             "AWS::IAM::Policy",  # events:InvokeApiDestination on it
         ]
     )
-    # and the rest is the same (but the alert function's PagerDuty switch and grant)
+    # and the rest is the same (but the alert function's PagerDuty switch and grant, and
+    # the dead-letter queue's policy letting PagerDuty's rule in too)
     changed = [name for name in neither if both[name] != neither[name]]
-    assert {both[name]["Type"] for name in changed} <= {"AWS::Lambda::Function", "AWS::IAM::Policy"}
+    assert {both[name]["Type"] for name in changed} <= {
+        "AWS::Lambda::Function",
+        "AWS::IAM::Policy",
+        "AWS::SQS::QueuePolicy",
+    }
 
 
 def test_the_alert_function_has_no_pagerduty_rights_without_pagerduty(prod_without_alerts):
@@ -152,3 +157,35 @@ def test_the_alert_function_has_no_pagerduty_rights_without_pagerduty(prod_witho
     alert = template.to_json()["Resources"][logical_id(stack, stack.functions.functions["alert"])]
     assert "PAGERDUTY_EVENTS" not in alert["Properties"]["Environment"]["Variables"]
     assert "events:PutEvents" not in json.dumps(template.to_json())
+
+
+def test_an_alert_that_cannot_be_delivered_is_kept_and_alarms(prod):
+    """An alert the function failed to handle twice, an event EventBridge could not hand to
+    it, and a PagerDuty event the API destination could not deliver (a 4xx, a rotated key,
+    24 h of retries) land in one dead-letter queue; a message there alarms to the topic."""
+    stack, template = prod
+    (queue_id,) = resources(template, "AWS::SQS::Queue")
+    queue = template.to_json()["Resources"][queue_id]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600
+    dead_letters = {"Fn::GetAtt": [queue_id, "Arn"]}
+
+    (invoke_config,) = resources(template, "AWS::Lambda::EventInvokeConfig").values()
+    assert invoke_config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == (
+        dead_letters
+    )
+    rules = resources(template, "AWS::Events::Rule").values()
+    event_targets = [
+        t for r in rules if "EventPattern" in r["Properties"] for t in r["Properties"]["Targets"]
+    ]
+    assert len(event_targets) == 3  # executions, alarms, PagerDuty
+    assert all(t["DeadLetterConfig"]["Arn"] == dead_letters for t in event_targets)
+
+    (alarm,) = [
+        a["Properties"]
+        for a in resources(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
+    ]
+    assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": [queue_id, "QueueName"]}
+    assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"].startswith("GreaterThanOrEqual")
+    assert alarm["AlarmActions"] == [{"Ref": logical_id(stack, stack.alert_topic)}]
