@@ -267,6 +267,12 @@ def expected_prod_grants(stack: PipelineStack, step: Step) -> set[Grant]:
         | allow(
             ("events:PutEvents",),
             f"arn:<AWS::Partition>:events:{region_account}:event-bus/default",
+        )
+        # an event it failed on twice, kept in the alert dead-letter queue (CDK's
+        # SqsDestination grants the queue's send actions)
+        | allow(
+            ("sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"),
+            f"<{logical_id(stack, stack.alerts.dead_letters)}.Arn>",
         ),
     }
     return base | by_step[step.key]
