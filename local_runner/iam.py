@@ -313,13 +313,14 @@ _EVALUATED_KEYS = {"s3:prefix", "cloudwatch:namespace", "kms:viaservice"}
 
 
 def _conditions_hold(conditions: dict[str, dict[str, Any]], context: Context) -> bool:
+    context = {key.lower(): value for key, value in context.items()}  # as IAM: any case
     for operator, tests in conditions.items():
         for key, expected in tests.items():
             key = key.lower()  # condition keys are case-insensitive in IAM
             if key not in _EVALUATED_KEYS:
                 continue  # not evaluated locally (see the module's docstring)
             values = [str(v) for v in _as_list(expected)]
-            actual = {k.lower(): v for k, v in context.items()}.get(key)
+            actual = context.get(key)
             if not _operator_holds(operator, values, actual):
                 return False
     return True

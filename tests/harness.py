@@ -58,6 +58,13 @@ class Harness:
     def load_source(self, users_csv: Path, songs_csv: Path) -> dict[str, int]:
         return replace_source_tables(self.source_dsn, users_csv, songs_csv)
 
+    def drop_source_column(self, table: str, column: str) -> None:
+        """Break the source as a schema change would: the column the pipeline needs is gone."""
+        conn = psycopg2.connect(self.source_dsn)
+        with conn, conn.cursor() as cur:
+            cur.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.close()
+
     def put_streams(self, *files: Path, as_names: list[str] | None = None) -> list[str]:
         bucket, prefix = self.landing
         if as_names:

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 
 from infra.monitoring import no_plays_description
@@ -79,10 +78,7 @@ def line(alert: dict[str, Any], label: str) -> str:
 def test_a_failed_state_alerts_with_its_error_cause_links_and_runbook(pd_harness, sample):
     harness = pd_harness
     harness.load_source(sample.users_csv, sample.songs_csv)
-    conn = psycopg2.connect(harness.source_dsn)
-    with conn, conn.cursor() as cur:
-        cur.execute("ALTER TABLE songs DROP COLUMN track_genre")
-    conn.close()
+    harness.drop_source_column("songs", "track_genre")
     harness.put_streams(sample.stream_files[0])
 
     execution = harness.run("broken")

@@ -250,10 +250,7 @@ def test_no_landing_file_ends_with_no_new_files(harness, sample):
 
 def test_a_failed_step_alerts_and_fails_the_execution(harness, sample):
     harness.load_source(sample.users_csv, sample.songs_csv)
-    conn = psycopg2.connect(harness.source_dsn)
-    with conn, conn.cursor() as cur:
-        cur.execute("ALTER TABLE songs DROP COLUMN track_genre")
-    conn.close()
+    harness.drop_source_column("songs", "track_genre")
     harness.put_streams(sample.stream_files[0])
 
     execution = harness.run("broken")

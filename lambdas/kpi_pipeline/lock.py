@@ -27,6 +27,15 @@ from kpi_pipeline.errors import ConfigurationError, LockLost, StorageUnavailable
 LOCK_ID = "pipeline"  # the one lock item (infra/workflow.py LOCK_ID)
 
 
+def read_lock_item(table: str, client: Any | None = None) -> dict[str, Any]:
+    """The lock item as DynamoDB holds it now (a consistent read); empty if never taken."""
+    dynamodb = client or aws.client("dynamodb")
+    item = dynamodb.get_item(
+        TableName=table, Key={"lock_id": {"S": LOCK_ID}}, ConsistentRead=True
+    ).get("Item", {})
+    return dict(item)
+
+
 def check_lock(token: LockToken | None, table: str | None, client: Any | None = None) -> None:
     """Raise :class:`LockLost` unless the lock names ``token``'s execution and fence. No
     token (a call outside the state machine: tests, tools) checks nothing."""
@@ -34,11 +43,8 @@ def check_lock(token: LockToken | None, table: str | None, client: Any | None = 
         return
     if not table:
         raise ConfigurationError("LOCK_TABLE is not set: the step cannot check the lock")
-    dynamodb = client or aws.client("dynamodb")
     try:
-        item = dynamodb.get_item(
-            TableName=table, Key={"lock_id": {"S": LOCK_ID}}, ConsistentRead=True
-        ).get("Item", {})
+        item = read_lock_item(table, client)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in {"ProvisionedThroughputExceededException", "ThrottlingException"}:

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kpi_pipeline import aws
 from kpi_pipeline.contracts import (
     PreflightCheck,
     PreflightReport,
@@ -31,7 +30,7 @@ from kpi_pipeline.contracts import (
     PreflightResult,
 )
 from kpi_pipeline.layout import Layout, run_key
-from kpi_pipeline.lock import LOCK_ID
+from kpi_pipeline.lock import read_lock_item
 from kpi_pipeline.storage import Storage
 
 ATTEMPT = "preflight"  # the attempt folder a preflight writes its warehouse inputs under
@@ -228,9 +227,7 @@ def landing_reading(
             "lock: the run lock can be read (DynamoDB reached)",
             "check the function's grant on the lock table" + no_route,
         ) as outcome:
-            aws.client("dynamodb").get_item(
-                TableName=lock_table, Key={"lock_id": {"S": LOCK_ID}}, ConsistentRead=True
-            )
+            read_lock_item(lock_table)
             outcome["detail"] = f"read the run lock in {lock_table}"
     return checks.result()
 
